@@ -1,0 +1,31 @@
+/**
+ * The one error type of the project. `code` is stable (scripts and tests match on it); `message`
+ * tells the user what happened and what to do about it.
+ */
+export class AcpackError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'AcpackError';
+  }
+}
+
+export function isAcpackError(err: unknown, code?: string): err is AcpackError {
+  return err instanceof AcpackError && (code === undefined || err.code === code);
+}
+
+/** Formats a byte count the way messages and summaries show it: 1,204 bytes / 3.2 MB. */
+export function formatBytes(n: number): string {
+  if (n < 1000) return `${n.toLocaleString('en-US')} bytes`;
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  let v = n / 1000;
+  let i = 0;
+  while (v >= 1000 && i < units.length - 1) {
+    v /= 1000;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}

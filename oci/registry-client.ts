@@ -1,0 +1,210 @@
+import type { Dispatcher, Response } from 'undici';
+import { AcpackError, formatBytes } from './errors.js';
+import { sha256, shortDigest, type Digest, isDigest } from './digest.js';
+import { apiHost, formatReference, isLoopbackHost, type Reference } from './reference.js';
+import { MANIFEST_ACCEPT, isSchema1 } from './media-types.js';
+import { loadCredentials, parseChallenge, type Credentials } from './auth.js';
+import { agentFor, DEFAULT_RETRY, fetchWithRetry, type RetryPolicy } from './http.js';
+import type { BlobWriter } from './store.js';
+import { downloadInto } from './download.js';
+
+/** Manifests are small; anything bigger is not a manifest and is not read into memory. */
+const MAX_MANIFEST_BYTES = 4 << 20;
+
+export interface RegistryClientOptions {
+  /** Hosts reached over plain HTTP or with an unverified certificate. Loopback hosts always are. */
+  insecure?: Iterable<string>;
+  credentials?: Map<string, Credentials>;
+  retry?: RetryPolicy;
+}
+
+export interface FetchedManifest {
+  bytes: Buffer;
+  mediaType: string;
+  digest: Digest;
+}
+
+interface HostState {
+  base?: string;
+  dispatcher: Dispatcher;
+  tokens: Map<string, string>;
+  basic?: string;
+}
+
+/**
+ * A pull-only OCI distribution client: anonymous, bearer-token (the WWW-Authenticate dance) and
+ * basic auth, redirects, retries, and Range-resumed blob downloads written into the content store.
+ */
+export class RegistryClient {
+  private readonly insecure: Set<string>;
+  private readonly credentials: Map<string, Credentials>;
+  private readonly retry: RetryPolicy;
+  private readonly hosts = new Map<string, HostState>();
+
+  constructor(opts: RegistryClientOptions = {}) {
+    this.insecure = new Set(opts.insecure ?? []);
+    this.credentials = opts.credentials ?? loadCredentials();
+    this.retry = opts.retry ?? DEFAULT_RETRY;
+  }
+
+  /** GETs a manifest by tag or digest; checks it against the digest asked for or announced. */
+  async getManifest(ref: Reference, digest?: Digest): Promise<FetchedManifest> {
+    const target = digest ?? ref.digest ?? ref.tag ?? 'latest';
+    const res = await this.send(ref, `manifests/${target}`, { method: 'GET', headers: { accept: MANIFEST_ACCEPT } });
+    const name = formatReference(ref);
+    if (res.status === 404) {
+      await res.body?.cancel();
+      throw new AcpackError('NOT_FOUND', `${name}: manifest ${target} not found on ${ref.host}`);
+    }
+    await this.expectOk(res, name);
+    const declared = Number(res.headers.get('content-length') ?? '0');
+    if (declared > MAX_MANIFEST_BYTES) {
+      await res.body?.cancel();
+      throw new AcpackError('MANIFEST_TOO_LARGE', `${name}: the manifest is ${formatBytes(declared)}, more than a manifest can be`);
+    }
+    const bytes = Buffer.from(await res.arrayBuffer());
+    if (bytes.length > MAX_MANIFEST_BYTES) throw new AcpackError('MANIFEST_TOO_LARGE', `${name}: the manifest is larger than a manifest can be`);
+    const mediaType = manifestMediaType(res, bytes);
+    if (isSchema1(mediaType)) {
+      throw new AcpackError(
+        'SCHEMA1',
+        `${name} is a Docker schema 1 image, which cannot be stored with its digest; re-push it with a current docker or skopeo to convert it to schema 2`,
+      );
+    }
+    const actual = sha256(bytes);
+    const expectedDigest = isDigest(target) ? target : (res.headers.get('docker-content-digest') ?? undefined);
+    if (expectedDigest && expectedDigest !== actual) {
+      throw new AcpackError(
+        'DIGEST_MISMATCH',
+        `${name}: the manifest hashes to ${shortDigest(actual)}, but ${ref.host} said ${shortDigest(expectedDigest)}: the source is corrupt or a proxy changed it`,
+      );
+    }
+    return { bytes, mediaType, digest: actual };
+  }
+
+  /** The digest a tag points at now (HEAD, falling back to GET when the header is missing). */
+  async resolve(ref: Reference): Promise<Digest> {
+    const target = ref.tag ?? ref.digest ?? 'latest';
+    const res = await this.send(ref, `manifests/${target}`, { method: 'HEAD', headers: { accept: MANIFEST_ACCEPT } });
+    const header = res.headers.get('docker-content-digest');
+    if (res.ok && header && isDigest(header)) return header;
+    return (await this.getManifest(ref)).digest;
+  }
+
+  /** Downloads a blob into `writer` (resuming a partial one) and commits it. */
+  async fetchBlob(ref: Reference, writer: BlobWriter, onBytes?: (n: number) => void): Promise<void> {
+    const digest = writer.expected.digest;
+    if (!digest) throw new AcpackError('BAD_DIGEST', 'a registry blob is always fetched by digest');
+    const name = `blob ${shortDigest(digest)} of ${formatReference(ref)}`;
+    const open = (offset: number) =>
+      this.send(ref, `blobs/${digest}`, { method: 'GET', headers: offset > 0 ? { range: `bytes=${offset}-` } : {} });
+    await downloadInto(writer, open, name, onBytes);
+  }
+
+  private async send(ref: Reference, path: string, init: { method: string; headers: Record<string, string> }): Promise<Response> {
+    const state = await this.hostState(ref.host);
+    const scope = `repository:${ref.repository}:pull`;
+    const url = `${state.base}/v2/${ref.repository}/${path}`;
+    const what = `${init.method} ${url}`;
+    const attempt = () => {
+      const headers = { ...init.headers };
+      const token = state.tokens.get(scope);
+      if (token) headers.authorization = `Bearer ${token}`;
+      else if (state.basic) headers.authorization = `Basic ${state.basic}`;
+      return fetchWithRetry(url, { ...init, headers, dispatcher: state.dispatcher }, this.retry, what);
+    };
+    let res = await attempt();
+    if (res.status !== 401) return res;
+    const challenge = parseChallenge(res.headers.get('www-authenticate') ?? '');
+    await res.body?.cancel();
+    const creds = this.credentials.get(ref.host);
+    if (challenge?.scheme === 'bearer') {
+      state.tokens.set(scope, await this.fetchToken(ref.host, state, challenge.params, scope, creds));
+    } else if (challenge?.scheme === 'basic' && creds) {
+      state.basic = Buffer.from(`${creds.username}:${creds.password}`).toString('base64');
+    } else {
+      throw this.denied(ref, creds);
+    }
+    res = await attempt();
+    if (res.status === 401 || res.status === 403) {
+      await res.body?.cancel();
+      throw this.denied(ref, creds);
+    }
+    return res;
+  }
+
+  private async fetchToken(host: string, state: HostState, params: Record<string, string>, scope: string, creds?: Credentials): Promise<string> {
+    if (!params.realm) throw new AcpackError('AUTH_FAILED', `${host} asked for a bearer token but named no realm`);
+    const url = new URL(params.realm);
+    if (params.service) url.searchParams.set('service', params.service);
+    url.searchParams.set('scope', scope);
+    const headers: Record<string, string> = {};
+    if (creds) headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
+    const res = await fetchWithRetry(url.toString(), { method: 'GET', headers, dispatcher: state.dispatcher }, this.retry, `token from ${url.host}`);
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw new AcpackError('AUTH_FAILED', `${url.host} refused a token for ${scope} (HTTP ${res.status})${creds ? ': check the credentials for ' + host : ''}`);
+    }
+    const body = (await res.json()) as { token?: string; access_token?: string };
+    const token = body.token ?? body.access_token;
+    if (!token) throw new AcpackError('AUTH_FAILED', `${url.host} answered without a token`);
+    return token;
+  }
+
+  private denied(ref: Reference, creds?: Credentials): AcpackError {
+    return new AcpackError(
+      'AUTH_FAILED',
+      creds
+        ? `${ref.host} refused the credentials for ${ref.repository}: check them in ~/.docker/config.json or REGISTRY_AUTH_FILE`
+        : `${ref.host} needs credentials for ${ref.repository}: log in (docker login / podman login) or set REGISTRY_AUTH_FILE`,
+    );
+  }
+
+  private async expectOk(res: Response, what: string): Promise<void> {
+    if (res.ok) return;
+    const text = (await res.text().catch(() => '')).slice(0, 300);
+    throw new AcpackError('REGISTRY_ERROR', `${what}: HTTP ${res.status} ${res.statusText}${text ? `: ${text.trim()}` : ''}`);
+  }
+
+  /**
+   * Where a host's API answers. Secure hosts: https. Insecure ones (loopback, configured): https
+   * without verification when it answers, else plain http, as docker does.
+   */
+  private async hostState(host: string): Promise<HostState> {
+    let state = this.hosts.get(host);
+    if (state?.base) return state;
+    const insecure = this.insecure.has(host) || isLoopbackHost(host);
+    state = { dispatcher: agentFor(insecure), tokens: new Map() };
+    const api = apiHost(host);
+    if (!insecure) {
+      state.base = `https://${api}`;
+    } else {
+      state.base = (await answersHttps(api, state.dispatcher)) ? `https://${api}` : `http://${api}`;
+    }
+    this.hosts.set(host, state);
+    return state;
+  }
+}
+
+async function answersHttps(host: string, dispatcher: Dispatcher): Promise<boolean> {
+  try {
+    const res = await fetchWithRetry(`https://${host}/v2/`, { method: 'GET', dispatcher }, { attempts: 1, baseDelayMs: 0, maxDelayMs: 0 }, 'probe');
+    await res.body?.cancel();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The manifest's media type: its own `mediaType` field wins over a server's Content-Type. */
+function manifestMediaType(res: Response, bytes: Buffer): string {
+  try {
+    const parsed = JSON.parse(bytes.toString('utf8')) as { mediaType?: string; schemaVersion?: number; manifests?: unknown };
+    if (parsed.schemaVersion === 1) return 'application/vnd.docker.distribution.manifest.v1+json';
+    if (parsed.mediaType) return parsed.mediaType;
+    if (parsed.manifests) return 'application/vnd.oci.image.index.v1+json';
+  } catch {
+    throw new AcpackError('BAD_MANIFEST', `the manifest from ${res.url} is not JSON`);
+  }
+  return (res.headers.get('content-type') ?? '').split(';')[0].trim() || 'application/vnd.oci.image.manifest.v1+json';
+}

@@ -1,0 +1,253 @@
+import { createReadStream, type ReadStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, readFile, writeFile, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Hash } from 'node:crypto';
+import { AcpackError, formatBytes } from './errors.js';
+import { digestOfHash, hashFile, hexOf, isDigest, newHash, READ_CHUNK, sha256, shortDigest, type Digest } from './digest.js';
+
+/** What a writer must end up holding before it may become visible. */
+export interface Expected {
+  /** Absent only when the bytes are trusted on first use (`acpack lock` pinning a binary). */
+  digest?: Digest;
+  size?: number;
+  /** Where the bytes come from, for messages: `registry.k8s.io/pause:3.5`. */
+  source?: string;
+}
+
+/**
+ * A content-addressed blob store, after containerd's content store: blobs live under
+ * `blobs/sha256/<hex>` and only ever appear there after their bytes were hashed and matched;
+ * in-flight writes live under `ingest/<key>/` and survive a crash so a re-run resumes them.
+ */
+export class ContentStore {
+  private readonly active = new Set<string>();
+
+  private constructor(readonly root: string) {}
+
+  static async open(root: string): Promise<ContentStore> {
+    await mkdir(join(root, 'blobs', 'sha256'), { recursive: true });
+    await mkdir(join(root, 'ingest'), { recursive: true });
+    return new ContentStore(root);
+  }
+
+  /** The file of a committed blob. Only readers of the store's own layout (bundle writer, registry) need it. */
+  path(digest: Digest): string {
+    return join(this.root, 'blobs', 'sha256', hexOf(digest));
+  }
+
+  /** The size of a committed blob, or undefined when it is not in the store. */
+  async size(digest: Digest): Promise<number | undefined> {
+    try {
+      return (await stat(this.path(digest))).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async has(digest: Digest): Promise<boolean> {
+    return (await this.size(digest)) !== undefined;
+  }
+
+  read(digest: Digest, start = 0): ReadStream {
+    return createReadStream(this.path(digest), { start, highWaterMark: READ_CHUNK });
+  }
+
+  async readBytes(digest: Digest): Promise<Buffer> {
+    return readFile(this.path(digest));
+  }
+
+  /** Stores a small blob held in memory (a manifest, a config). */
+  async put(data: Uint8Array, expected?: Expected): Promise<Digest> {
+    const digest = expected?.digest ?? sha256(data);
+    if (await this.has(digest)) return digest;
+    const w = await this.writer(`put-${hexOf(digest)}`, { ...expected, digest, size: data.length });
+    try {
+      if (w.offset > 0) await w.reset();
+      await w.write(data);
+      await w.commit();
+    } finally {
+      await w.close();
+    }
+    return digest;
+  }
+
+  /**
+   * Opens (or resumes) the in-flight write named `ref`. `offset` tells how many bytes a previous
+   * attempt left, already hashed; the caller continues from there or calls `reset()`.
+   * One writer per ref at a time: a second one is refused, as in containerd.
+   */
+  async writer(ref: string, expected: Expected): Promise<BlobWriter> {
+    const key = sha256(ref).slice(7, 39);
+    if (this.active.has(key)) throw new AcpackError('INGEST_LOCKED', `a write of ${ref} is already in progress`);
+    this.active.add(key);
+    try {
+      const dir = join(this.root, 'ingest', key);
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, 'ref'), ref);
+      const dataPath = join(dir, 'data');
+      const fh = await open(dataPath, 'a+');
+      const hash = newHash();
+      let offset = (await fh.stat()).size;
+      if (expected.size !== undefined && offset > expected.size) {
+        await fh.truncate(0);
+        offset = 0;
+      }
+      if (offset > 0) await hashFile(dataPath, offset, hash);
+      return new BlobWriter(this, dir, fh, hash, offset, expected, () => this.active.delete(key));
+    } catch (err) {
+      this.active.delete(key);
+      throw err;
+    }
+  }
+
+  /** Every committed blob. */
+  async list(): Promise<Digest[]> {
+    const names = await readdir(join(this.root, 'blobs', 'sha256'));
+    return names.map((n) => `sha256:${n}`).filter(isDigest);
+  }
+
+  async delete(digest: Digest): Promise<void> {
+    await rm(this.path(digest), { force: true });
+  }
+
+  /** Re-hashes a committed blob; true when its bytes still match its name. */
+  async check(digest: Digest): Promise<boolean> {
+    const { digest: actual } = await hashFile(this.path(digest));
+    return actual === digest;
+  }
+
+  /** @internal moves a verified ingest file into place. */
+  async publish(dataPath: string, digest: Digest): Promise<void> {
+    await rename(dataPath, this.path(digest));
+  }
+}
+
+/**
+ * One in-flight blob write. Bytes are hashed as they arrive and buffered into large writes;
+ * `commit` checks size and digest, fsyncs and renames. On a mismatch the partial data is
+ * deleted, so a corrupt source can never poison a resume.
+ */
+export class BlobWriter {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private closed = false;
+
+  constructor(
+    private readonly store: ContentStore,
+    private readonly dir: string,
+    private readonly fh: FileHandle,
+    private hash: Hash,
+    private written: number,
+    readonly expected: Expected,
+    private readonly release: () => void,
+  ) {}
+
+  /** Bytes accepted so far, including those a previous attempt left on disk. */
+  get offset(): number {
+    return this.written;
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    const { size } = this.expected;
+    if (size !== undefined && this.written + chunk.length > size) {
+      await this.discard();
+      throw this.mismatch(`more than the expected ${formatBytes(size)}`);
+    }
+    this.hash.update(chunk);
+    this.written += chunk.length;
+    this.pending.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes >= READ_CHUNK) await this.flush();
+  }
+
+  /** Forgets everything written so far (the source could not resume). */
+  async reset(): Promise<void> {
+    this.pending = [];
+    this.pendingBytes = 0;
+    await this.fh.truncate(0);
+    this.hash = newHash();
+    this.written = 0;
+  }
+
+  async commit(): Promise<Digest> {
+    await this.flush();
+    const { digest, size } = this.expected;
+    if (size !== undefined && this.written !== size) {
+      // Short: keep the partial data, a later attempt resumes it.
+      throw new AcpackError(
+        'BLOB_SHORT',
+        `blob ${describe(digest)}${from(this.expected)} ended after ${formatBytes(this.written)}, expected ${formatBytes(size)}: the download was cut`,
+      );
+    }
+    const actual = digestOfHash(this.hash);
+    if (digest !== undefined && actual !== digest) {
+      await this.discard();
+      throw this.mismatch(`content hashing to ${shortDigest(actual)}`);
+    }
+    await this.fh.sync();
+    await this.fh.close();
+    this.closed = true;
+    await this.store.publish(join(this.dir, 'data'), actual);
+    await rm(this.dir, { recursive: true, force: true });
+    this.release();
+    return actual;
+  }
+
+  /** Ends this attempt; what was written stays for a resume. */
+  async close(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      try {
+        await this.flush();
+      } finally {
+        await this.fh.close();
+        this.release();
+      }
+    }
+  }
+
+  /** Ends this attempt and deletes what it wrote. */
+  async discard(): Promise<void> {
+    this.pending = [];
+    this.pendingBytes = 0;
+    if (!this.closed) {
+      this.closed = true;
+      await this.fh.close();
+      this.release();
+    }
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    const data = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    try {
+      await this.fh.write(data);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOSPC' || code === 'EDQUOT') {
+        throw new AcpackError('DISK_FULL', `no space left while writing blob ${describe(this.expected.digest)} under ${this.dir}: free some space and run again (verified blobs are kept)`, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  private mismatch(what: string): AcpackError {
+    const { digest } = this.expected;
+    return new AcpackError(
+      'DIGEST_MISMATCH',
+      `blob ${describe(digest)}${from(this.expected)} delivered ${what}: the source changed or is corrupt; nothing was stored`,
+    );
+  }
+}
+
+function describe(d: Digest | undefined): string {
+  return d ? shortDigest(d) : '(not pinned)';
+}
+
+function from(e: Expected): string {
+  return e.source ? ` from ${e.source}` : '';
+}
