@@ -20,7 +20,7 @@ export const MT = {
   /** Our own: the artifactType of a per-arch binary manifest, and the media type of its file layer. */
   binary: 'application/vnd.acpack.binary.v1',
   binaryFile: 'application/vnd.acpack.binary.file.v1',
-  binaryTarGzip: 'application/vnd.acpack.binary.tar+gzip',
+  binaryArchive: 'application/vnd.acpack.binary.archive.v1',
 } as const;
 
 /** What we ask a registry for: every manifest kind we can store byte-for-byte. */

@@ -132,6 +132,8 @@ export class BlobWriter {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private closed = false;
+  /** The digest it was stored under, once committed. */
+  committed?: Digest;
 
   constructor(
     private readonly store: ContentStore,
@@ -191,6 +193,7 @@ export class BlobWriter {
     await this.store.publish(join(this.dir, 'data'), actual);
     await rm(this.dir, { recursive: true, force: true });
     this.release();
+    this.committed = actual;
     return actual;
   }
 

@@ -1,0 +1,2 @@
+export * from './load.js';
+export { bundleManifestSchema } from './schema.js';

@@ -1,0 +1,102 @@
+import { basename } from 'node:path';
+import { expandTemplate, formatPlatform, type Arch, type Platform } from '../arch/platform.js';
+import { AcpackError } from '../oci/errors.js';
+import type { Digest } from '../oci/digest.js';
+import { MT, type Descriptor } from '../oci/media-types.js';
+import type { ContentStore } from '../oci/store.js';
+import type { BinarySpec } from '../manifests/index.js';
+import { ARTIFACT_HOST } from '../oci/bundle-format.js';
+import type { Fetcher } from './fetcher.js';
+import { putBinaryIndex, putBinaryManifest, type BinaryFile } from './artifacts.js';
+import { platformsFor } from './images.js';
+
+export interface ResolvedBinaryArch extends BinaryFile {
+  url: string;
+  manifest: Descriptor;
+}
+
+export interface ResolvedBinary {
+  spec: BinarySpec;
+  ref: string;
+  index: Descriptor;
+  arches: ResolvedBinaryArch[];
+}
+
+/** A binary pin from the lock file: the URL it was locked for and the file's sha256. */
+export interface BinaryPin {
+  url: string;
+  sha256: string;
+}
+
+export function binaryRef(spec: BinarySpec): string {
+  return `${ARTIFACT_HOST}/binaries/${spec.name}:${spec.version}`;
+}
+
+export function binaryArches(spec: BinarySpec, bundlePlatforms: Platform[]): Arch[] {
+  return platformsFor(spec, bundlePlatforms.filter((p) => p.os === 'linux')).map((p) => p.architecture as Arch);
+}
+
+/**
+ * Downloads a binary for each wanted arch, verifying its pin (manifest first, then the lock),
+ * and stores it as an OCI artifact. With `trustOnFirstUse` (acpack lock) an unpinned file is
+ * accepted and its hash becomes the pin.
+ */
+export async function resolveBinary(
+  spec: BinarySpec,
+  bundlePlatforms: Platform[],
+  store: ContentStore,
+  fetcher: Fetcher,
+  lockPins: Partial<Record<string, BinaryPin>>,
+  trustOnFirstUse = false,
+): Promise<ResolvedBinary | undefined> {
+  const arches = binaryArches(spec, bundlePlatforms);
+  if (arches.length === 0) return undefined;
+  const resolved: ResolvedBinaryArch[] = [];
+  for (const arch of arches) {
+    const url = expandTemplate(spec.url, { arch, version: spec.version });
+    const locked = lockPins[arch]?.url === url ? lockPins[arch]?.sha256 : undefined;
+    const pin = spec.sha256[arch] ?? locked;
+    if (!pin && !trustOnFirstUse) {
+      throw new AcpackError(
+        'NOT_PINNED',
+        `binary ${spec.name} ${spec.version} for ${arch} (${spec.where}) has no sha256: add sha256: {${arch}: <hex>} to the manifest, or run \`acpack lock\` to pin what ${url} serves now`,
+      );
+    }
+    const expected = pin ? (`sha256:${pin}` as Digest) : undefined;
+    let digest: Digest;
+    try {
+      digest = await fetcher.ensure({ kind: 'url', url, digest: expected });
+    } catch (err) {
+      if (err instanceof AcpackError && err.code === 'DIGEST_MISMATCH') {
+        throw new AcpackError(
+          'DIGEST_MISMATCH',
+          `binary ${spec.name} ${spec.version} for ${arch}: ${url} does not match its pinned sha256 ${pin} (${spec.where}): the file changed upstream or the pin is wrong; nothing was stored`,
+        );
+      }
+      throw err;
+    }
+    const size = (await store.size(digest))!;
+    const file: BinaryFile = {
+      name: spec.name,
+      version: spec.version,
+      arch,
+      file: { mediaType: spec.extract ? MT.binaryArchive : MT.binaryFile, digest, size },
+      fileName: basename(new URL(url).pathname) || spec.name,
+      install: spec.install,
+      extract: spec.extract,
+      mode: spec.mode,
+    };
+    resolved.push({ ...file, url, manifest: await putBinaryManifest(store, file) });
+  }
+  const index = await putBinaryIndex(
+    store,
+    spec.name,
+    spec.version,
+    resolved.map((r) => r.manifest),
+  );
+  return { spec, ref: binaryRef(spec), index, arches: resolved };
+}
+
+export function describeArches(platforms: Platform[]): string {
+  return platforms.map(formatPlatform).join(', ');
+}

@@ -1,0 +1,121 @@
+import { formatPlatform } from '../arch/platform.js';
+import { formatBytes } from '../oci/errors.js';
+import type { Digest } from '../oci/digest.js';
+import { BUNDLE_FORMAT, type BundleDescriptor } from '../oci/bundle-format.js';
+import { writeBundle, type BundleBlob } from '../oci/bundle-writer.js';
+import { bundleIndex, resolveManifestContent, type Resolution, type ResolveOptions } from './pack.js';
+import { chartKey, writeLock, type LockFile } from './lock.js';
+
+export interface BundleSummary {
+  out: string;
+  images: number;
+  imagePlatforms: number;
+  binaries: number;
+  binaryFiles: number;
+  charts: number;
+  blobs: number;
+  bytes: number;
+  /** Bytes if every image × platform, binary and chart were stored on its own. */
+  undeduplicatedBytes: number;
+  fetchedBytes: number;
+}
+
+/** `acpack bundle`: resolve into the store, then stream bundle.tar.zst out of it. */
+export async function bundle(opts: ResolveOptions & { out: string }): Promise<BundleSummary> {
+  const r = await resolveManifestContent(opts);
+  const descriptor = bundleDescriptor(r);
+  const blobs = orderedBlobs(r);
+  opts.reporter.phase('write bundle', descriptor.blobs.bytes);
+  await writeBundle(r.store, descriptor, bundleIndex(r), blobs, opts.out, { mtime: opts.sourceDateEpoch, onBytes: (n) => opts.reporter.bytes(n) });
+  opts.reporter.end();
+  return {
+    out: opts.out,
+    images: r.images.length,
+    imagePlatforms: r.images.reduce((n, i) => n + i.parts.length, 0),
+    binaries: r.binaries.length,
+    binaryFiles: r.binaries.reduce((n, b) => n + b.arches.length, 0),
+    charts: r.charts.length,
+    blobs: descriptor.blobs.count,
+    bytes: descriptor.blobs.bytes,
+    undeduplicatedBytes: undeduplicatedBytes(r),
+    fetchedBytes: r.fetchedBytes,
+  };
+}
+
+/** Manifests and indexes first (an importer knows the whole graph before the big layers), each group by digest. */
+function orderedBlobs(r: Resolution): BundleBlob[] {
+  const all = [...r.blobs.entries()].map(([digest, b]) => ({ digest, size: b.size, manifest: b.manifest }));
+  all.sort((a, b) => (a.manifest === b.manifest ? (a.digest < b.digest ? -1 : 1) : a.manifest ? -1 : 1));
+  return all.map(({ digest, size }) => ({ digest, size }));
+}
+
+export function bundleDescriptor(r: Resolution): BundleDescriptor {
+  let bytes = 0;
+  for (const b of r.blobs.values()) bytes += b.size;
+  const sum = (ds: { size: number }[]) => ds.reduce((n, d) => n + d.size, 0);
+  return {
+    format: BUNDLE_FORMAT,
+    name: r.manifest.name,
+    version: r.manifest.version,
+    source: r.manifest.digest,
+    platforms: r.platforms.map(formatPlatform),
+    images: r.images.map((i) => ({
+      ref: i.spec.name,
+      digest: i.top.digest,
+      mediaType: i.top.mediaType,
+      platforms: i.parts.map((p) => ({ platform: p.platform, digest: p.manifest.digest, size: p.manifest.size + sum(p.blobs) })),
+    })),
+    binaries: r.binaries.flatMap((b) =>
+      b.arches.map((a) => ({
+        name: a.name,
+        version: a.version,
+        arch: a.arch,
+        digest: a.file.digest,
+        size: a.file.size,
+        manifest: a.manifest.digest,
+        index: b.index.digest,
+        ref: b.ref,
+        ...(a.install ? { install: a.install } : {}),
+        ...(a.extract ? { extract: a.extract } : {}),
+        mode: a.mode,
+      })),
+    ),
+    charts: r.charts.map((c) => ({ name: c.name, version: c.version, ref: c.ref, digest: c.manifest.digest, chart: c.pin, size: c.manifest.size + sum(c.blobs) })),
+    blobs: { count: r.blobs.size, bytes },
+  };
+}
+
+function undeduplicatedBytes(r: Resolution): number {
+  let n = 0;
+  for (const i of r.images) for (const p of i.parts) n += p.manifest.size + p.blobs.reduce((s, b) => s + b.size, 0);
+  for (const b of r.binaries) for (const a of b.arches) n += a.file.size + a.manifest.size;
+  for (const c of r.charts) n += c.manifest.size + c.blobs.reduce((s, b) => s + b.size, 0);
+  return n;
+}
+
+export function formatSummary(s: BundleSummary): string {
+  const saved = s.undeduplicatedBytes - s.bytes;
+  const pct = s.undeduplicatedBytes > 0 ? Math.round((saved / s.undeduplicatedBytes) * 100) : 0;
+  return [
+    `wrote ${s.out}`,
+    `  images:   ${s.images} (${s.imagePlatforms} image × platform)`,
+    `  binaries: ${s.binaries} (${s.binaryFiles} files)`,
+    `  charts:   ${s.charts}`,
+    `  blobs:    ${s.blobs} unique, ${formatBytes(s.bytes)}`,
+    `  dedupe:   ${formatBytes(s.undeduplicatedBytes)} if stored per image and arch; saved ${formatBytes(Math.max(saved, 0))} (${pct}%)`,
+    `  fetched:  ${formatBytes(s.fetchedBytes)} this run (the rest was in the cache)`,
+  ].join('\n');
+}
+
+/** `acpack lock`: resolve everything to digests and write M.lock. */
+export async function lock(opts: ResolveOptions): Promise<{ path: string; lock: LockFile }> {
+  const r = await resolveManifestContent({ ...opts, trustOnFirstUse: true, ignoreLock: true, locked: false, skipLayers: true });
+  const lockFile: LockFile = { images: {}, binaries: {}, charts: {} };
+  for (const i of r.images) lockFile.images[i.spec.name] = i.top.digest as Digest;
+  for (const b of r.binaries) {
+    lockFile.binaries[b.spec.name] = Object.fromEntries(b.arches.map((a) => [a.arch, { url: a.url, sha256: a.file.digest.slice(7) }]));
+  }
+  for (const c of r.charts) lockFile.charts[chartKey(c.name, c.version)] = c.pin;
+  const path = await writeLock(opts.manifestFile, lockFile, r.manifest.digest);
+  return { path, lock: lockFile };
+}

@@ -1,0 +1,176 @@
+import { Command, Option } from 'commander';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { ARCHES, formatPlatform, parsePlatformList, type Platform } from '../arch/platform.js';
+import { AcpackError, formatBytes } from '../oci/errors.js';
+import { readDescriptor } from '../oci/bundle-reader.js';
+import { verifyBundle } from '../oci/bundle-verify.js';
+import type { BundleDescriptor } from '../oci/bundle-format.js';
+import { loadManifest } from '../manifests/index.js';
+import { bundle, formatSummary, lock } from './bundle.js';
+import { createReporter, reporterMode } from './progress.js';
+
+function defaultCache(): string {
+  return join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'acpack');
+}
+
+function sourceDateEpoch(): number {
+  const v = process.env.SOURCE_DATE_EPOCH;
+  if (v === undefined || v === '') return 0;
+  if (!/^\d+$/.test(v)) throw new AcpackError('BAD_ARGUMENT', `SOURCE_DATE_EPOCH must be a number of seconds, not "${v}"`);
+  return Number(v);
+}
+
+interface PlatformFlags {
+  arch?: string;
+  platform?: string;
+}
+
+function platformsFrom(o: PlatformFlags): Platform[] | undefined {
+  if (o.arch && o.platform) throw new AcpackError('BAD_ARGUMENT', 'give --arch or --platform, not both');
+  const list = o.arch ?? o.platform;
+  if (!list) return undefined;
+  const platforms = parsePlatformList(list);
+  for (const p of platforms) {
+    if (!(ARCHES as readonly string[]).includes(p.architecture)) {
+      throw new AcpackError('BAD_PLATFORM', `"${formatPlatform(p)}" is not an architecture acpack bundles; use ${ARCHES.join(', ')}`);
+    }
+  }
+  return platforms;
+}
+
+const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').filter(Boolean)];
+
+export function buildProgram(): Command {
+  const program = new Command('acpack')
+    .description('Pack a Kubernetes distribution (images, per-arch binaries, Helm charts) into one deterministic, deduplicated bundle.tar.zst for an air-gapped site.')
+    .option('--debug', 'print stack traces on errors')
+    .showHelpAfterError();
+
+  const withResolveOptions = (cmd: Command) =>
+    cmd
+      .requiredOption('-f, --file <manifest>', 'the bundle manifest (kind: Bundle)')
+      .option('--arch <list>', 'architectures to bundle, e.g. amd64 or amd64,arm64 (default: the manifest\'s spec.platforms, else this machine\'s)')
+      .option('--platform <list>', 'the same as OCI platforms, e.g. linux/arm64')
+      .option('--cache <dir>', 'the content store that keeps fetched blobs between runs', defaultCache())
+      .option('--insecure-registry <host>', 'reach this registry over plain HTTP or with an unverified certificate (repeatable)', collect, [])
+      .option('--json', 'print progress and results as JSON lines on stdout');
+
+  withResolveOptions(program.command('bundle'))
+    .description('Resolve every image, binary and chart of a manifest and write bundle format v1')
+    .option('-o, --output <file>', 'where to write the bundle', 'bundle.tar.zst')
+    .option('--locked', 'use only what the lock file (<manifest>.lock) pins, and fail if anything upstream moved')
+    .addHelpText(
+      'after',
+      `
+Fetched blobs are kept in the cache: an interrupted run resumes, and a second bundle only fetches what changed.
+The bundle is byte-identical for the same manifest and sources (entry times from SOURCE_DATE_EPOCH, default 0).
+
+Example:
+  acpack bundle -f manifests/ackdistro-v1.22.15.yaml --arch amd64,arm64 -o ackdistro.tar.zst`,
+    )
+    .action(async (o) => {
+      const reporter = createReporter(reporterMode(!!o.json));
+      const summary = await bundle({
+        manifestFile: o.file,
+        platforms: platformsFrom(o),
+        cacheDir: o.cache,
+        insecure: o.insecureRegistry,
+        locked: !!o.locked,
+        reporter,
+        sourceDateEpoch: sourceDateEpoch(),
+        out: o.output,
+      });
+      if (o.json) process.stdout.write(`${JSON.stringify({ event: 'summary', ...summary })}\n`);
+      else process.stdout.write(`${formatSummary(summary)}\n`);
+    });
+
+  withResolveOptions(program.command('lock'))
+    .description('Resolve every tag, binary URL and chart to a digest and write <manifest>.lock')
+    .addHelpText('after', '\nBinaries without a sha256 in the manifest are pinned to what their URL serves now. Default arches: the manifest\'s, else amd64 and arm64.')
+    .action(async (o) => {
+      const reporter = createReporter(reporterMode(!!o.json));
+      const manifest = await loadManifest(o.file);
+      const platforms = platformsFrom(o) ?? manifest.platforms ?? parsePlatformList('linux/amd64,linux/arm64');
+      const { path, lock: l } = await lock({ manifestFile: o.file, platforms, cacheDir: o.cache, insecure: o.insecureRegistry, reporter, sourceDateEpoch: sourceDateEpoch() });
+      const counts = { images: Object.keys(l.images).length, binaries: Object.keys(l.binaries).length, charts: Object.keys(l.charts).length };
+      if (o.json) process.stdout.write(`${JSON.stringify({ event: 'locked', path, ...counts })}\n`);
+      else process.stdout.write(`wrote ${path}: ${counts.images} images, ${counts.binaries} binaries, ${counts.charts} charts\n`);
+    });
+
+  program
+    .command('validate')
+    .description('Check a manifest against the schema without fetching anything')
+    .requiredOption('-f, --file <manifest>', 'the bundle manifest')
+    .action(async (o) => {
+      const m = await loadManifest(o.file);
+      process.stdout.write(`${o.file}: valid (${m.name} ${m.version}: ${m.images.length} images, ${m.binaries.length} binaries, ${m.charts.length} charts)\n`);
+    });
+
+  program
+    .command('inspect')
+    .description('Show what a bundle holds (reads only its header entries, never unpacks)')
+    .argument('<bundle>', 'bundle.tar.zst')
+    .option('--json', 'print bundle.json')
+    .action(async (file: string, o) => {
+      const d = await readDescriptor(file);
+      process.stdout.write(o.json ? `${JSON.stringify(d, null, 2)}\n` : formatInspect(d));
+    });
+
+  program
+    .command('verify')
+    .description('Re-hash every blob and check that everything index.json references is present')
+    .argument('<bundle>', 'bundle.tar.zst')
+    .option('--json', 'print the result as JSON')
+    .action(async (file: string, o) => {
+      const reporter = createReporter(reporterMode(!!o.json));
+      reporter.phase('verify', 0);
+      const report = await verifyBundle(file, (n) => reporter.bytes(n));
+      reporter.end();
+      const ok = { ok: true, blobs: report.blobs, bytes: report.bytes, name: report.descriptor.name, version: report.descriptor.version };
+      process.stdout.write(o.json ? `${JSON.stringify(ok)}\n` : `${file}: OK, ${report.blobs} blobs (${formatBytes(report.bytes)}) verified\n`);
+    });
+
+  return program;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
+}
+
+export function formatInspect(d: BundleDescriptor): string {
+  const out = [`${d.name} ${d.version} (bundle format ${d.format}) for ${d.platforms.join(', ')}`, `${d.blobs.count} blobs, ${formatBytes(d.blobs.bytes)}`, ''];
+  if (d.images.length) {
+    out.push(`IMAGES (${d.images.length})`);
+    out.push(table([['REFERENCE', 'PLATFORMS', 'SIZE'], ...d.images.map((i) => [i.ref, i.platforms.map((p) => p.platform).join(','), i.platforms.map((p) => formatBytes(p.size)).join(' / ')])]), '');
+  }
+  if (d.binaries.length) {
+    out.push(`BINARIES (${d.binaries.length} files)`);
+    out.push(table([['NAME', 'VERSION', 'ARCH', 'SIZE', 'INSTALL'], ...d.binaries.map((b) => [b.name, b.version, b.arch, formatBytes(b.size), b.install ?? `unpack into ${b.extract}`])]), '');
+  }
+  if (d.charts.length) {
+    out.push(`CHARTS (${d.charts.length})`);
+    out.push(table([['NAME', 'VERSION', 'SIZE'], ...d.charts.map((c) => [c.name, c.version, formatBytes(c.size)])]), '');
+  }
+  return `${out.join('\n')}\n`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    const debug = argv.includes('--debug');
+    if (err instanceof AcpackError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
+    } else {
+      process.stderr.write(`error: ${(err as Error)?.message ?? String(err)}\n`);
+      if (debug || !(err instanceof Error)) process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
+      else process.stderr.write('(an unexpected error: run with --debug for details and report it)\n');
+    }
+    return 1;
+  }
+}

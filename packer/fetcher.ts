@@ -1,0 +1,98 @@
+import { createReadStream } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import pLimit from 'p-limit';
+import { AcpackError, formatBytes } from '../oci/errors.js';
+import { shortDigest, type Digest } from '../oci/digest.js';
+import { agentFor, DEFAULT_RETRY, fetchWithRetry } from '../oci/http.js';
+import { downloadInto } from '../oci/download.js';
+import { formatReference, type Reference } from '../oci/reference.js';
+import type { BlobWriter, ContentStore } from '../oci/store.js';
+import type { RegistryClient } from '../oci/registry-client.js';
+
+/** A blob to have in the store: where it comes from and what it must be. */
+export type BlobSource =
+  | { kind: 'registry'; ref: Reference; digest: Digest; size: number }
+  | { kind: 'url'; url: string; digest?: Digest; size?: number };
+
+/**
+ * Gets blobs into the store: each at most once however many images, arches or charts ask for
+ * it (a second request for an in-flight digest waits for the first), with bounded parallelism,
+ * resuming partial downloads left by an interrupted run.
+ */
+export class Fetcher {
+  private readonly inflight = new Map<string, Promise<Digest>>();
+  private readonly limit;
+  fetchedBytes = 0;
+  fetchedBlobs = 0;
+
+  constructor(
+    private readonly store: ContentStore,
+    private readonly client: RegistryClient,
+    concurrency = 8,
+    private readonly onBytes: (n: number) => void = () => {},
+  ) {
+    this.limit = pLimit(concurrency);
+  }
+
+  /** Ensures the blob is in the store; resolves to its digest (known only afterwards for an unpinned URL). */
+  ensure(src: BlobSource): Promise<Digest> {
+    const key = src.digest ?? (src.kind === 'url' ? `url:${src.url}` : '');
+    let p = this.inflight.get(key);
+    if (!p) {
+      p = this.limit(() => this.fetch(src));
+      this.inflight.set(key, p);
+      // A failed fetch may be asked for again (by a later run of the same process, e.g. tests).
+      p.catch(() => this.inflight.delete(key));
+    }
+    return p;
+  }
+
+  private async fetch(src: BlobSource): Promise<Digest> {
+    if (src.digest && (await this.store.has(src.digest))) return src.digest;
+    const source = src.kind === 'registry' ? formatReference(src.ref) : src.url;
+    const ingestRef = src.digest ?? `url:${src.url}`;
+    const writer = await this.store.writer(ingestRef, { digest: src.digest, size: src.size, source });
+    const count = (n: number) => {
+      this.fetchedBytes += n;
+      this.onBytes(n);
+    };
+    try {
+      if (src.kind === 'registry') await this.client.fetchBlob(src.ref, writer, count);
+      else await downloadUrl(src.url, writer, count);
+      this.fetchedBlobs++;
+      return src.digest ?? writer.committed!;
+    } finally {
+      await writer.close();
+    }
+  }
+}
+
+/** http(s) with Range resume, or file: (for binaries built or mirrored locally). */
+async function downloadUrl(url: string, writer: BlobWriter, onBytes: (n: number) => void): Promise<void> {
+  const parsed = new URL(url);
+  if (parsed.protocol === 'file:') {
+    const path = fileURLToPath(parsed);
+    if (writer.offset > 0) await writer.reset();
+    try {
+      for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+        await writer.write(chunk as Buffer);
+        onBytes((chunk as Buffer).length);
+      }
+    } catch (err) {
+      if (err instanceof AcpackError) throw err;
+      throw new AcpackError('NOT_FOUND', `cannot read ${url}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    await writer.commit();
+    return;
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw new AcpackError('BAD_URL', `${url}: only http, https and file URLs can be fetched`);
+  }
+  const open = (offset: number) =>
+    fetchWithRetry(url, { method: 'GET', headers: offset > 0 ? { range: `bytes=${offset}-` } : {}, dispatcher: agentFor(false) }, DEFAULT_RETRY, `GET ${url}`);
+  await downloadInto(writer, open, url, onBytes);
+}
+
+export function describeBlob(digest: Digest, size: number): string {
+  return `${shortDigest(digest)} (${formatBytes(size)})`;
+}

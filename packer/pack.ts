@@ -1,0 +1,180 @@
+import { resolve as resolvePath } from 'node:path';
+import pLimit from 'p-limit';
+import { formatPlatform, parsePlatform, type Platform } from '../arch/platform.js';
+import { AcpackError } from '../oci/errors.js';
+import type { Digest } from '../oci/digest.js';
+import { ANNOTATION_REF_NAME, MT, type Descriptor, type ImageIndex } from '../oci/media-types.js';
+import { ContentStore } from '../oci/store.js';
+import { RegistryClient } from '../oci/registry-client.js';
+import { loadManifest, type BundleManifest } from '../manifests/index.js';
+import { Fetcher } from './fetcher.js';
+import { resolveImage, type ResolvedImage } from './images.js';
+import { resolveBinary, type ResolvedBinary } from './binaries.js';
+import { resolveChart, type ResolvedChart } from './charts.js';
+import { EMPTY_CONFIG } from './artifacts.js';
+import { chartKey, readLock, type LockFile } from './lock.js';
+import type { Reporter } from './progress.js';
+
+export interface ResolveOptions {
+  manifestFile: string;
+  /** `--arch`/`--platform`; else the manifest's platforms; else this machine's. */
+  platforms?: Platform[];
+  cacheDir: string;
+  insecure?: string[];
+  /** Refuse anything not in the lock or that moved since. */
+  locked?: boolean;
+  /** `acpack lock`: accept unpinned binaries and pin what they are now. */
+  trustOnFirstUse?: boolean;
+  /** Ignore an existing lock file (acpack lock re-resolves everything). */
+  ignoreLock?: boolean;
+  /** Stop after manifests, binaries and charts: image layers are not needed to lock. */
+  skipLayers?: boolean;
+  reporter: Reporter;
+  sourceDateEpoch: number;
+  concurrency?: number;
+}
+
+export interface Resolution {
+  manifest: BundleManifest;
+  platforms: Platform[];
+  store: ContentStore;
+  images: ResolvedImage[];
+  binaries: ResolvedBinary[];
+  charts: ResolvedChart[];
+  /** Every blob the bundle carries, manifests and indexes marked. */
+  blobs: Map<Digest, { size: number; manifest: boolean }>;
+  fetchedBytes: number;
+}
+
+export function hostPlatform(): Platform {
+  return parsePlatform(process.arch === 'x64' ? 'linux/amd64' : `linux/${process.arch}`);
+}
+
+/**
+ * Resolves a manifest into the content store: every image manifest (byte-for-byte), every blob
+ * of the wanted platforms, every binary and chart. Re-running reuses what the store holds.
+ */
+export async function resolveManifestContent(opts: ResolveOptions): Promise<Resolution> {
+  const { reporter } = opts;
+  const manifestFile = resolvePath(opts.manifestFile);
+  const manifest = await loadManifest(manifestFile);
+  const platforms = opts.platforms ?? manifest.platforms ?? [hostPlatform()];
+  const lock = opts.ignoreLock ? undefined : await readLock(manifestFile);
+  if (opts.locked && !lock) throw new AcpackError('NOT_LOCKED', `--locked needs ${manifestFile}.lock: run \`acpack lock -f ${opts.manifestFile}\` first`);
+
+  const store = await ContentStore.open(opts.cacheDir);
+  const client = new RegistryClient({ insecure: [...manifest.insecureRegistries, ...(opts.insecure ?? [])] });
+  const fetcher = new Fetcher(store, client, opts.concurrency ?? 8, (n) => reporter.bytes(n));
+  const limit = pLimit(opts.concurrency ?? 8);
+  reporter.info(
+    `${manifest.name} ${manifest.version}: ${manifest.images.length} images, ${manifest.binaries.length} binaries, ${manifest.charts.length} charts for ${platforms.map(formatPlatform).join(', ')}`,
+  );
+
+  if (opts.locked) await checkLockedImages(manifest, lock!, client, limit);
+
+  reporter.phase('resolve images', 0);
+  const images = (
+    await Promise.all(
+      manifest.images.map((spec) =>
+        limit(async () => {
+          const img = await resolveImage(spec, platforms, client, store, fetcher, lock?.images[spec.name]);
+          if (!img) reporter.info(`skipping ${spec.name}: it is only for ${spec.platforms!.map(formatPlatform).join(', ')}`);
+          return img;
+        }),
+      ),
+    )
+  ).filter((i): i is ResolvedImage => i !== undefined);
+
+  reporter.phase('fetch binaries and charts', 0);
+  const binaries: ResolvedBinary[] = [];
+  for (const spec of manifest.binaries) {
+    if (opts.locked && !lock!.binaries[spec.name] && Object.keys(spec.sha256).length === 0) {
+      throw new AcpackError('NOT_LOCKED', `binary ${spec.name} is not in the lock file: run acpack lock`);
+    }
+    const b = await resolveBinary(spec, platforms, store, fetcher, lock?.binaries[spec.name] ?? {}, opts.trustOnFirstUse);
+    if (b) binaries.push(b);
+  }
+  const charts: ResolvedChart[] = [];
+  for (const spec of manifest.charts) {
+    const key = spec.name && spec.version ? chartKey(spec.name, spec.version) : undefined;
+    const chart = await resolveChart(spec, store, client, fetcher, key ? lock?.charts[key] : undefined, opts.sourceDateEpoch);
+    const locked = lock?.charts[chartKey(chart.name, chart.version)];
+    if (opts.locked && locked !== chart.pin) {
+      throw new AcpackError(
+        'LOCK_DRIFT',
+        locked ? `chart ${chart.name} ${chart.version} is now ${chart.pin}, the lock says ${locked}: run acpack lock if that is intended` : `chart ${chart.name} ${chart.version} is not in the lock file: run acpack lock`,
+      );
+    }
+    charts.push(chart);
+  }
+
+  const blobs = new Map<Digest, { size: number; manifest: boolean }>();
+  const add = (d: Descriptor, manifest: boolean) => blobs.set(d.digest, { size: d.size, manifest: manifest || (blobs.get(d.digest)?.manifest ?? false) });
+  const imageBlobs: { ref: ResolvedImage; d: Descriptor }[] = [];
+  for (const img of images) {
+    add(img.top, true);
+    for (const part of img.parts) {
+      add(part.manifest, true);
+      for (const b of part.blobs) {
+        add(b, false);
+        imageBlobs.push({ ref: img, d: b });
+      }
+    }
+  }
+  for (const b of binaries) {
+    add(b.index, true);
+    for (const a of b.arches) {
+      add(a.manifest, true);
+      add(EMPTY_CONFIG, false);
+      add(a.file, false);
+    }
+  }
+  for (const c of charts) {
+    add(c.manifest, true);
+    for (const b of c.blobs) add(b, false);
+  }
+
+  const missing = new Map<Digest, { ref: ResolvedImage; d: Descriptor }>();
+  if (!opts.skipLayers) for (const x of imageBlobs) if (!missing.has(x.d.digest) && !(await store.has(x.d.digest))) missing.set(x.d.digest, x);
+  reporter.phase('fetch images', [...missing.values()].reduce((n, x) => n + x.d.size, 0));
+  await Promise.all([...missing.values()].map((x) => fetcher.ensure({ kind: 'registry', ref: x.ref.spec.ref, digest: x.d.digest, size: x.d.size })));
+  reporter.end();
+
+  return { manifest, platforms, store, images, binaries, charts, blobs, fetchedBytes: fetcher.fetchedBytes };
+}
+
+/** --locked: every image must be in the lock, and its tag must still point where the lock says. */
+async function checkLockedImages(manifest: BundleManifest, lock: LockFile, client: RegistryClient, limit: ReturnType<typeof pLimit>): Promise<void> {
+  const drift: string[] = [];
+  await Promise.all(
+    manifest.images.map((spec) =>
+      limit(async () => {
+        const locked = lock.images[spec.name];
+        if (!locked) return void drift.push(`${spec.name}: not in the lock file`);
+        if (spec.ref.digest) return;
+        const now = await client.resolve(spec.ref);
+        if (now !== locked) drift.push(`${spec.name}: moved from ${locked} to ${now}`);
+      }),
+    ),
+  );
+  if (drift.length > 0) {
+    throw new AcpackError('LOCK_DRIFT', `the sources moved since ${manifest.file}.lock was written:\n  ${drift.sort().join('\n  ')}\nrun \`acpack lock\` to accept the new content`);
+  }
+}
+
+/** index.json of the bundle: one entry per image, binary and chart, named by its reference. */
+export function bundleIndex(r: Resolution): ImageIndex {
+  const entries: Descriptor[] = [];
+  const named = (d: Descriptor, name: string): Descriptor => ({
+    mediaType: d.mediaType,
+    digest: d.digest,
+    size: d.size,
+    ...(d.artifactType ? { artifactType: d.artifactType } : {}),
+    annotations: { [ANNOTATION_REF_NAME]: name },
+  });
+  for (const i of r.images) entries.push(named(i.top, i.spec.name));
+  for (const b of r.binaries) entries.push(named(b.index, b.ref));
+  for (const c of r.charts) entries.push(named(c.manifest, c.ref));
+  entries.sort((a, b) => (a.annotations![ANNOTATION_REF_NAME] < b.annotations![ANNOTATION_REF_NAME] ? -1 : 1));
+  return { schemaVersion: 2, mediaType: MT.ociIndex, manifests: entries };
+}
