@@ -153,7 +153,8 @@ export async function loadManifest(file: string): Promise<BundleManifest> {
     return {
       name: b.name,
       version: b.version,
-      url: b.url,
+      // A plain path is a local file relative to the manifest (kept unencoded: it may hold {arch}).
+      url: /^[a-z][a-z0-9+.-]*:/i.test(b.url) ? b.url : `file://${resolve(dirname(file), b.url)}`,
       sha256: shaMap as Partial<Record<Arch, string>>,
       platforms,
       install: b.install,

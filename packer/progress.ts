@@ -62,7 +62,8 @@ class Meter {
   line(): string {
     const pct = this.total > 0 ? ` (${Math.floor((this.done / this.total) * 100)}%)` : '';
     const eta = this.etaSeconds;
-    return `${this.name}: ${formatBytes(this.done)} of ${formatBytes(this.total)}${pct}, ${formatBytes(Math.round(this.rate))}/s${eta !== undefined ? `, ETA ${eta}s` : ''}`;
+    const of = this.total > 0 ? ` of ${formatBytes(this.total)}` : '';
+    return `${this.name}: ${formatBytes(this.done)}${of}${pct}, ${formatBytes(Math.round(this.rate))}/s${eta !== undefined ? `, ETA ${eta}s` : ''}`;
   }
 }
 
@@ -85,7 +86,7 @@ class LineReporter implements Reporter {
     this.flush();
     this.meter.start(name, totalBytes);
     this.lastPrint = Date.now();
-    this.emit('phase', `${name}: ${formatBytes(totalBytes)}`, { phase: name, totalBytes });
+    this.emit('phase', totalBytes > 0 ? `${name}: ${formatBytes(totalBytes)}` : `${name}…`, { phase: name, totalBytes });
   }
 
   bytes(n: number): void {

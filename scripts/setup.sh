@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what acpack and its tests need on Debian (as root), then the npm dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+for pkg in docker-registry skopeo zstd; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+npm ci --no-audit --no-fund
+npm run build
