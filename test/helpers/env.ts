@@ -1,0 +1,58 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { spawn } from 'node:child_process';
+import { startSourceRegistry, type SourceRegistry } from '../../demo/source-registry.js';
+import { createReporter } from '../../packer/progress.js';
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const silent = createReporter('silent');
+
+/** A temp dir removed by the returned cleanup. */
+export async function tempDir(prefix = 'acpack-test-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** A real docker-registry on 127.0.0.1 for the duration of a test file. */
+export async function withRegistry(): Promise<{ registry: SourceRegistry; dir: string; cleanup: () => Promise<void> }> {
+  const t = await tempDir('acpack-registry-');
+  const registry = await startSourceRegistry(t.dir);
+  return {
+    registry,
+    dir: t.dir,
+    cleanup: async () => {
+      await registry.stop();
+      await t.cleanup();
+    },
+  };
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the acpack CLI from source (tsx), as a user would run it. */
+export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> & { pid?: number; kill: (s?: NodeJS.Signals) => void } {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'packer/main.ts'), ...args], {
+    cwd: opts.cwd ?? ROOT,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+  const p = new Promise<CliResult>((resolvePromise) => {
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolvePromise({ code, stdout, stderr });
+    });
+  }) as Promise<CliResult> & { pid?: number; kill: (s?: NodeJS.Signals) => void };
+  p.pid = child.pid;
+  p.kill = (s = 'SIGKILL') => child.kill(s);
+  return p;
+}
