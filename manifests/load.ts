@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
-import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
+import { LineCounter, parseDocument, isMap, isNode, isScalar, type Document } from 'yaml';
 import { parsePlatform, formatPlatform, isArch, type Arch, type Platform } from '../arch/platform.js';
 import { AcpackError } from '../oci/errors.js';
 import { sha256, type Digest } from '../oci/digest.js';
@@ -221,10 +221,13 @@ function describeSchemaError(file: string, doc: Document, lines: LineCounter, er
   const field = path.length ? path.join('.') : 'the manifest';
   let what: string;
   switch (best.keyword) {
-    case 'additionalProperties':
-      what = `unknown field "${(best.params as { additionalProperty: string }).additionalProperty}" in ${field}`;
-      path.push((best.params as { additionalProperty: string }).additionalProperty);
-      break;
+    case 'additionalProperties': {
+      const key = (best.params as { additionalProperty: string }).additionalProperty;
+      const parent = path.length ? doc.getIn(path, true) : doc.contents;
+      const pair = isMap(parent) ? parent.items.find((p) => isScalar(p.key) && p.key.value === key) : undefined;
+      const at = isScalar(pair?.key) && pair.key.range ? lines.linePos(pair.key.range[0]) : undefined;
+      return `${file}:${at ? `${at.line}:${at.col}` : locate(doc, lines, path)}: unknown field "${key}" in ${field}`;
+    }
     case 'required':
       what = `${field} needs "${(best.params as { missingProperty: string }).missingProperty}"`;
       break;

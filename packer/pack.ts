@@ -74,7 +74,7 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
 
   reporter.phase('resolve images', 0);
   const images = (
-    await Promise.all(
+    await settleAll(
       manifest.images.map((spec) =>
         limit(async () => {
           const img = await resolveImage(spec, platforms, client, store, fetcher, lock?.images[spec.name]);
@@ -137,10 +137,21 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
   const missing = new Map<Digest, { ref: ResolvedImage; d: Descriptor }>();
   if (!opts.skipLayers) for (const x of imageBlobs) if (!missing.has(x.d.digest) && !(await store.has(x.d.digest))) missing.set(x.d.digest, x);
   reporter.phase('fetch images', [...missing.values()].reduce((n, x) => n + x.d.size, 0));
-  await Promise.all([...missing.values()].map((x) => fetcher.ensure({ kind: 'registry', ref: x.ref.spec.ref, digest: x.d.digest, size: x.d.size })));
+  await settleAll([...missing.values()].map((x) => fetcher.ensure({ kind: 'registry', ref: x.ref.spec.ref, digest: x.d.digest, size: x.d.size })));
   reporter.end();
 
   return { manifest, platforms, store, images, binaries, charts, blobs, fetchedBytes: fetcher.fetchedBytes };
+}
+
+/**
+ * Waits for every task, then throws the first failure: work in flight is never abandoned in the
+ * background (a partial blob is left consistent for the next run to resume).
+ */
+async function settleAll<T>(tasks: Promise<T>[]): Promise<T[]> {
+  const results = await Promise.allSettled(tasks);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
 }
 
 /** --locked: every image must be in the lock, and its tag must still point where the lock says. */

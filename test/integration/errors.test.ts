@@ -1,0 +1,121 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { bundle } from '../../packer/index.js';
+import { parsePlatformList } from '../../arch/platform.js';
+import { sha256 } from '../../oci/digest.js';
+import { freePort } from '../../demo/source-registry.js';
+import { runCli, silent, tempDir, withRegistry } from '../helpers/env.js';
+import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
+
+let env: Awaited<ReturnType<typeof withRegistry>>;
+let fx: Fixture;
+let work: Awaited<ReturnType<typeof tempDir>>;
+let host: string;
+
+beforeAll(async () => {
+  env = await withRegistry();
+  host = env.registry.host;
+  fx = await buildFixture('errors');
+  await pushFixture(host, fx);
+  work = await tempDir();
+});
+
+afterAll(async () => {
+  await env?.cleanup();
+  await work?.cleanup();
+});
+
+async function storeContents(cache: string) {
+  const blobs = existsSync(join(cache, 'blobs/sha256')) ? await readdir(join(cache, 'blobs/sha256')) : [];
+  const ingest = existsSync(join(cache, 'ingest')) ? await readdir(join(cache, 'ingest')) : [];
+  return { blobs, ingest };
+}
+
+describe('bad input and bad sources', () => {
+  it('rejects a corrupted source blob and stores nothing of it', async () => {
+    // Corrupt the arm64 layer of db inside the registry's own storage: the registry serves it as is.
+    const layer = fx.db.blobs.find((b) => b.descriptor.size > 10_000 && b.descriptor.digest !== fx.base.descriptor.digest)!;
+    const hex = layer.descriptor.digest.slice(7);
+    const file = join(env.dir, 'data/docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data');
+    const bytes = await readFile(file);
+    bytes[bytes.length >> 1] ^= 0x01;
+    await writeFile(file, bytes);
+
+    const dir = join(work.dir, 'corrupt');
+    const m = await writeManifest(dir, { images: [imageRef(host, fx.db)] });
+    const cache = join(dir, 'cache');
+    const out = join(dir, 'out.tar.zst');
+    await expect(
+      bundle({ manifestFile: m, platforms: parsePlatformList('amd64,arm64'), cacheDir: cache, reporter: silent, sourceDateEpoch: 0, out }),
+    ).rejects.toMatchObject({ code: 'DIGEST_MISMATCH', message: expect.stringContaining(`${imageRef(host, fx.db)}`) });
+    const store = await storeContents(cache);
+    expect(store.blobs).not.toContain(hex);
+    expect(store.ingest).toEqual([]);
+    expect(existsSync(out)).toBe(false);
+    expect((await readdir(dir)).filter((n) => n.startsWith('out.tar.zst'))).toEqual([]);
+  });
+
+  it('rejects a binary whose sha256 does not match, naming it', async () => {
+    const dir = join(work.dir, 'badsha');
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'tool-amd64'), 'real content\n');
+    const wrong = 'a'.repeat(64);
+    const m = await writeManifest(dir, { binaries: [{ name: 'tool', version: 'v1', url: 'tool-{arch}', sha256: { amd64: wrong }, install: '/usr/bin/tool' }] });
+    const cache = join(dir, 'cache');
+    const out = join(dir, 'out.tar.zst');
+    const res = await runCli(['bundle', '-f', m, '--arch', 'amd64', '--cache', cache, '-o', out]);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/binary tool v1 for amd64: .*tool-amd64 does not match its pinned sha256 a{64}/);
+    expect(res.stderr).not.toMatch(/at .*\.ts:\d+/); // no stack trace without --debug
+    expect((await storeContents(cache)).blobs).not.toContain(sha256('real content\n').slice(7));
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('refuses an unpinned binary with a hint', async () => {
+    const dir = join(work.dir, 'unpinned');
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'tool-amd64'), 'x');
+    const m = await writeManifest(dir, { binaries: [{ name: 'tool', version: 'v1', url: 'tool-{arch}', install: '/usr/bin/tool' }] });
+    const res = await runCli(['bundle', '-f', m, '--arch', 'amd64', '--cache', join(dir, 'cache'), '-o', join(dir, 'o.tar.zst')]);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/has no sha256.*acpack lock/);
+  });
+
+  it.each([
+    ['malformed YAML', 'apiVersion: acpack/v1\nkind: Bundle\nmetadata: {name: x, version: v1\nspec: {}\n', /m\.yaml:\d+:\d+: /],
+    ['an unknown field', 'apiVersion: acpack/v1\nkind: Bundle\nmetadata: {name: x, version: v1}\nspec:\n  imagez: [a]\n', /m\.yaml:5:3: unknown field "imagez" in spec/],
+    ['a bad reference', 'apiVersion: acpack/v1\nkind: Bundle\nmetadata: {name: x, version: v1}\nspec:\n  images:\n    - "Nginx:latest"\n', /m\.yaml:6:7: "Nginx:latest" is not a valid image reference/],
+    ['a malformed sha256', 'apiVersion: acpack/v1\nkind: Bundle\nmetadata: {name: x, version: v1}\nspec:\n  binaries:\n    - {name: a, version: v1, url: "a-{arch}", install: /usr/bin/a, sha256: {amd64: xyz}}\n', /m\.yaml:6:\d+: .*sha256/],
+    ['a wrong kind', 'apiVersion: acpack/v1\nkind: Cluster\nmetadata: {name: x, version: v1}\nspec: {}\n', /m\.yaml:2:7: kind must be "Bundle"/],
+  ])('reports %s with its location and writes nothing', async (_what, text, pattern) => {
+    const dir = join(work.dir, `bad-${sha256(text).slice(7, 15)}`);
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'm.yaml'), text);
+    const out = join(dir, 'o.tar.zst');
+    const res = await runCli(['bundle', '-f', join(dir, 'm.yaml'), '--arch', 'amd64', '--cache', join(dir, 'cache'), '-o', out]);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(pattern);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('reports an unreachable source clearly and writes nothing', async () => {
+    const port = await freePort();
+    const dir = join(work.dir, 'unreachable');
+    const m = await writeManifest(dir, { images: [`127.0.0.1:${port}/x/y:1`] });
+    const out = join(dir, 'o.tar.zst');
+    const res = await runCli(['bundle', '-f', m, '--arch', 'amd64', '--cache', join(dir, 'cache'), '-o', out]);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(new RegExp(`127\\.0\\.0\\.1:${port}.*ECONNREFUSED.*attempts`));
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('names a tag that does not exist', async () => {
+    const dir = join(work.dir, 'notag');
+    const m = await writeManifest(dir, { images: [`${host}/library/web:9.9`] });
+    const res = await runCli(['bundle', '-f', m, '--arch', 'amd64', '--cache', join(dir, 'cache'), '-o', join(dir, 'o.tar.zst')]);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain(`${host}/library/web:9.9: manifest 9.9 not found`);
+  });
+});
