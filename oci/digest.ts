@@ -37,8 +37,15 @@ export function digestOfHash(h: Hash): Digest {
   return `sha256:${h.digest('hex')}`;
 }
 
-/** Hashes a file (or its first `limit` bytes) with large reads; returns the digest and the bytes read. */
-export async function hashFile(path: string, limit = Infinity, hash: Hash = newHash()): Promise<{ digest: Digest; size: number }> {
+/** Hashes a file with large reads; returns the digest and the size. */
+export async function hashFile(path: string): Promise<{ digest: Digest; size: number }> {
+  const hash = newHash();
+  const size = await feedHash(hash, path);
+  return { digest: digestOfHash(hash), size };
+}
+
+/** Feeds a file's first `limit` bytes into a running hash (to resume a partial write); returns the bytes read. */
+export async function feedHash(hash: Hash, path: string, limit = Infinity): Promise<number> {
   const fh = await open(path, 'r');
   try {
     const buf = Buffer.allocUnsafe(READ_CHUNK);
@@ -49,7 +56,7 @@ export async function hashFile(path: string, limit = Infinity, hash: Hash = newH
       hash.update(buf.subarray(0, bytesRead));
       size += bytesRead;
     }
-    return { digest: digestOfHash(hash), size };
+    return size;
   } finally {
     await fh.close();
   }

@@ -3,7 +3,7 @@ import { mkdir, open, readdir, rename, rm, stat, readFile, writeFile, type FileH
 import { join } from 'node:path';
 import type { Hash } from 'node:crypto';
 import { AcpackError, formatBytes } from './errors.js';
-import { digestOfHash, hashFile, hexOf, isDigest, newHash, READ_CHUNK, sha256, shortDigest, type Digest } from './digest.js';
+import { digestOfHash, feedHash, hashFile, hexOf, isDigest, newHash, READ_CHUNK, sha256, shortDigest, type Digest } from './digest.js';
 
 /** What a writer must end up holding before it may become visible. */
 export interface Expected {
@@ -93,7 +93,7 @@ export class ContentStore {
         await fh.truncate(0);
         offset = 0;
       }
-      if (offset > 0) await hashFile(dataPath, offset, hash);
+      if (offset > 0) await feedHash(hash, dataPath, offset);
       return new BlobWriter(this, dir, fh, hash, offset, expected, () => this.active.delete(key));
     } catch (err) {
       this.active.delete(key);

@@ -166,6 +166,7 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof AcpackError) {
       process.stderr.write(`error: ${err.message}\n`);
       if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
+      if (debug && err.cause) process.stderr.write(`caused by: ${(err.cause as Error).stack ?? String(err.cause)}\n`);
     } else {
       process.stderr.write(`error: ${(err as Error)?.message ?? String(err)}\n`);
       if (debug || !(err instanceof Error)) process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
