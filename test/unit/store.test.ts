@@ -1,0 +1,81 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ContentStore } from '../../oci/store.js';
+import { sha256 } from '../../oci/digest.js';
+import { tempDir } from '../helpers/env.js';
+
+let t: Awaited<ReturnType<typeof tempDir>>;
+let store: ContentStore;
+beforeEach(async () => {
+  t = await tempDir();
+  store = await ContentStore.open(t.dir);
+});
+afterEach(() => t.cleanup());
+
+const data = Buffer.from('hello content store');
+const digest = sha256(data);
+
+describe('ContentStore', () => {
+  it('makes a blob visible only on a verified commit', async () => {
+    const w = await store.writer('r1', { digest, size: data.length });
+    await w.write(data.subarray(0, 5));
+    expect(await store.has(digest)).toBe(false);
+    await w.write(data.subarray(5));
+    await w.commit();
+    expect(await store.has(digest)).toBe(true);
+    expect(await readFile(store.path(digest))).toEqual(data);
+    expect(await readdir(join(t.dir, 'ingest'))).toEqual([]);
+  });
+
+  it('refuses content that does not match and keeps nothing', async () => {
+    const w = await store.writer('r2', { digest, size: data.length, source: 'example.org/x:1' });
+    await w.write(Buffer.from('hello CONTENT store'));
+    await expect(w.commit()).rejects.toMatchObject({ code: 'DIGEST_MISMATCH', message: expect.stringContaining('from example.org/x:1') });
+    expect(await store.has(digest)).toBe(false);
+    expect(await readdir(join(t.dir, 'ingest'))).toEqual([]);
+  });
+
+  it('refuses more bytes than expected as soon as they arrive', async () => {
+    const w = await store.writer('r3', { digest, size: 4 });
+    await expect(w.write(data)).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
+    expect(await readdir(join(t.dir, 'ingest'))).toEqual([]);
+  });
+
+  it('resumes an interrupted write from where it stopped', async () => {
+    const big = Buffer.alloc(3 << 20, 7);
+    const d = sha256(big);
+    const w1 = await store.writer('r4', { digest: d, size: big.length });
+    await w1.write(big.subarray(0, 2 << 20));
+    await w1.close(); // the process "dies" here
+    const w2 = await store.writer('r4', { digest: d, size: big.length });
+    expect(w2.offset).toBe(2 << 20);
+    await w2.write(big.subarray(2 << 20));
+    await w2.commit();
+    expect(await store.check(d)).toBe(true);
+  });
+
+  it('keeps a short write for a later resume, and says so', async () => {
+    const w = await store.writer('r5', { digest, size: data.length });
+    await w.write(data.subarray(0, 3));
+    await expect(w.commit()).rejects.toMatchObject({ code: 'BLOB_SHORT' });
+    await w.close();
+    const again = await store.writer('r5', { digest, size: data.length });
+    expect(again.offset).toBe(3);
+    await again.close();
+  });
+
+  it('allows one writer per ref at a time', async () => {
+    const w = await store.writer('r6', { digest, size: data.length });
+    await expect(store.writer('r6', { digest, size: data.length })).rejects.toMatchObject({ code: 'INGEST_LOCKED' });
+    await w.close();
+  });
+
+  it('stores an unpinned blob under the digest of what arrived', async () => {
+    const w = await store.writer('r7', {});
+    await w.write(data);
+    expect(await w.commit()).toBe(digest);
+    expect(existsSync(store.path(digest))).toBe(true);
+  });
+});
