@@ -1,0 +1,100 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import tar from 'tar-stream';
+import { runCli, tempDir, withRegistry } from '../helpers/env.js';
+import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
+import { zstdCompress } from '../../oci/zstd.js';
+import { verifyBundle } from '../../oci/bundle-verify.js';
+import { OCI_LAYOUT_BYTES } from '../../oci/bundle-format.js';
+
+const run = promisify(execFile);
+let env: Awaited<ReturnType<typeof withRegistry>>;
+let fx: Fixture;
+let work: Awaited<ReturnType<typeof tempDir>>;
+let bundlePath: string;
+let bundleStdout = "";
+
+beforeAll(async () => {
+  env = await withRegistry();
+  fx = await buildFixture('cli');
+  await pushFixture(env.registry.host, fx);
+  work = await tempDir();
+  const m = await writeManifest(work.dir, { images: [imageRef(env.registry.host, fx.web), imageRef(env.registry.host, fx.db)] });
+  bundlePath = join(work.dir, 'b.tar.zst');
+  const res = await runCli(['bundle', '-f', m, '--arch', 'amd64,arm64', '--cache', join(work.dir, 'cache'), '-o', bundlePath, '--json']);
+  expect(res.code, res.stderr).toBe(0);
+  bundleStdout = res.stdout;
+});
+
+afterAll(async () => {
+  await env?.cleanup();
+  await work?.cleanup();
+});
+
+/** Writes a zstd tar with the given entries, for hostile-bundle cases. */
+async function craft(name: string, entries: { header: tar.Headers; data?: Buffer }[]): Promise<string> {
+  const pack = tar.pack();
+  const out = join(work.dir, name);
+  const chunks: Buffer[] = [];
+  const z = zstdCompress();
+  z.on('data', (c: Buffer) => chunks.push(c));
+  const done = new Promise((r) => z.on('end', r));
+  pack.pipe(z);
+  for (const e of entries) pack.entry(e.header, e.data);
+  pack.finalize();
+  await done;
+  await writeFile(out, Buffer.concat(chunks));
+  return out;
+}
+
+describe('acpack CLI', () => {
+  it('--json prints one JSON event per line, ending with the summary', () => {
+    const lines = bundleStdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.event)).toContain('phase');
+    const summary = lines.at(-1);
+    expect(summary.event).toBe('summary');
+    expect(summary.images).toBe(2);
+    expect(summary.imagePlatforms).toBe(4);
+  });
+
+  it('inspect lists images with their platforms, from the header entries', async () => {
+    const res = await runCli(['inspect', bundlePath]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toMatch(new RegExp(`${imageRef(env.registry.host, fx.web).replace(/\./g, '\\.')}\\s+linux/amd64,linux/arm64`));
+    const json = JSON.parse((await runCli(['inspect', bundlePath, '--json'])).stdout);
+    expect(json.images.map((i: { digest: string }) => i.digest).sort()).toEqual([fx.web.top.digest, fx.db.top.digest].sort());
+  });
+
+  it('verify passes a good bundle and fails a truncated one', async () => {
+    const ok = await runCli(['verify', bundlePath]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/OK, 15 blobs/);
+    const bytes = await readFile(bundlePath);
+    const cut = join(work.dir, 'cut.tar.zst');
+    await writeFile(cut, bytes.subarray(0, bytes.length - 5000));
+    const bad = await runCli(['verify', cut]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/error: .*cut\.tar\.zst/);
+  });
+
+  it('zstd -d and tar read the bundle too', async () => {
+    const { stdout } = await run('sh', ['-c', `zstd -dc '${bundlePath}' | tar -t | head -4`]);
+    expect(stdout.split('\n').slice(0, 3)).toEqual(['oci-layout', 'bundle.json', 'index.json']);
+  });
+
+  it.each([
+    ['a path escaping the layout', { name: 'blobs/sha256/../../etc/passwd', size: 1, type: 'file' as const }, /not named by a sha256 digest|unexpected entry/],
+    ['a symlink', { name: 'blobs/sha256/' + 'a'.repeat(64), type: 'symlink' as const, linkname: '/etc/shadow' }, /is a symlink/],
+    ['an absolute path', { name: '/etc/passwd', size: 1, type: 'file' as const }, /unexpected entry/],
+  ])('refuses a hostile bundle with %s', async (_what, header, pattern) => {
+    await mkdir(work.dir, { recursive: true });
+    const path = await craft(`hostile-${_what.replace(/\W/g, '')}.tar.zst`, [
+      { header: { name: 'oci-layout', size: OCI_LAYOUT_BYTES.length }, data: OCI_LAYOUT_BYTES },
+      { header, data: header.type === 'file' ? Buffer.from('x') : undefined },
+    ]);
+    await expect(verifyBundle(path)).rejects.toThrow(pattern);
+  });
+});
