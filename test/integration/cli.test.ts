@@ -35,7 +35,7 @@ afterAll(async () => {
 });
 
 /** Writes a zstd tar with the given entries, for hostile-bundle cases. */
-async function craft(name: string, entries: { header: tar.Headers; data?: Buffer }[]): Promise<string> {
+async function craft(name: string, entries: { header: Partial<tar.Header>; data?: Buffer }[]): Promise<string> {
   const pack = tar.pack();
   const out = join(work.dir, name);
   const chunks: Buffer[] = [];
@@ -43,7 +43,7 @@ async function craft(name: string, entries: { header: tar.Headers; data?: Buffer
   z.on('data', (c: Buffer) => chunks.push(c));
   const done = new Promise((r) => z.on('end', r));
   pack.pipe(z);
-  for (const e of entries) pack.entry(e.header, e.data);
+  for (const e of entries) pack.entry(e.header as tar.Header, e.data ?? '');
   pack.finalize();
   await done;
   await writeFile(out, Buffer.concat(chunks));
