@@ -20,6 +20,10 @@ export interface WriteBundleOptions {
   mtime: number;
   /** Bytes of blob data read from the store so far (for progress). */
   onBytes?: (n: number) => void;
+  /** A blob still arriving in the store: the writer waits for it before reading it. */
+  ready?: (digest: Digest) => Promise<unknown> | undefined;
+  /** Blobs hashed on their way into the store moments ago; every other blob is re-hashed as it is read. */
+  verified?: ReadonlySet<Digest>;
 }
 
 /** JSON the bundle carries: two-space indented, trailing newline, keys in the order built. */
@@ -52,8 +56,10 @@ export async function writeBundle(
     await small(BUNDLE_JSON_ENTRY, bundleJsonBytes(descriptor));
     await small(INDEX_ENTRY, bundleJsonBytes(index));
     for (const blob of blobs) {
+      await opts.ready?.(blob.digest);
       const entry = pack.entry(header(`${BLOB_PREFIX}${hexOf(blob.digest)}`, blob.size));
-      await pipeline(store.read(blob.digest), new VerifyingPassThrough(blob, opts.onBytes), entry);
+      const check = opts.verified?.has(blob.digest) ? new CountingPassThrough(opts.onBytes) : new VerifyingPassThrough(blob, opts.onBytes);
+      await pipeline(store.read(blob.digest), check, entry);
     }
     pack.finalize();
   };
@@ -71,6 +77,18 @@ export async function writeBundle(
       throw new AcpackError('DISK_FULL', `no space left on the device of ${out}; nothing was written`, { cause: err });
     }
     throw err;
+  }
+}
+
+/** Passes bytes through, reporting how many. */
+class CountingPassThrough extends Transform {
+  constructor(private readonly onBytes?: (n: number) => void) {
+    super({ highWaterMark: 1 << 20 });
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.onBytes?.(chunk.length);
+    done(null, chunk);
   }
 }
 

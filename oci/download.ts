@@ -1,9 +1,9 @@
-import type { Response } from 'undici';
+import type { HttpResponse } from './http.js';
 import { AcpackError, formatBytes } from './errors.js';
 import type { BlobWriter } from './store.js';
 
 /** Opens the source, asking for bytes from `offset` on when it is above zero. */
-export type OpenSource = (offset: number) => Promise<Response>;
+export type OpenSource = (offset: number) => Promise<HttpResponse>;
 
 const MAX_ATTEMPTS = 5;
 
@@ -20,13 +20,13 @@ export async function downloadInto(writer: BlobWriter, open: OpenSource, name: s
     const offset = writer.offset;
     const res = await open(offset);
     if (res.status === 416) {
-      await res.body?.cancel();
+      await res.discard();
       onBytes(-offset);
       await writer.reset();
       continue;
     }
     if (res.status === 404) {
-      await res.body?.cancel();
+      await res.discard();
       throw new AcpackError('NOT_FOUND', `${name} was not found (HTTP 404)`);
     }
     if (!res.ok) {
@@ -38,7 +38,7 @@ export async function downloadInto(writer: BlobWriter, open: OpenSource, name: s
       await writer.reset();
     }
     try {
-      for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
         await writer.write(chunk);
         onBytes(chunk.length);
       }
@@ -59,8 +59,8 @@ export async function downloadInto(writer: BlobWriter, open: OpenSource, name: s
   await writer.commit();
 }
 
-function resumedAt(res: Response, offset: number): boolean {
+function resumedAt(res: HttpResponse, offset: number): boolean {
   if (res.status !== 206) return false;
-  const m = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '');
+  const m = /^bytes (\d+)-/.exec(res.header('content-range') ?? '');
   return m !== null && Number(m[1]) === offset;
 }

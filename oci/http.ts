@@ -1,4 +1,6 @@
-import { Agent, fetch, type Dispatcher, type RequestInit, type Response } from 'undici';
+import { Agent, interceptors, request, type Dispatcher } from 'undici';
+import { STATUS_CODES } from 'node:http';
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AcpackError } from './errors.js';
 
@@ -12,12 +14,62 @@ export interface RetryPolicy {
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 250, maxDelayMs: 15_000 };
 
-const secureAgent = new Agent({ connect: { timeout: 30_000 }, headersTimeout: 60_000, bodyTimeout: 120_000 });
+// undici's request API with Node streams: several times less CPU per byte than fetch's web streams.
+// The redirect interceptor drops Authorization when a redirect leaves the origin (a registry sending a
+// blob to object storage must not hand it our token).
+const redirects = interceptors.redirect({ maxRedirections: 5 });
+const secureAgent = new Agent({ connect: { timeout: 30_000 }, headersTimeout: 60_000, bodyTimeout: 120_000 }).compose(redirects);
 const insecureAgent = new Agent({
   connect: { timeout: 30_000, rejectUnauthorized: false },
   headersTimeout: 60_000,
   bodyTimeout: 120_000,
-});
+}).compose(redirects);
+
+export interface RequestOptions {
+  method: string;
+  headers?: Record<string, string>;
+  dispatcher: Dispatcher;
+}
+
+/** The part of an HTTP response the clients use. */
+export class HttpResponse {
+  constructor(
+    readonly url: string,
+    readonly status: number,
+    private readonly rawHeaders: Record<string, string | string[] | undefined>,
+    readonly body: Readable & { text(): Promise<string>; json(): Promise<unknown>; arrayBuffer(): Promise<ArrayBuffer>; dump(): Promise<void> },
+  ) {}
+
+  get ok(): boolean {
+    return this.status >= 200 && this.status < 300;
+  }
+
+  get statusText(): string {
+    return STATUS_CODES[this.status] ?? '';
+  }
+
+  header(name: string): string | null {
+    const v = this.rawHeaders[name.toLowerCase()];
+    return v === undefined ? null : Array.isArray(v) ? v.join(', ') : v;
+  }
+
+  text(): Promise<string> {
+    return this.body.text();
+  }
+
+  json(): Promise<unknown> {
+    return this.body.json();
+  }
+
+  async bytes(): Promise<Buffer> {
+    return Buffer.from(await this.body.arrayBuffer());
+  }
+
+  /** Throws the body away (so the connection can be reused). */
+  async discard(): Promise<void> {
+    await this.body.dump().catch(() => {});
+  }
+}
 
 export function agentFor(skipTlsVerify: boolean): Dispatcher {
   return skipTlsVerify ? insecureAgent : secureAgent;
@@ -45,24 +97,19 @@ export function backoffMs(policy: RetryPolicy, attempt: number): number {
  * Redirects are followed by fetch itself, which drops Authorization on a cross-origin hop
  * (a registry redirecting a blob to object storage must not receive our token).
  */
-export async function fetchWithRetry(
-  url: string,
-  init: RequestInit & { dispatcher: Dispatcher },
-  policy: RetryPolicy,
-  what: string,
-): Promise<Response> {
+export async function fetchWithRetry(url: string, init: RequestOptions, policy: RetryPolicy, what: string): Promise<HttpResponse> {
   let lastError: unknown;
   for (let attempt = 0; attempt < policy.attempts; attempt++) {
     let wait = backoffMs(policy, attempt);
     try {
-      const res = await fetch(url, init);
+      const r = await request(url, { method: init.method as Dispatcher.HttpMethod, headers: init.headers, dispatcher: init.dispatcher });
+      const res = new HttpResponse(url, r.statusCode, r.headers, r.body as unknown as HttpResponse['body']);
       if (!retryable(res.status) || attempt === policy.attempts - 1) return res;
-      wait = retryAfterMs(res.headers.get('retry-after'), policy.maxDelayMs) ?? wait;
-      await res.body?.cancel();
+      wait = retryAfterMs(res.header('retry-after'), policy.maxDelayMs) ?? wait;
+      await res.discard();
       lastError = new Error(`HTTP ${res.status}`);
     } catch (err) {
       lastError = err;
-      if (init.signal?.aborted) break;
     }
     if (attempt < policy.attempts - 1) await sleep(wait);
   }
@@ -70,7 +117,8 @@ export async function fetchWithRetry(
 }
 
 export function describeNetworkError(err: unknown): string {
-  const cause = (err as { cause?: { code?: string; message?: string } })?.cause;
-  if (cause?.code) return `${cause.code}${cause.message ? ` (${cause.message})` : ''}`;
+  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  const c = e?.cause?.code ? e.cause : e;
+  if (c?.code) return `${c.code}${c.message ? ` (${c.message})` : ''}`;
   return err instanceof Error ? err.message : String(err);
 }

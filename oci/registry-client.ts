@@ -1,10 +1,10 @@
-import type { Dispatcher, Response } from 'undici';
+import type { Dispatcher } from 'undici';
 import { AcpackError, formatBytes } from './errors.js';
 import { sha256, shortDigest, type Digest, isDigest } from './digest.js';
 import { apiHost, formatReference, isLoopbackHost, type Reference } from './reference.js';
 import { MANIFEST_ACCEPT, isSchema1 } from './media-types.js';
 import { loadCredentials, parseChallenge, type Credentials } from './auth.js';
-import { agentFor, DEFAULT_RETRY, fetchWithRetry, type RetryPolicy } from './http.js';
+import { agentFor, DEFAULT_RETRY, fetchWithRetry, type HttpResponse, type RetryPolicy } from './http.js';
 import type { BlobWriter } from './store.js';
 import { downloadInto } from './download.js';
 
@@ -53,16 +53,16 @@ export class RegistryClient {
     const res = await this.send(ref, `manifests/${target}`, { method: 'GET', headers: { accept: MANIFEST_ACCEPT } });
     const name = formatReference(ref);
     if (res.status === 404) {
-      await res.body?.cancel();
+      await res.discard();
       throw new AcpackError('NOT_FOUND', `${name}: manifest ${target} not found on ${ref.host}`);
     }
     await this.expectOk(res, name);
-    const declared = Number(res.headers.get('content-length') ?? '0');
+    const declared = Number(res.header('content-length') ?? '0');
     if (declared > MAX_MANIFEST_BYTES) {
-      await res.body?.cancel();
+      await res.discard();
       throw new AcpackError('MANIFEST_TOO_LARGE', `${name}: the manifest is ${formatBytes(declared)}, more than a manifest can be`);
     }
-    const bytes = Buffer.from(await res.arrayBuffer());
+    const bytes = await res.bytes();
     if (bytes.length > MAX_MANIFEST_BYTES) throw new AcpackError('MANIFEST_TOO_LARGE', `${name}: the manifest is larger than a manifest can be`);
     const mediaType = manifestMediaType(res, bytes);
     if (isSchema1(mediaType)) {
@@ -72,7 +72,7 @@ export class RegistryClient {
       );
     }
     const actual = sha256(bytes);
-    const expectedDigest = isDigest(target) ? target : (res.headers.get('docker-content-digest') ?? undefined);
+    const expectedDigest = isDigest(target) ? target : (res.header('docker-content-digest') ?? undefined);
     if (expectedDigest && expectedDigest !== actual) {
       throw new AcpackError(
         'DIGEST_MISMATCH',
@@ -86,7 +86,7 @@ export class RegistryClient {
   async resolve(ref: Reference): Promise<Digest> {
     const target = ref.tag ?? ref.digest ?? 'latest';
     const res = await this.send(ref, `manifests/${target}`, { method: 'HEAD', headers: { accept: MANIFEST_ACCEPT } });
-    const header = res.headers.get('docker-content-digest');
+    const header = res.header('docker-content-digest');
     if (res.ok && header && isDigest(header)) return header;
     return (await this.getManifest(ref)).digest;
   }
@@ -101,7 +101,7 @@ export class RegistryClient {
     await downloadInto(writer, open, name, onBytes);
   }
 
-  private async send(ref: Reference, path: string, init: { method: string; headers: Record<string, string> }): Promise<Response> {
+  private async send(ref: Reference, path: string, init: { method: string; headers: Record<string, string> }): Promise<HttpResponse> {
     const state = await this.hostState(ref.host);
     const scope = `repository:${ref.repository}:pull`;
     const url = `${state.base}/v2/${ref.repository}/${path}`;
@@ -115,8 +115,8 @@ export class RegistryClient {
     };
     let res = await attempt();
     if (res.status !== 401) return res;
-    const challenge = parseChallenge(res.headers.get('www-authenticate') ?? '');
-    await res.body?.cancel();
+    const challenge = parseChallenge(res.header('www-authenticate') ?? '');
+    await res.discard();
     const creds = this.credentials.get(ref.host);
     if (challenge?.scheme === 'bearer') {
       state.tokens.set(scope, await this.fetchToken(ref.host, state, challenge.params, scope, creds));
@@ -127,7 +127,7 @@ export class RegistryClient {
     }
     res = await attempt();
     if (res.status === 401 || res.status === 403) {
-      await res.body?.cancel();
+      await res.discard();
       throw this.denied(ref, creds);
     }
     return res;
@@ -142,7 +142,7 @@ export class RegistryClient {
     if (creds) headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
     const res = await fetchWithRetry(url.toString(), { method: 'GET', headers, dispatcher: state.dispatcher }, this.retry, `token from ${url.host}`);
     if (!res.ok) {
-      await res.body?.cancel();
+      await res.discard();
       throw new AcpackError('AUTH_FAILED', `${url.host} refused a token for ${scope} (HTTP ${res.status})${creds ? ': check the credentials for ' + host : ''}`);
     }
     const body = (await res.json()) as { token?: string; access_token?: string };
@@ -160,7 +160,7 @@ export class RegistryClient {
     );
   }
 
-  private async expectOk(res: Response, what: string): Promise<void> {
+  private async expectOk(res: HttpResponse, what: string): Promise<void> {
     if (res.ok) return;
     const text = (await res.text().catch(() => '')).slice(0, 300);
     throw new AcpackError('REGISTRY_ERROR', `${what}: HTTP ${res.status} ${res.statusText}${text ? `: ${text.trim()}` : ''}`);
@@ -189,7 +189,7 @@ export class RegistryClient {
 async function answersHttps(host: string, dispatcher: Dispatcher): Promise<boolean> {
   try {
     const res = await fetchWithRetry(`https://${host}/v2/`, { method: 'GET', dispatcher }, { attempts: 1, baseDelayMs: 0, maxDelayMs: 0 }, 'probe');
-    await res.body?.cancel();
+    await res.discard();
     return true;
   } catch {
     return false;
@@ -197,7 +197,7 @@ async function answersHttps(host: string, dispatcher: Dispatcher): Promise<boole
 }
 
 /** The manifest's media type: its own `mediaType` field wins over a server's Content-Type. */
-function manifestMediaType(res: Response, bytes: Buffer): string {
+function manifestMediaType(res: HttpResponse, bytes: Buffer): string {
   try {
     const parsed = JSON.parse(bytes.toString('utf8')) as { mediaType?: string; schemaVersion?: number; manifests?: unknown };
     if (parsed.schemaVersion === 1) return 'application/vnd.docker.distribution.manifest.v1+json';
@@ -206,5 +206,5 @@ function manifestMediaType(res: Response, bytes: Buffer): string {
   } catch {
     throw new AcpackError('BAD_MANIFEST', `the manifest from ${res.url} is not JSON`);
   }
-  return (res.headers.get('content-type') ?? '').split(';')[0].trim() || 'application/vnd.oci.image.manifest.v1+json';
+  return (res.header('content-type') ?? '').split(';')[0].trim() || 'application/vnd.oci.image.manifest.v1+json';
 }

@@ -3,7 +3,7 @@ import { formatBytes } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
 import { BUNDLE_FORMAT, type BundleDescriptor } from '../oci/bundle-format.js';
 import { writeBundle, type BundleBlob } from '../oci/bundle-writer.js';
-import { bundleIndex, resolveManifestContent, type Resolution, type ResolveOptions } from './pack.js';
+import { bundleIndex, finishDownloads, resolveManifestContent, type Resolution, type ResolveOptions } from './pack.js';
 import { chartKey, writeLock, type LockFile } from './lock.js';
 
 export interface BundleSummary {
@@ -25,8 +25,18 @@ export async function bundle(opts: ResolveOptions & { out: string }): Promise<Bu
   const r = await resolveManifestContent(opts);
   const descriptor = bundleDescriptor(r);
   const blobs = orderedBlobs(r);
-  opts.reporter.phase('write bundle', descriptor.blobs.bytes);
-  await writeBundle(r.store, descriptor, bundleIndex(r), blobs, opts.out, { mtime: opts.sourceDateEpoch, onBytes: (n) => opts.reporter.bytes(n) });
+  // Downloading and writing overlap: the writer takes each blob as soon as it is verified in the store.
+  opts.reporter.phase('fetch and write', r.downloadBytes + descriptor.blobs.bytes);
+  const writing = writeBundle(r.store, descriptor, bundleIndex(r), blobs, opts.out, {
+    mtime: opts.sourceDateEpoch,
+    onBytes: (n) => opts.reporter.bytes(n),
+    ready: (digest) => r.downloads.get(digest),
+    // Blobs this run just downloaded were hashed on the way in; blobs from an earlier run are re-hashed.
+    verified: r.fetcher.verified,
+  });
+  const [wrote, fetched] = await Promise.allSettled([writing, finishDownloads(r)]);
+  if (fetched.status === 'rejected') throw fetched.reason;
+  if (wrote.status === 'rejected') throw wrote.reason;
   opts.reporter.end();
   return {
     out: opts.out,
@@ -38,7 +48,7 @@ export async function bundle(opts: ResolveOptions & { out: string }): Promise<Bu
     blobs: descriptor.blobs.count,
     bytes: descriptor.blobs.bytes,
     undeduplicatedBytes: undeduplicatedBytes(r),
-    fetchedBytes: r.fetchedBytes,
+    fetchedBytes: r.fetcher.fetchedBytes,
   };
 }
 

@@ -107,7 +107,7 @@ async function fetchRepoIndex(repo: string): Promise<RepoIndex> {
   } else {
     const res = await fetchWithRetry(url, { method: 'GET', dispatcher: agentFor(false) }, DEFAULT_RETRY, `GET ${url}`);
     if (!res.ok) {
-      await res.body?.cancel();
+      await res.discard();
       throw new AcpackError('SOURCE_ERROR', `${url}: HTTP ${res.status}: is ${repo} a Helm repository?`);
     }
     text = await res.text();

@@ -24,6 +24,8 @@ export class Fetcher {
   private readonly limit;
   fetchedBytes = 0;
   fetchedBlobs = 0;
+  /** Blobs this process downloaded and verified (so reading them back need not hash again). */
+  readonly verified = new Set<Digest>();
 
   constructor(
     private readonly store: ContentStore,
@@ -60,7 +62,9 @@ export class Fetcher {
       if (src.kind === 'registry') await this.client.fetchBlob(src.ref, writer, count);
       else await downloadUrl(src.url, writer, count);
       this.fetchedBlobs++;
-      return src.digest ?? writer.committed!;
+      const digest = src.digest ?? writer.committed!;
+      this.verified.add(digest);
+      return digest;
     } finally {
       await writer.close();
     }

@@ -43,7 +43,18 @@ export interface Resolution {
   charts: ResolvedChart[];
   /** Every blob the bundle carries, manifests and indexes marked. */
   blobs: Map<Digest, { size: number; manifest: boolean }>;
-  fetchedBytes: number;
+  /** Image blobs still downloading, by digest (the bundle writer waits for each in turn). */
+  downloads: Map<Digest, Promise<Digest>>;
+  /** Bytes the downloads will bring. */
+  downloadBytes: number;
+  /** Resolves when every download has ended; rejects with the first failure. */
+  downloaded: Promise<void>;
+  fetcher: Fetcher;
+}
+
+/** Waits for all of a resolution's downloads; throws the first failure. */
+export async function finishDownloads(r: Resolution): Promise<void> {
+  await r.downloaded;
 }
 
 export function hostPlatform(): Platform {
@@ -136,11 +147,15 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
 
   const missing = new Map<Digest, { ref: ResolvedImage; d: Descriptor }>();
   if (!opts.skipLayers) for (const x of imageBlobs) if (!missing.has(x.d.digest) && !(await store.has(x.d.digest))) missing.set(x.d.digest, x);
-  reporter.phase('fetch images', [...missing.values()].reduce((n, x) => n + x.d.size, 0));
-  await settleAll([...missing.values()].map((x) => fetcher.ensure({ kind: 'registry', ref: x.ref.spec.ref, digest: x.d.digest, size: x.d.size })));
-  reporter.end();
-
-  return { manifest, platforms, store, images, binaries, charts, blobs, fetchedBytes: fetcher.fetchedBytes };
+  // Started in digest order, the order the bundle writes them, so the writer rarely waits.
+  const downloads = new Map<Digest, Promise<Digest>>();
+  for (const x of [...missing.values()].sort((a, b) => (a.d.digest < b.d.digest ? -1 : 1))) {
+    downloads.set(x.d.digest, fetcher.ensure({ kind: 'registry', ref: x.ref.spec.ref, digest: x.d.digest, size: x.d.size }));
+  }
+  const downloaded = settleAll([...downloads.values()]).then(() => undefined);
+  downloaded.catch(() => {}); // observed by finishDownloads
+  const downloadBytes = [...missing.values()].reduce((n, x) => n + x.d.size, 0);
+  return { manifest, platforms, store, images, binaries, charts, blobs, downloads, downloadBytes, downloaded, fetcher };
 }
 
 /**

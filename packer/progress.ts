@@ -77,8 +77,10 @@ class LineReporter implements Reporter {
     this.interval = json ? 1000 : 5000;
   }
 
+  private readonly started = Date.now();
+
   private emit(event: string, message: string, data: Record<string, unknown> = {}): void {
-    if (this.json) process.stdout.write(`${JSON.stringify({ event, message, ...data })}\n`);
+    if (this.json) process.stdout.write(`${JSON.stringify({ event, message, elapsedMs: Date.now() - this.started, ...data })}\n`);
     else process.stderr.write(`${message}\n`);
   }
 
