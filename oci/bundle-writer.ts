@@ -1,10 +1,9 @@
 import { createWriteStream } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
-import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import tar from 'tar-stream';
 import { AcpackError } from './errors.js';
-import { digestOfHash, newHash, shortDigest, type Digest, hexOf } from './digest.js';
+import { digestOfHash, hexOf, newHash, READ_CHUNK, shortDigest, type Digest } from './digest.js';
+import { TAR_END, tarHeader, tarPadding } from './tar-header.js';
 import type { ContentStore } from './store.js';
 import type { ImageIndex } from './media-types.js';
 import { BLOB_PREFIX, BUNDLE_JSON_ENTRY, INDEX_ENTRY, OCI_LAYOUT_BYTES, OCI_LAYOUT_ENTRY, type BundleDescriptor } from './bundle-format.js';
@@ -45,84 +44,71 @@ export async function writeBundle(
   opts: WriteBundleOptions,
 ): Promise<void> {
   const tmp = `${out}.partial-${process.pid}`;
-  const pack = tar.pack();
-  const mtime = new Date(opts.mtime * 1000);
-  const header = (name: string, size: number) => ({ name, size, mode: 0o644, mtime, uid: 0, gid: 0, uname: '', gname: '', type: 'file' as const });
-
-  const fill = async () => {
-    const small = (name: string, data: Buffer) =>
-      new Promise<void>((resolve, reject) => pack.entry(header(name, data.length), data, (err) => (err ? reject(err) : resolve())));
-    await small(OCI_LAYOUT_ENTRY, OCI_LAYOUT_BYTES);
-    await small(BUNDLE_JSON_ENTRY, bundleJsonBytes(descriptor));
-    await small(INDEX_ENTRY, bundleJsonBytes(index));
-    for (const blob of blobs) {
-      await opts.ready?.(blob.digest);
-      const entry = pack.entry(header(`${BLOB_PREFIX}${hexOf(blob.digest)}`, blob.size));
-      const check = opts.verified?.has(blob.digest) ? new CountingPassThrough(opts.onBytes) : new VerifyingPassThrough(blob, opts.onBytes);
-      await pipeline(store.read(blob.digest), check, entry);
-    }
-    pack.finalize();
+  const zstd = zstdCompress();
+  const sink = createWriteStream(tmp);
+  const flowing = pipeline(zstd, sink);
+  flowing.catch(() => {}); // awaited below; an early failure also surfaces through write()
+  const write = (chunk: Buffer) =>
+    new Promise<void>((resolve, reject) => {
+      zstd.write(chunk, (err) => (err ? reject(err) : resolve()));
+    });
+  const small = async (name: string, data: Buffer) => {
+    await write(tarHeader(name, data.length, 0o644, opts.mtime));
+    await write(data);
+    await write(tarPadding(data.length));
   };
 
   try {
-    await Promise.all([fill(), pipeline(pack, zstdCompress(), createWriteStream(tmp))]);
+    await small(OCI_LAYOUT_ENTRY, OCI_LAYOUT_BYTES);
+    await small(BUNDLE_JSON_ENTRY, bundleJsonBytes(descriptor));
+    await small(INDEX_ENTRY, bundleJsonBytes(index));
+    // Two buffers in turn: one is read into while zstd takes the other. zstd copies its input,
+    // so a buffer is free again once its write callback fires.
+    const buffers = [Buffer.allocUnsafe(READ_CHUNK * 4), Buffer.allocUnsafe(READ_CHUNK * 4)];
+    for (const blob of blobs) {
+      await opts.ready?.(blob.digest);
+      await write(tarHeader(`${BLOB_PREFIX}${hexOf(blob.digest)}`, blob.size, 0o644, opts.mtime));
+      const hash = opts.verified?.has(blob.digest) ? undefined : newHash();
+      const fh = await open(store.path(blob.digest), 'r');
+      let seen = 0;
+      let pending: Promise<void> | undefined;
+      try {
+        for (let turn = 0; ; turn++) {
+          const buf = buffers[turn % 2];
+          const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+          if (pending) await pending;
+          if (bytesRead === 0) break;
+          const chunk = buf.subarray(0, bytesRead);
+          hash?.update(chunk);
+          seen += bytesRead;
+          opts.onBytes?.(bytesRead);
+          pending = write(chunk);
+        }
+      } finally {
+        await fh.close();
+      }
+      if (seen !== blob.size || (hash && digestOfHash(hash) !== blob.digest)) {
+        throw new AcpackError(
+          'DIGEST_MISMATCH',
+          `blob ${shortDigest(blob.digest)} in the content store (${store.root}) is corrupt: ${seen} bytes${hash ? ` hashing to ${shortDigest(digestOfHash(hash))}` : ''}, expected ${blob.size}; delete it and run again`,
+        );
+      }
+      await write(tarPadding(blob.size));
+    }
+    await write(TAR_END);
+    zstd.end();
+    await flowing;
     const fh = await open(tmp, 'r+');
     await fh.sync();
     await fh.close();
     await rename(tmp, out);
   } catch (err) {
-    pack.destroy();
+    zstd.destroy();
+    sink.destroy();
     await rm(tmp, { force: true });
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
       throw new AcpackError('DISK_FULL', `no space left on the device of ${out}; nothing was written`, { cause: err });
     }
     throw err;
-  }
-}
-
-/** Passes bytes through, reporting how many. */
-class CountingPassThrough extends Transform {
-  constructor(private readonly onBytes?: (n: number) => void) {
-    super({ highWaterMark: 1 << 20 });
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.onBytes?.(chunk.length);
-    done(null, chunk);
-  }
-}
-
-/** Passes bytes through, and fails at the end if they do not hash to the expected digest. */
-export class VerifyingPassThrough extends Transform {
-  private readonly hash = newHash();
-  private seen = 0;
-
-  constructor(
-    private readonly expected: BundleBlob,
-    private readonly onBytes?: (n: number) => void,
-    private readonly where = 'the content store',
-  ) {
-    super({ highWaterMark: 1 << 20 });
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.hash.update(chunk);
-    this.seen += chunk.length;
-    this.onBytes?.(chunk.length);
-    done(null, chunk);
-  }
-
-  override _flush(done: TransformCallback): void {
-    const actual = digestOfHash(this.hash);
-    if (actual !== this.expected.digest || this.seen !== this.expected.size) {
-      done(
-        new AcpackError(
-          'DIGEST_MISMATCH',
-          `blob ${shortDigest(this.expected.digest)} in ${this.where} is corrupt (read ${this.seen} bytes hashing to ${shortDigest(actual)}, expected ${this.expected.size})`,
-        ),
-      );
-      return;
-    }
-    done();
   }
 }

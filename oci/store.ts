@@ -224,11 +224,11 @@ export class BlobWriter {
 
   private async flush(): Promise<void> {
     if (this.pendingBytes === 0) return;
-    const data = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending, this.pendingBytes);
+    const data = this.pending;
     this.pending = [];
     this.pendingBytes = 0;
     try {
-      await this.fh.write(data);
+      await this.fh.writev(data);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOSPC' || code === 'EDQUOT') {
