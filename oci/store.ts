@@ -160,7 +160,7 @@ export class BlobWriter {
     this.written += chunk.length;
     this.pending.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
     this.pendingBytes += chunk.length;
-    if (this.pendingBytes >= READ_CHUNK) await this.flush();
+    if (this.pendingBytes >= 4 * READ_CHUNK) await this.flush();
   }
 
   /** Forgets everything written so far (the source could not resume). */
