@@ -1,5 +1,7 @@
+import { access, constants } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { formatPlatform } from '../arch/platform.js';
-import { formatBytes } from '../oci/errors.js';
+import { AcpackError, formatBytes } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
 import { BUNDLE_FORMAT, type BundleDescriptor } from '../oci/bundle-format.js';
 import { writeBundle, type BundleBlob } from '../oci/bundle-writer.js';
@@ -22,6 +24,7 @@ export interface BundleSummary {
 
 /** `acpack bundle`: resolve into the store, then stream bundle.tar.zst out of it. */
 export async function bundle(opts: ResolveOptions & { out: string }): Promise<BundleSummary> {
+  await checkWritableDir(dirname(resolve(opts.out)), 'the output');
   const r = await resolveManifestContent(opts);
   const descriptor = bundleDescriptor(r);
   const blobs = orderedBlobs(r);
@@ -50,6 +53,16 @@ export async function bundle(opts: ResolveOptions & { out: string }): Promise<Bu
     undeduplicatedBytes: undeduplicatedBytes(r),
     fetchedBytes: r.fetcher.fetchedBytes,
   };
+}
+
+/** Fails before any download when a directory cannot take the result. */
+async function checkWritableDir(dir: string, what: string): Promise<void> {
+  try {
+    await access(dir, constants.W_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new AcpackError('BAD_OUTPUT', code === 'ENOENT' ? `${what} directory ${dir} does not exist` : `${what} directory ${dir} is not writable (${code})`);
+  }
 }
 
 /** Manifests and indexes first (an importer knows the whole graph before the big layers), each group by digest. */

@@ -155,6 +155,25 @@ describe('registry sources that push back', () => {
   });
 });
 
+describe('fetching', () => {
+  it('fetches a base layer shared by images and arches once, however many ask for it at once', async () => {
+    const dir = join(work.dir, 'once');
+    const m = await writeManifest(dir, { images: [`${proxy.host}/library/web:1.0`, `${proxy.host}/tools/db:2.0`] });
+    await bundle({ manifestFile: m, platforms: parsePlatformList('amd64,arm64'), cacheDir: join(dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: join(dir, 'o.tar.zst') });
+    const gets = proxy.log.filter((l) => l.method === 'GET' && l.url.endsWith(`/blobs/${fx.base.descriptor.digest}`));
+    expect(gets).toHaveLength(1);
+  });
+
+  it('refuses an output directory that does not exist before fetching anything', async () => {
+    const dir = join(work.dir, 'noout');
+    const m = await writeManifest(dir, { images: [`${proxy.host}/library/web:1.0`] });
+    await expect(
+      bundle({ manifestFile: m, platforms: parsePlatformList('amd64'), cacheDir: join(dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: join(dir, 'missing/o.tar.zst') }),
+    ).rejects.toThrow(/output directory .*missing does not exist/);
+    expect(proxy.log).toEqual([]);
+  });
+});
+
 describe('basic auth against a real docker-registry with htpasswd', () => {
   it('uses credentials from the docker config, and names the host when they are wrong', async () => {
     const t = await tempDir();
