@@ -28,8 +28,10 @@ export async function bundle(opts: ResolveOptions & { out: string }): Promise<Bu
   const r = await resolveManifestContent(opts);
   const descriptor = bundleDescriptor(r);
   const blobs = orderedBlobs(r);
-  // Downloading and writing overlap: the writer takes each blob as soon as it is verified in the store.
-  opts.reporter.phase('fetch and write', r.downloadBytes + descriptor.blobs.bytes);
+  // Downloading and writing overlap: the writer takes each blob as soon as it is verified in the store,
+  // in the order downloads were started, so the bytes written measure the whole job.
+  r.fetcher.onBytes = () => {};
+  opts.reporter.phase(r.downloadBytes > 0 ? 'fetch and write' : 'write', descriptor.blobs.bytes);
   const writing = writeBundle(r.store, descriptor, bundleIndex(r), blobs, opts.out, {
     mtime: opts.sourceDateEpoch,
     onBytes: (n) => opts.reporter.bytes(n),

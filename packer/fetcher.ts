@@ -31,7 +31,8 @@ export class Fetcher {
     private readonly store: ContentStore,
     private readonly client: RegistryClient,
     concurrency = 8,
-    private readonly onBytes: (n: number) => void = () => {},
+    /** Progress of downloads; replaceable when another meter takes over. */
+    public onBytes: (n: number) => void = () => {},
   ) {
     this.limit = pLimit(concurrency);
   }
