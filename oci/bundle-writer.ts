@@ -45,7 +45,19 @@ export async function writeBundle(
 ): Promise<void> {
   const tmp = `${out}.partial-${process.pid}`;
   const zstd = zstdCompress();
-  const sink = createWriteStream(tmp);
+  // A second handle on the file, for fsync: any descriptor of a file flushes all of its pages.
+  const file = await open(tmp, 'w');
+  const sink = createWriteStream(tmp, { flags: 'r+', highWaterMark: 1 << 20 });
+  // Push the bundle to disk as it grows (see BlobWriter.startWriteback): the final fsync stays short.
+  let unsynced = 0;
+  let syncing: Promise<void> | undefined;
+  zstd.on('data', (c: Buffer) => {
+    unsynced += c.length;
+    if (unsynced >= 64 << 20 && !syncing) {
+      unsynced = 0;
+      syncing = file.datasync().catch(() => {}).finally(() => (syncing = undefined));
+    }
+  });
   const flowing = pipeline(zstd, sink);
   flowing.catch(() => {}); // awaited below; an early failure also surfaces through write()
   const write = (chunk: Buffer) =>
@@ -98,13 +110,15 @@ export async function writeBundle(
     await write(TAR_END);
     zstd.end();
     await flowing;
-    const fh = await open(tmp, 'r+');
-    await fh.sync();
-    await fh.close();
+    await syncing;
+    await file.sync();
+    await file.close();
     await rename(tmp, out);
   } catch (err) {
     zstd.destroy();
     sink.destroy();
+    await syncing;
+    await file.close().catch(() => {});
     await rm(tmp, { force: true });
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
       throw new AcpackError('DISK_FULL', `no space left on the device of ${out}; nothing was written`, { cause: err });

@@ -5,6 +5,8 @@ import type { Hash } from 'node:crypto';
 import { AcpackError, formatBytes } from './errors.js';
 import { digestOfHash, feedHash, hashFile, hexOf, isDigest, newHash, READ_CHUNK, sha256, shortDigest, type Digest } from './digest.js';
 
+const WRITEBACK_EVERY = 16 << 20;
+
 /** What a writer must end up holding before it may become visible. */
 export interface Expected {
   /** Absent only when the bytes are trusted on first use (`acpack lock` pinning a binary). */
@@ -21,6 +23,7 @@ export interface Expected {
  */
 export class ContentStore {
   private readonly active = new Set<string>();
+  private puts = 0;
 
   private constructor(readonly root: string) {}
 
@@ -61,9 +64,9 @@ export class ContentStore {
   async put(data: Uint8Array, expected?: Expected): Promise<Digest> {
     const digest = expected?.digest ?? sha256(data);
     if (await this.has(digest)) return digest;
-    const w = await this.writer(`put-${hexOf(digest)}`, { ...expected, digest, size: data.length });
+    // A private ingest name: two puts of the same bytes at once both commit the same file, harmlessly.
+    const w = await this.writer(`put-${hexOf(digest)}-${process.pid}-${++this.puts}`, { ...expected, digest, size: data.length });
     try {
-      if (w.offset > 0) await w.reset();
       await w.write(data);
       await w.commit();
     } finally {
@@ -134,6 +137,8 @@ export class BlobWriter {
   private closed = false;
   /** The digest it was stored under, once committed. */
   committed?: Digest;
+  private unsynced = 0;
+  private syncing?: Promise<void>;
 
   constructor(
     private readonly store: ContentStore,
@@ -187,6 +192,7 @@ export class BlobWriter {
       await this.discard();
       throw this.mismatch(`content hashing to ${shortDigest(actual)}`);
     }
+    await this.syncing;
     await this.fh.sync();
     await this.fh.close();
     this.closed = true;
@@ -204,6 +210,7 @@ export class BlobWriter {
       try {
         await this.flush();
       } finally {
+        await this.syncing;
         await this.fh.close();
         this.release();
       }
@@ -216,6 +223,7 @@ export class BlobWriter {
     this.pendingBytes = 0;
     if (!this.closed) {
       this.closed = true;
+      await this.syncing;
       await this.fh.close();
       this.release();
     }
@@ -229,6 +237,7 @@ export class BlobWriter {
     this.pendingBytes = 0;
     try {
       await this.fh.writev(data);
+      this.startWriteback(data);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOSPC' || code === 'EDQUOT') {
@@ -236,6 +245,18 @@ export class BlobWriter {
       }
       throw err;
     }
+  }
+
+  /**
+   * Starts pushing written data to disk in the background every 16 MiB, so the fsync in commit
+   * finds little left to do and the disk works while we download (the kernel alone would wait for
+   * gigabytes of dirty pages, then stall everyone at once).
+   */
+  private startWriteback(data: Buffer[]): void {
+    for (const b of data) this.unsynced += b.length;
+    if (this.unsynced < WRITEBACK_EVERY || this.syncing) return;
+    this.unsynced = 0;
+    this.syncing = this.fh.datasync().catch(() => {}).finally(() => (this.syncing = undefined));
   }
 
   private mismatch(what: string): AcpackError {

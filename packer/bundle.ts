@@ -5,7 +5,7 @@ import { AcpackError, formatBytes } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
 import { BUNDLE_FORMAT, type BundleDescriptor } from '../oci/bundle-format.js';
 import { writeBundle, type BundleBlob } from '../oci/bundle-writer.js';
-import { bundleIndex, finishDownloads, resolveManifestContent, type Resolution, type ResolveOptions } from './pack.js';
+import { bundleIndex, resolveManifestContent, type Resolution, type ResolveOptions } from './pack.js';
 import { chartKey, writeLock, type LockFile } from './lock.js';
 
 export interface BundleSummary {
@@ -31,7 +31,7 @@ export async function bundle(opts: ResolveOptions & { out: string }): Promise<Bu
   // Downloading and writing overlap: the writer takes each blob as soon as it is verified in the store,
   // in the order downloads were started, so the bytes written measure the whole job.
   r.fetcher.onBytes = () => {};
-  opts.reporter.phase(r.downloadBytes > 0 ? 'fetch and write' : 'write', descriptor.blobs.bytes);
+  opts.reporter.phase(r.downloads.size > 0 ? 'fetch and write' : 'write', descriptor.blobs.bytes);
   const writing = writeBundle(r.store, descriptor, bundleIndex(r), blobs, opts.out, {
     mtime: opts.sourceDateEpoch,
     onBytes: (n) => opts.reporter.bytes(n),
@@ -39,7 +39,7 @@ export async function bundle(opts: ResolveOptions & { out: string }): Promise<Bu
     // Blobs this run just downloaded were hashed on the way in; blobs from an earlier run are re-hashed.
     verified: r.fetcher.verified,
   });
-  const [wrote, fetched] = await Promise.allSettled([writing, finishDownloads(r)]);
+  const [wrote, fetched] = await Promise.allSettled([writing, r.downloaded]);
   if (fetched.status === 'rejected') throw fetched.reason;
   if (wrote.status === 'rejected') throw wrote.reason;
   opts.reporter.end();

@@ -45,16 +45,9 @@ export interface Resolution {
   blobs: Map<Digest, { size: number; manifest: boolean }>;
   /** Image blobs still downloading, by digest (the bundle writer waits for each in turn). */
   downloads: Map<Digest, Promise<Digest>>;
-  /** Bytes the downloads will bring. */
-  downloadBytes: number;
   /** Resolves when every download has ended; rejects with the first failure. */
   downloaded: Promise<void>;
   fetcher: Fetcher;
-}
-
-/** Waits for all of a resolution's downloads; throws the first failure. */
-export async function finishDownloads(r: Resolution): Promise<void> {
-  await r.downloaded;
 }
 
 export function hostPlatform(): Platform {
@@ -62,8 +55,9 @@ export function hostPlatform(): Platform {
 }
 
 /**
- * Resolves a manifest into the content store: every image manifest (byte-for-byte), every blob
- * of the wanted platforms, every binary and chart. Re-running reuses what the store holds.
+ * Resolves a manifest into the content store: every image manifest (byte-for-byte), every binary
+ * and chart, and starts downloading the image blobs of the wanted platforms (`downloads`), so the
+ * caller can write while they arrive. Re-running reuses what the store holds.
  */
 export async function resolveManifestContent(opts: ResolveOptions): Promise<Resolution> {
   const { reporter } = opts;
@@ -97,27 +91,32 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
   ).filter((i): i is ResolvedImage => i !== undefined);
 
   reporter.phase('fetch binaries and charts', 0);
-  const binaries: ResolvedBinary[] = [];
   for (const spec of manifest.binaries) {
     if (opts.locked && !lock!.binaries[spec.name] && Object.keys(spec.sha256).length === 0) {
       throw new AcpackError('NOT_LOCKED', `binary ${spec.name} is not in the lock file: run acpack lock`);
     }
-    const b = await resolveBinary(spec, platforms, store, fetcher, lock?.binaries[spec.name] ?? {}, opts.trustOnFirstUse);
-    if (b) binaries.push(b);
   }
-  const charts: ResolvedChart[] = [];
-  for (const spec of manifest.charts) {
-    const key = spec.name && spec.version ? chartKey(spec.name, spec.version) : undefined;
-    const chart = await resolveChart(spec, store, client, fetcher, key ? lock?.charts[key] : undefined, opts.sourceDateEpoch);
-    const locked = lock?.charts[chartKey(chart.name, chart.version)];
-    if (opts.locked && locked !== chart.pin) {
-      throw new AcpackError(
-        'LOCK_DRIFT',
-        locked ? `chart ${chart.name} ${chart.version} is now ${chart.pin}, the lock says ${locked}: run acpack lock if that is intended` : `chart ${chart.name} ${chart.version} is not in the lock file: run acpack lock`,
-      );
-    }
-    charts.push(chart);
-  }
+  const binaries = (
+    await settleAll(manifest.binaries.map((spec) => limit(() => resolveBinary(spec, platforms, store, fetcher, lock?.binaries[spec.name] ?? {}, opts.trustOnFirstUse))))
+  ).filter((b): b is ResolvedBinary => b !== undefined);
+  const charts = await settleAll(
+    manifest.charts.map((spec) =>
+      limit(async () => {
+        const key = spec.name && spec.version ? chartKey(spec.name, spec.version) : undefined;
+        const chart = await resolveChart(spec, store, client, fetcher, key ? lock?.charts[key] : undefined, opts.sourceDateEpoch);
+        const locked = lock?.charts[chartKey(chart.name, chart.version)];
+        if (opts.locked && locked !== chart.pin) {
+          throw new AcpackError(
+            'LOCK_DRIFT',
+            locked
+              ? `chart ${chart.name} ${chart.version} is now ${chart.pin}, the lock says ${locked}: run acpack lock if that is intended`
+              : `chart ${chart.name} ${chart.version} is not in the lock file: run acpack lock`,
+          );
+        }
+        return chart;
+      }),
+    ),
+  );
 
   const blobs = new Map<Digest, { size: number; manifest: boolean }>();
   const add = (d: Descriptor, manifest: boolean) => blobs.set(d.digest, { size: d.size, manifest: manifest || (blobs.get(d.digest)?.manifest ?? false) });
@@ -153,9 +152,8 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
     downloads.set(x.d.digest, fetcher.ensure({ kind: 'registry', ref: x.ref.spec.ref, digest: x.d.digest, size: x.d.size }));
   }
   const downloaded = settleAll([...downloads.values()]).then(() => undefined);
-  downloaded.catch(() => {}); // observed by finishDownloads
-  const downloadBytes = [...missing.values()].reduce((n, x) => n + x.d.size, 0);
-  return { manifest, platforms, store, images, binaries, charts, blobs, downloads, downloadBytes, downloaded, fetcher };
+  downloaded.catch(() => {}); // the caller awaits it; this only keeps an early failure from being "unhandled"
+  return { manifest, platforms, store, images, binaries, charts, blobs, downloads, downloaded, fetcher };
 }
 
 /**

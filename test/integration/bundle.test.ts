@@ -11,6 +11,7 @@ import { parsePlatformList } from '../../arch/platform.js';
 import { sha256 } from '../../oci/digest.js';
 import { silent, tempDir, withRegistry } from '../helpers/env.js';
 import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
+import { pushImage } from '../../demo/samples.js';
 
 const run = promisify(execFile);
 
@@ -138,6 +139,14 @@ describe('acpack bundle against a real docker-registry', () => {
     const bad = join(work.dir, 'flip', 'bad.tar.zst');
     await run('sh', ['-c', `zstd -q -c '${tarFile}' > '${bad}'`]);
     await expect(verifyBundle(bad)).rejects.toThrow(new RegExp(`blob ${layer.descriptor.digest} is corrupt`));
+  });
+
+  it('bundles two tags of the same image (one digest) side by side', async () => {
+    await pushImage(host, { ...fx.web, tag: 'also' });
+    const { out } = await pack('two-tags', { images: [imageRef(host, fx.web), `${host}/${fx.web.repository}:also`] }, 'amd64,arm64');
+    const d = await readDescriptor(out);
+    expect(d.images.map((i) => i.digest)).toEqual([fx.web.top.digest, fx.web.top.digest]);
+    await verifyBundle(out);
   });
 
   it('a second bundle from the same cache fetches nothing', async () => {
