@@ -13,10 +13,6 @@ export class AcpackError extends Error {
   }
 }
 
-export function isAcpackError(err: unknown, code?: string): err is AcpackError {
-  return err instanceof AcpackError && (code === undefined || err.code === code);
-}
-
 /** Formats a byte count the way messages and summaries show it: 1,204 bytes / 3.2 MB. */
 export function formatBytes(n: number): string {
   // Not toLocaleString: its first call loads ICU data (~70 ms), noticeable in a CLI.

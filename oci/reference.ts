@@ -73,11 +73,6 @@ export function formatReference(r: Reference): string {
   return s;
 }
 
-/** The reference with the digest pinned (the tag kept for readers). */
-export function withDigest(r: Reference, digest: Digest): Reference {
-  return { ...r, digest };
-}
-
 /** Where the registry API of a host answers. */
 export function apiHost(host: string): string {
   return host === DOCKER_HUB ? 'registry-1.docker.io' : host;

@@ -1,5 +1,5 @@
 import { basename } from 'node:path';
-import { expandTemplate, formatPlatform, type Arch, type Platform } from '../arch/platform.js';
+import { expandTemplate, type Arch, type Platform } from '../arch/platform.js';
 import { AcpackError } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
 import { MT, type Descriptor } from '../oci/media-types.js';
@@ -97,6 +97,3 @@ export async function resolveBinary(
   return { spec, ref: binaryRef(spec), index, arches: resolved };
 }
 
-export function describeArches(platforms: Platform[]): string {
-  return platforms.map(formatPlatform).join(', ');
-}

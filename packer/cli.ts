@@ -1,4 +1,4 @@
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { ARCHES, formatPlatform, parsePlatformList, type Platform } from '../arch/platform.js';

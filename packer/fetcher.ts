@@ -1,8 +1,8 @@
 import { createReadStream } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import pLimit from 'p-limit';
-import { AcpackError, formatBytes } from '../oci/errors.js';
-import { shortDigest, type Digest } from '../oci/digest.js';
+import { AcpackError } from '../oci/errors.js';
+import type { Digest } from '../oci/digest.js';
 import { agentFor, DEFAULT_RETRY, fetchWithRetry } from '../oci/http.js';
 import { downloadInto } from '../oci/download.js';
 import { formatReference, type Reference } from '../oci/reference.js';
@@ -23,7 +23,6 @@ export class Fetcher {
   private readonly inflight = new Map<string, Promise<Digest>>();
   private readonly limit;
   fetchedBytes = 0;
-  fetchedBlobs = 0;
   /** Blobs this process downloaded and verified (so reading them back need not hash again). */
   readonly verified = new Set<Digest>();
 
@@ -62,7 +61,6 @@ export class Fetcher {
     try {
       if (src.kind === 'registry') await this.client.fetchBlob(src.ref, writer, count);
       else await downloadUrl(src.url, writer, count);
-      this.fetchedBlobs++;
       const digest = src.digest ?? writer.committed!;
       this.verified.add(digest);
       return digest;
@@ -98,6 +96,3 @@ async function downloadUrl(url: string, writer: BlobWriter, onBytes: (n: number)
   await downloadInto(writer, open, url, onBytes);
 }
 
-export function describeBlob(digest: Digest, size: number): string {
-  return `${shortDigest(digest)} (${formatBytes(size)})`;
-}
