@@ -52,8 +52,9 @@ export class ContentStore {
     return (await this.size(digest)) !== undefined;
   }
 
-  read(digest: Digest, start = 0): ReadStream {
-    return createReadStream(this.path(digest), { start, highWaterMark: READ_CHUNK });
+  /** Reads a committed blob, or the bytes start..end (inclusive) of it. */
+  read(digest: Digest, start = 0, end?: number): ReadStream {
+    return createReadStream(this.path(digest), { start, end, highWaterMark: READ_CHUNK });
   }
 
   async readBytes(digest: Digest): Promise<Buffer> {

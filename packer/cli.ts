@@ -156,22 +156,26 @@ export function formatInspect(d: BundleDescriptor): string {
   return `${out.join('\n')}\n`;
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+/** Runs a CLI program: AcpackErrors print their message only; anything else is a bug, said so. */
+export async function runProgram(program: Command, argv: string[]): Promise<number> {
   try {
     await program.parseAsync(argv);
     return 0;
   } catch (err) {
     const debug = argv.includes('--debug');
+    process.stderr.write(`error: ${(err as Error)?.message ?? String(err)}\n`);
     if (err instanceof AcpackError) {
-      process.stderr.write(`error: ${err.message}\n`);
       if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
       if (debug && err.cause) process.stderr.write(`caused by: ${(err.cause as Error).stack ?? String(err.cause)}\n`);
+    } else if (debug || !(err instanceof Error)) {
+      process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
     } else {
-      process.stderr.write(`error: ${(err as Error)?.message ?? String(err)}\n`);
-      if (debug || !(err instanceof Error)) process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
-      else process.stderr.write('(an unexpected error: run with --debug for details and report it)\n');
+      process.stderr.write('(an unexpected error: run with --debug for details and report it)\n');
     }
     return 1;
   }
+}
+
+export function main(argv: string[]): Promise<number> {
+  return runProgram(buildProgram(), argv);
 }

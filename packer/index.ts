@@ -2,3 +2,4 @@ export { bundle, lock, formatSummary, bundleDescriptor, type BundleSummary } fro
 export { resolveManifestContent, bundleIndex, hostPlatform, type ResolveOptions, type Resolution } from './pack.js';
 export { createReporter, reporterMode, type Reporter } from './progress.js';
 export { readLock, lockPath } from './lock.js';
+export { runProgram } from './cli.js';

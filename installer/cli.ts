@@ -1,0 +1,67 @@
+import { Command } from 'commander';
+import { AcpackError, formatBytes } from '../oci/errors.js';
+import { importBundle, startRegistry } from '../registry/index.js';
+import { createReporter, reporterMode, runProgram } from '../packer/index.js';
+
+const DEFAULT_STORE = '/var/lib/acpack';
+
+export function buildProgram(): Command {
+  const program = new Command('acinstall')
+    .description('Install an acpack bundle on an air-gapped site: import it, serve it as an OCI registry, lay the cluster down over SSH.')
+    .option('--debug', 'print stack traces on errors')
+    .showHelpAfterError();
+
+  program
+    .command('import')
+    .description('Stream a bundle into the site content store (one pass, every blob hashed as it is written)')
+    .argument('<bundle>', 'bundle.tar.zst, or - for standard input')
+    .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)
+    .option('--json', 'print progress and the result as JSON lines')
+    .addHelpText('after', '\nRe-importing is a no-op; a newer bundle adds only the blobs the store lacks. A corrupt, truncated or\nhostile bundle is refused and the store is left exactly as it was.')
+    .action(async (file: string, o) => {
+      const reporter = createReporter(reporterMode(!!o.json));
+      reporter.phase('import', 0);
+      const input = file === '-' ? process.stdin : file;
+      const r = await importBundle(input, o.store, (n) => reporter.bytes(n), file === '-' ? 'standard input' : file);
+      reporter.end();
+      if (o.json) process.stdout.write(`${JSON.stringify({ event: 'imported', ...r })}\n`);
+      else process.stdout.write(`imported ${r.name} ${r.version}: ${r.refs} references, ${r.blobs} blobs (${r.added} new, ${formatBytes(r.addedBytes)})\n`);
+    });
+
+  program
+    .command('serve')
+    .description('Serve the store as an OCI distribution registry (pull), under the images\' original names')
+    .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)
+    .option('--listen <addr>', 'host:port to listen on', '0.0.0.0:5000')
+    .option('--quiet', 'no access log')
+    .addHelpText(
+      'after',
+      `
+Names answered for an image bundled as registry.k8s.io/pause:3.5:
+  /v2/pause/manifests/3.5?ns=registry.k8s.io   containerd mirror mode (hosts.toml)
+  /v2/registry.k8s.io/pause/manifests/3.5      host-prefixed (a port is written host_5000)
+  /v2/pause/manifests/3.5                      re-rooted, when only one upstream has that path`,
+    )
+    .action(async (o) => {
+      const reg = await startRegistry({ storeRoot: o.store, listen: o.listen, log: o.quiet ? undefined : (l) => process.stdout.write(`${JSON.stringify(l)}\n`) });
+      process.stderr.write(`acinstall: serving ${o.store} on ${reg.url}\n`);
+      const stop = () => void reg.close().then(() => process.exit(0));
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+    });
+
+  program
+    .command('from')
+    .description('Import a bundle, serve it, and lay the cluster down over SSH (not built yet)')
+    .argument('<bundle>')
+    .allowUnknownOption()
+    .action(() => {
+      throw new AcpackError('NOT_IMPLEMENTED', '`acinstall from` is not built yet; today: acinstall import + acinstall serve');
+    });
+
+  return program;
+}
+
+export function main(argv: string[]): Promise<number> {
+  return runProgram(buildProgram(), argv);
+}

@@ -1,0 +1,124 @@
+import { statfs } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { AcpackError, formatBytes } from '../oci/errors.js';
+import { shortDigest, type Digest } from '../oci/digest.js';
+import { ContentStore } from '../oci/store.js';
+import { bundleEntries } from '../oci/bundle-reader.js';
+import { manifestDigests, type BundleDescriptor } from '../oci/bundle-format.js';
+import { ANNOTATION_REF_NAME, isIndexType, isManifestType, type Descriptor, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
+import { IndexDb, type ManifestRow, type TagRow } from './index-db.js';
+import { splitRefName } from './naming.js';
+
+export interface ImportResult {
+  name: string;
+  version: string;
+  blobs: number;
+  /** Blobs the store did not have before. */
+  added: number;
+  addedBytes: number;
+  refs: number;
+}
+
+/**
+ * Streams a bundle into the store in one pass, hashing every blob as it is written, then records
+ * its references in the index. Anything wrong (a corrupt, truncated or hostile bundle, a full disk)
+ * leaves the store and the index exactly as they were: blobs this import added are removed again.
+ */
+export async function importBundle(input: string | Readable, storeRoot: string, onBytes?: (n: number) => void, label?: string): Promise<ImportResult> {
+  const source = label ?? (typeof input === 'string' ? input : 'the bundle on standard input');
+  const store = await ContentStore.open(storeRoot);
+  const added: Digest[] = [];
+  let descriptor: BundleDescriptor | undefined;
+  let index: ImageIndex | undefined;
+  let blobs = 0;
+  let addedBytes = 0;
+  try {
+    for await (const entry of bundleEntries(input, source)) {
+      if (entry.kind === 'descriptor') {
+        descriptor = entry.descriptor;
+        await checkFreeSpace(store, storeRoot, descriptor);
+      } else if (entry.kind === 'index') {
+        index = entry.index;
+      } else if (entry.kind === 'blob') {
+        blobs++;
+        if (await store.has(entry.digest)) {
+          for await (const chunk of entry.stream) onBytes?.((chunk as Buffer).length);
+          continue;
+        }
+        const w = await store.writer(`import-${entry.digest}`, { digest: entry.digest, size: entry.size, source });
+        try {
+          if (w.offset > 0) await w.reset();
+          for await (const chunk of entry.stream) {
+            await w.write(chunk as Buffer);
+            onBytes?.((chunk as Buffer).length);
+          }
+          await w.commit();
+        } finally {
+          await w.close();
+        }
+        added.push(entry.digest);
+        addedBytes += entry.size;
+      }
+    }
+    if (!descriptor || !index) throw new AcpackError('BAD_BUNDLE', `${source} has no bundle.json or index.json`);
+    const rows = await collectRows(store, descriptor, index, source);
+    const db = new IndexDb(storeRoot);
+    try {
+      db.record(rows.manifests, rows.tags, rows.repoManifests);
+    } finally {
+      db.close();
+    }
+    return { name: descriptor.name, version: descriptor.version, blobs, added: added.length, addedBytes, refs: rows.tags.length };
+  } catch (err) {
+    for (const d of added) await store.delete(d);
+    if (err instanceof AcpackError) throw new AcpackError(err.code, `${err.message} (nothing was imported)`, { cause: err });
+    throw err;
+  }
+}
+
+async function checkFreeSpace(store: ContentStore, root: string, d: BundleDescriptor): Promise<void> {
+  const s = await statfs(root);
+  const free = s.bavail * s.bsize;
+  if (free >= d.blobs.bytes) return;
+  // A re-import needs next to nothing: skip the check when the store already holds the bundle's manifests.
+  const known = await Promise.all([...manifestDigests(d)].map((m) => store.has(m)));
+  if (known.every(Boolean)) return;
+  throw new AcpackError('DISK_FULL', `${d.name} ${d.version} needs up to ${formatBytes(d.blobs.bytes)} under ${root}, which has ${formatBytes(free)} free`);
+}
+
+/**
+ * Walks index.json through the store: every manifest reachable (an index's children where they were
+ * bundled) becomes a row, and each reference name a tag. A missing blob fails the import.
+ */
+async function collectRows(store: ContentStore, d: BundleDescriptor, index: ImageIndex, source: string) {
+  const bundled = manifestDigests(d);
+  const manifests = new Map<Digest, ManifestRow>();
+  const tags: (TagRow & { path: string })[] = [];
+  const repoManifests: { repo: string; digest: Digest }[] = [];
+  const need = async (desc: Descriptor, from: string) => {
+    const size = await store.size(desc.digest);
+    if (size !== desc.size) throw new AcpackError('MISSING_BLOB', `${source}: ${from} needs blob ${shortDigest(desc.digest)} (${desc.mediaType}), which the bundle does not carry`);
+  };
+  const walk = async (desc: Descriptor, repo: string, from: string, depth: number): Promise<void> => {
+    await need(desc, from);
+    manifests.set(desc.digest, { digest: desc.digest, mediaType: desc.mediaType, size: desc.size });
+    repoManifests.push({ repo, digest: desc.digest });
+    const parsed = JSON.parse((await store.readBytes(desc.digest)).toString('utf8')) as ImageIndex & ImageManifest;
+    if (isIndexType(desc.mediaType)) {
+      for (const child of parsed.manifests ?? []) {
+        if (bundled.has(child.digest) && depth < 4) await walk(child, repo, `${from} (${child.platform?.architecture ?? 'child'})`, depth + 1);
+      }
+    } else if (isManifestType(desc.mediaType)) {
+      if (parsed.config) await need(parsed.config, from);
+      for (const layer of parsed.layers ?? []) await need(layer, from);
+    }
+  };
+  for (const entry of index.manifests ?? []) {
+    const refName = entry.annotations?.[ANNOTATION_REF_NAME];
+    if (!refName) continue;
+    const { repo, path, tag } = splitRefName(refName);
+    await walk(entry, repo, refName, 0);
+    if (tag) tags.push({ repo, path, tag, digest: entry.digest });
+  }
+  return { manifests: [...manifests.values()], tags, repoManifests };
+}

@@ -1,0 +1,96 @@
+import Database from 'better-sqlite3';
+import { join } from 'node:path';
+import type { Digest } from '../oci/digest.js';
+import type { NameQuery } from './naming.js';
+
+export interface ManifestRow {
+  digest: Digest;
+  mediaType: string;
+  size: number;
+}
+
+export interface TagRow {
+  repo: string;
+  tag: string;
+  digest: Digest;
+}
+
+/**
+ * The registry's SQLite index: which repositories and tags exist and which manifests (with their
+ * media types) the store holds. Blobs themselves live only in the content store.
+ */
+export class IndexDb {
+  private readonly db: Database.Database;
+
+  constructor(storeRoot: string) {
+    this.db = new Database(join(storeRoot, 'index.db'));
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS manifests (
+        digest TEXT PRIMARY KEY,
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL
+      );
+      CREATE TABLE IF NOT EXISTS tags (
+        repo TEXT NOT NULL,
+        path TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        PRIMARY KEY (repo, tag)
+      );
+      CREATE INDEX IF NOT EXISTS tags_path ON tags(path);
+      CREATE TABLE IF NOT EXISTS repo_manifests (
+        repo TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        PRIMARY KEY (repo, digest)
+      );
+    `);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Records one import's references and manifests, all or nothing. */
+  record(manifests: ManifestRow[], tags: (TagRow & { path: string })[], repoManifests: { repo: string; digest: Digest }[]): void {
+    const putManifest = this.db.prepare('INSERT OR REPLACE INTO manifests (digest, media_type, size) VALUES (?, ?, ?)');
+    const putTag = this.db.prepare('INSERT OR REPLACE INTO tags (repo, path, tag, digest) VALUES (?, ?, ?, ?)');
+    const putRepoManifest = this.db.prepare('INSERT OR IGNORE INTO repo_manifests (repo, digest) VALUES (?, ?)');
+    this.db.transaction(() => {
+      for (const m of manifests) putManifest.run(m.digest, m.mediaType, m.size);
+      for (const t of tags) putTag.run(t.repo, t.path, t.tag, t.digest);
+      for (const r of repoManifests) putRepoManifest.run(r.repo, r.digest);
+    })();
+  }
+
+  /** The repositories a name query can mean (one for exact, possibly several for a bare path). */
+  repos(q: NameQuery): string[] {
+    if (q.kind === 'exact') {
+      const row = this.db.prepare('SELECT repo FROM repo_manifests WHERE repo = ? LIMIT 1').get(q.repo);
+      return row ? [q.repo] : [];
+    }
+    return (this.db.prepare('SELECT DISTINCT repo FROM tags WHERE path = ? ORDER BY repo').all(q.path) as { repo: string }[]).map((r) => r.repo);
+  }
+
+  tag(repo: string, tag: string): Digest | undefined {
+    return (this.db.prepare('SELECT digest FROM tags WHERE repo = ? AND tag = ?').get(repo, tag) as { digest: Digest } | undefined)?.digest;
+  }
+
+  /** A manifest of this repository, by digest. */
+  manifest(repo: string, digest: string): ManifestRow | undefined {
+    return this.db
+      .prepare('SELECT m.digest, m.media_type AS mediaType, m.size FROM manifests m JOIN repo_manifests r ON r.digest = m.digest WHERE r.repo = ? AND m.digest = ?')
+      .get(repo, digest) as ManifestRow | undefined;
+  }
+
+  /** Tags of a repository in lexical order, after `last`, at most `n`. */
+  tags(repo: string, n: number, last?: string): string[] {
+    return (this.db.prepare('SELECT tag FROM tags WHERE repo = ? AND tag > ? ORDER BY tag LIMIT ?').all(repo, last ?? '', n) as { tag: string }[]).map((r) => r.tag);
+  }
+
+  /** Every repository, sorted. */
+  allRepos(): string[] {
+    return (this.db.prepare('SELECT DISTINCT repo FROM repo_manifests ORDER BY repo').all() as { repo: string }[]).map((r) => r.repo);
+  }
+}
