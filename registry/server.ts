@@ -36,7 +36,7 @@ export async function createRegistryApp(opts: RegistryOptions) {
       opts.log?.({
         time: new Date().toISOString(),
         method: req.method,
-        path: req.path,
+        path: req.originalUrl,
         status: res.statusCode,
         bytes: Number(res.getHeader('content-length') ?? 0),
         ms: Number(process.hrtime.bigint() - t0) / 1e6,
