@@ -10,6 +10,9 @@ import { importBundle, startRegistry, type RunningRegistry } from '../../registr
 import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
 import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
 import { startContainerd, writeHostsToml } from '../helpers/containerd.js';
+import { buildIndexImage, buildLayer, noise, pushImage, type Layer, type SampleImage } from '../../demo/samples.js';
+import { connect } from 'node:net';
+import { createHash } from 'node:crypto';
 
 const run = promisify(execFile);
 
@@ -19,6 +22,8 @@ let bundlePath: string;
 let upstream: string; // the host the images were bundled from (stopped before anything is pulled)
 let storeRoot: string;
 let reg: RunningRegistry;
+let big: SampleImage;
+let bigLayer: Layer;
 const access: { path: string; status: number }[] = [];
 
 beforeAll(async () => {
@@ -27,12 +32,15 @@ beforeAll(async () => {
   upstream = source.registry.host;
   fx = await buildFixture('site');
   await pushFixture(upstream, fx);
+  bigLayer = await buildLayer([{ path: 'big', content: noise('site-big', 6 << 20) }]);
+  big = buildIndexImage('big/one', '1', { amd64: [bigLayer], arm64: [bigLayer] });
+  await pushImage(upstream, big);
   await cp(join(ROOT, 'manifests/demo/charts/hello'), join(work.dir, 'chart'), { recursive: true });
   await mkdir(join(work.dir, 'bin'));
   await writeFile(join(work.dir, 'bin/tool-amd64'), 'tool amd64\n');
   await writeFile(join(work.dir, 'bin/tool-arm64'), 'tool arm64\n');
   const m = await writeManifest(work.dir, {
-    images: [imageRef(upstream, fx.web), imageRef(upstream, fx.db)],
+    images: [imageRef(upstream, fx.web), imageRef(upstream, fx.db), imageRef(upstream, big)],
     binaries: [{ name: 'tool', version: 'v1', url: 'bin/tool-{arch}', sha256: { amd64: sha256('tool amd64\n').slice(7), arm64: sha256('tool arm64\n').slice(7) }, install: '/usr/bin/tool' }],
     charts: [{ path: 'chart' }],
   });
@@ -55,7 +63,7 @@ describe('acinstall import', () => {
   it('is a no-op the second time', async () => {
     const again = await importBundle(bundlePath, storeRoot);
     expect(again.added).toBe(0);
-    expect(again.refs).toBe(4);
+    expect(again.refs).toBe(5);
   });
 
   it('refuses a truncated bundle and leaves the store as it was', async () => {
@@ -166,5 +174,59 @@ describe('the distribution API', () => {
     expect(link).toMatch(/rel="next"/);
     const next = await (await get(link.slice(1, link.indexOf('>')))).json();
     expect(next.repositories).toHaveLength(2);
+  });
+});
+
+describe('under load and abuse', () => {
+  it('serves 200 concurrent pulls of mixed blobs and manifests with zero errors', async () => {
+    const prefix = `/v2/${upstream.replace(':', '_')}`;
+    const targets: { path: string; digest: string }[] = [
+      ...fx.web.blobs.map((b) => ({ path: `${prefix}/${fx.web.repository}/blobs/${b.descriptor.digest}`, digest: b.descriptor.digest })),
+      ...fx.db.blobs.map((b) => ({ path: `${prefix}/${fx.db.repository}/blobs/${b.descriptor.digest}`, digest: b.descriptor.digest })),
+      { path: `${prefix}/${big.repository}/blobs/${bigLayer.descriptor.digest}`, digest: bigLayer.descriptor.digest },
+      { path: `${prefix}/${fx.web.repository}/manifests/${fx.web.tag}`, digest: fx.web.top.digest },
+    ];
+    const results = await Promise.all(
+      Array.from({ length: 200 }, async (_, i) => {
+        const t = targets[i % targets.length];
+        const res = await fetch(`${reg.url}${t.path}`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
+        const body = Buffer.from(await res.arrayBuffer());
+        return res.status === 200 && `sha256:${createHash('sha256').update(body).digest('hex')}` === t.digest;
+      }),
+    );
+    expect(results.filter((ok) => !ok)).toHaveLength(0);
+  });
+
+  it('stays up when a client disconnects mid-blob', async () => {
+    const path = `/v2/${big.repository}/blobs/${bigLayer.descriptor.digest}`;
+    for (let i = 0; i < 5; i++) {
+      await new Promise<void>((resolve, reject) => {
+        const [host, port] = [reg.host.split(':')[0], Number(reg.host.split(':')[1])];
+        const sock = connect(port, host, () => sock.write(`GET ${path} HTTP/1.1\r\nHost: ${reg.host}\r\n\r\n`));
+        let got = 0;
+        sock.on('data', (c) => {
+          got += c.length;
+          if (got > 64 * 1024) {
+            sock.destroy();
+            resolve();
+          }
+        });
+        sock.on('error', reject);
+      });
+    }
+    const res = await fetch(`${reg.url}${path}`);
+    const body = Buffer.from(await res.arrayBuffer());
+    expect(body.equals(bigLayer.data)).toBe(true);
+  });
+
+  it('answers absurd requests with 4xx and keeps serving', async () => {
+    const absurd = await fetch(`${reg.url}/v2/${fx.web.repository}/blobs/uploads/`, { method: 'POST' });
+    expect(absurd.status).toBeGreaterThanOrEqual(400);
+    expect(absurd.status).toBeLessThan(500);
+    const range = await fetch(`${reg.url}/v2/${fx.web.repository}/blobs/${fx.base.descriptor.digest}`, { headers: { range: 'bytes=99999999999-1' } });
+    expect(range.status).toBe(416);
+    const garbage = await fetch(`${reg.url}/v2/${'a/'.repeat(200)}x/manifests/1`);
+    expect(garbage.status).toBe(400);
+    expect((await fetch(`${reg.url}/v2/`)).status).toBe(200);
   });
 });
