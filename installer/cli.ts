@@ -1,3 +1,5 @@
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { importBundle, startRegistry } from '../registry/index.js';
@@ -34,6 +36,7 @@ export function buildProgram(): Command {
     .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)
     .option('--listen <addr>', 'host:port to listen on', '0.0.0.0:5000')
     .option('--quiet', 'no access log')
+    .option('--workers <n>', 'processes serving the same port (default: one per core, at most 4)', String(Math.min(4, availableParallelism())))
     .addHelpText(
       'after',
       `
@@ -43,8 +46,11 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
   /v2/pause/manifests/3.5                      re-rooted, when only one upstream has that path`,
     )
     .action(async (o) => {
+      const workers = Number(o.workers);
+      if (!Number.isInteger(workers) || workers < 1) throw new AcpackError('BAD_ARGUMENT', `--workers must be a positive number, not "${o.workers}"`);
+      if (workers > 1 && cluster.isPrimary) return superviseWorkers(workers, o.store, o.listen);
       const reg = await startRegistry({ storeRoot: o.store, listen: o.listen, log: o.quiet ? undefined : (l) => process.stdout.write(`${JSON.stringify(l)}\n`) });
-      process.stderr.write(`acinstall: serving ${o.store} on ${reg.url}\n`);
+      if (cluster.isPrimary) process.stderr.write(`acinstall: serving ${o.store} on ${reg.url}\n`);
       const stop = () => void reg.close().then(() => process.exit(0));
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
@@ -60,6 +66,34 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
     });
 
   return program;
+}
+
+/**
+ * Several processes share the listening socket (node:cluster), so serving uses every core: blob
+ * copies and TLS are CPU work. A worker that dies is replaced, a bounded number of times.
+ */
+function superviseWorkers(n: number, store: string, listen: string): void {
+  let restarts = 0;
+  let announced = false;
+  for (let i = 0; i < n; i++) cluster.fork();
+  cluster.on('listening', (_w, address) => {
+    if (announced) return;
+    announced = true;
+    process.stderr.write(`acinstall: serving ${store} on http://${listen.replace(/:\d+$/, '')}:${address.port} with ${n} workers\n`);
+  });
+  let stopping = false;
+  cluster.on('exit', (w, code, signal) => {
+    if (stopping) return;
+    process.stderr.write(`acinstall: worker ${w.process.pid} exited (${signal ?? code})\n`);
+    if (restarts++ < 10 * n) cluster.fork();
+  });
+  const stop = () => {
+    stopping = true;
+    for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGTERM');
+    setTimeout(() => process.exit(0), 200).unref();
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
 }
 
 export function main(argv: string[]): Promise<number> {

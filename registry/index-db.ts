@@ -21,6 +21,7 @@ export interface TagRow {
  */
 export class IndexDb {
   private readonly db: Database.Database;
+  private readonly q: Record<'repoExists' | 'reposByPath' | 'tag' | 'manifest' | 'tags' | 'allRepos', Database.Statement>;
 
   constructor(storeRoot: string) {
     this.db = new Database(join(storeRoot, 'index.db'));
@@ -46,6 +47,17 @@ export class IndexDb {
         PRIMARY KEY (repo, digest)
       );
     `);
+    // Prepared once: a registry asks these on every request.
+    this.q = {
+      repoExists: this.db.prepare('SELECT 1 FROM repo_manifests WHERE repo = ? LIMIT 1'),
+      reposByPath: this.db.prepare('SELECT DISTINCT repo FROM tags WHERE path = ? ORDER BY repo'),
+      tag: this.db.prepare('SELECT digest FROM tags WHERE repo = ? AND tag = ?'),
+      manifest: this.db.prepare(
+        'SELECT m.digest, m.media_type AS mediaType, m.size FROM manifests m JOIN repo_manifests r ON r.digest = m.digest WHERE r.repo = ? AND m.digest = ?',
+      ),
+      tags: this.db.prepare('SELECT tag FROM tags WHERE repo = ? AND tag > ? ORDER BY tag LIMIT ?'),
+      allRepos: this.db.prepare('SELECT DISTINCT repo FROM repo_manifests ORDER BY repo'),
+    };
   }
 
   close(): void {
@@ -66,31 +78,26 @@ export class IndexDb {
 
   /** The repositories a name query can mean (one for exact, possibly several for a bare path). */
   repos(q: NameQuery): string[] {
-    if (q.kind === 'exact') {
-      const row = this.db.prepare('SELECT repo FROM repo_manifests WHERE repo = ? LIMIT 1').get(q.repo);
-      return row ? [q.repo] : [];
-    }
-    return (this.db.prepare('SELECT DISTINCT repo FROM tags WHERE path = ? ORDER BY repo').all(q.path) as { repo: string }[]).map((r) => r.repo);
+    if (q.kind === 'exact') return this.q.repoExists.get(q.repo) ? [q.repo] : [];
+    return (this.q.reposByPath.all(q.path) as { repo: string }[]).map((r) => r.repo);
   }
 
   tag(repo: string, tag: string): Digest | undefined {
-    return (this.db.prepare('SELECT digest FROM tags WHERE repo = ? AND tag = ?').get(repo, tag) as { digest: Digest } | undefined)?.digest;
+    return (this.q.tag.get(repo, tag) as { digest: Digest } | undefined)?.digest;
   }
 
   /** A manifest of this repository, by digest. */
   manifest(repo: string, digest: string): ManifestRow | undefined {
-    return this.db
-      .prepare('SELECT m.digest, m.media_type AS mediaType, m.size FROM manifests m JOIN repo_manifests r ON r.digest = m.digest WHERE r.repo = ? AND m.digest = ?')
-      .get(repo, digest) as ManifestRow | undefined;
+    return this.q.manifest.get(repo, digest) as ManifestRow | undefined;
   }
 
   /** Tags of a repository in lexical order, after `last`, at most `n`. */
   tags(repo: string, n: number, last?: string): string[] {
-    return (this.db.prepare('SELECT tag FROM tags WHERE repo = ? AND tag > ? ORDER BY tag LIMIT ?').all(repo, last ?? '', n) as { tag: string }[]).map((r) => r.tag);
+    return (this.q.tags.all(repo, last ?? '', n) as { tag: string }[]).map((r) => r.tag);
   }
 
   /** Every repository, sorted. */
   allRepos(): string[] {
-    return (this.db.prepare('SELECT DISTINCT repo FROM repo_manifests ORDER BY repo').all() as { repo: string }[]).map((r) => r.repo);
+    return (this.q.allRepos.all() as { repo: string }[]).map((r) => r.repo);
   }
 }

@@ -25,6 +25,7 @@ export interface RegistryOptions {
 export async function createRegistryApp(opts: RegistryOptions) {
   const store = await ContentStore.open(opts.storeRoot);
   const db = new IndexDb(opts.storeRoot);
+  const manifests = new ManifestCache(store);
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -67,7 +68,7 @@ export async function createRegistryApp(opts: RegistryOptions) {
     if ('error' in repo) return sendError(res, 'NAME_UNKNOWN', repo.error);
     switch (kind) {
       case 'manifests':
-        return getManifest(req, res, store, db, repo.repo, rest);
+        return getManifest(req, res, manifests, db, repo.repo, rest);
       case 'blobs':
         return getBlob(req, res, store, rest);
       case 'tags':
@@ -93,7 +94,7 @@ function resolveRepo(db: IndexDb, name: string, ns?: string): { repo: string } |
   return { error: `repository "${name}"${ns ? ` of ${ns}` : ''} is not in this registry` };
 }
 
-async function getManifest(req: Request, res: Response, store: ContentStore, db: IndexDb, repo: string, reference: string): Promise<void> {
+async function getManifest(req: Request, res: Response, manifests: ManifestCache, db: IndexDb, repo: string, reference: string): Promise<void> {
   let digest: string | undefined;
   if (reference.startsWith('sha256:') || reference.includes(':')) {
     if (!isDigest(reference)) return sendError(res, 'DIGEST_INVALID', `"${reference}" is not a valid digest`);
@@ -117,7 +118,26 @@ async function getManifest(req: Request, res: Response, store: ContentStore, db:
     res.status(200).end();
     return;
   }
-  res.status(200).end(await store.readBytes(row.digest as Digest));
+  res.status(200).end(await manifests.get(row.digest as Digest));
+}
+
+/** Manifests are small and immutable by digest: the hot ones are kept in memory (bounded, oldest out). */
+class ManifestCache {
+  private readonly entries = new Map<Digest, Buffer>();
+
+  constructor(
+    private readonly store: ContentStore,
+    private readonly max = 4096,
+  ) {}
+
+  async get(digest: Digest): Promise<Buffer> {
+    const hit = this.entries.get(digest);
+    if (hit) return hit;
+    const bytes = await this.store.readBytes(digest);
+    if (this.entries.size >= this.max) this.entries.delete(this.entries.keys().next().value!);
+    this.entries.set(digest, bytes);
+    return bytes;
+  }
 }
 
 /** `bytes=a-b`, `bytes=a-`, `bytes=-n`; one range only (several: the whole blob, as RFC 9110 allows). */
