@@ -2,7 +2,7 @@ import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import { AcpackError, formatBytes } from '../oci/errors.js';
-import { importBundle, startRegistry } from '../registry/index.js';
+import { Htpasswd, importBundle, startRegistry } from '../registry/index.js';
 import { createReporter, reporterMode, runProgram } from '../packer/index.js';
 
 const DEFAULT_STORE = '/var/lib/acpack';
@@ -32,9 +32,12 @@ export function buildProgram(): Command {
 
   program
     .command('serve')
-    .description('Serve the store as an OCI distribution registry (pull), under the images\' original names')
+    .description('Serve the store as an OCI distribution registry, under the images\' original names')
     .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)
     .option('--listen <addr>', 'host:port to listen on', '0.0.0.0:5000')
+    .option('--htpasswd <file>', 'bcrypt htpasswd users who may push (without it the registry is read-only)')
+    .option('--read-only', 'refuse pushes even with users')
+    .option('--authenticated-pull', 'require a user for pulls too (default: anonymous pull)')
     .option('--quiet', 'no access log')
     .option('--workers <n>', 'processes serving the same port (default: one per core, at most 4)', String(Math.min(4, availableParallelism())))
     .addHelpText(
@@ -48,8 +51,17 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
     .action(async (o) => {
       const workers = Number(o.workers);
       if (!Number.isInteger(workers) || workers < 1) throw new AcpackError('BAD_ARGUMENT', `--workers must be a positive number, not "${o.workers}"`);
+      if (o.authenticatedPull && !o.htpasswd) throw new AcpackError('BAD_ARGUMENT', '--authenticated-pull needs --htpasswd');
+      if (o.htpasswd && cluster.isPrimary) new Htpasswd(o.htpasswd); // a bad file fails here, not in a worker loop
       if (workers > 1 && cluster.isPrimary) return superviseWorkers(workers, o.store, o.listen);
-      const reg = await startRegistry({ storeRoot: o.store, listen: o.listen, log: o.quiet ? undefined : (l) => process.stdout.write(`${JSON.stringify(l)}\n`) });
+      const reg = await startRegistry({
+        storeRoot: o.store,
+        listen: o.listen,
+        htpasswd: o.htpasswd,
+        readOnly: !!o.readOnly,
+        authenticatedPull: !!o.authenticatedPull,
+        log: o.quiet ? undefined : (l) => process.stdout.write(`${JSON.stringify(l)}\n`),
+      });
       if (cluster.isPrimary) process.stderr.write(`acinstall: serving ${o.store} on ${reg.url}\n`);
       const stop = () => void reg.close().then(() => process.exit(0));
       process.once('SIGTERM', stop);

@@ -82,7 +82,7 @@ export class ContentStore {
    * One writer per ref at a time: a second one is refused, as in containerd.
    */
   async writer(ref: string, expected: Expected): Promise<BlobWriter> {
-    const key = sha256(ref).slice(7, 39);
+    const key = ingestKey(ref);
     if (this.active.has(key)) throw new AcpackError('INGEST_LOCKED', `a write of ${ref} is already in progress`);
     this.active.add(key);
     try {
@@ -103,6 +103,20 @@ export class ContentStore {
       this.active.delete(key);
       throw err;
     }
+  }
+
+  /** Bytes an in-flight write named `ref` holds, or undefined when there is none. */
+  async ingestSize(ref: string): Promise<number | undefined> {
+    try {
+      return (await stat(join(this.root, 'ingest', ingestKey(ref), 'data'))).size;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Drops an in-flight write (a cancelled upload). */
+  async abandon(ref: string): Promise<void> {
+    await rm(join(this.root, 'ingest', ingestKey(ref)), { recursive: true, force: true });
   }
 
   /** Every committed blob. */
@@ -267,6 +281,10 @@ export class BlobWriter {
       `blob ${describe(digest)}${from(this.expected)} delivered ${what}: the source changed or is corrupt; nothing was stored`,
     );
   }
+}
+
+function ingestKey(ref: string): string {
+  return sha256(ref).slice(7, 39);
 }
 
 function describe(d: Digest | undefined): string {

@@ -76,6 +76,23 @@ export class IndexDb {
     })();
   }
 
+  /** A pushed manifest: its row, its repository, and the tag it was pushed under. */
+  putManifest(repo: string, path: string, m: ManifestRow, tag?: string): void {
+    this.record([m], tag ? [{ repo, path, tag, digest: m.digest }] : [], [{ repo, digest: m.digest }]);
+  }
+
+  /** Removes a manifest from a repository, with the tags that point at it; false when it was not there. */
+  deleteManifest(repo: string, digest: string): boolean {
+    return this.db.transaction(() => {
+      this.db.prepare('DELETE FROM tags WHERE repo = ? AND digest = ?').run(repo, digest);
+      return this.db.prepare('DELETE FROM repo_manifests WHERE repo = ? AND digest = ?').run(repo, digest).changes > 0;
+    })();
+  }
+
+  deleteTag(repo: string, tag: string): boolean {
+    return this.db.prepare('DELETE FROM tags WHERE repo = ? AND tag = ?').run(repo, tag).changes > 0;
+  }
+
   /** The repositories a name query can mean (one for exact, possibly several for a bare path). */
   repos(q: NameQuery): string[] {
     if (q.kind === 'exact') return this.q.repoExists.get(q.repo) ? [q.repo] : [];

@@ -1,4 +1,6 @@
 export { importBundle, type ImportResult } from './import.js';
-export { createRegistryApp, startRegistry, parseRange, type RegistryOptions, type RunningRegistry } from './server.js';
+export { createRegistryApp, startRegistry, type RegistryOptions, type RunningRegistry } from './server.js';
+export { parseRange } from './pull.js';
 export { IndexDb } from './index-db.js';
 export { queriesFor, catalogName, encodeHost, decodeHost } from './naming.js';
+export { Htpasswd } from './auth.js';

@@ -1,0 +1,118 @@
+import type { Request, Response } from 'express';
+import { pipeline } from 'node:stream/promises';
+import { isDigest, type Digest } from '../oci/digest.js';
+import type { ContentStore } from '../oci/store.js';
+import type { IndexDb } from './index-db.js';
+import { sendError } from './errors.js';
+
+export const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
+
+export async function getManifest(req: Request, res: Response, manifests: ManifestCache, db: IndexDb, repo: string, reference: string): Promise<void> {
+  let digest: string | undefined;
+  if (reference.startsWith('sha256:') || reference.includes(':')) {
+    if (!isDigest(reference)) return sendError(res, 'DIGEST_INVALID', `"${reference}" is not a valid digest`);
+    digest = reference;
+  } else {
+    if (!TAG_RE.test(reference)) return sendError(res, 'MANIFEST_INVALID', `"${reference}" is not a valid tag`);
+    digest = db.tag(repo, reference);
+    if (!digest) return sendError(res, 'MANIFEST_UNKNOWN', `manifest ${reference} of ${repo} is not in this registry`);
+  }
+  const row = db.manifest(repo, digest);
+  if (!row) return sendError(res, 'MANIFEST_UNKNOWN', `manifest ${digest} of ${repo} is not in this registry`);
+  res.setHeader('Content-Type', row.mediaType);
+  res.setHeader('Docker-Content-Digest', row.digest);
+  res.setHeader('ETag', `"${row.digest}"`);
+  res.setHeader('Content-Length', row.size);
+  if (req.headers['if-none-match'] === `"${row.digest}"`) {
+    res.status(304).end();
+    return;
+  }
+  if (req.method === 'HEAD') {
+    res.status(200).end();
+    return;
+  }
+  res.status(200).end(await manifests.get(row.digest as Digest));
+}
+
+/** Manifests are small and immutable by digest: the hot ones are kept in memory (bounded, oldest out). */
+export class ManifestCache {
+  private readonly entries = new Map<Digest, Buffer>();
+
+  constructor(
+    private readonly store: ContentStore,
+    private readonly max = 4096,
+  ) {}
+
+  async get(digest: Digest): Promise<Buffer> {
+    const hit = this.entries.get(digest);
+    if (hit) return hit;
+    const bytes = await this.store.readBytes(digest);
+    if (this.entries.size >= this.max) this.entries.delete(this.entries.keys().next().value!);
+    this.entries.set(digest, bytes);
+    return bytes;
+  }
+}
+
+/** `bytes=a-b`, `bytes=a-`, `bytes=-n`; one range only (several: the whole blob, as RFC 9110 allows). */
+export function parseRange(header: string | undefined, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
+  const m = header && /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return undefined;
+  if (m[1] === '') {
+    const n = Number(m[2]);
+    if (n === 0) return 'unsatisfiable';
+    return { start: Math.max(0, size - n), end: size - 1 };
+  }
+  const start = Number(m[1]);
+  const end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  if (start >= size || end < start) return 'unsatisfiable';
+  return { start, end };
+}
+
+export async function getBlob(req: Request, res: Response, store: ContentStore, digest: string): Promise<void> {
+  if (!isDigest(digest)) return sendError(res, 'DIGEST_INVALID', `"${digest}" is not a valid digest`);
+  const size = await store.size(digest);
+  if (size === undefined) return sendError(res, 'BLOB_UNKNOWN', `blob ${digest} is not in this registry`);
+  res.setHeader('Docker-Content-Digest', digest);
+  res.setHeader('Accept-Ranges', 'bytes');
+  res.setHeader('Content-Type', 'application/octet-stream');
+  res.setHeader('ETag', `"${digest}"`);
+  const range = parseRange(req.headers.range, size);
+  if (range === 'unsatisfiable') {
+    res.setHeader('Content-Range', `bytes */${size}`);
+    return sendError(res, 'RANGE_INVALID', `range ${req.headers.range} is outside the blob's ${size} bytes`);
+  }
+  const { start, end } = range ?? { start: 0, end: size - 1 };
+  if (range) {
+    res.status(206);
+    res.setHeader('Content-Range', `bytes ${start}-${end}/${size}`);
+  } else {
+    res.status(200);
+  }
+  res.setHeader('Content-Length', size === 0 ? 0 : end - start + 1);
+  if (req.method === 'HEAD' || size === 0) {
+    res.end();
+    return;
+  }
+  try {
+    await pipeline(store.read(digest as Digest, start, end), res);
+  } catch {
+    // The client went away mid-blob: nothing to answer, the stream is closed.
+  }
+}
+
+export function paginate(all: string[], req: Request): { page: string[]; next?: { n: number; last: string } } {
+  const n = req.query.n === undefined ? undefined : Number(req.query.n);
+  const last = typeof req.query.last === 'string' ? req.query.last : undefined;
+  const after = last === undefined ? all : all.filter((x) => x > last);
+  if (n === undefined || !Number.isFinite(n) || n < 0) return { page: after };
+  const page = after.slice(0, n);
+  return after.length > n && page.length > 0 ? { page, next: { n, last: page[page.length - 1] } } : { page };
+}
+
+export function listTags(req: Request, res: Response, db: IndexDb, repo: string, name: string): void {
+  const all = db.tags(repo, 1_000_000);
+  const { page, next } = paginate(all, req);
+  if (next) res.setHeader('Link', `</v2/${name}/tags/list?n=${next.n}&last=${encodeURIComponent(next.last)}>; rel="next"`);
+  res.json({ name, tags: page });
+}
+

@@ -1,0 +1,222 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import bcrypt from 'bcryptjs';
+import { startRegistry, type RunningRegistry } from '../../registry/index.js';
+import { freePort } from '../../demo/source-registry.js';
+import { sha256 } from '../../oci/digest.js';
+import { MT } from '../../oci/media-types.js';
+import { buildIndexImage, buildLayer, noise } from '../../demo/samples.js';
+import { ROOT, tempDir } from '../helpers/env.js';
+
+const run = promisify(execFile);
+let work: Awaited<ReturnType<typeof tempDir>>;
+let reg: RunningRegistry;
+let htpasswd: string;
+const auth = { authorization: `Basic ${Buffer.from('bob:hunter2').toString('base64')}` };
+
+beforeAll(async () => {
+  work = await tempDir();
+  htpasswd = join(work.dir, 'htpasswd');
+  await writeFile(htpasswd, `bob:${bcrypt.hashSync('hunter2', 10)}\n`);
+  reg = await startRegistry({ storeRoot: join(work.dir, 'store'), listen: '127.0.0.1:0', htpasswd });
+});
+
+afterAll(async () => {
+  await reg?.close();
+  await work?.cleanup();
+});
+
+const url = (p: string) => `${reg.url}${p}`;
+const req = (method: string, p: string, body?: Buffer | string, headers: Record<string, string> = {}) =>
+  fetch(url(p), { method, body: body === undefined ? undefined : typeof body === 'string' ? body : new Uint8Array(body), headers: { ...auth, ...headers } });
+
+async function pushBlob(name: string, data: Buffer): Promise<string> {
+  const res = await req('POST', `/v2/${name}/blobs/uploads/?digest=${sha256(data)}`, data, { 'content-type': 'application/octet-stream' });
+  expect(res.status).toBe(201);
+  return sha256(data);
+}
+
+describe('push, every upload mode of the spec', () => {
+  const data = noise('push', 300_000);
+  const digest = sha256(data);
+
+  it('monolithic POST with the body', async () => {
+    await pushBlob('mono/a', Buffer.from('monolithic'));
+    const head = await fetch(url(`/v2/mono/a/blobs/${sha256('monolithic')}`), { method: 'HEAD' });
+    expect(head.status).toBe(200);
+  });
+
+  it('POST then PUT with the body', async () => {
+    const start = await req('POST', '/v2/two/step/blobs/uploads/');
+    expect(start.status).toBe(202);
+    const loc = start.headers.get('location')!;
+    const put = await req('PUT', `${loc}?digest=${digest}`, data, { 'content-type': 'application/octet-stream' });
+    expect(put.status).toBe(201);
+    expect(put.headers.get('docker-content-digest')).toBe(digest);
+    const got = Buffer.from(await (await fetch(url(`/v2/two/step/blobs/${digest}`))).arrayBuffer());
+    expect(got.equals(data)).toBe(true);
+  });
+
+  it('chunked PATCHes with Content-Range, an out-of-order chunk refused with 416 and the range, then PUT', async () => {
+    const d = noise('chunks', 250_000);
+    const loc = (await req('POST', '/v2/chunked/x/blobs/uploads/')).headers.get('location')!;
+    const first = await req('PATCH', loc, d.subarray(0, 100_000), { 'content-range': '0-99999', 'content-type': 'application/octet-stream' });
+    expect(first.status).toBe(202);
+    expect(first.headers.get('range')).toBe('0-99999');
+    const skip = await req('PATCH', loc, d.subarray(150_000, 200_000), { 'content-range': '150000-199999', 'content-type': 'application/octet-stream' });
+    expect(skip.status).toBe(416);
+    expect(skip.headers.get('range')).toBe('0-99999');
+    const status = await req('GET', loc);
+    expect(status.status).toBe(204);
+    expect(status.headers.get('range')).toBe('0-99999');
+    const second = await req('PATCH', loc, d.subarray(100_000), { 'content-range': '100000-249999', 'content-type': 'application/octet-stream' });
+    expect(second.status).toBe(202);
+    const put = await req('PUT', `${loc}?digest=${sha256(d)}`);
+    expect(put.status).toBe(201);
+  });
+
+  it('a streamed PATCH without Content-Range', async () => {
+    const d = noise('stream', 120_000);
+    const loc = (await req('POST', '/v2/streamed/x/blobs/uploads/')).headers.get('location')!;
+    expect((await req('PATCH', loc, d, { 'content-type': 'application/octet-stream' })).status).toBe(202);
+    expect((await req('PUT', `${loc}?digest=${sha256(d)}`)).status).toBe(201);
+  });
+
+  it('a digest that does not match is refused and nothing appears', async () => {
+    const wrong = sha256('something else');
+    const res = await req('POST', `/v2/bad/x/blobs/uploads/?digest=${wrong}`, 'the real bytes');
+    expect(res.status).toBe(400);
+    expect((await res.json()).errors[0].code).toBe('DIGEST_INVALID');
+    expect((await fetch(url(`/v2/bad/x/blobs/${wrong}`), { method: 'HEAD' })).status).toBe(404);
+  });
+
+  it('cancel forgets the upload', async () => {
+    const loc = (await req('POST', '/v2/cancel/x/blobs/uploads/')).headers.get('location')!;
+    expect((await req('DELETE', loc)).status).toBe(204);
+    expect((await req('GET', loc)).status).toBe(404);
+  });
+
+  it('mounts a blob from another repository', async () => {
+    const d = await pushBlob('mount/src', Buffer.from('shared layer'));
+    const res = await req('POST', `/v2/mount/dst/blobs/uploads/?mount=${d}&from=mount/src`);
+    expect(res.status).toBe(201);
+    expect(res.headers.get('location')).toBe(`/v2/mount/dst/blobs/${d}`);
+  });
+
+  it('keeps manifest bytes exactly, checks references, and deletes', async () => {
+    const layer = await buildLayer([{ path: 'f', content: 'x' }]);
+    const img = buildIndexImage('app/one', '1.0', { amd64: [layer] });
+    for (const b of img.blobs) await pushBlob('app/one', b.data);
+    // An index before its child is refused; the child first, then the index under a tag.
+    const early = await req('PUT', '/v2/app/one/manifests/1.0', img.top.data, { 'content-type': MT.ociIndex });
+    expect(early.status).toBe(404);
+    expect((await early.json()).errors[0].code).toBe('MANIFEST_BLOB_UNKNOWN');
+    const child = img.manifests[0];
+    expect((await req('PUT', `/v2/app/one/manifests/${child.digest}`, child.data, { 'content-type': MT.ociManifest })).status).toBe(201);
+    const put = await req('PUT', '/v2/app/one/manifests/1.0', img.top.data, { 'content-type': MT.ociIndex });
+    expect(put.status).toBe(201);
+    expect(put.headers.get('docker-content-digest')).toBe(img.top.digest);
+    const got = await fetch(url('/v2/app/one/manifests/1.0'), { headers: { accept: MT.ociIndex } });
+    expect(Buffer.from(await got.arrayBuffer()).equals(img.top.data)).toBe(true);
+    expect(got.headers.get('content-type')).toBe(MT.ociIndex);
+    // A wrong digest in the URL is refused.
+    expect((await req('PUT', `/v2/app/one/manifests/${sha256('x')}`, child.data, { 'content-type': MT.ociManifest })).status).toBe(400);
+    expect((await req('DELETE', `/v2/app/one/manifests/${img.top.digest}`)).status).toBe(202);
+    expect((await fetch(url('/v2/app/one/manifests/1.0'))).status).toBe(404);
+  });
+});
+
+describe('push access', () => {
+  it('asks for credentials, refuses wrong ones, and lets anonymous pulls through', async () => {
+    const none = await fetch(url('/v2/anon/x/blobs/uploads/'), { method: 'POST' });
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toBe('Basic realm="acpack"');
+    const wrong = await fetch(url('/v2/anon/x/blobs/uploads/'), { method: 'POST', headers: { authorization: `Basic ${Buffer.from('bob:nope').toString('base64')}` } });
+    expect(wrong.status).toBe(401);
+    // The version check challenges (so clients send credentials), but anonymous pulls go through.
+    expect((await fetch(url('/v2/'))).status).toBe(401);
+    expect((await fetch(url('/v2/'), { headers: auth })).status).toBe(200);
+    expect((await fetch(url(`/v2/anon/x/blobs/${sha256('monolithic')}`))).status).toBe(200);
+  });
+
+  it('refuses an absurd Content-Length before reading the body', async () => {
+    const loc = (await req('POST', '/v2/absurd/x/blobs/uploads/')).headers.get('location')!;
+    const [host, port] = reg.host.split(':');
+    const { connect } = await import('node:net');
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = connect(Number(port), host, () =>
+        s.write(`PATCH ${loc} HTTP/1.1\r\nHost: ${reg.host}\r\nAuthorization: ${auth.authorization}\r\nContent-Length: 99999999999999999\r\n\r\n`),
+      );
+      let got = '';
+      s.on('data', (c) => {
+        got += c;
+        if (got.includes('\r\n\r\n')) {
+          s.destroy();
+          resolve(got);
+        }
+      });
+      s.on('error', reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 400/);
+    expect((await fetch(url('/v2/'), { headers: auth })).status).toBe(200);
+  });
+
+  it('skopeo pushes a multi-arch image with digests preserved, and reads it back', async () => {
+    const layer = await buildLayer([{ path: 'etc/hi', content: 'hi' }]);
+    const img = buildIndexImage('skopeo/src', '1', { amd64: [layer], arm64: [layer] });
+    // An OCI layout on disk as the source.
+    const layout = join(work.dir, 'layout');
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(join(layout, 'blobs/sha256'), { recursive: true });
+    for (const b of [...img.blobs.map((x) => x.data), ...img.manifests.map((x) => x.data), img.top.data]) await writeFile(join(layout, 'blobs/sha256', sha256(b).slice(7)), b);
+    await writeFile(join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    await writeFile(join(layout, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: MT.ociIndex, digest: img.top.digest, size: img.top.data.length, annotations: { 'org.opencontainers.image.ref.name': 'app' } }] }));
+    await run('skopeo', ['copy', '--all', '--preserve-digests', '--dest-tls-verify=false', '--dest-creds', 'bob:hunter2', `oci:${layout}:app`, `docker://${reg.host}/site/app:2.0`]);
+    const { stdout } = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.host}/site/app:2.0`]);
+    expect(sha256(stdout)).toBe(img.top.digest);
+  });
+});
+
+describe('a server killed mid-push', () => {
+  it('serves no partial blob after a restart', async () => {
+    const store = join(work.dir, 'killed');
+    const port = await freePort();
+    const serve = () =>
+      spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), 'serve', '--store', store, '--listen', `127.0.0.1:${port}`, '--htpasswd', htpasswd, '--workers', '1', '--quiet'], { stdio: 'ignore' });
+    const up = async () => {
+      for (let i = 0; i < 100; i++) {
+        if ((await fetch(`http://127.0.0.1:${port}/v2/`).then((r) => r.status, () => 0)) === 401) return;
+        await sleep(100);
+      }
+      throw new Error('registry did not start');
+    };
+    let child = serve();
+    await up();
+    const big = noise('killed', 4 << 20);
+    const digest = sha256(big);
+    // A monolithic push whose body is only half sent when the server is killed.
+    const { connect } = await import('node:net');
+    const sock = connect(port, '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    sock.write(`POST /v2/k/x/blobs/uploads/?digest=${digest} HTTP/1.1\r\nHost: x\r\nAuthorization: ${auth.authorization}\r\nContent-Length: ${big.length}\r\n\r\n`);
+    sock.write(big.subarray(0, big.length >> 1));
+    await sleep(300);
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    sock.destroy();
+    child = serve();
+    try {
+      await up();
+      expect((await fetch(`http://127.0.0.1:${port}/v2/k/x/blobs/${digest}`, { method: 'HEAD' })).status).toBe(404);
+      // And the same blob pushes fine afterwards.
+      const again = await fetch(`http://127.0.0.1:${port}/v2/k/x/blobs/uploads/?digest=${digest}`, { method: 'POST', body: new Uint8Array(big), headers: auth });
+      expect(again.status).toBe(201);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});
