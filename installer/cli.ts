@@ -2,7 +2,9 @@ import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import { AcpackError, formatBytes } from '../oci/errors.js';
-import { Htpasswd, importBundle, startRegistry } from '../registry/index.js';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ensureTls, Htpasswd, importBundle, startRegistry, tlsDir } from '../registry/index.js';
 import { createReporter, reporterMode, runProgram } from '../packer/index.js';
 
 const DEFAULT_STORE = '/var/lib/acpack';
@@ -38,6 +40,11 @@ export function buildProgram(): Command {
     .option('--htpasswd <file>', 'bcrypt htpasswd users who may push (without it the registry is read-only)')
     .option('--read-only', 'refuse pushes even with users')
     .option('--authenticated-pull', 'require a user for pulls too (default: anonymous pull)')
+    .option('--tls <mode>', '"auto": a site CA and a server certificate kept in the store (see acinstall ca)')
+    .option('--tls-cert <file>', 'serve TLS with this certificate (PEM, chain included)')
+    .option('--tls-key <file>', 'and this key (PEM)')
+    .option('--hostname <name>', 'a DNS name nodes use for this registry, for --tls auto (repeatable)', collect, [])
+    .option('--ip <address>', 'an IP address nodes use for this registry, for --tls auto (repeatable)', collect, [])
     .option('--quiet', 'no access log')
     .option('--workers <n>', 'processes serving the same port (default: one per core, at most 4)', String(Math.min(4, availableParallelism())))
     .addHelpText(
@@ -53,8 +60,10 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
       if (!Number.isInteger(workers) || workers < 1) throw new AcpackError('BAD_ARGUMENT', `--workers must be a positive number, not "${o.workers}"`);
       if (o.authenticatedPull && !o.htpasswd) throw new AcpackError('BAD_ARGUMENT', '--authenticated-pull needs --htpasswd');
       if (o.htpasswd && cluster.isPrimary) new Htpasswd(o.htpasswd); // a bad file fails here, not in a worker loop
-      if (workers > 1 && cluster.isPrimary) return superviseWorkers(workers, o.store, o.listen);
+      const tls = await tlsFrom(o);
+      if (workers > 1 && cluster.isPrimary) return superviseWorkers(workers, o.store, o.listen, tls ? 'https' : 'http');
       const reg = await startRegistry({
+        tls,
         storeRoot: o.store,
         listen: o.listen,
         htpasswd: o.htpasswd,
@@ -66,6 +75,17 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
       const stop = () => void reg.close().then(() => process.exit(0));
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
+    });
+
+  program
+    .command('ca')
+    .description('Print the site CA certificate made by `serve --tls auto` (nodes trust it for the registry)')
+    .option('--store <dir>', 'the content store', DEFAULT_STORE)
+    .action(async (o) => {
+      const pem = await readFile(join(tlsDir(o.store), 'ca.crt'), 'utf8').catch(() => {
+        throw new AcpackError('NOT_FOUND', `no site CA in ${o.store}: start the registry once with --tls auto`);
+      });
+      process.stdout.write(pem);
     });
 
   program
@@ -84,14 +104,14 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
  * Several processes share the listening socket (node:cluster), so serving uses every core: blob
  * copies and TLS are CPU work. A worker that dies is replaced, a bounded number of times.
  */
-function superviseWorkers(n: number, store: string, listen: string): void {
+function superviseWorkers(n: number, store: string, listen: string, scheme: string): void {
   let restarts = 0;
   let announced = false;
   for (let i = 0; i < n; i++) cluster.fork();
   cluster.on('listening', (_w, address) => {
     if (announced) return;
     announced = true;
-    process.stderr.write(`acinstall: serving ${store} on http://${listen.replace(/:\d+$/, '')}:${address.port} with ${n} workers\n`);
+    process.stderr.write(`acinstall: serving ${store} on ${scheme}://${listen.replace(/:\d+$/, '')}:${address.port} with ${n} workers\n`);
   });
   let stopping = false;
   cluster.on('exit', (w, code, signal) => {
@@ -106,6 +126,24 @@ function superviseWorkers(n: number, store: string, listen: string): void {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+}
+
+const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').filter(Boolean)];
+
+async function tlsFrom(o: { tls?: string; tlsCert?: string; tlsKey?: string; store: string; hostname: string[]; ip: string[] }) {
+  if (o.tls !== undefined && o.tls !== 'auto') throw new AcpackError('BAD_ARGUMENT', `--tls takes "auto", not "${o.tls}"`);
+  if (o.tls && (o.tlsCert || o.tlsKey)) throw new AcpackError('BAD_ARGUMENT', 'give --tls auto or --tls-cert/--tls-key, not both');
+  if (!!o.tlsCert !== !!o.tlsKey) throw new AcpackError('BAD_ARGUMENT', '--tls-cert and --tls-key go together');
+  if (o.tlsCert && o.tlsKey) {
+    const read = (f: string) =>
+      readFile(f, 'utf8').catch((err) => {
+        throw new AcpackError('BAD_ARGUMENT', `cannot read ${f}: ${(err as NodeJS.ErrnoException).code}`);
+      });
+    return { cert: await read(o.tlsCert), key: await read(o.tlsKey) };
+  }
+  if (!o.tls) return undefined;
+  // Made once by the primary; workers find it in the store and reuse it.
+  return ensureTls(o.store, { hostnames: o.hostname, ips: o.ip });
 }
 
 export function main(argv: string[]): Promise<number> {

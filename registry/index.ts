@@ -4,3 +4,4 @@ export { parseRange } from './pull.js';
 export { IndexDb } from './index-db.js';
 export { queriesFor, catalogName, encodeHost, decodeHost } from './naming.js';
 export { Htpasswd } from './auth.js';
+export { ensureTls, tlsDir, type TlsFiles } from './tls.js';

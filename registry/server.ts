@@ -1,5 +1,6 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { isDigest } from '../oci/digest.js';
 import { MT } from '../oci/media-types.js';
 import { ContentStore } from '../oci/store.js';
@@ -170,10 +171,10 @@ export interface RunningRegistry {
   close(): Promise<void>;
 }
 
-/** Starts the registry on `listen` (host:port; port 0 picks one). */
-export async function startRegistry(opts: RegistryOptions & { listen: string }): Promise<RunningRegistry> {
+/** Starts the registry on `listen` (host:port; port 0 picks one), over TLS when given a certificate. */
+export async function startRegistry(opts: RegistryOptions & { listen: string; tls?: { cert: string; key: string } }): Promise<RunningRegistry> {
   const { app, db } = await createRegistryApp(opts);
-  const server = createServer(app);
+  const server = opts.tls ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, app) : createServer(app);
   const i = opts.listen.lastIndexOf(':');
   const hostname = opts.listen.slice(0, i).replace(/^\[|\]$/g, '');
   const port = Number(opts.listen.slice(i + 1));
@@ -184,7 +185,7 @@ export async function startRegistry(opts: RegistryOptions & { listen: string }):
   const addr = server.address() as { port: number };
   const host = `${hostname.includes(':') ? `[${hostname}]` : hostname}:${addr.port}`;
   return {
-    url: `http://${host}`,
+    url: `${opts.tls ? 'https' : 'http'}://${host}`,
     host,
     server,
     close: () =>
