@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ensureTls, Htpasswd, importBundle, startRegistry, tlsDir } from '../registry/index.js';
+import { ensureTls, Htpasswd, importBundle, serveClusterMetrics, startRegistry, tlsDir } from '../registry/index.js';
 import { createReporter, reporterMode, runProgram } from '../packer/index.js';
 
 const DEFAULT_STORE = '/var/lib/acpack';
@@ -105,6 +105,7 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
  * copies and TLS are CPU work. A worker that dies is replaced, a bounded number of times.
  */
 function superviseWorkers(n: number, store: string, listen: string, scheme: string): void {
+  serveClusterMetrics();
   let restarts = 0;
   let announced = false;
   for (let i = 0; i < n; i++) cluster.fork();

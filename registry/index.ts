@@ -5,3 +5,4 @@ export { IndexDb } from './index-db.js';
 export { queriesFor, catalogName, encodeHost, decodeHost } from './naming.js';
 export { Htpasswd } from './auth.js';
 export { ensureTls, tlsDir, type TlsFiles } from './tls.js';
+export { serveClusterMetrics } from './metrics.js';

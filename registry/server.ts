@@ -10,6 +10,7 @@ import { sendError } from './errors.js';
 import { getBlob, getManifest, listTags, ManifestCache, paginate } from './pull.js';
 import { UploadHandlers } from './push.js';
 import { Htpasswd } from './auth.js';
+import { metricsHandler, metricsMiddleware } from './metrics.js';
 
 const NAME_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
 const UPLOAD_RE = /^\/v2\/(.+)\/blobs\/uploads\/([^/]*)$/;
@@ -59,6 +60,9 @@ export async function createRegistryApp(opts: RegistryOptions) {
     );
     next();
   });
+
+  app.use(metricsMiddleware);
+  app.get('/metrics', metricsHandler);
 
   // Writes need a user; reads need one only when anonymous pull is off.
   app.use((req, res, next) => {

@@ -1,0 +1,44 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from '../../demo/source-registry.js';
+import { ROOT, tempDir } from '../helpers/env.js';
+
+let work: Awaited<ReturnType<typeof tempDir>>;
+let child: ChildProcess;
+let base: string;
+
+beforeAll(async () => {
+  work = await tempDir();
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), 'serve', '--store', join(work.dir, 'store'), '--listen', `127.0.0.1:${port}`, '--workers', '2', '--quiet'], {
+    stdio: 'ignore',
+  });
+  for (let i = 0; i < 150; i++) {
+    if ((await fetch(`${base}/v2/`).then((r) => r.status, () => 0)) === 200) return;
+    await sleep(100);
+  }
+  throw new Error('acinstall serve did not start');
+});
+
+afterAll(async () => {
+  if (child && child.exitCode === null) {
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await Promise.race([exited, sleep(5000)]);
+    child.kill('SIGKILL');
+  }
+  await work?.cleanup();
+});
+
+describe('acinstall serve with two workers', () => {
+  it('counts requests across every worker in /metrics', async () => {
+    for (let i = 0; i < 20; i++) expect((await fetch(`${base}/v2/_catalog`, { headers: { connection: 'close' } })).status).toBe(200);
+    for (let i = 0; i < 3; i++) expect((await fetch(`${base}/v2/nope/manifests/1`, { headers: { connection: 'close' } })).status).toBe(404);
+    const text = await (await fetch(`${base}/metrics`)).text();
+    expect(text).toMatch(/acpack_registry_requests_total\{route="catalog",method="GET",status="200"\} 20\b/);
+    expect(text).toMatch(/acpack_registry_errors_total\{route="manifests",status="404"\} 3\b/);
+  });
+});
