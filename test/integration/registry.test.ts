@@ -10,6 +10,8 @@ import { importBundle, startRegistry, type RunningRegistry } from '../../registr
 import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
 import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
 import { startContainerd, writeHostsToml } from '../helpers/containerd.js';
+import { helmBinary } from '../helpers/helm.js';
+import { readDescriptor } from '../../oci/bundle-reader.js';
 import { buildIndexImage, buildLayer, noise, pushImage, type Layer, type SampleImage } from '../../demo/samples.js';
 import { connect } from 'node:net';
 import { createHash } from 'node:crypto';
@@ -114,6 +116,16 @@ describe('acinstall serve, with real clients', () => {
     } finally {
       await ctrd.stop();
     }
+  });
+
+  it('helm pulls a bundled chart over oci://, the same .tgz that was bundled', async () => {
+    const d = (await readDescriptor(bundlePath)).charts[0];
+    const dest = join(work.dir, 'helm');
+    await mkdir(dest, { recursive: true });
+    await run(helmBinary(), ['pull', `oci://${reg.host}/acpack.local/charts/${d.name}`, '--version', d.version, '--plain-http', '-d', dest], {
+      env: { ...process.env, HELM_CONFIG_HOME: join(dest, 'config'), HELM_CACHE_HOME: join(dest, 'cache'), HELM_DATA_HOME: join(dest, 'data') },
+    });
+    expect(sha256(await readFile(join(dest, `${d.name}-${d.version}.tgz`)))).toBe(d.chart);
   });
 
   it('podman pulls an image', async () => {
