@@ -41,6 +41,13 @@ export class IndexDb {
         PRIMARY KEY (repo, tag)
       );
       CREATE INDEX IF NOT EXISTS tags_path ON tags(path);
+      CREATE TABLE IF NOT EXISTS referrers (
+        repo TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        descriptor TEXT NOT NULL,
+        PRIMARY KEY (repo, subject, digest)
+      );
       CREATE TABLE IF NOT EXISTS repo_manifests (
         repo TEXT NOT NULL,
         digest TEXT NOT NULL,
@@ -81,10 +88,21 @@ export class IndexDb {
     this.record([m], tag ? [{ repo, path, tag, digest: m.digest }] : [], [{ repo, digest: m.digest }]);
   }
 
+  /** Records that `descriptor` (a pushed manifest) refers to `subject`, for the referrers API. */
+  putReferrer(repo: string, subject: string, descriptor: { digest: string } & Record<string, unknown>): void {
+    this.db.prepare('INSERT OR REPLACE INTO referrers (repo, subject, digest, descriptor) VALUES (?, ?, ?, ?)').run(repo, subject, descriptor.digest, JSON.stringify(descriptor));
+  }
+
+  /** Descriptors of the manifests that refer to `subject`, oldest digest order. */
+  referrers(repo: string, subject: string): Record<string, unknown>[] {
+    return (this.db.prepare('SELECT descriptor FROM referrers WHERE repo = ? AND subject = ? ORDER BY digest').all(repo, subject) as { descriptor: string }[]).map((r) => JSON.parse(r.descriptor));
+  }
+
   /** Removes a manifest from a repository, with the tags that point at it; false when it was not there. */
   deleteManifest(repo: string, digest: string): boolean {
     return this.db.transaction(() => {
       this.db.prepare('DELETE FROM tags WHERE repo = ? AND digest = ?').run(repo, digest);
+      this.db.prepare('DELETE FROM referrers WHERE repo = ? AND digest = ?').run(repo, digest);
       return this.db.prepare('DELETE FROM repo_manifests WHERE repo = ? AND digest = ?').run(repo, digest).changes > 0;
     })();
   }

@@ -190,7 +190,17 @@ export class UploadHandlers {
     res.status(201);
     res.setHeader('Location', `/v2/${name}/manifests/${digest}`);
     res.setHeader('Docker-Content-Digest', digest);
-    if (parsed.subject?.digest) res.setHeader('OCI-Subject', parsed.subject.digest);
+    if (parsed.subject?.digest && isDigest(parsed.subject.digest)) {
+      const artifactType = parsed.artifactType ?? (isManifestType(mediaType) ? parsed.config?.mediaType : undefined);
+      this.db.putReferrer(repo, parsed.subject.digest, {
+        mediaType,
+        digest,
+        size: bytes.length,
+        ...(artifactType ? { artifactType } : {}),
+        ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
+      });
+      res.setHeader('OCI-Subject', parsed.subject.digest);
+    }
     res.setHeader('Content-Length', 0);
     res.end();
   }

@@ -135,10 +135,16 @@ export async function createRegistryApp(opts: RegistryOptions) {
       case 'tags':
         if (rest !== 'list') return sendError(res, 'UNSUPPORTED', `no such endpoint: ${req.path}`);
         return listTags(req, res, db, repo.repo, name);
-      default:
+      default: {
         if (!isDigest(rest)) return sendError(res, 'DIGEST_INVALID', `"${rest}" is not a digest`);
-        // Referrers: nothing records subjects yet, so the list is empty (a valid answer).
-        res.type(MT.ociIndex).send(JSON.stringify({ schemaVersion: 2, mediaType: MT.ociIndex, manifests: [] }));
+        let manifests = db.referrers(repo.repo, rest);
+        const artifactType = typeof req.query.artifactType === 'string' ? req.query.artifactType : undefined;
+        if (artifactType) {
+          manifests = manifests.filter((m) => m.artifactType === artifactType);
+          res.setHeader('OCI-Filters-Applied', 'artifactType');
+        }
+        res.type(MT.ociIndex).send(JSON.stringify({ schemaVersion: 2, mediaType: MT.ociIndex, manifests }));
+      }
     }
   });
 

@@ -130,6 +130,37 @@ describe('push, every upload mode of the spec', () => {
   });
 });
 
+describe('content discovery', () => {
+  it('lists the referrers of a manifest, filtered by artifactType', async () => {
+    const layer = await buildLayer([{ path: 'f', content: 'subject' }]);
+    const img = buildIndexImage('ref/app', '1', { amd64: [layer] });
+    for (const b of img.blobs) await pushBlob('ref/app', b.data);
+    const subject = img.manifests[0];
+    expect((await req('PUT', '/v2/ref/app/manifests/1', subject.data, { 'content-type': MT.ociManifest })).status).toBe(201);
+    const empty = Buffer.from('{}');
+    await pushBlob('ref/app', empty);
+    const sig = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MT.ociManifest,
+        artifactType: 'application/vnd.example.signature',
+        config: { mediaType: MT.ociEmpty, digest: sha256(empty), size: 2 },
+        layers: [{ mediaType: MT.ociEmpty, digest: sha256(empty), size: 2 }],
+        subject: { mediaType: MT.ociManifest, digest: subject.digest, size: subject.data.length },
+        annotations: { who: 'ops' },
+      }),
+    );
+    const put = await req('PUT', `/v2/ref/app/manifests/${sha256(sig)}`, sig, { 'content-type': MT.ociManifest });
+    expect(put.status).toBe(201);
+    expect(put.headers.get('oci-subject')).toBe(subject.digest);
+    const list = await (await fetch(url(`/v2/ref/app/referrers/${subject.digest}`))).json();
+    expect(list.manifests).toEqual([{ mediaType: MT.ociManifest, digest: sha256(sig), size: sig.length, artifactType: 'application/vnd.example.signature', annotations: { who: 'ops' } }]);
+    const filtered = await fetch(url(`/v2/ref/app/referrers/${subject.digest}?artifactType=application/other`));
+    expect(filtered.headers.get('oci-filters-applied')).toBe('artifactType');
+    expect((await filtered.json()).manifests).toEqual([]);
+  });
+});
+
 describe('push access', () => {
   it('asks for credentials, refuses wrong ones, and lets anonymous pulls through', async () => {
     const none = await fetch(url('/v2/anon/x/blobs/uploads/'), { method: 'POST' });
