@@ -65,14 +65,14 @@ export async function createRegistryApp(opts: RegistryOptions) {
   app.get('/metrics', metricsHandler);
 
   // Writes need a user; reads need one only when anonymous pull is off.
-  app.use((req, res, next) => {
+  app.use(async (req, res, next) => {
     const write = req.method !== 'GET' && req.method !== 'HEAD';
     if (!write && !opts.authenticatedPull) return next();
     if (write && (!users || opts.readOnly)) {
       req.resume();
       return sendError(res, 'UNSUPPORTED', opts.readOnly ? 'this registry is read-only' : 'pushing needs users: start the registry with --htpasswd FILE');
     }
-    if (users?.check(req.headers.authorization)) return next();
+    if (await users?.check(req.headers.authorization)) return next();
     req.resume();
     res.setHeader('WWW-Authenticate', 'Basic realm="acpack"');
     sendError(res, 'UNAUTHORIZED', 'authentication required');
@@ -81,8 +81,8 @@ export async function createRegistryApp(opts: RegistryOptions) {
   // With users, the version check answers 401 to a client without credentials: that is how docker,
   // skopeo and podman learn to send theirs (they decide at this ping). Anonymous pulls still work:
   // those clients go on without a user and their GETs are let through.
-  app.get('/v2/', (req, res) => {
-    if (users && !users.check(req.headers.authorization)) {
+  app.get('/v2/', async (req, res) => {
+    if (users && !(await users.check(req.headers.authorization))) {
       res.setHeader('WWW-Authenticate', 'Basic realm="acpack"');
       return sendError(res, 'UNAUTHORIZED', 'authentication required');
     }
