@@ -1,0 +1,177 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, rm, writeFile, readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const run = promisify(execFile);
+
+/**
+ * Test hosts: each a network namespace on a private bridge, with its own hostname, a copy-on-write
+ * overlay of `/` (tmpfs upper) under a chroot, and its own sshd. Network safety: the lab subnet is
+ * `unreachable` in the root namespace before anything is created, the bridge lives in a namespace
+ * of its own (the root namespace has no interface on the subnet), and clients run inside a host's
+ * namespace. Teardown kills what it started by PID and deletes the namespaces and the route.
+ */
+export interface LabHost {
+  name: string;
+  ip: string;
+  netns: string;
+  /** The sshd of the host (its PID is in the host's mount namespace). */
+  sshd: ChildProcess;
+}
+
+export interface Lab {
+  id: string;
+  subnet: string;
+  dir: string;
+  key: string;
+  hosts: LabHost[];
+}
+
+/** 10.213.<third>.0/24: a subnet per lab, so two labs (or a stale one) never collide. */
+function subnetFor(id: number): { subnet: string; prefix: string } {
+  const third = 100 + (id % 100);
+  return { subnet: `10.213.${third}.0/24`, prefix: `10.213.${third}` };
+}
+
+async function sh(cmd: string, args: string[]): Promise<string> {
+  const { stdout } = await run(cmd, args, { timeout: 30_000 });
+  return stdout;
+}
+
+/** Runs a command inside a host's network namespace (the client side of every test). */
+export function inHost(host: Pick<LabHost, 'netns'>, cmd: string, args: string[], timeoutMs = 30_000): Promise<{ stdout: string; stderr: string }> {
+  return run('nsenter', [`--net=/run/netns/${host.netns}`, '--', cmd, ...args], { timeout: timeoutMs });
+}
+
+/** ssh from `from`'s namespace to `to`, as root with the lab key. */
+export function ssh(lab: Lab, from: LabHost, to: LabHost, command: string): Promise<{ stdout: string; stderr: string }> {
+  return inHost(from, 'ssh', [
+    '-i', lab.key,
+    '-o', 'StrictHostKeyChecking=no',
+    '-o', `UserKnownHostsFile=${join(lab.dir, 'known_hosts')}`,
+    '-o', 'BatchMode=yes',
+    '-o', 'ConnectTimeout=5',
+    `root@${to.ip}`,
+    command,
+  ]);
+}
+
+export async function labUp(count: number, opts: { id?: number; dir: string }): Promise<Lab> {
+  const n = opts.id ?? process.pid;
+  const { subnet, prefix } = subnetFor(n);
+  const id = `acp${n % 100000}`;
+  const lab: Lab = { id, subnet, dir: opts.dir, key: join(opts.dir, 'id_ed25519'), hosts: [] };
+  await mkdir(opts.dir, { recursive: true });
+  // Safety first: nothing for the lab subnet may leave the machine from the root namespace.
+  await sh('ip', ['route', 'replace', 'unreachable', subnet]);
+  try {
+    await sh('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', lab.key]);
+    const sw = `${id}-sw`;
+    await sh('ip', ['netns', 'add', sw]);
+    await sh('ip', ['-n', sw, 'link', 'add', 'br0', 'type', 'bridge']);
+    await sh('ip', ['-n', sw, 'link', 'set', 'br0', 'up']);
+    for (let i = 1; i <= count; i++) {
+      const name = `node${i}`;
+      const netns = `${id}-${name}`;
+      const ip = `${prefix}.${10 + i}`;
+      await sh('ip', ['netns', 'add', netns]);
+      await sh('ip', ['-n', netns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', `p${i}`, 'netns', sw]);
+      await sh('ip', ['-n', netns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+      await sh('ip', ['-n', netns, 'link', 'set', 'eth0', 'up']);
+      await sh('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
+      await sh('ip', ['-n', sw, 'link', 'set', `p${i}`, 'master', 'br0', 'up']);
+      lab.hosts.push({ name, ip, netns, sshd: await startHostSshd(lab, name, netns, ip) });
+    }
+    return lab;
+  } catch (err) {
+    await labDown(lab);
+    throw err;
+  }
+}
+
+/** The per-host root: tmpfs upper over `/`, a few kernel filesystems, sshd in the foreground. */
+async function startHostSshd(lab: Lab, name: string, netns: string, ip: string): Promise<ChildProcess> {
+  const dir = join(lab.dir, name);
+  await mkdir(join(dir, 'merged'), { recursive: true });
+  await mkdir(join(dir, 'rw'), { recursive: true });
+  await sh('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'host_key')]);
+  await writeFile(join(dir, 'authorized_keys'), await readFile(`${lab.key}.pub`));
+  await writeFile(
+    join(dir, 'sshd_config'),
+    [
+      'Port 22',
+      `ListenAddress ${ip}`,
+      `HostKey ${join(dir, 'host_key')}`,
+      `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+      'PermitRootLogin prohibit-password',
+      'PasswordAuthentication no',
+      'UsePAM no',
+      'StrictModes no',
+      'PidFile none',
+      'Subsystem sftp internal-sftp',
+      '',
+    ].join('\n'),
+  );
+  const m = join(dir, 'merged');
+  const script = [
+    'set -e',
+    `mount -t tmpfs -o size=2g tmpfs ${dir}/rw`,
+    `mkdir -p ${dir}/rw/upper ${dir}/rw/work`,
+    `mount -t overlay overlay -o lowerdir=/,upperdir=${dir}/rw/upper,workdir=${dir}/rw/work ${m}`,
+    `mount -t proc proc ${m}/proc`,
+    `mount --rbind /dev ${m}/dev`,
+    `mount -t tmpfs tmpfs ${m}/run`,
+    `mkdir -p ${m}/run/sshd`,
+    `hostname ${name}`,
+    `exec chroot ${m} /usr/sbin/sshd -D -e -f ${dir}/sshd_config`,
+  ].join('\n');
+  const child = spawn('nsenter', [`--net=/run/netns/${netns}`, '--', 'unshare', '--mount', '--uts', '--propagation', 'private', 'sh', '-c', script], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  child.stderr!.on('data', (c: Buffer) => (log = (log + c.toString()).slice(-4000)));
+  for (let i = 0; i < 100; i++) {
+    if (child.exitCode !== null) throw new Error(`sshd on ${name} exited: ${log}`);
+    const listening = await inHost({ netns }, 'sh', ['-c', `ss -ltn 2>/dev/null | grep -q '${ip}:22 '`]).then(
+      () => true,
+      () => false,
+    );
+    if (listening) return child;
+    await sleep(100);
+  }
+  child.kill('SIGKILL');
+  throw new Error(`sshd on ${name} did not listen on ${ip}:22: ${log}`);
+}
+
+/** Kills the hosts' processes by PID, deletes the namespaces and the route; safe to call twice. */
+export async function labDown(lab: Lab): Promise<void> {
+  for (const h of lab.hosts) {
+    if (h.sshd.exitCode === null && h.sshd.signalCode === null) {
+      const exited = new Promise((r) => h.sshd.once('exit', r));
+      h.sshd.kill('SIGTERM');
+      await Promise.race([exited, sleep(3000)]);
+      if (h.sshd.exitCode === null && h.sshd.signalCode === null) h.sshd.kill('SIGKILL');
+    }
+  }
+  const names = (await sh('ip', ['netns', 'list']).catch(() => ''))
+    .split('\n')
+    .map((l) => l.split(' ')[0])
+    .filter((n) => n.startsWith(`${lab.id}-`));
+  for (const ns of names) {
+    // Anything still running in a host's namespace belongs to the lab: end it before the namespace.
+    const pids = (await sh('ip', ['netns', 'pids', ns]).catch(() => '')).split('\n').filter(Boolean);
+    for (const pid of pids) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    await sh('ip', ['netns', 'del', ns]).catch(() => {});
+  }
+  await sh('ip', ['route', 'del', 'unreachable', lab.subnet]).catch(() => {});
+  if (existsSync(lab.dir)) await rm(lab.dir, { recursive: true, force: true });
+}
