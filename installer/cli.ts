@@ -4,6 +4,10 @@ import { Command } from 'commander';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readDescriptor } from '../oci/bundle-reader.js';
+import { loadClusterFile, specFromFlags } from './cluster-spec.js';
+import { CHECKS, preflightError } from './preflight.js';
+import { runPreflight } from './run-preflight.js';
 import { ensureTls, Htpasswd, importBundle, serveClusterMetrics, startRegistry, tlsDir } from '../registry/index.js';
 import { createReporter, reporterMode, runProgram } from '../packer/index.js';
 
@@ -86,6 +90,29 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
         throw new AcpackError('NOT_FOUND', `no site CA in ${o.store}: start the registry once with --tls auto`);
       });
       process.stdout.write(pem);
+    });
+
+  program
+    .command('preflight')
+    .description('Check every node before installing: arch, OS, kernel, CPU, memory, disk, swap, ports, clock, hostnames, br_netfilter, ip_forward')
+    .option('-m, --masters <ips>', 'master IPs, comma-separated')
+    .option('-n, --nodes <ips>', 'worker IPs, comma-separated')
+    .option('-p, --password <password>', 'SSH password (or give -i)')
+    .option('-i, --key <file>', 'SSH private key')
+    .option('--user <user>', 'SSH user', 'root')
+    .option('--port <port>', 'SSH port', '22')
+    .option('--cluster <file>', 'a cluster spec (kind: Cluster) instead of the flags')
+    .option('--bundle <file>', 'the bundle to install (its arches are checked against the nodes)')
+    .option('--arch <list>', 'the arches to accept when no bundle is given', 'amd64,arm64')
+    .option('--ignore-preflight <checks>', `checks to skip, comma-separated: ${CHECKS.join(', ')}`, '')
+    .option('--store <dir>', 'where acinstall keeps its state (the nodes\' recorded host keys)', DEFAULT_STORE)
+    .action(async (o) => {
+      const spec = o.cluster ? await loadClusterFile(o.cluster) : specFromFlags({ masters: o.masters, nodes: o.nodes, password: o.password, key: o.key, user: o.user, port: o.port });
+      const arches = o.bundle ? (await readDescriptor(o.bundle)).platforms.map((p: string) => p.split('/')[1]) : String(o.arch).split(',');
+      const ignore = String(o.ignorePreflight).split(',').filter(Boolean);
+      const { failures } = await runPreflight({ spec, arches, stateDir: o.store, ignore });
+      if (failures.length) throw preflightError(failures);
+      process.stdout.write(`preflight passed on ${spec.hosts.length} node${spec.hosts.length > 1 ? 's' : ''}\n`);
     });
 
   program

@@ -122,6 +122,7 @@ async function startHostSshd(lab: Lab, name: string, netns: string, ip: string):
     `mkdir -p ${dir}/rw/upper ${dir}/rw/work`,
     `mount -t overlay overlay -o lowerdir=/,upperdir=${dir}/rw/upper,workdir=${dir}/rw/work ${m}`,
     `mount -t proc proc ${m}/proc`,
+    `mount -t sysfs sysfs ${m}/sys`,
     `mount --rbind /dev ${m}/dev`,
     `mount -t tmpfs tmpfs ${m}/run`,
     `mkdir -p ${m}/run/sshd`,

@@ -1,0 +1,119 @@
+import { archFromUname } from '../arch/platform.js';
+import { AcpackError } from '../oci/errors.js';
+import { isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
+import type { SshHost } from './ssh.js';
+
+/** One shell round trip gathers everything the checks need. */
+const FACTS = [
+  'echo "arch=$(uname -m)"',
+  'echo "kernel=$(uname -r)"',
+  'echo "os=$( . /etc/os-release 2>/dev/null; echo "$ID $VERSION_ID")"',
+  'echo "cpus=$(nproc)"',
+  `echo "memkb=$(awk '/MemTotal/{print $2}' /proc/meminfo)"`,
+  `echo "diskkb=$(df -Pk / | awk 'NR==2{print $4}')"`,
+  `echo "swaps=$(awk 'NR>1' /proc/swaps | wc -l)"`,
+  'echo "time=$(date +%s)"',
+  'echo "hostname=$(hostname)"',
+  `echo "ports=$( (ss -ltnH 2>/dev/null || netstat -ltn 2>/dev/null | tail -n +3) | awk '{print $4}' | sed 's/.*://' | sort -un | tr '\\n' ,)"`,
+  'echo "br_netfilter=$([ -d /sys/module/br_netfilter ] && echo 1 || echo 0)"',
+  'echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)"',
+].join('; ');
+
+export interface Facts {
+  arch: string;
+  kernel: string;
+  os: string;
+  cpus: number;
+  memKb: number;
+  diskKb: number;
+  swaps: number;
+  time: number;
+  hostname: string;
+  ports: number[];
+  brNetfilter: boolean;
+  ipForward: boolean;
+}
+
+export async function gatherFacts(host: SshHost): Promise<Facts> {
+  const r = await host.exec(FACTS, 30_000);
+  const kv = Object.fromEntries(r.stdout.split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).trim()]));
+  return {
+    arch: kv.arch ?? '',
+    kernel: kv.kernel ?? '',
+    os: kv.os ?? '',
+    cpus: Number(kv.cpus),
+    memKb: Number(kv.memkb),
+    diskKb: Number(kv.diskkb),
+    swaps: Number(kv.swaps),
+    time: Number(kv.time),
+    hostname: kv.hostname ?? '',
+    ports: (kv.ports ?? '').split(',').filter(Boolean).map(Number),
+    brNetfilter: kv.br_netfilter === '1',
+    ipForward: kv.ip_forward === '1',
+  };
+}
+
+export interface Failure {
+  node: string;
+  check: string;
+  found: string;
+  need: string;
+}
+
+export const CHECKS = ['arch', 'kernel', 'cpu', 'memory', 'disk', 'swap', 'ports', 'clock', 'hostname', 'br_netfilter', 'ip_forward'] as const;
+
+/**
+ * Every check on every node, all failures at once (fixing one node at a time is slow on a real site).
+ * `arches`: what the bundle carries (amd64/arm64); `now`: this machine's clock, in seconds.
+ */
+export function evaluate(spec: ClusterSpec, facts: Map<HostSpec, Facts>, opts: { arches: string[]; now: number; registryPort: number; ignore: string[] }): Failure[] {
+  const out: Failure[] = [];
+  const fail = (h: HostSpec, check: (typeof CHECKS)[number], found: string, need: string) => {
+    if (!opts.ignore.includes(check)) out.push({ node: h.ip, check, found, need });
+  };
+  const names = new Map<string, string[]>();
+  const firstMaster = spec.hosts.find(isMaster);
+  for (const [h, f] of facts) {
+    let arch = '';
+    try {
+      arch = archFromUname(f.arch);
+    } catch {
+      // reported below
+    }
+    if (!opts.arches.includes(arch)) fail(h, 'arch', `${f.arch}${arch ? ` (${arch})` : ''}`, `an arch in the bundle: ${opts.arches.join(', ')}`);
+    const [major, minor] = f.kernel.split('.').map(Number);
+    if (!(major > 4 || (major === 4 && minor >= 19))) fail(h, 'kernel', f.kernel, '4.19 or newer');
+    const master = isMaster(h);
+    if (f.cpus < (master ? 2 : 1)) fail(h, 'cpu', `${f.cpus}`, master ? '2 for a master' : '1');
+    if (f.memKb < (master ? 1.7 : 1) * 1024 * 1024) fail(h, 'memory', `${(f.memKb / 1048576).toFixed(1)} GiB`, master ? '1.7 GiB for a master' : '1 GiB');
+    if (f.diskKb < 20 * 1024 * 1024) fail(h, 'disk', `${(f.diskKb / 1048576).toFixed(1)} GiB free on /`, '20 GiB free');
+    if (f.swaps > 0) fail(h, 'swap', 'on', 'off (swapoff -a, and remove it from /etc/fstab)');
+    const wanted = master ? [6443, 10250, 2379, 2380] : [10250];
+    if (h === firstMaster) wanted.push(opts.registryPort);
+    const busy = wanted.filter((p) => f.ports.includes(p));
+    if (busy.length) fail(h, 'ports', `in use: ${busy.join(', ')}`, `free: ${wanted.join(', ')}`);
+    const skew = Math.abs(f.time - opts.now);
+    if (skew > 30) fail(h, 'clock', `${skew} s off`, 'within 30 s of the first master (run NTP or chrony)');
+    names.set(f.hostname, [...(names.get(f.hostname) ?? []), h.ip]);
+    if (!f.brNetfilter) fail(h, 'br_netfilter', 'not loaded', 'loaded (modprobe br_netfilter)');
+    if (!f.ipForward) fail(h, 'ip_forward', '0', '1 (sysctl -w net.ipv4.ip_forward=1)');
+  }
+  for (const [name, ips] of names) {
+    if (ips.length > 1) for (const ip of ips) fail(spec.hosts.find((h) => h.ip === ip)!, 'hostname', name, `unique (also on ${ips.filter((x) => x !== ip).join(', ')})`);
+  }
+  return out;
+}
+
+export function formatFailures(failures: Failure[]): string {
+  const rows = [['NODE', 'CHECK', 'FOUND', 'NEED'], ...failures.map((f) => [f.node, f.check, f.found, f.need])];
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
+}
+
+export function preflightError(failures: Failure[]): AcpackError {
+  const nodes = new Set(failures.map((f) => f.node)).size;
+  return new AcpackError(
+    'PREFLIGHT',
+    `preflight failed on ${nodes} node${nodes > 1 ? 's' : ''}:\n${formatFailures(failures)}\nfix these, or skip checks with --ignore-preflight ${[...new Set(failures.map((f) => f.check))].join(',')}`,
+  );
+}

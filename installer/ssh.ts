@@ -1,0 +1,126 @@
+import { Client, type ConnectConfig } from 'ssh2';
+import { createHash } from 'node:crypto';
+import { readFile, writeFile, rename } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { AcpackError } from '../oci/errors.js';
+import type { HostSpec } from './cluster-spec.js';
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Host keys recorded on first contact (trust on first use, as ssh does); a host whose key changed
+ * is refused until its line is removed. Stored as JSON: { "ip:port": "SHA256:…" }.
+ */
+export class KnownHosts {
+  private entries: Record<string, string> = {};
+  private dirty = false;
+
+  private constructor(readonly file: string) {}
+
+  static async open(file: string): Promise<KnownHosts> {
+    const k = new KnownHosts(file);
+    try {
+      k.entries = JSON.parse(await readFile(file, 'utf8'));
+    } catch {
+      k.entries = {};
+    }
+    return k;
+  }
+
+  /** Checks a presented key; returns undefined when fine, else the fingerprint it expected. */
+  verify(host: string, key: Buffer): { ok: true } | { ok: false; expected: string; got: string } {
+    const got = `SHA256:${createHash('sha256').update(key).digest('base64').replace(/=+$/, '')}`;
+    const expected = this.entries[host];
+    if (!expected) {
+      this.entries[host] = got;
+      this.dirty = true;
+      return { ok: true };
+    }
+    return expected === got ? { ok: true } : { ok: false, expected, got };
+  }
+
+  async save(): Promise<void> {
+    if (!this.dirty) return;
+    const tmp = `${this.file}.tmp-${process.pid}`;
+    await writeFile(tmp, `${JSON.stringify(this.entries, null, 2)}\n`, { mode: 0o600 });
+    await rename(tmp, this.file);
+    this.dirty = false;
+  }
+}
+
+/** One SSH connection to a node. Secrets (password, key) are used, never logged. */
+export class SshHost {
+  private readonly client = new Client();
+
+  private constructor(readonly spec: HostSpec) {}
+
+  static async connect(spec: HostSpec, known: KnownHosts, timeoutMs = 15_000): Promise<SshHost> {
+    const h = new SshHost(spec);
+    const name = `${spec.ip}:${spec.port}`;
+    let refusal: AcpackError | undefined;
+    const config: ConnectConfig = {
+      host: spec.ip,
+      port: spec.port,
+      username: spec.user,
+      readyTimeout: timeoutMs,
+      hostVerifier: (key: Buffer) => {
+        const v = known.verify(name, key);
+        if (v.ok) return true;
+        refusal = new AcpackError(
+          'HOST_KEY_CHANGED',
+          `the host key of ${name} changed (recorded ${v.expected}, now ${v.got}): if ${spec.ip} was reinstalled, remove its entry from ${known.file}; otherwise someone may be in between`,
+        );
+        return false;
+      },
+    };
+    if (spec.keyFile) {
+      try {
+        config.privateKey = readFileSync(spec.keyFile);
+      } catch (err) {
+        throw new AcpackError('BAD_CLUSTER', `cannot read the private key ${spec.keyFile}: ${(err as NodeJS.ErrnoException).code}`);
+      }
+    }
+    if (spec.password) config.password = spec.password;
+    await new Promise<void>((resolve, reject) => {
+      h.client.once('ready', () => resolve());
+      h.client.once('error', (err: Error & { level?: string }) => {
+        if (refusal) return reject(refusal);
+        if (err.level === 'client-authentication') {
+          return reject(new AcpackError('SSH_AUTH', `${spec.user}@${name} refused the ${spec.keyFile ? 'key' : 'password'}: check the credentials`));
+        }
+        reject(new AcpackError('SSH_UNREACHABLE', `cannot reach ${name} over SSH: ${(err as NodeJS.ErrnoException).code ?? err.message}`));
+      });
+      h.client.connect(config);
+    });
+    return h;
+  }
+
+  /** Runs a command; stdout and stderr are consumed (ssh2 never closes a channel left unread). */
+  exec(command: string, timeoutMs = 120_000): Promise<ExecResult> {
+    return new Promise((resolve, reject) => {
+      this.client.exec(command, (err, channel) => {
+        if (err) return reject(new AcpackError('SSH_EXEC', `${this.spec.ip}: cannot run a command: ${err.message}`));
+        let stdout = '';
+        let stderr = '';
+        const timer = setTimeout(() => {
+          channel.close();
+          reject(new AcpackError('SSH_TIMEOUT', `${this.spec.ip}: a command did not finish within ${Math.round(timeoutMs / 1000)} s`));
+        }, timeoutMs);
+        channel.on('data', (c: Buffer) => (stdout += c.toString()));
+        channel.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+        channel.on('close', (code: number | null) => {
+          clearTimeout(timer);
+          resolve({ code: code ?? -1, stdout, stderr });
+        });
+      });
+    });
+  }
+
+  close(): void {
+    this.client.end();
+  }
+}

@@ -1,0 +1,81 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { labDown, labUp, inHost, type Lab } from '../hosts/lab.js';
+import { ROOT, tempDir } from '../helpers/env.js';
+
+let lab: Lab;
+let work: Awaited<ReturnType<typeof tempDir>>;
+
+beforeAll(async () => {
+  work = await tempDir();
+  lab = await labUp(2, { dir: join(work.dir, 'lab') });
+}, 120_000);
+
+afterAll(async () => {
+  if (lab) await labDown(lab);
+  await work?.cleanup();
+});
+
+/** acinstall, run the way it runs on site: on the first master, inside its network namespace. */
+async function acinstall(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await inHost(lab.hosts[0], process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), ...args], 60_000);
+    return { code: 0, ...r };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: e.code ?? -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+const nodes = () => ['-m', lab.hosts[0].ip, '-n', lab.hosts[1].ip, '-i', lab.key, '--store', join(work.dir, 'state')];
+
+describe('acinstall preflight on test hosts', () => {
+  it('reports every failure of every node in one table', async () => {
+    const r = await acinstall(['preflight', ...nodes()]);
+    expect(r.code).toBe(1);
+    // A fresh network namespace forwards nothing: both nodes fail ip_forward, in one report.
+    expect(r.stderr).toContain('preflight failed on 2 nodes');
+    expect(r.stderr).toMatch(new RegExp(`${lab.hosts[0].ip.replace(/\./g, '\\.')}\\s+ip_forward\\s+0`));
+    expect(r.stderr).toMatch(new RegExp(`${lab.hosts[1].ip.replace(/\./g, '\\.')}\\s+ip_forward\\s+0`));
+    expect(r.stderr).toMatch(/--ignore-preflight .*ip_forward/);
+    expect(r.stderr).not.toMatch(/\bssh\b.*refused/);
+  });
+
+  it('passes when the failing checks are ignored', async () => {
+    const failing = (await acinstall(['preflight', ...nodes()])).stderr;
+    const checks = /--ignore-preflight (\S+)/.exec(failing)![1];
+    const r = await acinstall(['preflight', ...nodes(), '--ignore-preflight', checks]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toContain('preflight passed on 2 nodes');
+    expect(checks.split(',')).not.toContain('arch');
+  });
+
+  it('refuses a node whose arch the bundle does not carry', async () => {
+    const r = await acinstall(['preflight', ...nodes(), '--arch', 'arm64', '--ignore-preflight', 'ip_forward,br_netfilter,disk,kernel']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/arch\s+x86_64 \(amd64\)\s+an arch in the bundle: arm64/);
+  });
+
+  it('records host keys and refuses a node whose key changed', async () => {
+    const known = join(work.dir, 'state', 'known_hosts.json');
+    const entries = JSON.parse(await readFile(known, 'utf8'));
+    expect(Object.keys(entries).sort()).toEqual([`${lab.hosts[0].ip}:22`, `${lab.hosts[1].ip}:22`]);
+    entries[`${lab.hosts[1].ip}:22`] = 'SHA256:somethingelse';
+    await writeFile(known, JSON.stringify(entries));
+    const r = await acinstall(['preflight', ...nodes(), '--ignore-preflight', 'ip_forward,br_netfilter,disk,kernel']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`the host key of ${lab.hosts[1].ip}:22 changed`);
+  });
+
+  it('names a wrong key and an unreachable node as per-node failures', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const other = join(work.dir, 'other_key');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other]);
+    const prefix = lab.hosts[0].ip.split('.').slice(0, 3).join('.');
+    const r = await acinstall(['preflight', '-m', lab.hosts[0].ip, '-n', `${prefix}.99`, '-i', other, '--store', join(work.dir, 'state2')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`${lab.hosts[0].ip.replace(/\./g, '\\.')}\\s+ssh\\s+root@.*refused the key`));
+    expect(r.stderr).toMatch(new RegExp(`${prefix.replace(/\./g, '\\.')}\\.99\\s+ssh\\s+cannot reach`));
+  });
+});
