@@ -8,6 +8,8 @@ import { readDescriptor } from '../oci/bundle-reader.js';
 import { loadClusterFile, specFromFlags } from './cluster-spec.js';
 import { CHECKS, preflightError } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
+import { installFrom } from './from.js';
+import { Journal } from './journal.js';
 import { ensureTls, Htpasswd, importBundle, serveClusterMetrics, startRegistry, tlsDir } from '../registry/index.js';
 import { createReporter, reporterMode, runProgram } from '../packer/index.js';
 
@@ -92,36 +94,38 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
       process.stdout.write(pem);
     });
 
-  program
-    .command('preflight')
+  withNodeOptions(program.command('preflight'))
     .description('Check every node before installing: arch, OS, kernel, CPU, memory, disk, swap, ports, clock, hostnames, br_netfilter, ip_forward')
-    .option('-m, --masters <ips>', 'master IPs, comma-separated')
-    .option('-n, --nodes <ips>', 'worker IPs, comma-separated')
-    .option('-p, --password <password>', 'SSH password (or give -i)')
-    .option('-i, --key <file>', 'SSH private key')
-    .option('--user <user>', 'SSH user', 'root')
-    .option('--port <port>', 'SSH port', '22')
-    .option('--cluster <file>', 'a cluster spec (kind: Cluster) instead of the flags')
     .option('--bundle <file>', 'the bundle to install (its arches are checked against the nodes)')
     .option('--arch <list>', 'the arches to accept when no bundle is given', 'amd64,arm64')
-    .option('--ignore-preflight <checks>', `checks to skip, comma-separated: ${CHECKS.join(', ')}`, '')
-    .option('--store <dir>', 'where acinstall keeps its state (the nodes\' recorded host keys)', DEFAULT_STORE)
     .action(async (o) => {
-      const spec = o.cluster ? await loadClusterFile(o.cluster) : specFromFlags({ masters: o.masters, nodes: o.nodes, password: o.password, key: o.key, user: o.user, port: o.port });
+      const spec = await specFrom(o);
       const arches = o.bundle ? (await readDescriptor(o.bundle)).platforms.map((p: string) => p.split('/')[1]) : String(o.arch).split(',');
-      const ignore = String(o.ignorePreflight).split(',').filter(Boolean);
-      const { failures } = await runPreflight({ spec, arches, stateDir: o.store, ignore });
+      const { failures } = await runPreflight({ spec, arches, stateDir: o.store, ignore: ignoreList(o) });
       if (failures.length) throw preflightError(failures);
       process.stdout.write(`preflight passed on ${spec.hosts.length} node${spec.hosts.length > 1 ? 's' : ''}\n`);
     });
 
+  withNodeOptions(program.command('from'))
+    .description('Import a bundle, serve it, check every node, and give each its binaries and containerd configuration')
+    .argument('<bundle>', 'bundle.tar.zst')
+    .addHelpText('after', '\nBuilt so far: import, registry, preflight, binaries, containerd configuration (re-runs skip what the journal\nrecords as done). kubeadm init/join, charts and the post-check are not built yet.')
+    .action(async (bundle: string, o) => {
+      const outcomes = await installFrom({ bundle, spec: await specFrom(o), store: o.store, ignore: ignoreList(o), log: (l) => process.stderr.write(`${l}\n`) });
+      const failed = outcomes.filter((x) => !x.ok);
+      if (failed.length) throw new AcpackError('NODES_FAILED', `${failed.length} of ${outcomes.length} nodes failed:\n${failed.map((f) => `  ${f.node}: ${f.detail}`).join('\n')}\nfix them and run the same command again: finished steps are skipped`);
+      process.stdout.write(`${outcomes.length} nodes have their binaries and containerd configuration; kubeadm and charts are not built yet\n`);
+    });
+
   program
-    .command('from')
-    .description('Import a bundle, serve it, and lay the cluster down over SSH (not built yet)')
-    .argument('<bundle>')
-    .allowUnknownOption()
-    .action(() => {
-      throw new AcpackError('NOT_IMPLEMENTED', '`acinstall from` is not built yet; today: acinstall import + acinstall serve');
+    .command('status')
+    .description('Show the install journal: every step on every node')
+    .option('--store <dir>', 'where acinstall keeps its state', DEFAULT_STORE)
+    .action((o) => {
+      const j = new Journal(o.store);
+      const rows = j.entries();
+      j.close();
+      process.stdout.write(rows.length ? `${rows.map((r) => `${r.node.padEnd(16)} ${r.step.padEnd(18)} ${r.status.padEnd(6)} ${r.detail}`).join('\n')}\n` : 'nothing installed yet\n');
     });
 
   return program;
@@ -154,6 +158,28 @@ function superviseWorkers(n: number, store: string, listen: string, scheme: stri
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+}
+
+/** The sealer-style node flags shared by preflight and from. */
+function withNodeOptions(cmd: Command): Command {
+  return cmd
+    .option('-m, --masters <ips>', 'master IPs, comma-separated (the first is this machine)')
+    .option('-n, --nodes <ips>', 'worker IPs, comma-separated')
+    .option('-p, --password <password>', 'SSH password (or give -i)')
+    .option('-i, --key <file>', 'SSH private key')
+    .option('--user <user>', 'SSH user', 'root')
+    .option('--port <port>', 'SSH port', '22')
+    .option('--cluster <file>', 'a cluster spec (kind: Cluster) instead of the flags')
+    .option('--ignore-preflight <checks>', `checks to skip, comma-separated: ${CHECKS.join(', ')}`, '')
+    .option('--store <dir>', 'the content store and acinstall\'s state (journal, recorded host keys)', DEFAULT_STORE);
+}
+
+function specFrom(o: { cluster?: string; masters?: string; nodes?: string; password?: string; key?: string; user?: string; port?: string }) {
+  return o.cluster ? loadClusterFile(o.cluster) : Promise.resolve(specFromFlags(o));
+}
+
+function ignoreList(o: { ignorePreflight?: string }): string[] {
+  return String(o.ignorePreflight ?? '').split(',').filter(Boolean);
 }
 
 const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').filter(Boolean)];

@@ -64,9 +64,10 @@ export const CHECKS = ['arch', 'kernel', 'cpu', 'memory', 'disk', 'swap', 'ports
 
 /**
  * Every check on every node, all failures at once (fixing one node at a time is slow on a real site).
- * `arches`: what the bundle carries (amd64/arm64); `now`: this machine's clock, in seconds.
+ * `arches`: what the bundle carries (amd64/arm64); `now`: this machine's clock, in seconds;
+ * `registryPort`: checked free on the first master (not given once our own registry holds it).
  */
-export function evaluate(spec: ClusterSpec, facts: Map<HostSpec, Facts>, opts: { arches: string[]; now: number; registryPort: number; ignore: string[] }): Failure[] {
+export function evaluate(spec: ClusterSpec, facts: Map<HostSpec, Facts>, opts: { arches: string[]; now: number; registryPort?: number; ignore: string[] }): Failure[] {
   const out: Failure[] = [];
   const fail = (h: HostSpec, check: (typeof CHECKS)[number], found: string, need: string) => {
     if (!opts.ignore.includes(check)) out.push({ node: h.ip, check, found, need });
@@ -89,7 +90,7 @@ export function evaluate(spec: ClusterSpec, facts: Map<HostSpec, Facts>, opts: {
     if (f.diskKb < 20 * 1024 * 1024) fail(h, 'disk', `${(f.diskKb / 1048576).toFixed(1)} GiB free on /`, '20 GiB free');
     if (f.swaps > 0) fail(h, 'swap', 'on', 'off (swapoff -a, and remove it from /etc/fstab)');
     const wanted = master ? [6443, 10250, 2379, 2380] : [10250];
-    if (h === firstMaster) wanted.push(opts.registryPort);
+    if (h === firstMaster && opts.registryPort) wanted.push(opts.registryPort);
     const busy = wanted.filter((p) => f.ports.includes(p));
     if (busy.length) fail(h, 'ports', `in use: ${busy.join(', ')}`, `free: ${wanted.join(', ')}`);
     const skew = Math.abs(f.time - opts.now);

@@ -12,6 +12,8 @@ export interface PreflightOptions {
   arches: string[];
   stateDir: string;
   ignore: string[];
+  /** The site registry already runs on the first master (acinstall from): its port is ours. */
+  registryRunning?: boolean;
 }
 
 /**
@@ -41,7 +43,7 @@ export async function runPreflight(opts: PreflightOptions): Promise<{ facts: Map
     ),
   );
   await known.save();
-  failures.push(...evaluate(opts.spec, facts, { arches: opts.arches, now: Math.floor(Date.now() / 1000), registryPort: opts.spec.registry.port, ignore: opts.ignore }));
+  failures.push(...evaluate(opts.spec, facts, { arches: opts.arches, now: Math.floor(Date.now() / 1000), registryPort: opts.registryRunning ? undefined : opts.spec.registry.port, ignore: opts.ignore }));
   const order = new Map(opts.spec.hosts.map((h, i) => [h.ip, i]));
   failures.sort((a, b) => order.get(a.node)! - order.get(b.node)! || a.check.localeCompare(b.check));
   return { facts, failures };

@@ -25,7 +25,10 @@ beforeAll(async () => {
   reg = await startRegistry({ storeRoot: join(work.dir, 'store'), listen: '127.0.0.1:0', htpasswd });
 });
 
+const spawned: import('node:child_process').ChildProcess[] = [];
+
 afterAll(async () => {
+  for (const c of spawned) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   await reg?.close();
   await work?.cleanup();
 });
@@ -226,6 +229,7 @@ describe('a server killed mid-push', () => {
       throw new Error('registry did not start');
     };
     let child = serve();
+    spawned.push(child);
     await up();
     const big = noise('killed', 4 << 20);
     const digest = sha256(big);
@@ -240,6 +244,7 @@ describe('a server killed mid-push', () => {
     await new Promise((r) => child.once('exit', r));
     sock.destroy();
     child = serve();
+    spawned.push(child);
     try {
       await up();
       expect((await fetch(`http://127.0.0.1:${port}/v2/k/x/blobs/${digest}`, { method: 'HEAD' })).status).toBe(404);
