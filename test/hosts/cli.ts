@@ -11,7 +11,7 @@ const STATE = '/tmp/acpack-lab.json';
 async function up(count: number): Promise<void> {
   if (existsSync(STATE)) throw new Error(`a lab is already up (${STATE}); run npm run hosts:down first`);
   const lab = await labUp(count, { id: 1, dir: '/tmp/acpack-lab' });
-  await writeFile(STATE, JSON.stringify({ id: lab.id, subnet: lab.subnet, dir: lab.dir, pids: lab.hosts.map((h) => h.sshd.pid) }));
+  await writeFile(STATE, JSON.stringify({ id: lab.id, subnet: lab.subnet, lock: lab.lock, dir: lab.dir, pids: lab.hosts.map((h) => h.sshd.pid) }));
   process.stdout.write(
     [
       `lab ${lab.id} up on ${lab.subnet} (unreachable from this namespace):`,
@@ -34,7 +34,7 @@ async function down(): Promise<void> {
     process.stdout.write('no lab is up\n');
     return;
   }
-  const s = JSON.parse(await readFile(STATE, 'utf8')) as { id: string; subnet: string; dir: string; pids: number[] };
+  const s = JSON.parse(await readFile(STATE, 'utf8')) as { id: string; subnet: string; lock?: string; dir: string; pids: number[] };
   for (const pid of s.pids) {
     try {
       process.kill(pid, 'SIGKILL');
@@ -43,7 +43,7 @@ async function down(): Promise<void> {
     }
   }
   // labDown kills what remains in the namespaces, deletes them and the route.
-  await labDown({ id: s.id, subnet: s.subnet, dir: s.dir, key: '', hosts: [] } as Lab);
+  await labDown({ id: s.id, subnet: s.subnet, lock: s.lock, dir: s.dir, key: '', hosts: [] } as Lab);
   await rm(STATE, { force: true });
   process.stdout.write(`lab ${s.id} removed\n`);
 }

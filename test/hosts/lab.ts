@@ -25,15 +25,41 @@ export interface LabHost {
 export interface Lab {
   id: string;
   subnet: string;
+  /** The claim on the subnet, released at teardown. */
+  lock?: string;
   dir: string;
   key: string;
   hosts: LabHost[];
 }
 
-/** 10.213.<third>.0/24: a subnet per lab, so two labs (or a stale one) never collide. */
-function subnetFor(id: number): { subnet: string; prefix: string } {
-  const third = 100 + (id % 100);
-  return { subnet: `10.213.${third}.0/24`, prefix: `10.213.${third}` };
+const LOCKS = '/tmp/acpack-lab-locks';
+
+/**
+ * Claims a free 10.213.<n>.0/24 for this lab with an atomic mkdir, so two labs running at once
+ * (parallel test files) never share a subnet: one's teardown must never drop the other's
+ * `unreachable` route. A claim whose owner process is gone is taken over.
+ */
+async function claimSubnet(start: number): Promise<{ subnet: string; prefix: string; lock: string }> {
+  await mkdir(LOCKS, { recursive: true });
+  for (let i = 0; i < 100; i++) {
+    const third = 100 + ((start + i) % 100);
+    const lock = join(LOCKS, String(third));
+    try {
+      await mkdir(lock);
+    } catch {
+      const owner = Number(await readFile(join(lock, 'pid'), 'utf8').catch(() => '0'));
+      let alive = owner > 0;
+      try {
+        if (alive) process.kill(owner, 0);
+      } catch {
+        alive = false;
+      }
+      if (alive || owner === 0) continue;
+    }
+    await writeFile(join(lock, 'pid'), String(process.pid));
+    return { subnet: `10.213.${third}.0/24`, prefix: `10.213.${third}`, lock };
+  }
+  throw new Error('no free lab subnet in 10.213.100-199.0/24');
 }
 
 async function sh(cmd: string, args: string[]): Promise<string> {
@@ -61,9 +87,9 @@ export function ssh(lab: Lab, from: LabHost, to: LabHost, command: string): Prom
 
 export async function labUp(count: number, opts: { id?: number; dir: string }): Promise<Lab> {
   const n = opts.id ?? process.pid;
-  const { subnet, prefix } = subnetFor(n);
+  const { subnet, prefix, lock } = await claimSubnet(n);
   const id = `acp${n % 100000}`;
-  const lab: Lab = { id, subnet, dir: opts.dir, key: join(opts.dir, 'id_ed25519'), hosts: [] };
+  const lab: Lab = { id, subnet, lock, dir: opts.dir, key: join(opts.dir, 'id_ed25519'), hosts: [] };
   await mkdir(opts.dir, { recursive: true });
   // Safety first: nothing for the lab subnet may leave the machine from the root namespace.
   await sh('ip', ['route', 'replace', 'unreachable', subnet]);
@@ -174,5 +200,6 @@ export async function labDown(lab: Lab): Promise<void> {
     await sh('ip', ['netns', 'del', ns]).catch(() => {});
   }
   await sh('ip', ['route', 'del', 'unreachable', lab.subnet]).catch(() => {});
+  if (lab.lock) await rm(lab.lock, { recursive: true, force: true });
   if (existsSync(lab.dir)) await rm(lab.dir, { recursive: true, force: true });
 }
