@@ -107,14 +107,14 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
     });
 
   withNodeOptions(program.command('from'))
-    .description('Import a bundle, serve it, check every node, and give each its binaries and containerd configuration')
+    .description('Import a bundle, serve it, check every node, give each its binaries and containerd configuration, kubeadm init and join')
     .argument('<bundle>', 'bundle.tar.zst')
-    .addHelpText('after', '\nBuilt so far: import, registry, preflight, binaries, containerd configuration (re-runs skip what the journal\nrecords as done). kubeadm init/join, charts and the post-check are not built yet.')
+    .addHelpText('after', '\nBuilt so far: import, registry, preflight, binaries, containerd configuration, kubeadm init/join (re-runs skip\nwhat the journal records as done). Charts and the post-check are not built yet.')
     .action(async (bundle: string, o) => {
       const outcomes = await installFrom({ bundle, spec: await specFrom(o), store: o.store, ignore: ignoreList(o), log: (l) => process.stderr.write(`${l}\n`) });
       const failed = outcomes.filter((x) => !x.ok);
       if (failed.length) throw new AcpackError('NODES_FAILED', `${failed.length} of ${outcomes.length} nodes failed:\n${failed.map((f) => `  ${f.node}: ${f.detail}`).join('\n')}\nfix them and run the same command again: finished steps are skipped`);
-      process.stdout.write(`${outcomes.length} nodes have their binaries and containerd configuration; kubeadm and charts are not built yet\n`);
+      process.stdout.write(`${outcomes.length} nodes installed and joined (kubeadm); installing the charts is not built yet\n`);
     });
 
   program

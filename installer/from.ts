@@ -13,6 +13,9 @@ import { KnownHosts, SshHost } from './ssh.js';
 import { preflightError } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
 import { containerdFiles, installBinaries, writeFiles } from './node-setup.js';
+import { joinInfoFrom, kubeadmConfig, kubeadmInit, kubeadmJoin, type JoinInfo } from './kubeadm.js';
+import type { BundleDescriptor } from '../oci/bundle-format.js';
+import type { HostSpec } from './cluster-spec.js';
 
 export interface FromOptions {
   bundle: string;
@@ -32,7 +35,8 @@ export interface NodeOutcome {
  * `acinstall from`, the steps built so far: import the bundle, start the site registry, preflight
  * every node, then on each node (in parallel) its arch's binaries from the registry, hash-checked,
  * and containerd's configuration pointing every upstream registry at the site. Recorded per node
- * in the journal; a re-run skips what is done. (kubeadm, charts and the post-check come next.)
+ * in the journal; a re-run skips what is done. Then kubeadm init and joins. (Charts and the
+ * post-check come next.)
  */
 export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
   await mkdir(o.store, { recursive: true });
@@ -85,10 +89,68 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
       ),
     );
     await known.save();
+    await clusterSteps(o, d, journal, known, outcomes);
+    await known.save();
     return outcomes;
   } finally {
     journal.close();
   }
+}
+
+/**
+ * kubeadm: init on the first master, the other masters joined one at a time (etcd grows one member
+ * at a time), the workers in parallel. A node whose earlier steps failed is left for the re-run.
+ */
+async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[]): Promise<void> {
+  const byIp = new Map(outcomes.map((x) => [x.node, x]));
+  const fail = (ip: string, err: unknown) => {
+    const message = err instanceof Error ? err.message : String(err);
+    journal.record(ip, 'kubeadm', 'failed', message);
+    o.log(`${ip}: ${message}`);
+    Object.assign(byIp.get(ip)!, { ok: false, detail: message });
+  };
+  const [first, ...otherMasters] = o.spec.hosts.filter(isMaster);
+  const workers = o.spec.hosts.filter((h) => !isMaster(h));
+  const pending = o.spec.hosts.filter((h) => h !== first && !journal.isDone(h.ip, 'kubeadm-join'));
+  if (!byIp.get(first.ip)!.ok) {
+    for (const h of pending) if (byIp.get(h.ip)!.ok) fail(h.ip, new AcpackError('NODE_STEP', `waiting for the first master ${first.ip}`));
+    return;
+  }
+  let join: JoinInfo | undefined;
+  const host = await SshHost.connect(first, known);
+  try {
+    if (!journal.isDone(first.ip, 'kubeadm-init')) {
+      join = await kubeadmInit(host, kubeadmConfig(o.spec, d));
+      journal.record(first.ip, 'kubeadm-init', 'done', `control plane at ${join.endpoint}`);
+      o.log(`${first.ip}: kubeadm init done`);
+    }
+    if (pending.length && !join) join = await joinInfoFrom(host);
+  } catch (err) {
+    fail(first.ip, err);
+    return;
+  } finally {
+    host.close();
+  }
+  const joinOne = async (h: HostSpec, controlPlane: boolean) => {
+    if (journal.isDone(h.ip, 'kubeadm-join') || !byIp.get(h.ip)!.ok) return;
+    const node = await SshHost.connect(h, known);
+    try {
+      await kubeadmJoin(node, join!, controlPlane);
+      journal.record(h.ip, 'kubeadm-join', 'done', controlPlane ? 'control plane' : 'worker');
+      o.log(`${h.ip}: joined${controlPlane ? ' as a master' : ''}`);
+    } finally {
+      node.close();
+    }
+  };
+  for (const m of otherMasters) {
+    try {
+      await joinOne(m, true);
+    } catch (err) {
+      fail(m.ip, err);
+      break; // the next master would join a control plane that is not healthy
+    }
+  }
+  await Promise.all(workers.map((w) => joinOne(w, false).catch((err) => fail(w.ip, err))));
 }
 
 /**

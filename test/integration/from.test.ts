@@ -16,6 +16,7 @@ let fx: Fixture;
 let upstream: string;
 let bundlePath: string;
 let pauseRef: string;
+let apiRef: string;
 
 beforeAll(async () => {
   work = await tempDir();
@@ -26,6 +27,9 @@ beforeAll(async () => {
   const pause = buildIndexImage('ecp_builder/pause', '3.5', { amd64: [await buildLayer([{ path: 'pause', content: 'pause amd64' }])], arm64: [await buildLayer([{ path: 'pause', content: 'pause arm64' }])] });
   await pushImage(upstream, pause);
   pauseRef = `${upstream}/ecp_builder/pause:3.5`;
+  const api = buildIndexImage('ecp_builder/kube-apiserver', 'v1.22.15', { amd64: [await buildLayer([{ path: 'api', content: 'apiserver' }])], arm64: [await buildLayer([{ path: 'api', content: 'apiserver arm' }])] });
+  await pushImage(upstream, api);
+  apiRef = `${upstream}/ecp_builder/kube-apiserver:v1.22.15`;
   const bin = join(work.dir, 'bin');
   await mkdir(join(bin, 'pkg'), { recursive: true });
   await writeFile(join(bin, 'tool-amd64'), '#!/bin/sh\necho tool amd64\n');
@@ -33,17 +37,20 @@ beforeAll(async () => {
   await writeFile(join(bin, 'pkg/hello.txt'), 'from a tarball\n');
   execFileSync('tar', ['-czf', join(bin, 'pkg.tar.gz'), '-C', join(bin, 'pkg'), 'hello.txt']);
   const pkgSha = execFileSync('sha256sum', [join(bin, 'pkg.tar.gz')]).toString().split(' ')[0];
+  const kubeadmSha = execFileSync('sha256sum', [join(ROOT, 'test/hosts/standins/kubeadm')]).toString().split(' ')[0];
   const m = await writeManifest(work.dir, {
-    images: [pauseRef, imageRef(upstream, fx.web)],
+    images: [pauseRef, apiRef, imageRef(upstream, fx.web)],
     binaries: [
       { name: 'tool', version: 'v1', url: 'bin/tool-{arch}', sha256: { amd64: sha256('#!/bin/sh\necho tool amd64\n').slice(7), arm64: sha256('#!/bin/sh\necho tool arm64\n').slice(7) }, install: '/usr/bin/acpack-tool' },
       { name: 'pkg', version: 'v1', url: 'bin/pkg.tar.gz', sha256: pkgSha, extract: '/opt/acpack-pkg' },
+      // kubeadm cannot run here: an honest stand-in that records its calls and writes what kubeadm would.
+      { name: 'kubeadm', version: 'v1.22.15', url: join(ROOT, 'test/hosts/standins/kubeadm'), sha256: kubeadmSha, install: '/usr/bin/kubeadm' },
     ],
   });
   bundlePath = join(work.dir, 'b.tar.zst');
   await bundle({ manifestFile: m, platforms: parsePlatformList('amd64,arm64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: bundlePath });
   await source.cleanup(); // the site has no upstream
-  lab = await labUp(2, { dir: join(work.dir, 'lab') });
+  lab = await labUp(3, { dir: join(work.dir, 'lab') });
 }, 180_000);
 
 afterAll(async () => {
@@ -61,7 +68,7 @@ async function acinstall(args: string[]) {
 }
 
 const store = () => join(work.dir, 'site');
-const fromArgs = () => ['from', bundlePath, '-m', lab.hosts[0].ip, '-n', lab.hosts[1].ip, '-i', lab.key, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter'];
+const fromArgs = () => ['from', bundlePath, '-m', lab.hosts[0].ip, '-n', `${lab.hosts[1].ip},${lab.hosts[2].ip}`, '-i', lab.key, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter'];
 
 describe('acinstall from on test hosts', () => {
   it('gives every node its binaries and a containerd configuration that pulls only from the site', async () => {
@@ -77,6 +84,24 @@ describe('acinstall from on test hosts', () => {
     expect(config).toContain(`sandbox_image = "${pauseRef}"`);
     expect(config).toContain('config_path = "/etc/containerd/certs.d"');
     expect(config).toContain('SystemdCgroup = true');
+    // No join secret reaches the output.
+    expect(`${r.stdout}${r.stderr}`).not.toContain('0123456789abcdef');
+  });
+
+  it('runs kubeadm init once on the master and joins both workers, with the original image repository', async () => {
+    const [master, w1, w2] = lab.hosts;
+    const calls = (h: typeof master) => ssh(lab, master, h, 'cat /var/log/acpack-standins/kubeadm.calls').then((r) => r.stdout.trim().split('\n'));
+    expect(await calls(master)).toEqual(['init --config /etc/kubernetes/acpack-kubeadm.yaml --upload-certs']);
+    for (const w of [w1, w2]) {
+      const c = await calls(w);
+      expect(c).toHaveLength(1);
+      expect(c[0]).toMatch(new RegExp(`^join ${master.ip.replace(/\./g, '\\.')}:6443 --token \\S+ --discovery-token-ca-cert-hash sha256:[a-f0-9]{64}$`));
+    }
+    const cfg = (await ssh(lab, master, master, 'cat /etc/kubernetes/acpack-kubeadm.yaml')).stdout;
+    expect(cfg).toContain(`imageRepository: ${upstream}/ecp_builder`);
+    expect(cfg).toContain('kubernetesVersion: v1.22.15');
+    expect(cfg).toContain('podSubnet: 100.64.0.0/16');
+    expect((await ssh(lab, master, w2, 'cat /etc/kubernetes/kubelet.conf')).stdout).toContain(`server: https://${master.ip}:6443`);
   });
 
   it('a real containerd on a node pulls by the original name through the written hosts.toml', async () => {
@@ -104,11 +129,16 @@ describe('acinstall from on test hosts', () => {
   it('a re-run skips what the journal records as done, and status shows it', async () => {
     const r = await acinstall(fromArgs());
     expect(r.code, r.stderr).toBe(0);
+    const [master, w1] = lab.hosts;
+    expect((await ssh(lab, master, master, 'wc -l < /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('1');
+    expect((await ssh(lab, master, w1, 'wc -l < /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('1');
     const status = await acinstall(['status', '--store', store()]);
     for (const h of lab.hosts) {
-      expect(status.stdout).toMatch(new RegExp(`${h.ip.replace(/\./g, '\\.')}\\s+binaries\\s+done\\s+2 binaries for amd64`));
+      expect(status.stdout).toMatch(new RegExp(`${h.ip.replace(/\./g, '\\.')}\\s+binaries\\s+done\\s+3 binaries for amd64`));
       expect(status.stdout).toMatch(new RegExp(`${h.ip.replace(/\./g, '\\.')}\\s+containerd-config\\s+done`));
     }
     expect(status.stdout).toMatch(/import\s+done/);
+    expect(status.stdout).toMatch(new RegExp(`${master.ip.replace(/\./g, '\\.')}\\s+kubeadm-init\\s+done`));
+    expect(status.stdout).toMatch(new RegExp(`${w1.ip.replace(/\./g, '\\.')}\\s+kubeadm-join\\s+done\\s+worker`));
   });
 });
