@@ -8,16 +8,13 @@
  *   npm run build && npx tsx bench/pack/run.ts [--images 30] [--mb 1536]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
 import { appendFile, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { stringify } from 'yaml';
-import { buildIndexImage, pushImage, type Layer } from '../../demo/samples.js';
+import { buildIndexImage, pushImage } from '../../demo/samples.js';
+import { randomLayer } from '../common.js';
 import { startSourceRegistry } from '../../demo/source-registry.js';
-import { MT } from '../../oci/media-types.js';
-import { sha256 } from '../../oci/digest.js';
-import { gzipSync } from 'node:zlib';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const args = process.argv.slice(2);
@@ -28,13 +25,6 @@ const opt = (name: string, def: number) => {
 const IMAGES = opt('images', 30);
 const TOTAL_MB = opt('mb', 1536);
 
-function randomLayer(bytes: number): Layer {
-  // Stored (level 0) gzip of random bytes: a valid gzip layer, as incompressible as real ones.
-  const raw = Buffer.allocUnsafe(bytes);
-  randomFillSync(raw);
-  const data = gzipSync(raw, { level: 0 });
-  return { descriptor: { mediaType: MT.ociLayerGzip, digest: sha256(data), size: data.length }, data, diffId: sha256(raw) };
-}
 
 function dropCaches(): void {
   spawnSync('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches'], { stdio: 'ignore' });

@@ -6,17 +6,15 @@
  *   npm run build && npx tsx bench/registry/run.ts [--seconds 10] [--connections 8]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
 import { appendFile, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
-import { gzipSync } from 'node:zlib';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
-import { buildIndexImage, pushImage, type Layer } from '../../demo/samples.js';
+import { buildIndexImage, pushImage } from '../../demo/samples.js';
+import { randomLayer } from '../common.js';
 import { freePort, startSourceRegistry } from '../../demo/source-registry.js';
 import { MT } from '../../oci/media-types.js';
-import { sha256 } from '../../oci/digest.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const args = process.argv.slice(2);
@@ -27,12 +25,6 @@ const opt = (name: string, def: number) => {
 const SECONDS = opt('seconds', 10);
 const CONNECTIONS = opt('connections', 8);
 
-function layer(bytes: number): Layer {
-  const raw = Buffer.allocUnsafe(bytes);
-  randomFillSync(raw);
-  const data = gzipSync(raw, { level: 0 });
-  return { descriptor: { mediaType: MT.ociLayerGzip, digest: sha256(data), size: data.length }, data, diffId: sha256(raw) };
-}
 
 interface WrkResult {
   rps: number;
@@ -88,8 +80,8 @@ async function main(): Promise<void> {
   const distribution = await startSourceRegistry(join(work, 'distribution'));
   let ours: ChildProcess | undefined;
   try {
-    const small = layer(1 << 20);
-    const large = layer(64 << 20);
+    const small = randomLayer(1 << 20);
+    const large = randomLayer(64 << 20);
     const images = Array.from({ length: 10 }, (_, i) => buildIndexImage(`bench/app${i}`, 'v1', { amd64: [small, large], arm64: [small, large] }));
     for (const img of images) await pushImage(distribution.host, img);
 

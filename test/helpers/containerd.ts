@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { stopChild } from '../../demo/processes.js';
 
 /** A real containerd (Debian's) with its own root, state and socket under `dir`, without the CRI plugin. */
 export interface Containerd {
@@ -30,14 +31,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   let log = '';
   const child = spawn('containerd', ['--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
   child.stderr!.on('data', (c: Buffer) => (log = (log + c.toString()).slice(-4000)));
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await Promise.race([exited, sleep(5000)]);
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    }
-  };
+  const stop = () => stopChild(child, 5000);
   for (let i = 0; i < 100 && !existsSync(socket); i++) {
     if (child.exitCode !== null) throw new Error(`containerd exited: ${log}`);
     await sleep(100);

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { stopChild } from '../../demo/processes.js';
 
 const run = promisify(execFile);
 
@@ -70,6 +71,16 @@ async function sh(cmd: string, args: string[]): Promise<string> {
 /** Runs a command inside a host's network namespace (the client side of every test). */
 export function inHost(host: Pick<LabHost, 'netns'>, cmd: string, args: string[], timeoutMs = 30_000): Promise<{ stdout: string; stderr: string }> {
   return run('nsenter', [`--net=/run/netns/${host.netns}`, '--', cmd, ...args], { timeout: timeoutMs });
+}
+
+/** Runs acpack's `acinstall` as it runs on site: on a host (the first master), inside its namespace. */
+export async function acinstallOn(host: Pick<LabHost, 'netns'>, args: string[], root: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    return { code: 0, ...(await inHost(host, process.execPath, ['--import', 'tsx', join(root, 'installer/main.ts'), ...args], 120_000)) };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
 }
 
 /** ssh from `from`'s namespace to `to`, as root with the lab key. */
@@ -175,14 +186,7 @@ async function startHostSshd(lab: Lab, name: string, netns: string, ip: string):
 
 /** Kills the hosts' processes by PID, deletes the namespaces and the route; safe to call twice. */
 export async function labDown(lab: Lab): Promise<void> {
-  for (const h of lab.hosts) {
-    if (h.sshd.exitCode === null && h.sshd.signalCode === null) {
-      const exited = new Promise((r) => h.sshd.once('exit', r));
-      h.sshd.kill('SIGTERM');
-      await Promise.race([exited, sleep(3000)]);
-      if (h.sshd.exitCode === null && h.sshd.signalCode === null) h.sshd.kill('SIGKILL');
-    }
-  }
+  for (const h of lab.hosts) await stopChild(h.sshd);
   const names = (await sh('ip', ['netns', 'list']).catch(() => ''))
     .split('\n')
     .map((l) => l.split(' ')[0])

@@ -6,7 +6,7 @@ import { bundle } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { sha256 } from '../../oci/digest.js';
 import { buildIndexImage, buildLayer, pushImage } from '../../demo/samples.js';
-import { labDown, labUp, inHost, ssh, type Lab } from '../hosts/lab.js';
+import { acinstallOn, labDown, labUp, ssh, type Lab } from '../hosts/lab.js';
 import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
 import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
 
@@ -58,14 +58,7 @@ afterAll(async () => {
   await work?.cleanup();
 });
 
-async function acinstall(args: string[]) {
-  try {
-    return { code: 0, ...(await inHost(lab.hosts[0], process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), ...args], 120_000)) };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: e.code ?? -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
+const acinstall = (args: string[]) => acinstallOn(lab.hosts[0], args, ROOT);
 
 const store = () => join(work.dir, 'site');
 const fromArgs = () => ['from', bundlePath, '-m', lab.hosts[0].ip, '-n', `${lab.hosts[1].ip},${lab.hosts[2].ip}`, '-i', lab.key, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter'];

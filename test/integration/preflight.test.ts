@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { labDown, labUp, inHost, type Lab } from '../hosts/lab.js';
+import { acinstallOn, labDown, labUp, type Lab } from '../hosts/lab.js';
 import { ROOT, tempDir } from '../helpers/env.js';
 
 let lab: Lab;
@@ -17,16 +17,7 @@ afterAll(async () => {
   await work?.cleanup();
 });
 
-/** acinstall, run the way it runs on site: on the first master, inside its network namespace. */
-async function acinstall(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await inHost(lab.hosts[0], process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), ...args], 60_000);
-    return { code: 0, ...r };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: e.code ?? -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
+const acinstall = (args: string[]) => acinstallOn(lab.hosts[0], args, ROOT);
 
 const nodes = () => ['-m', lab.hosts[0].ip, '-n', lab.hosts[1].ip, '-i', lab.key, '--store', join(work.dir, 'state')];
 

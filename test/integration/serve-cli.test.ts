@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../../demo/source-registry.js';
+import { stopChild } from '../../demo/processes.js';
 import { ROOT, tempDir } from '../helpers/env.js';
 
 let work: Awaited<ReturnType<typeof tempDir>>;
@@ -24,12 +25,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (child && child.exitCode === null) {
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    await Promise.race([exited, sleep(5000)]);
-    child.kill('SIGKILL');
-  }
+  if (child) await stopChild(child, 5000);
   await work?.cleanup();
 });
 
