@@ -5,10 +5,11 @@ import { AcpackError, formatBytes } from '../oci/errors.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readDescriptor } from '../oci/bundle-reader.js';
-import { loadClusterFile, specFromFlags } from './cluster-spec.js';
+import { loadClusterFile, parseIpList, specFromFlags } from './cluster-spec.js';
 import { CHECKS, preflightError } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
-import { installFrom } from './from.js';
+import { deleteNode, installFrom, type NodeOutcome } from './from.js';
+import { loadClusterState, saveClusterState, withNodes } from './cluster-state.js';
 import { Journal } from './journal.js';
 import { ensureTls, Htpasswd, importBundle, serveClusterMetrics, startRegistry, tlsDir } from '../registry/index.js';
 import { createReporter, reporterMode, runProgram } from '../packer/index.js';
@@ -112,9 +113,42 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
     .addHelpText('after', '\nBuilt so far: import, registry, preflight, binaries, containerd configuration, kubeadm init/join (re-runs skip\nwhat the journal records as done). Charts and the post-check are not built yet.')
     .action(async (bundle: string, o) => {
       const outcomes = await installFrom({ bundle, spec: await specFrom(o), store: o.store, ignore: ignoreList(o), log: (l) => process.stderr.write(`${l}\n`) });
-      const failed = outcomes.filter((x) => !x.ok);
-      if (failed.length) throw new AcpackError('NODES_FAILED', `${failed.length} of ${outcomes.length} nodes failed:\n${failed.map((f) => `  ${f.node}: ${f.detail}`).join('\n')}\nfix them and run the same command again: finished steps are skipped`);
+      reportOutcomes(outcomes);
       process.stdout.write(`${outcomes.length} nodes installed and joined (kubeadm); installing the charts is not built yet\n`);
+    });
+
+  program
+    .command('join')
+    .description('Add workers to the installed cluster: the same steps as from, for the new nodes only')
+    .requiredOption('-n, --nodes <ips>', 'worker IPs to add, comma-separated')
+    .option('-p, --password <password>', 'SSH password for the new nodes (default: the first master\'s key)')
+    .option('-i, --key <file>', 'SSH private key for the new nodes')
+    .option('--user <user>', 'SSH user for the new nodes')
+    .option('--port <port>', 'SSH port for the new nodes')
+    .option('--ignore-preflight <checks>', `checks to skip, comma-separated: ${CHECKS.join(', ')}`, '')
+    .option('--store <dir>', 'acinstall\'s state on this master', DEFAULT_STORE)
+    .action(async (o) => {
+      const state = await loadClusterState(o.store);
+      const ips = parseIpList(o.nodes, '-n/--nodes');
+      const spec = withNodes(state, ips, { password: o.password, keyFile: o.key, user: o.user, port: o.port ? Number(o.port) : undefined });
+      const outcomes = await installFrom({ bundle: state.bundle, spec, store: o.store, ignore: ignoreList(o), log: (l) => process.stderr.write(`${l}\n`) });
+      reportOutcomes(outcomes);
+      process.stdout.write(`joined ${ips.join(', ')}\n`);
+    });
+
+  program
+    .command('delete')
+    .description('Remove nodes from the installed cluster (kubeadm reset and clean-up on each)')
+    .requiredOption('-n, --nodes <ips>', 'node IPs to remove, comma-separated')
+    .option('-p, --password <password>', 'SSH password (default: the key recorded at install)')
+    .option('--store <dir>', 'acinstall\'s state on this master', DEFAULT_STORE)
+    .action(async (o) => {
+      const state = await loadClusterState(o.store);
+      const spec = withNodes(state, [], { password: o.password });
+      const ips = parseIpList(o.nodes, '-n/--nodes');
+      for (const ip of ips) await deleteNode(o.store, spec, ip, (l) => process.stderr.write(`${l}\n`));
+      await saveClusterState(o.store, state.bundle, { ...spec, hosts: spec.hosts.filter((h) => !ips.includes(h.ip)) });
+      process.stdout.write(`removed ${ips.join(', ')}\n`);
     });
 
   program
@@ -176,6 +210,17 @@ function withNodeOptions(cmd: Command): Command {
 
 function specFrom(o: { cluster?: string; masters?: string; nodes?: string; password?: string; key?: string; user?: string; port?: string }) {
   return o.cluster ? loadClusterFile(o.cluster) : Promise.resolve(specFromFlags(o));
+}
+
+/** Per-node failures end the command non-zero, after every other node has finished. */
+function reportOutcomes(outcomes: NodeOutcome[]): void {
+  const failed = outcomes.filter((x) => !x.ok);
+  if (failed.length) {
+    throw new AcpackError(
+      'NODES_FAILED',
+      `${failed.length} of ${outcomes.length} nodes failed:\n${failed.map((f) => `  ${f.node}: ${f.detail}`).join('\n')}\nfix them and run the same command again: finished steps are skipped`,
+    );
+  }
 }
 
 function ignoreList(o: { ignorePreflight?: string }): string[] {

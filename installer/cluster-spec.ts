@@ -36,7 +36,8 @@ const DEFAULTS = {
   network: { podCIDR: '100.64.0.0/16', serviceCIDR: '10.96.0.0/16', cni: 'hybridnet' },
 };
 
-function ips(list: string | undefined, flag: string): string[] {
+/** A comma-separated IP list from a flag, each checked. */
+export function parseIpList(list: string | undefined, flag: string): string[] {
   const out = (list ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   for (const ip of out) if (!isIP(ip)) throw new AcpackError('BAD_CLUSTER', `${flag}: "${ip}" is not an IP address`);
   return out;
@@ -44,8 +45,8 @@ function ips(list: string | undefined, flag: string): string[] {
 
 /** sealer-style flags: -m 10.0.0.1,10.0.0.2 -n 10.0.0.3 (-p PASSWORD | -i KEY) [--user root] [--port 22]. */
 export function specFromFlags(f: SshFlags): ClusterSpec {
-  const masters = ips(f.masters, '-m/--masters');
-  const nodes = ips(f.nodes, '-n/--nodes');
+  const masters = parseIpList(f.masters, '-m/--masters');
+  const nodes = parseIpList(f.nodes, '-n/--nodes');
   const port = Number(f.port ?? 22);
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AcpackError('BAD_CLUSTER', `--port ${f.port} is not a port`);
   const ssh = { user: f.user ?? 'root', port, password: f.password, keyFile: f.key };

@@ -9,6 +9,7 @@ import { readDescriptor } from '../oci/bundle-reader.js';
 import { importBundle } from '../registry/index.js';
 import { isMaster, type ClusterSpec } from './cluster-spec.js';
 import { Journal } from './journal.js';
+import { saveClusterState } from './cluster-state.js';
 import { KnownHosts, SshHost } from './ssh.js';
 import { preflightError } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
@@ -48,6 +49,7 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
     const imported = await importBundle(o.bundle, o.store);
     journal.record(master.ip, 'import', 'done', `${d.name} ${d.version}: ${imported.added} new blobs`);
 
+    await saveClusterState(o.store, o.bundle, o.spec);
     const registry = `http://${master.ip}:${o.spec.registry.port}`;
     await ensureRegistry(o.store, `0.0.0.0:${o.spec.registry.port}`, registry);
     journal.record(master.ip, 'registry', 'done', registry);
@@ -151,6 +153,28 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
     }
   }
   await Promise.all(workers.map((w) => joinOne(w, false).catch((err) => fail(w.ip, err))));
+}
+
+/**
+ * `acinstall delete -n IP`: kubeadm reset and clean-up on the node, then it is forgotten by the
+ * journal and the cluster state. (Removing the Node object needs the API server: next slice.)
+ */
+export async function deleteNode(store: string, spec: ClusterSpec, ip: string, log: (l: string) => void): Promise<void> {
+  const h = spec.hosts.find((x) => x.ip === ip);
+  if (!h) throw new AcpackError('BAD_CLUSTER', `${ip} is not a node of this cluster`);
+  if (spec.hosts.filter(isMaster).length === 1 && isMaster(h)) throw new AcpackError('BAD_CLUSTER', `${ip} is the only master: deleting it deletes the cluster`);
+  const known = await KnownHosts.open(join(store, 'known_hosts.json'));
+  const host = await SshHost.connect(h, known);
+  try {
+    const r = await host.exec('kubeadm reset -f && rm -rf /etc/kubernetes /etc/containerd/certs.d /var/lib/kubelet /etc/cni/net.d', 300_000);
+    if (r.code !== 0) throw new AcpackError('NODE_STEP', `${ip}: kubeadm reset failed: ${r.stderr.trim().slice(-300)}`);
+  } finally {
+    host.close();
+  }
+  const journal = new Journal(store);
+  journal.forget(ip);
+  journal.close();
+  log(`${ip}: reset and removed`);
 }
 
 /**

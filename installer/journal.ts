@@ -33,6 +33,11 @@ export class Journal {
     this.db.prepare('INSERT OR REPLACE INTO steps (node, step, status, detail, at) VALUES (?, ?, ?, ?, ?)').run(node, step, status, detail, new Date().toISOString());
   }
 
+  /** Forgets a node (after `acinstall delete`). */
+  forget(node: string): void {
+    this.db.prepare('DELETE FROM steps WHERE node = ?').run(node);
+  }
+
   entries(): JournalEntry[] {
     return this.db.prepare('SELECT node, step, status, detail, at FROM steps ORDER BY node, at').all() as JournalEntry[];
   }

@@ -21,7 +21,8 @@ export function binariesScript(d: BundleDescriptor, arch: string, registry: stri
     lines.push(`curl -fsS --retry 3 --max-time 600 -o ${f} ${shq(url)}`);
     lines.push(`[ "$(sha256sum ${f} | cut -d' ' -f1)" = ${shq(b.digest.slice(7))} ] || { echo "${b.name}: sha256 mismatch from ${url}" >&2; exit 3; }`);
     if (b.extract) lines.push(`mkdir -p ${shq(b.extract)} && tar -xzf ${f} -C ${shq(b.extract)}`);
-    else if (b.install) lines.push(`install -D -m ${shq(b.mode)} ${f} ${shq(b.install)}`);
+    // -T: the path IS the file; a directory in its place is an error, not a place to drop the file into.
+    else if (b.install) lines.push(`install -D -T -m ${shq(b.mode)} ${f} ${shq(b.install)}`);
   }
   return lines.join('\n');
 }

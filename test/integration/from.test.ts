@@ -134,4 +134,34 @@ describe('acinstall from on test hosts', () => {
     expect(status.stdout).toMatch(new RegExp(`${master.ip.replace(/\./g, '\\.')}\\s+kubeadm-init\\s+done`));
     expect(status.stdout).toMatch(new RegExp(`${w1.ip.replace(/\./g, '\\.')}\\s+kubeadm-join\\s+done\\s+worker`));
   });
+
+  it('deletes a worker (kubeadm reset) and joins it back', async () => {
+    const [master, , w2] = lab.hosts;
+    const del = await acinstall(['delete', '-n', w2.ip, '--store', store()]);
+    expect(del.code, del.stderr).toBe(0);
+    expect((await ssh(lab, master, w2, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('reset -f');
+    await expect(ssh(lab, master, w2, 'test -e /etc/kubernetes/kubelet.conf')).rejects.toThrow();
+    expect((await acinstall(['status', '--store', store()])).stdout).not.toContain(w2.ip);
+
+    const join = await acinstall(['join', '-n', w2.ip, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter']);
+    expect(join.code, join.stderr).toBe(0);
+    expect((await ssh(lab, master, w2, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout).toMatch(/^join /);
+    expect((await acinstall(['status', '--store', store()])).stdout).toMatch(new RegExp(`${w2.ip.replace(/\./g, '\\.')}\\s+kubeadm-join\\s+done`));
+  });
+
+  it('a node that fails mid-install fails alone, and the re-run finishes it', async () => {
+    const [master, w1, w2] = lab.hosts;
+    expect((await acinstall(['delete', '-n', w2.ip, '--store', store()])).code).toBe(0);
+    // Break the node: where a binary goes there is now a directory, so installing it fails.
+    await ssh(lab, master, w2, 'rm -f /usr/bin/acpack-tool && mkdir /usr/bin/acpack-tool');
+    const failing = await acinstall(['join', '-n', w2.ip, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter']);
+    expect(failing.code).toBe(1);
+    expect(failing.stderr).toMatch(new RegExp(`1 of 3 nodes failed:\\n  ${w2.ip.replace(/\./g, '\\.')}: .*installing binaries failed`));
+    expect((await ssh(lab, master, w1, 'cat /etc/kubernetes/kubelet.conf')).stdout).toContain(master.ip);
+    await ssh(lab, master, w2, 'rmdir /usr/bin/acpack-tool');
+    const again = await acinstall(['join', '-n', w2.ip, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter']);
+    expect(again.code, again.stderr).toBe(0);
+    expect((await ssh(lab, master, w2, '/usr/bin/acpack-tool')).stdout.trim()).toBe('tool amd64');
+    expect((await ssh(lab, master, master, "grep -c '^init --config' /var/log/acpack-standins/kubeadm.calls")).stdout.trim()).toBe('1');
+  });
 });

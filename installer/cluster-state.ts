@@ -1,0 +1,40 @@
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { AcpackError } from '../oci/errors.js';
+import type { ClusterSpec, HostSpec } from './cluster-spec.js';
+
+/**
+ * What `acinstall from` installed, kept on the master for `join` and `delete`: the bundle and the
+ * cluster spec WITHOUT passwords (those are asked for again; key files are referenced by path).
+ */
+export interface ClusterState {
+  bundle: string;
+  spec: ClusterSpec;
+}
+
+const file = (store: string) => join(store, 'cluster.json');
+
+export async function saveClusterState(store: string, bundle: string, spec: ClusterSpec): Promise<void> {
+  const hosts = spec.hosts.map(({ password: _password, ...h }) => h);
+  const tmp = `${file(store)}.tmp-${process.pid}`;
+  await writeFile(tmp, `${JSON.stringify({ bundle: resolve(bundle), spec: { ...spec, hosts } }, null, 2)}\n`, { mode: 0o600 });
+  await rename(tmp, file(store));
+}
+
+export async function loadClusterState(store: string): Promise<ClusterState> {
+  try {
+    return JSON.parse(await readFile(file(store), 'utf8')) as ClusterState;
+  } catch {
+    throw new AcpackError('NOT_INSTALLED', `no cluster installed from ${store}: run acinstall from first`);
+  }
+}
+
+/** The spec with new workers added; their login is the given one, or the first master's key. */
+export function withNodes(state: ClusterState, ips: string[], login: Partial<HostSpec>): ClusterSpec {
+  const known = new Set(state.spec.hosts.map((h) => h.ip));
+  const first = state.spec.hosts[0];
+  const added: HostSpec[] = ips
+    .filter((ip) => !known.has(ip))
+    .map((ip) => ({ ip, roles: ['node'], user: login.user ?? first.user, port: login.port ?? first.port, password: login.password, keyFile: login.keyFile ?? (login.password ? undefined : first.keyFile) }));
+  return { ...state.spec, hosts: [...state.spec.hosts.map((h) => ({ ...h, password: h.password ?? login.password })), ...added] };
+}
