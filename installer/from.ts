@@ -67,7 +67,7 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
         limit(async (): Promise<NodeOutcome> => {
           let host: SshHost | undefined;
           try {
-            host = await SshHost.connect(h, known);
+            host = await SshHost.connect(h, known, { logDir: join(o.store, 'logs') });
             const arch = archFromUname(facts.get(h)!.arch);
             if (!journal.isDone(h.ip, 'binaries')) {
               const n = await installBinaries(host, d, arch, registry);
@@ -118,15 +118,15 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
     for (const h of pending) if (byIp.get(h.ip)!.ok) fail(h.ip, new AcpackError('NODE_STEP', `waiting for the first master ${first.ip}`));
     return;
   }
-  let join: JoinInfo | undefined;
-  const host = await SshHost.connect(first, known);
+  let joinInfo: JoinInfo | undefined;
+  const host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
   try {
     if (!journal.isDone(first.ip, 'kubeadm-init')) {
-      join = await kubeadmInit(host, kubeadmConfig(o.spec, d));
-      journal.record(first.ip, 'kubeadm-init', 'done', `control plane at ${join.endpoint}`);
+      joinInfo = await kubeadmInit(host, kubeadmConfig(o.spec, d));
+      journal.record(first.ip, 'kubeadm-init', 'done', `control plane at ${joinInfo.endpoint}`);
       o.log(`${first.ip}: kubeadm init done`);
     }
-    if (pending.length && !join) join = await joinInfoFrom(host);
+    if (pending.length && !joinInfo) joinInfo = await joinInfoFrom(host);
   } catch (err) {
     fail(first.ip, err);
     return;
@@ -135,9 +135,9 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
   }
   const joinOne = async (h: HostSpec, controlPlane: boolean) => {
     if (journal.isDone(h.ip, 'kubeadm-join') || !byIp.get(h.ip)!.ok) return;
-    const node = await SshHost.connect(h, known);
+    const node = await SshHost.connect(h, known, { logDir: join(o.store, 'logs') });
     try {
-      await kubeadmJoin(node, join!, controlPlane);
+      await kubeadmJoin(node, joinInfo!, controlPlane);
       journal.record(h.ip, 'kubeadm-join', 'done', controlPlane ? 'control plane' : 'worker');
       o.log(`${h.ip}: joined${controlPlane ? ' as a master' : ''}`);
     } finally {
@@ -164,7 +164,7 @@ export async function deleteNode(store: string, spec: ClusterSpec, ip: string, l
   if (!h) throw new AcpackError('BAD_CLUSTER', `${ip} is not a node of this cluster`);
   if (spec.hosts.filter(isMaster).length === 1 && isMaster(h)) throw new AcpackError('BAD_CLUSTER', `${ip} is the only master: deleting it deletes the cluster`);
   const known = await KnownHosts.open(join(store, 'known_hosts.json'));
-  const host = await SshHost.connect(h, known);
+  const host = await SshHost.connect(h, known, { logDir: join(store, 'logs') });
   try {
     const r = await host.exec('kubeadm reset -f && rm -rf /etc/kubernetes /etc/containerd/certs.d /var/lib/kubelet /etc/cni/net.d', 300_000);
     if (r.code !== 0) throw new AcpackError('NODE_STEP', `${ip}: kubeadm reset failed: ${r.stderr.trim().slice(-300)}`);

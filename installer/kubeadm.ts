@@ -5,6 +5,7 @@ import { AcpackError } from '../oci/errors.js';
 import { isMaster, type ClusterSpec } from './cluster-spec.js';
 import type { SshHost } from './ssh.js';
 import { shq } from './node-setup.js';
+import { redact } from './redact.js';
 
 export const KUBEADM_CONFIG = '/etc/kubernetes/acpack-kubeadm.yaml';
 
@@ -60,10 +61,6 @@ async function run(host: SshHost, command: string, what: string, timeoutMs = 600
   return r.stdout;
 }
 
-/** Removes join secrets from text shown to the user. */
-export function redact(text: string): string {
-  return text.replace(/(--token\s+)\S+/g, '$1<redacted>').replace(/(--certificate-key\s+)\S+/g, '$1<redacted>').replace(/\b[a-z0-9]{6}\.[a-z0-9]{16}\b/g, '<token>');
-}
 
 export async function kubeadmInit(host: SshHost, config: string): Promise<JoinInfo> {
   const b64 = Buffer.from(config).toString('base64');

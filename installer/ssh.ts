@@ -1,6 +1,8 @@
 import { Client, type ConnectConfig } from 'ssh2';
 import { createHash } from 'node:crypto';
-import { readFile, writeFile, rename } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { redact } from './redact.js';
 import { readFileSync } from 'node:fs';
 import { AcpackError } from '../oci/errors.js';
 import type { HostSpec } from './cluster-spec.js';
@@ -52,14 +54,22 @@ export class KnownHosts {
   }
 }
 
-/** One SSH connection to a node. Secrets (password, key) are used, never logged. */
+/**
+ * One SSH connection to a node. Secrets (password, key) are used, never logged. With a log
+ * directory, every command and its output go to `<dir>/<ip>.log`, join secrets redacted.
+ */
 export class SshHost {
   private readonly client = new Client();
 
-  private constructor(readonly spec: HostSpec) {}
+  private constructor(
+    readonly spec: HostSpec,
+    private readonly logFile?: string,
+  ) {}
 
-  static async connect(spec: HostSpec, known: KnownHosts, timeoutMs = 15_000): Promise<SshHost> {
-    const h = new SshHost(spec);
+  static async connect(spec: HostSpec, known: KnownHosts, opts: { timeoutMs?: number; logDir?: string } = {}): Promise<SshHost> {
+    const timeoutMs = opts.timeoutMs ?? 15_000;
+    if (opts.logDir) await mkdir(opts.logDir, { recursive: true });
+    const h = new SshHost(spec, opts.logDir ? join(opts.logDir, `${spec.ip}.log`) : undefined);
     const name = `${spec.ip}:${spec.port}`;
     let refusal: AcpackError | undefined;
     const config: ConnectConfig = {
@@ -100,7 +110,20 @@ export class SshHost {
   }
 
   /** Runs a command; stdout and stderr are consumed (ssh2 never closes a channel left unread). */
-  exec(command: string, timeoutMs = 120_000): Promise<ExecResult> {
+  async exec(command: string, timeoutMs = 120_000): Promise<ExecResult> {
+    const t0 = Date.now();
+    const r = await this.run(command, timeoutMs);
+    if (this.logFile) {
+      const cut = (s: string) => (s.length > 4000 ? `${s.slice(0, 4000)}… (${s.length} chars)` : s);
+      await appendFile(
+        this.logFile,
+        redact(`--- ${new Date(t0).toISOString()} (${Date.now() - t0} ms, exit ${r.code})\n$ ${cut(command)}\n${cut(r.stdout)}${r.stderr ? `[stderr]\n${cut(r.stderr)}` : ''}\n`),
+      );
+    }
+    return r;
+  }
+
+  private run(command: string, timeoutMs: number): Promise<ExecResult> {
     return new Promise((resolve, reject) => {
       this.client.exec(command, (err, channel) => {
         if (err) return reject(new AcpackError('SSH_EXEC', `${this.spec.ip}: cannot run a command: ${err.message}`));

@@ -81,6 +81,19 @@ describe('acinstall from on test hosts', () => {
     expect(`${r.stdout}${r.stderr}`).not.toContain('0123456789abcdef');
   });
 
+  it('keeps a log per node with every command, and no secret in it', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const certKey = sha256('certkey').slice(7);
+    for (const h of lab.hosts) {
+      const log = await readFile(join(store(), 'logs', `${h.ip}.log`), 'utf8');
+      expect(log).toContain('curl -fsS');
+      expect(log).not.toContain('abcdef.0123456789abcdef');
+      expect(log).not.toContain(certKey);
+    }
+    expect(await readFile(join(store(), 'logs', `${lab.hosts[0].ip}.log`), 'utf8')).toContain('kubeadm init --config');
+    expect(await readFile(join(store(), 'logs', `${lab.hosts[1].ip}.log`), 'utf8')).toMatch(/kubeadm join \S+ --token <redacted>/);
+  });
+
   it('runs kubeadm init once on the master and joins both workers, with the original image repository', async () => {
     const [master, w1, w2] = lab.hosts;
     const calls = (h: typeof master) => ssh(lab, master, h, 'cat /var/log/acpack-standins/kubeadm.calls').then((r) => r.stdout.trim().split('\n'));
