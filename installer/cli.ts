@@ -11,6 +11,7 @@ import { runPreflight } from './run-preflight.js';
 import { deleteNode, installFrom, type NodeOutcome } from './from.js';
 import { loadClusterState, saveClusterState, withNodes } from './cluster-state.js';
 import { Journal } from './journal.js';
+import { createInstallProgress } from './progress-board.js';
 import { ensureTls, Htpasswd, importBundle, serveClusterMetrics, startRegistry, tlsDir } from '../registry/index.js';
 import { createReporter, reporterMode, runProgram } from '../packer/index.js';
 
@@ -112,7 +113,8 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
     .argument('<bundle>', 'bundle.tar.zst')
     .addHelpText('after', '\nBuilt so far: import, registry, preflight, binaries, containerd configuration, kubeadm init/join (re-runs skip\nwhat the journal records as done). Charts and the post-check are not built yet.')
     .action(async (bundle: string, o) => {
-      const outcomes = await installFrom({ bundle, spec: await specFrom(o), store: o.store, ignore: ignoreList(o), log: (l) => process.stderr.write(`${l}\n`) });
+      const progress = createInstallProgress();
+      const outcomes = await installFrom({ bundle, spec: await specFrom(o), store: o.store, ignore: ignoreList(o), progress }).finally(() => progress.end());
       reportOutcomes(outcomes);
       process.stdout.write(`${outcomes.length} nodes installed and joined (kubeadm); installing the charts is not built yet\n`);
     });
@@ -131,7 +133,8 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
       const state = await loadClusterState(o.store);
       const ips = parseIpList(o.nodes, '-n/--nodes');
       const spec = withNodes(state, ips, { password: o.password, keyFile: o.key, user: o.user, port: o.port ? Number(o.port) : undefined });
-      const outcomes = await installFrom({ bundle: state.bundle, spec, store: o.store, ignore: ignoreList(o), log: (l) => process.stderr.write(`${l}\n`) });
+      const progress = createInstallProgress();
+      const outcomes = await installFrom({ bundle: state.bundle, spec, store: o.store, ignore: ignoreList(o), progress }).finally(() => progress.end());
       reportOutcomes(outcomes);
       process.stdout.write(`joined ${ips.join(', ')}\n`);
     });

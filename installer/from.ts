@@ -10,6 +10,7 @@ import { importBundle } from '../registry/index.js';
 import { isMaster, type ClusterSpec } from './cluster-spec.js';
 import { Journal } from './journal.js';
 import { saveClusterState } from './cluster-state.js';
+import type { InstallProgress } from './progress-board.js';
 import { KnownHosts, SshHost } from './ssh.js';
 import { preflightError } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
@@ -23,7 +24,7 @@ export interface FromOptions {
   spec: ClusterSpec;
   store: string;
   ignore: string[];
-  log: (line: string) => void;
+  progress: InstallProgress;
 }
 
 export interface NodeOutcome {
@@ -45,7 +46,7 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
   try {
     const d = await readDescriptor(o.bundle);
     const master = o.spec.hosts.find(isMaster)!;
-    o.log(`importing ${d.name} ${d.version}`);
+    o.progress.master(`importing ${d.name} ${d.version}`);
     const imported = await importBundle(o.bundle, o.store);
     journal.record(master.ip, 'import', 'done', `${d.name} ${d.version}: ${imported.added} new blobs`);
 
@@ -53,12 +54,12 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
     const registry = `http://${master.ip}:${o.spec.registry.port}`;
     await ensureRegistry(o.store, `0.0.0.0:${o.spec.registry.port}`, registry);
     journal.record(master.ip, 'registry', 'done', registry);
-    o.log(`registry serving on ${registry}`);
+    o.progress.master(`registry serving on ${registry}`);
 
     const arches = d.platforms.map((p) => p.split('/')[1]);
     const { facts, failures } = await runPreflight({ spec: o.spec, arches, stateDir: o.store, ignore: o.ignore, registryRunning: true });
     if (failures.length) throw preflightError(failures);
-    o.log(`preflight passed on ${o.spec.hosts.length} nodes`);
+    o.progress.master(`preflight passed on ${o.spec.hosts.length} nodes`);
 
     const known = await KnownHosts.open(join(o.store, 'known_hosts.json'));
     const limit = pLimit(16);
@@ -70,19 +71,21 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
             host = await SshHost.connect(h, known, { logDir: join(o.store, 'logs') });
             const arch = archFromUname(facts.get(h)!.arch);
             if (!journal.isDone(h.ip, 'binaries')) {
+              o.progress.node(h.ip, 'binaries', 'running', arch);
               const n = await installBinaries(host, d, arch, registry);
               journal.record(h.ip, 'binaries', 'done', `${n} binaries for ${arch}`);
             }
             if (!journal.isDone(h.ip, 'containerd-config')) {
+              o.progress.node(h.ip, 'containerd-config', 'running');
               await writeFiles(host, containerdFiles(d, registry));
               journal.record(h.ip, 'containerd-config', 'done', 'config.toml and hosts.toml');
             }
-            o.log(`${h.ip}: binaries and containerd configuration in place`);
+            o.progress.node(h.ip, 'runtime', 'done', 'binaries and containerd configuration in place');
             return { node: h.ip, ok: true, detail: 'binaries, containerd configuration' };
           } catch (err) {
             if (!(err instanceof AcpackError)) throw err;
             journal.record(h.ip, 'node', 'failed', err.message);
-            o.log(`${h.ip}: ${err.message}`);
+            o.progress.node(h.ip, 'runtime', 'failed', err.message);
             return { node: h.ip, ok: false, detail: err.message };
           } finally {
             host?.close();
@@ -108,7 +111,7 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
   const fail = (ip: string, err: unknown) => {
     const message = err instanceof Error ? err.message : String(err);
     journal.record(ip, 'kubeadm', 'failed', message);
-    o.log(`${ip}: ${message}`);
+    o.progress.node(ip, 'kubeadm', 'failed', message);
     Object.assign(byIp.get(ip)!, { ok: false, detail: message });
   };
   const [first, ...otherMasters] = o.spec.hosts.filter(isMaster);
@@ -122,9 +125,10 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
   const host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
   try {
     if (!journal.isDone(first.ip, 'kubeadm-init')) {
+      o.progress.node(first.ip, 'kubeadm init', 'running');
       joinInfo = await kubeadmInit(host, kubeadmConfig(o.spec, d));
       journal.record(first.ip, 'kubeadm-init', 'done', `control plane at ${joinInfo.endpoint}`);
-      o.log(`${first.ip}: kubeadm init done`);
+      o.progress.node(first.ip, 'kubeadm init', 'done', joinInfo.endpoint);
     }
     if (pending.length && !joinInfo) joinInfo = await joinInfoFrom(host);
   } catch (err) {
@@ -136,10 +140,11 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
   const joinOne = async (h: HostSpec, controlPlane: boolean) => {
     if (journal.isDone(h.ip, 'kubeadm-join') || !byIp.get(h.ip)!.ok) return;
     const node = await SshHost.connect(h, known, { logDir: join(o.store, 'logs') });
+    o.progress.node(h.ip, 'kubeadm join', 'running', controlPlane ? 'control plane' : 'worker');
     try {
       await kubeadmJoin(node, joinInfo!, controlPlane);
       journal.record(h.ip, 'kubeadm-join', 'done', controlPlane ? 'control plane' : 'worker');
-      o.log(`${h.ip}: joined${controlPlane ? ' as a master' : ''}`);
+      o.progress.node(h.ip, 'kubeadm join', 'done', controlPlane ? 'control plane' : 'worker');
     } finally {
       node.close();
     }
@@ -159,7 +164,7 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
  * `acinstall delete -n IP`: kubeadm reset and clean-up on the node, then it is forgotten by the
  * journal and the cluster state. (Removing the Node object needs the API server: next slice.)
  */
-export async function deleteNode(store: string, spec: ClusterSpec, ip: string, log: (l: string) => void): Promise<void> {
+export async function deleteNode(store: string, spec: ClusterSpec, ip: string, log: (line: string) => void): Promise<void> {
   const h = spec.hosts.find((x) => x.ip === ip);
   if (!h) throw new AcpackError('BAD_CLUSTER', `${ip} is not a node of this cluster`);
   if (spec.hosts.filter(isMaster).length === 1 && isMaster(h)) throw new AcpackError('BAD_CLUSTER', `${ip} is the only master: deleting it deletes the cluster`);
