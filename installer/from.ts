@@ -56,10 +56,17 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
     journal.record(master.ip, 'registry', 'done', registry);
     o.progress.master(`registry serving on ${registry}`);
 
+    // Nodes already in the cluster are not checked again: their own kubelet and API server hold
+    // the very ports a fresh node must have free.
+    const first = master;
+    const installed = (h: HostSpec) => journal.isDone(h.ip, h === first ? 'kubeadm-init' : 'kubeadm-join');
+    const toCheck = o.spec.hosts.filter((h) => !installed(h));
     const arches = d.platforms.map((p) => p.split('/')[1]);
-    const { facts, failures } = await runPreflight({ spec: o.spec, arches, stateDir: o.store, ignore: o.ignore, registryRunning: true });
+    const { facts, failures } = toCheck.length
+      ? await runPreflight({ spec: { ...o.spec, hosts: toCheck }, arches, stateDir: o.store, ignore: o.ignore, registryRunning: true })
+      : { facts: new Map(), failures: [] };
     if (failures.length) throw preflightError(failures);
-    o.progress.master(`preflight passed on ${o.spec.hosts.length} nodes`);
+    o.progress.master(`preflight passed on ${toCheck.length} node${toCheck.length === 1 ? '' : 's'}${toCheck.length < o.spec.hosts.length ? ` (${o.spec.hosts.length - toCheck.length} already installed)` : ''}`);
 
     const known = await KnownHosts.open(join(o.store, 'known_hosts.json'));
     const limit = pLimit(16);
@@ -68,6 +75,7 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
         limit(async (): Promise<NodeOutcome> => {
           let host: SshHost | undefined;
           try {
+            if (installed(h)) return { node: h.ip, ok: true, detail: 'already installed' };
             host = await SshHost.connect(h, known, { logDir: join(o.store, 'logs') });
             const arch = archFromUname(facts.get(h)!.arch);
             if (!journal.isDone(h.ip, 'binaries')) {
