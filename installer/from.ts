@@ -6,7 +6,8 @@ import pLimit from 'p-limit';
 import { archFromUname } from '../arch/platform.js';
 import { AcpackError } from '../oci/errors.js';
 import { readDescriptor } from '../oci/bundle-reader.js';
-import { importBundle } from '../registry/index.js';
+import { Agent, request } from 'undici';
+import { ensureTls, importBundle } from '../registry/index.js';
 import { isMaster, type ClusterSpec } from './cluster-spec.js';
 import { Journal } from './journal.js';
 import { saveClusterState } from './cluster-state.js';
@@ -51,8 +52,10 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
     journal.record(master.ip, 'import', 'done', `${d.name} ${d.version}: ${imported.added} new blobs`);
 
     await saveClusterState(o.store, o.bundle, o.spec);
-    const registry = `http://${master.ip}:${o.spec.registry.port}`;
-    await ensureRegistry(o.store, `0.0.0.0:${o.spec.registry.port}`, registry);
+    // The registry speaks TLS with the site CA (made once, kept in the store); nodes get the CA.
+    const tls = await ensureTls(o.store, { hostnames: [o.spec.registry.domain], ips: [master.ip] });
+    const registry = `https://${master.ip}:${o.spec.registry.port}`;
+    await ensureRegistry(o.store, `0.0.0.0:${o.spec.registry.port}`, registry, tls.ca, ['--tls', 'auto', '--ip', master.ip, '--hostname', o.spec.registry.domain]);
     journal.record(master.ip, 'registry', 'done', registry);
     o.progress.master(`registry serving on ${registry}`);
 
@@ -78,15 +81,16 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
             if (installed(h)) return { node: h.ip, ok: true, detail: 'already installed' };
             host = await SshHost.connect(h, known, { logDir: join(o.store, 'logs') });
             const arch = archFromUname(facts.get(h)!.arch);
+            // The registry's CA comes with containerd's configuration, and the binaries' downloads need it.
+            if (!journal.isDone(h.ip, 'containerd-config')) {
+              o.progress.node(h.ip, 'containerd-config', 'running');
+              await writeFiles(host, containerdFiles(d, registry, tls.ca));
+              journal.record(h.ip, 'containerd-config', 'done', 'config.toml and hosts.toml');
+            }
             if (!journal.isDone(h.ip, 'binaries')) {
               o.progress.node(h.ip, 'binaries', 'running', arch);
               const n = await installBinaries(host, d, arch, registry);
               journal.record(h.ip, 'binaries', 'done', `${n} binaries for ${arch}`);
-            }
-            if (!journal.isDone(h.ip, 'containerd-config')) {
-              o.progress.node(h.ip, 'containerd-config', 'running');
-              await writeFiles(host, containerdFiles(d, registry));
-              journal.record(h.ip, 'containerd-config', 'done', 'config.toml and hosts.toml');
             }
             o.progress.node(h.ip, 'runtime', 'done', 'binaries and containerd configuration in place');
             return { node: h.ip, ok: true, detail: 'binaries, containerd configuration' };
@@ -194,10 +198,11 @@ export async function deleteNode(store: string, spec: ClusterSpec, ip: string, l
  * Starts `acinstall serve` in the background unless the registry already answers (a re-run).
  * Where systemd runs, a unit would own it; here it is a detached process whose PID is recorded.
  */
-async function ensureRegistry(store: string, listen: string, url: string): Promise<void> {
-  const answers = async () => (await fetch(`${url}/v2/`).then((r) => r.status, () => 0)) === 200;
+async function ensureRegistry(store: string, listen: string, url: string, ca: string, tlsArgs: string[]): Promise<void> {
+  const agent = new Agent({ connect: { ca } });
+  const answers = async () => (await request(`${url}/v2/`, { dispatcher: agent }).then(async (r) => (await r.body.dump(), r.statusCode), () => 0)) === 200;
   if (await answers()) return;
-  const child = spawn(process.execPath, [...process.execArgv, process.argv[1], 'serve', '--store', store, '--listen', listen, '--quiet'], {
+  const child = spawn(process.execPath, [...process.execArgv, process.argv[1], 'serve', '--store', store, '--listen', listen, ...tlsArgs, '--quiet'], {
     detached: true,
     stdio: 'ignore',
   });

@@ -12,13 +12,16 @@ export function shq(s: string): string {
  * The node fetches its own arch's binaries from the master's registry and checks each sha256 before
  * anything is installed: one SSH round trip, no file staged on the master per node.
  */
+/** Where nodes keep the site registry's CA (written with containerd's configuration). */
+export const NODE_CA = '/etc/acpack/registry-ca.crt';
+
 export function binariesScript(d: BundleDescriptor, arch: string, registry: string): string {
   const lines = ['set -e', 'dir=$(mktemp -d)', 'trap \'rm -rf "$dir"\' EXIT'];
   for (const b of d.binaries.filter((x) => x.arch === arch)) {
     const repo = b.ref.replace(/:[^:/]+$/, '');
     const url = `${registry}/v2/${repo}/blobs/${b.digest}`;
     const f = `"$dir/${b.name}"`;
-    lines.push(`curl -fsS --retry 3 --max-time 600 -o ${f} ${shq(url)}`);
+    lines.push(`curl -fsS --retry 3 --max-time 600 ${registry.startsWith('https:') ? `--cacert ${NODE_CA} ` : ''}-o ${f} ${shq(url)}`);
     lines.push(`[ "$(sha256sum ${f} | cut -d' ' -f1)" = ${shq(b.digest.slice(7))} ] || { echo "${b.name}: sha256 mismatch from ${url}" >&2; exit 3; }`);
     if (b.extract) lines.push(`mkdir -p ${shq(b.extract)} && tar -xzf ${f} -C ${shq(b.extract)}`);
     // -T: the path IS the file; a directory in its place is an error, not a place to drop the file into.
@@ -49,8 +52,9 @@ export function sandboxImage(d: BundleDescriptor): string | undefined {
  * hosts.toml for every upstream host: the master's registry answers, and it is also the `server`,
  * so nothing is ever fetched from the internet and image names stay as they are.
  */
-export function containerdFiles(d: BundleDescriptor, registry: string): Record<string, string> {
+export function containerdFiles(d: BundleDescriptor, registry: string, ca?: string): Record<string, string> {
   const files: Record<string, string> = {};
+  if (ca) files[NODE_CA] = ca;
   const sandbox = sandboxImage(d);
   files['/etc/containerd/config.toml'] = [
     'version = 2',
@@ -73,6 +77,7 @@ export function containerdFiles(d: BundleDescriptor, registry: string): Record<s
       '',
       `[host."${registry}"]`,
       '  capabilities = ["pull", "resolve"]',
+      ...(ca ? [`  ca = "${NODE_CA}"`] : []),
       '',
     ].join('\n');
   }

@@ -72,7 +72,9 @@ describe('acinstall from on test hosts', () => {
     expect((await ssh(lab, master, worker, 'stat -c %a /usr/bin/acpack-tool')).stdout.trim()).toBe('755');
     expect((await ssh(lab, master, worker, 'cat /opt/acpack-pkg/hello.txt')).stdout).toBe('from a tarball\n');
     const hostsToml = (await ssh(lab, master, worker, `cat /etc/containerd/certs.d/${upstream}/hosts.toml`)).stdout;
-    expect(hostsToml).toContain(`server = "http://${master.ip}:5000"`);
+    expect(hostsToml).toContain(`server = "https://${master.ip}:5000"`);
+    expect(hostsToml).toContain('ca = "/etc/acpack/registry-ca.crt"');
+    expect((await ssh(lab, master, worker, 'cat /etc/acpack/registry-ca.crt')).stdout).toContain('BEGIN CERTIFICATE');
     const config = (await ssh(lab, master, worker, 'cat /etc/containerd/config.toml')).stdout;
     expect(config).toContain(`sandbox_image = "${pauseRef}"`);
     expect(config).toContain('config_path = "/etc/containerd/certs.d"');
