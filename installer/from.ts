@@ -46,6 +46,8 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
   const journal = new Journal(o.store);
   try {
     const d = await readDescriptor(o.bundle);
+    // Steps that depend on the bundle's content are redone when a different bundle is installed.
+    const bundleId = `${d.name} ${d.version} ${d.source}`;
     const master = o.spec.hosts.find(isMaster)!;
     o.progress.master(`importing ${d.name} ${d.version}`);
     const imported = await importBundle(o.bundle, o.store);
@@ -78,19 +80,22 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
         limit(async (): Promise<NodeOutcome> => {
           let host: SshHost | undefined;
           try {
-            if (installed(h)) return { node: h.ip, ok: true, detail: 'already installed' };
+            if (installed(h) && journal.isDone(h.ip, 'binaries', bundleId) && journal.isDone(h.ip, 'containerd-config', bundleId)) {
+              return { node: h.ip, ok: true, detail: 'already installed' };
+            }
             host = await SshHost.connect(h, known, { logDir: join(o.store, 'logs') });
-            const arch = archFromUname(facts.get(h)!.arch);
+            // Nodes already installed were not preflighted: ask them their arch directly.
+            const arch = archFromUname(facts.get(h)?.arch ?? (await host.exec('uname -m')).stdout);
             // The registry's CA comes with containerd's configuration, and the binaries' downloads need it.
-            if (!journal.isDone(h.ip, 'containerd-config')) {
+            if (!journal.isDone(h.ip, 'containerd-config', bundleId)) {
               o.progress.node(h.ip, 'containerd-config', 'running');
               await writeFiles(host, containerdFiles(d, registry, tls.ca));
-              journal.record(h.ip, 'containerd-config', 'done', 'config.toml and hosts.toml');
+              journal.record(h.ip, 'containerd-config', 'done', 'config.toml and hosts.toml', bundleId);
             }
-            if (!journal.isDone(h.ip, 'binaries')) {
+            if (!journal.isDone(h.ip, 'binaries', bundleId)) {
               o.progress.node(h.ip, 'binaries', 'running', arch);
               const n = await installBinaries(host, d, arch, registry);
-              journal.record(h.ip, 'binaries', 'done', `${n} binaries for ${arch}`);
+              journal.record(h.ip, 'binaries', 'done', `${n} binaries for ${arch}`, bundleId);
             }
             o.progress.node(h.ip, 'runtime', 'done', 'binaries and containerd configuration in place');
             return { node: h.ip, ok: true, detail: 'binaries, containerd configuration' };

@@ -21,16 +21,20 @@ export class Journal {
     this.db.pragma('journal_mode = WAL');
     this.db.exec(`CREATE TABLE IF NOT EXISTS steps (
       node TEXT NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL, at TEXT NOT NULL,
+      bundle TEXT NOT NULL DEFAULT '',
       PRIMARY KEY (node, step))`);
   }
 
-  isDone(node: string, step: string): boolean {
-    const row = this.db.prepare('SELECT status FROM steps WHERE node = ? AND step = ?').get(node, step) as { status: string } | undefined;
-    return row?.status === 'done';
+  /** Done, and (when `bundle` is given) done for that bundle: a newer bundle redoes its steps. */
+  isDone(node: string, step: string, bundle?: string): boolean {
+    const row = this.db.prepare('SELECT status, bundle FROM steps WHERE node = ? AND step = ?').get(node, step) as { status: string; bundle: string } | undefined;
+    return row?.status === 'done' && (bundle === undefined || row.bundle === bundle);
   }
 
-  record(node: string, step: string, status: 'done' | 'failed', detail = ''): void {
-    this.db.prepare('INSERT OR REPLACE INTO steps (node, step, status, detail, at) VALUES (?, ?, ?, ?, ?)').run(node, step, status, detail, new Date().toISOString());
+  record(node: string, step: string, status: 'done' | 'failed', detail = '', bundle = ''): void {
+    this.db
+      .prepare('INSERT OR REPLACE INTO steps (node, step, status, detail, at, bundle) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(node, step, status, detail, new Date().toISOString(), bundle);
   }
 
   /** Forgets a node (after `acinstall delete`). */

@@ -15,6 +15,7 @@ let work: Awaited<ReturnType<typeof tempDir>>;
 let fx: Fixture;
 let upstream: string;
 let bundlePath: string;
+let bundle2Path: string;
 let pauseRef: string;
 let apiRef: string;
 
@@ -49,6 +50,18 @@ beforeAll(async () => {
   });
   bundlePath = join(work.dir, 'b.tar.zst');
   await bundle({ manifestFile: m, platforms: parsePlatformList('amd64,arm64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: bundlePath });
+  // The next release: the same content but a new tool, for the upgrade test.
+  await writeFile(join(bin, 'tool-amd64'), '#!/bin/sh\necho tool amd64 v2\n');
+  await writeFile(join(bin, 'tool-arm64'), '#!/bin/sh\necho tool arm64 v2\n');
+  const m2 = await writeManifest(join(work.dir, 'v2'), {
+    images: [pauseRef, apiRef, imageRef(upstream, fx.web)],
+    binaries: [
+      { name: 'tool', version: 'v2', url: join(bin, 'tool-{arch}'), sha256: { amd64: sha256('#!/bin/sh\necho tool amd64 v2\n').slice(7), arm64: sha256('#!/bin/sh\necho tool arm64 v2\n').slice(7) }, install: '/usr/bin/acpack-tool' },
+      { name: 'kubeadm', version: 'v1.22.15', url: join(ROOT, 'test/hosts/standins/kubeadm'), sha256: kubeadmSha, install: '/usr/bin/kubeadm' },
+    ],
+  });
+  bundle2Path = join(work.dir, 'b2.tar.zst');
+  await bundle({ manifestFile: m2, platforms: parsePlatformList('amd64,arm64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: bundle2Path });
   await source.cleanup(); // the site has no upstream
   lab = await labUp(3, { dir: join(work.dir, 'lab') });
 }, 180_000);
@@ -179,6 +192,16 @@ describe('acinstall from on test hosts', () => {
     const again = await acinstall(['join', '-n', w2.ip, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter']);
     expect(again.code, again.stderr).toBe(0);
     expect((await ssh(lab, master, w2, '/usr/bin/acpack-tool')).stdout.trim()).toBe('tool amd64');
+    expect((await ssh(lab, master, master, "grep -c '^init --config' /var/log/acpack-standins/kubeadm.calls")).stdout.trim()).toBe('1');
+  });
+
+  it('a newer bundle on an installed cluster redoes the bundle steps, not kubeadm', async () => {
+    const [master, w1] = lab.hosts;
+    const args = fromArgs();
+    args[1] = bundle2Path;
+    const r = await acinstall(args);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await ssh(lab, master, w1, '/usr/bin/acpack-tool')).stdout.trim()).toBe('tool amd64 v2');
     expect((await ssh(lab, master, master, "grep -c '^init --config' /var/log/acpack-standins/kubeadm.calls")).stdout.trim()).toBe('1');
   });
 });
