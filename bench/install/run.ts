@@ -8,7 +8,7 @@
  */
 import { execFile } from 'node:child_process';
 import { appendFile, mkdir, rm, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
@@ -20,17 +20,11 @@ import type { Digest } from '../../oci/digest.js';
 import { bundle, createReporter } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { acinstallOn, inHost, labDown, labUp, ssh, type Lab } from '../../test/hosts/lab.js';
-import { randomLayer } from '../common.js';
+import { numberOption, randomLayer, ROOT } from '../common.js';
 
 const run = promisify(execFile);
-const ROOT = resolve(import.meta.dirname, '../..');
-const args = process.argv.slice(2);
-const opt = (name: string, def: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : def;
-};
-const IMAGES = opt('images', 6);
-const MB = opt('mb', 40);
+const IMAGES = numberOption('images', 6);
+const MB = numberOption('mb', 40);
 
 /** Bytes the master's eth0 has sent: /proc/net/dev as seen from inside its namespace. */
 async function txBytes(lab: Lab): Promise<number> {

@@ -9,21 +9,15 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFile, mkdir, rm, stat, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { stringify } from 'yaml';
 import { buildIndexImage, pushImage } from '../../demo/samples.js';
-import { randomLayer } from '../common.js';
+import { numberOption, randomLayer, ROOT } from '../common.js';
 import { startSourceRegistry } from '../../demo/source-registry.js';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const args = process.argv.slice(2);
-const opt = (name: string, def: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : def;
-};
-const IMAGES = opt('images', 30);
-const TOTAL_MB = opt('mb', 1536);
+const IMAGES = numberOption('images', 30);
+const TOTAL_MB = numberOption('mb', 1536);
 
 
 function dropCaches(): void {

@@ -7,23 +7,17 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { appendFile, mkdir, rm, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { buildIndexImage, pushImage } from '../../demo/samples.js';
-import { randomLayer } from '../common.js';
+import { numberOption, randomLayer, ROOT } from '../common.js';
 import { freePort, startSourceRegistry } from '../../demo/source-registry.js';
 import { MT } from '../../oci/media-types.js';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const args = process.argv.slice(2);
-const opt = (name: string, def: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : def;
-};
-const SECONDS = opt('seconds', 10);
-const CONNECTIONS = opt('connections', 8);
+const SECONDS = numberOption('seconds', 10);
+const CONNECTIONS = numberOption('connections', 8);
 
 
 interface WrkResult {
