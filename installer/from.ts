@@ -15,7 +15,7 @@ import type { InstallProgress } from './progress-board.js';
 import { KnownHosts, SshHost } from './ssh.js';
 import { preflightError } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
-import { containerdFiles, installBinaries, writeFiles } from './node-setup.js';
+import { containerdFiles, installBinaries, serviceFiles, startServices, writeFiles } from './node-setup.js';
 import { joinInfoFrom, kubeadmConfig, kubeadmInit, kubeadmJoin, type JoinInfo } from './kubeadm.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import type { HostSpec } from './cluster-spec.js';
@@ -80,7 +80,7 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
         limit(async (): Promise<NodeOutcome> => {
           let host: SshHost | undefined;
           try {
-            if (installed(h) && journal.isDone(h.ip, 'binaries', bundleId) && journal.isDone(h.ip, 'containerd-config', bundleId)) {
+            if (installed(h) && ['binaries', 'containerd-config', 'services'].every((step) => journal.isDone(h.ip, step, bundleId))) {
               return { node: h.ip, ok: true, detail: 'already installed' };
             }
             host = await SshHost.connect(h, known, { logDir: join(o.store, 'logs') });
@@ -96,6 +96,12 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
               o.progress.node(h.ip, 'binaries', 'running', arch);
               const n = await installBinaries(host, d, arch, registry);
               journal.record(h.ip, 'binaries', 'done', `${n} binaries for ${arch}`, bundleId);
+            }
+            if (!journal.isDone(h.ip, 'services', bundleId)) {
+              o.progress.node(h.ip, 'services', 'running');
+              await writeFiles(host, serviceFiles());
+              await startServices(host);
+              journal.record(h.ip, 'services', 'done', 'containerd started, kubelet enabled', bundleId);
             }
             o.progress.node(h.ip, 'runtime', 'done', 'binaries and containerd configuration in place');
             return { node: h.ip, ok: true, detail: 'binaries, containerd configuration' };

@@ -94,3 +94,80 @@ export async function writeFiles(host: SshHost, files: Record<string, string>): 
   const r = await host.exec(script.join('\n'), 60_000);
   if (r.code !== 0) throw new AcpackError('NODE_STEP', `${host.spec.ip}: writing ${Object.keys(files).length} files failed: ${r.stderr.trim().slice(-300)}`);
 }
+
+const KUBELET_UNIT = `[Unit]
+Description=kubelet: The Kubernetes Node Agent
+Wants=network-online.target
+After=network-online.target containerd.service
+
+[Service]
+ExecStart=/usr/bin/kubelet
+Restart=always
+StartLimitInterval=0
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+`;
+
+/** kubeadm's own drop-in: kubelet reads what kubeadm init/join writes. */
+const KUBEADM_DROPIN = `[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
+Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+EnvironmentFile=-/etc/default/kubelet
+ExecStart=
+ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+`;
+
+const CONTAINERD_UNIT = `[Unit]
+Description=containerd container runtime
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/local/bin/containerd
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+LimitNOFILE=infinity
+TasksMax=infinity
+OOMScoreAdjust=-999
+
+[Install]
+WantedBy=multi-user.target
+`;
+
+/** The node's kernel settings and units for Kubernetes, as files (written atomically). */
+export function serviceFiles(): Record<string, string> {
+  return {
+    '/etc/systemd/system/kubelet.service': KUBELET_UNIT,
+    '/etc/systemd/system/kubelet.service.d/10-kubeadm.conf': KUBEADM_DROPIN,
+    '/etc/modules-load.d/acpack-k8s.conf': 'overlay\nbr_netfilter\n',
+    '/etc/sysctl.d/99-acpack-k8s.conf': 'net.bridge.bridge-nf-call-iptables = 1\nnet.bridge.bridge-nf-call-ip6tables = 1\nnet.ipv4.ip_forward = 1\n',
+  };
+}
+
+/**
+ * Loads the kernel modules and sysctls (where the kernel lets us: preflight already said what is
+ * missing), turns swap off, and enables containerd (started now) and kubelet (kubeadm starts it).
+ * containerd's unit comes from its tarball; one is written only when none exists.
+ */
+export async function startServices(host: SshHost): Promise<void> {
+  const unit = Buffer.from(CONTAINERD_UNIT).toString('base64');
+  const script = [
+    'set -e',
+    'modprobe overlay 2>/dev/null || true',
+    'modprobe br_netfilter 2>/dev/null || true',
+    'sysctl -q -p /etc/sysctl.d/99-acpack-k8s.conf 2>/dev/null || true',
+    'swapoff -a 2>/dev/null || true',
+    `if ! [ -f /etc/systemd/system/containerd.service ] && ! [ -f /lib/systemd/system/containerd.service ] && ! [ -f /usr/local/lib/systemd/system/containerd.service ]; then echo ${unit} | base64 -d > /etc/systemd/system/containerd.service; fi`,
+    'systemctl daemon-reload',
+    'systemctl enable --now containerd',
+    'systemctl enable kubelet',
+  ].join('\n');
+  const r = await host.exec(script, 120_000);
+  if (r.code !== 0) throw new AcpackError('NODE_STEP', `${host.spec.ip}: starting containerd and enabling kubelet failed: ${r.stderr.trim().slice(-300)}`);
+}

@@ -1,7 +1,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, rm, writeFile, readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stopChild } from '../../demo/processes.js';
@@ -34,6 +34,7 @@ export interface Lab {
 }
 
 const LOCKS = '/tmp/acpack-lab-locks';
+const STANDINS = resolve(import.meta.dirname, 'standins');
 
 /**
  * Claims a free 10.213.<n>.0/24 for this lab with an atomic mkdir, so two labs running at once
@@ -163,6 +164,8 @@ async function startHostSshd(lab: Lab, name: string, netns: string, ip: string):
     `mount --rbind /dev ${m}/dev`,
     `mount -t tmpfs tmpfs ${m}/run`,
     `mkdir -p ${m}/run/sshd`,
+    // systemd is not PID 1 here: an honest systemctl stand-in takes its place on every host.
+    `install -D -m 755 ${STANDINS}/systemctl ${m}/usr/local/sbin/systemctl`,
     `hostname ${name}`,
     `exec chroot ${m} /usr/sbin/sshd -D -e -f ${dir}/sshd_config`,
   ].join('\n');

@@ -109,6 +109,16 @@ describe('acinstall from on test hosts', () => {
     expect(await readFile(join(store(), 'logs', `${lab.hosts[1].ip}.log`), 'utf8')).toMatch(/kubeadm join \S+ --token <redacted>/);
   });
 
+  it('writes the kubelet units and kernel settings, starts containerd and enables kubelet (systemctl stand-in)', async () => {
+    const [master, worker] = lab.hosts;
+    const calls = (await ssh(lab, master, worker, 'cat /var/log/acpack-standins/systemctl.calls')).stdout.trim().split('\n');
+    expect(calls).toEqual(['daemon-reload', 'enable --now containerd', 'enable kubelet']);
+    expect((await ssh(lab, master, worker, 'systemctl is-active containerd && systemctl is-enabled kubelet')).stdout).toBe('active\nenabled\n');
+    expect((await ssh(lab, master, worker, 'cat /etc/systemd/system/kubelet.service.d/10-kubeadm.conf')).stdout).toContain('--kubeconfig=/etc/kubernetes/kubelet.conf');
+    // The namespace's own forwarding was switched on from the written sysctl file.
+    expect((await ssh(lab, master, worker, 'cat /proc/sys/net/ipv4/ip_forward')).stdout.trim()).toBe('1');
+  });
+
   it('runs kubeadm init once on the master and joins both workers, with the original image repository', async () => {
     const [master, w1, w2] = lab.hosts;
     const calls = (h: typeof master) => ssh(lab, master, h, 'cat /var/log/acpack-standins/kubeadm.calls').then((r) => r.stdout.trim().split('\n'));
