@@ -202,7 +202,7 @@ function withNodeOptions(cmd: Command): Command {
   return cmd
     .option('-m, --masters <ips>', 'master IPs, comma-separated (the first is this machine)')
     .option('-n, --nodes <ips>', 'worker IPs, comma-separated')
-    .option('-p, --password <password>', 'SSH password (or give -i)')
+    .option('-p, --password <password>', 'SSH password (or give -i; ACINSTALL_SSH_PASSWORD keeps it out of the process list)')
     .option('-i, --key <file>', 'SSH private key')
     .option('--user <user>', 'SSH user', 'root')
     .option('--port <port>', 'SSH port', '22')
@@ -212,7 +212,8 @@ function withNodeOptions(cmd: Command): Command {
 }
 
 function specFrom(o: { cluster?: string; masters?: string; nodes?: string; password?: string; key?: string; user?: string; port?: string }) {
-  return o.cluster ? loadClusterFile(o.cluster) : Promise.resolve(specFromFlags(o));
+  const password = o.password ?? process.env.ACINSTALL_SSH_PASSWORD;
+  return o.cluster ? loadClusterFile(o.cluster) : Promise.resolve(specFromFlags({ ...o, password }));
 }
 
 /** Per-node failures end the command non-zero, after every other node has finished. */

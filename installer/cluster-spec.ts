@@ -118,9 +118,13 @@ export async function loadClusterFile(file: string): Promise<ClusterSpec> {
     throw new AcpackError('BAD_CLUSTER', `cannot read ${file}: ${(err as Error).message.split('\n')[0]}`);
   }
   if (!validateCluster(raw)) {
-    const e = validateCluster.errors![0];
-    const extra = e.keyword === 'additionalProperties' ? ` "${(e.params as { additionalProperty: string }).additionalProperty}"` : '';
-    throw new AcpackError('BAD_CLUSTER', `${file}: ${e.instancePath || 'the file'} ${e.message}${extra}`);
+    // A misspelt field explains a missing one: report unknown fields first.
+    const errors = validateCluster.errors!;
+    const e = errors.find((x) => x.keyword === 'additionalProperties') ?? errors[0];
+    const where = e.instancePath ? e.instancePath.slice(1).replace(/\//g, '.') : 'the file';
+    const what =
+      e.keyword === 'additionalProperties' ? `unknown field "${(e.params as { additionalProperty: string }).additionalProperty}" in ${where}` : `${where} ${e.message}`;
+    throw new AcpackError('BAD_CLUSTER', `${file}: ${what}`);
   }
   const spec = (raw as { spec: { ssh?: RawSsh; hosts: { ips: string[]; roles: Role[]; ssh?: RawSsh }[]; registry?: object; network?: object; env?: Record<string, string> } }).spec;
   const hosts: HostSpec[] = spec.hosts.flatMap((h) => {
