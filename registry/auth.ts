@@ -47,3 +47,38 @@ export class Htpasswd {
     return user;
   }
 }
+
+/**
+ * Slows down password guessing: after `limit` failed logins from one address within `windowMs`,
+ * that address gets 429 without a bcrypt check until the window has passed.
+ */
+export class LoginThrottle {
+  private readonly failures = new Map<string, { count: number; since: number }>();
+
+  constructor(
+    private readonly limit = 10,
+    private readonly windowMs = 60_000,
+  ) {}
+
+  blocked(addr: string, now = Date.now()): boolean {
+    const f = this.failures.get(addr);
+    if (!f) return false;
+    if (now - f.since > this.windowMs) {
+      this.failures.delete(addr);
+      return false;
+    }
+    return f.count >= this.limit;
+  }
+
+  failed(addr: string, now = Date.now()): void {
+    const f = this.failures.get(addr);
+    if (!f || now - f.since > this.windowMs) this.failures.set(addr, { count: 1, since: now });
+    else f.count++;
+    // Bounded: an attacker cycling addresses cannot grow this without limit.
+    if (this.failures.size > 10_000) this.failures.delete(this.failures.keys().next().value!);
+  }
+
+  succeeded(addr: string): void {
+    this.failures.delete(addr);
+  }
+}

@@ -9,7 +9,7 @@ import { catalogName, queriesFor } from './naming.js';
 import { sendError } from './errors.js';
 import { getBlob, getManifest, listTags, ManifestCache, paginate } from './pull.js';
 import { UploadHandlers } from './push.js';
-import { Htpasswd } from './auth.js';
+import { Htpasswd, LoginThrottle } from './auth.js';
 import { metricsHandler, metricsMiddleware } from './metrics.js';
 
 const NAME_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
@@ -40,6 +40,7 @@ export async function createRegistryApp(opts: RegistryOptions) {
   const db = new IndexDb(opts.storeRoot);
   const manifests = new ManifestCache(store);
   const users = opts.htpasswd ? new Htpasswd(opts.htpasswd) : undefined;
+  const throttle = new LoginThrottle();
   const uploads = new UploadHandlers(store, db);
   const app = express();
   app.disable('x-powered-by');
@@ -64,6 +65,25 @@ export async function createRegistryApp(opts: RegistryOptions) {
   app.use(metricsMiddleware);
   app.get('/metrics', metricsHandler);
 
+  /** Checks the request's user, throttling addresses that keep failing; answers the refusal itself. */
+  const authenticate = async (req: Request, res: Response): Promise<boolean> => {
+    const addr = req.socket.remoteAddress ?? '';
+    if (throttle.blocked(addr)) {
+      req.resume();
+      sendError(res, 'TOOMANYREQUESTS', 'too many failed logins from this address: wait a minute');
+      return false;
+    }
+    if (await users?.check(req.headers.authorization)) {
+      throttle.succeeded(addr);
+      return true;
+    }
+    if (req.headers.authorization) throttle.failed(addr);
+    req.resume();
+    res.setHeader('WWW-Authenticate', 'Basic realm="acpack"');
+    sendError(res, 'UNAUTHORIZED', 'authentication required');
+    return false;
+  };
+
   // Writes need a user; reads need one only when anonymous pull is off.
   app.use(async (req, res, next) => {
     const write = req.method !== 'GET' && req.method !== 'HEAD';
@@ -72,20 +92,14 @@ export async function createRegistryApp(opts: RegistryOptions) {
       req.resume();
       return sendError(res, 'UNSUPPORTED', opts.readOnly ? 'this registry is read-only' : 'pushing needs users: start the registry with --htpasswd FILE');
     }
-    if (await users?.check(req.headers.authorization)) return next();
-    req.resume();
-    res.setHeader('WWW-Authenticate', 'Basic realm="acpack"');
-    sendError(res, 'UNAUTHORIZED', 'authentication required');
+    if (await authenticate(req, res)) next();
   });
 
   // With users, the version check answers 401 to a client without credentials: that is how docker,
   // skopeo and podman learn to send theirs (they decide at this ping). Anonymous pulls still work:
   // those clients go on without a user and their GETs are let through.
   app.get('/v2/', async (req, res) => {
-    if (users && !(await users.check(req.headers.authorization))) {
-      res.setHeader('WWW-Authenticate', 'Basic realm="acpack"');
-      return sendError(res, 'UNAUTHORIZED', 'authentication required');
-    }
+    if (users && !(await authenticate(req, res))) return;
     res.type('application/json').send('{}');
   });
 

@@ -215,6 +215,24 @@ describe('push access', () => {
   });
 });
 
+describe('password guessing', () => {
+  it('is throttled after 10 failures from one address, even for the right password', async () => {
+    const store = join(work.dir, 'throttle');
+    const r = await startRegistry({ storeRoot: store, listen: '127.0.0.1:0', htpasswd });
+    try {
+      const bad = { authorization: `Basic ${Buffer.from('bob:guess').toString('base64')}` };
+      for (let i = 0; i < 10; i++) expect((await fetch(`${r.url}/v2/`, { headers: bad })).status).toBe(401);
+      const right = await fetch(`${r.url}/v2/`, { headers: auth });
+      expect(right.status).toBe(429);
+      expect((await right.json()).errors[0].code).toBe('TOOMANYREQUESTS');
+      // Anonymous pulls are not affected.
+      expect((await fetch(`${r.url}/v2/_catalog`)).status).toBe(200);
+    } finally {
+      await r.close();
+    }
+  });
+});
+
 describe('a server killed mid-push', () => {
   it('serves no partial blob after a restart', async () => {
     const store = join(work.dir, 'killed');
