@@ -211,6 +211,14 @@ export async function deleteNode(store: string, spec: ClusterSpec, ip: string, l
  */
 async function ensureRegistry(store: string, listen: string, url: string, ca: string, tlsArgs: string[]): Promise<void> {
   const agent = new Agent({ connect: { ca } });
+  try {
+    await startRegistryIfDown(store, listen, url, tlsArgs, agent);
+  } finally {
+    await agent.close(); // its keep-alive sockets would otherwise hold the process open
+  }
+}
+
+async function startRegistryIfDown(store: string, listen: string, url: string, tlsArgs: string[], agent: Agent): Promise<void> {
   const answers = async () => (await request(`${url}/v2/`, { dispatcher: agent }).then(async (r) => (await r.body.dump(), r.statusCode), () => 0)) === 200;
   if (await answers()) return;
   const child = spawn(process.execPath, [...process.execArgv, process.argv[1], 'serve', '--store', store, '--listen', listen, ...tlsArgs, '--quiet'], {

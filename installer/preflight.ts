@@ -1,5 +1,6 @@
 import { archFromUname } from '../arch/platform.js';
 import { AcpackError } from '../oci/errors.js';
+import { textTable } from '../oci/text-table.js';
 import { isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import type { SshHost } from './ssh.js';
 
@@ -106,9 +107,7 @@ export function evaluate(spec: ClusterSpec, facts: Map<HostSpec, Facts>, opts: {
 }
 
 export function formatFailures(failures: Failure[]): string {
-  const rows = [['NODE', 'CHECK', 'FOUND', 'NEED'], ...failures.map((f) => [f.node, f.check, f.found, f.need])];
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
+  return textTable([['NODE', 'CHECK', 'FOUND', 'NEED'], ...failures.map((f) => [f.node, f.check, f.found, f.need])]);
 }
 
 export function preflightError(failures: Failure[]): AcpackError {

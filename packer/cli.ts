@@ -3,6 +3,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { ARCHES, formatPlatform, parsePlatformList, type Platform } from '../arch/platform.js';
 import { AcpackError, formatBytes } from '../oci/errors.js';
+import { textTable } from '../oci/text-table.js';
 import { readDescriptor } from '../oci/bundle-reader.js';
 import { verifyBundle } from '../oci/bundle-verify.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
@@ -134,24 +135,19 @@ Example:
   return program;
 }
 
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
-}
-
 export function formatInspect(d: BundleDescriptor): string {
   const out = [`${d.name} ${d.version} (bundle format ${d.format}) for ${d.platforms.join(', ')}`, `${d.blobs.count} blobs, ${formatBytes(d.blobs.bytes)}`, ''];
   if (d.images.length) {
     out.push(`IMAGES (${d.images.length})`);
-    out.push(table([['REFERENCE', 'PLATFORMS', 'SIZE'], ...d.images.map((i) => [i.ref, i.platforms.map((p) => p.platform).join(','), i.platforms.map((p) => formatBytes(p.size)).join(' / ')])]), '');
+    out.push(textTable([['REFERENCE', 'PLATFORMS', 'SIZE'], ...d.images.map((i) => [i.ref, i.platforms.map((p) => p.platform).join(','), i.platforms.map((p) => formatBytes(p.size)).join(' / ')])]), '');
   }
   if (d.binaries.length) {
     out.push(`BINARIES (${d.binaries.length} files)`);
-    out.push(table([['NAME', 'VERSION', 'ARCH', 'SIZE', 'INSTALL'], ...d.binaries.map((b) => [b.name, b.version, b.arch, formatBytes(b.size), b.install ?? `unpack into ${b.extract}`])]), '');
+    out.push(textTable([['NAME', 'VERSION', 'ARCH', 'SIZE', 'INSTALL'], ...d.binaries.map((b) => [b.name, b.version, b.arch, formatBytes(b.size), b.install ?? `unpack into ${b.extract}`])]), '');
   }
   if (d.charts.length) {
     out.push(`CHARTS (${d.charts.length})`);
-    out.push(table([['NAME', 'VERSION', 'SIZE'], ...d.charts.map((c) => [c.name, c.version, formatBytes(c.size)])]), '');
+    out.push(textTable([['NAME', 'VERSION', 'SIZE'], ...d.charts.map((c) => [c.name, c.version, formatBytes(c.size)])]), '');
   }
   return `${out.join('\n')}\n`;
 }

@@ -2,6 +2,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { createServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { isDigest } from '../oci/digest.js';
+import { AcpackError } from '../oci/errors.js';
 import { MT } from '../oci/media-types.js';
 import { ContentStore } from '../oci/store.js';
 import { IndexDb } from './index-db.js';
@@ -197,15 +198,25 @@ export interface RunningRegistry {
 
 /** Starts the registry on `listen` (host:port; port 0 picks one), over TLS when given a certificate. */
 export async function startRegistry(opts: RegistryOptions & { listen: string; tls?: { cert: string; key: string } }): Promise<RunningRegistry> {
-  const { app, db } = await createRegistryApp(opts);
-  const server = opts.tls ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, app) : createServer(app);
   const i = opts.listen.lastIndexOf(':');
   const hostname = opts.listen.slice(0, i).replace(/^\[|\]$/g, '');
   const port = Number(opts.listen.slice(i + 1));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, hostname, resolve);
-  });
+  if (i <= 0 || !/^\d+$/.test(opts.listen.slice(i + 1)) || port > 65535) {
+    throw new AcpackError('BAD_ARGUMENT', `--listen "${opts.listen}" is not host:port (e.g. 0.0.0.0:5000, 127.0.0.1:0)`);
+  }
+  const { app, db } = await createRegistryApp(opts);
+  const server = opts.tls ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, app) : createServer(app);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL'].includes(err.code ?? '') ? new AcpackError('LISTEN', `cannot listen on ${opts.listen}: ${err.code}`) : err),
+      );
+      server.listen(port, hostname, resolve);
+    });
+  } catch (err) {
+    db.close();
+    throw err;
+  }
   const addr = server.address() as { port: number };
   const host = `${hostname.includes(':') ? `[${hostname}]` : hostname}:${addr.port}`;
   return {

@@ -38,3 +38,14 @@ describe('acinstall serve with two workers', () => {
     expect(text).toMatch(/acpack_registry_errors_total\{route="manifests",status="404"\} 3\b/);
   });
 });
+
+describe('a listen address that cannot be used', () => {
+  it('is a clear error, not a crash', async () => {
+    const { startRegistry } = await import('../../registry/index.js');
+    const store = join(work.dir, 'bad-listen');
+    await expect(startRegistry({ storeRoot: store, listen: 'garbage' })).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
+    await expect(startRegistry({ storeRoot: store, listen: '127.0.0.1:99999' })).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
+    const taken = base.replace('http://', '');
+    await expect(startRegistry({ storeRoot: store, listen: taken })).rejects.toMatchObject({ code: 'LISTEN', message: expect.stringContaining('EADDRINUSE') });
+  });
+});
