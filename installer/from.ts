@@ -67,13 +67,13 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
     const installed = (h: HostSpec) => journal.isDone(h.ip, h === first ? 'kubeadm-init' : 'kubeadm-join');
     const toCheck = o.spec.hosts.filter((h) => !installed(h));
     const arches = d.platforms.map((p) => p.split('/')[1]);
+    const known = await KnownHosts.inStore(o.store);
     const { facts, failures } = toCheck.length
-      ? await runPreflight({ spec: { ...o.spec, hosts: toCheck }, arches, stateDir: o.store, ignore: o.ignore, registryRunning: true })
+      ? await runPreflight({ spec: { ...o.spec, hosts: toCheck }, arches, stateDir: o.store, known, ignore: o.ignore, registryRunning: true })
       : { facts: new Map(), failures: [] };
     if (failures.length) throw preflightError(failures);
     o.progress.master(`preflight passed on ${toCheck.length} node${toCheck.length === 1 ? '' : 's'}${toCheck.length < o.spec.hosts.length ? ` (${o.spec.hosts.length - toCheck.length} already installed)` : ''}`);
 
-    const known = await KnownHosts.open(join(o.store, 'known_hosts.json'));
     const limit = pLimit(16);
     const outcomes = await Promise.all(
       o.spec.hosts.map((h) =>
@@ -191,7 +191,7 @@ export async function deleteNode(store: string, spec: ClusterSpec, ip: string, l
   const h = spec.hosts.find((x) => x.ip === ip);
   if (!h) throw new AcpackError('BAD_CLUSTER', `${ip} is not a node of this cluster`);
   if (spec.hosts.filter(isMaster).length === 1 && isMaster(h)) throw new AcpackError('BAD_CLUSTER', `${ip} is the only master: deleting it deletes the cluster`);
-  const known = await KnownHosts.open(join(store, 'known_hosts.json'));
+  const known = await KnownHosts.inStore(store);
   const host = await SshHost.connect(h, known, { logDir: join(store, 'logs') });
   try {
     const r = await host.exec('kubeadm reset -f && rm -rf /etc/kubernetes /etc/containerd/certs.d /var/lib/kubelet /etc/cni/net.d', 300_000);

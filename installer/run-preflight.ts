@@ -1,5 +1,4 @@
 import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { AcpackError } from '../oci/errors.js';
 import type { ClusterSpec, HostSpec } from './cluster-spec.js';
@@ -11,6 +10,8 @@ export interface PreflightOptions {
   /** Arches the bundle carries. */
   arches: string[];
   stateDir: string;
+  /** Host keys: opened from stateDir when not given (a caller going on to install passes its own). */
+  known?: KnownHosts;
   ignore: string[];
   /** The site registry already runs on the first master (acinstall from): its port is ours. */
   registryRunning?: boolean;
@@ -22,7 +23,7 @@ export interface PreflightOptions {
  */
 export async function runPreflight(opts: PreflightOptions): Promise<{ facts: Map<HostSpec, Facts>; failures: Failure[] }> {
   await mkdir(opts.stateDir, { recursive: true });
-  const known = await KnownHosts.open(join(opts.stateDir, 'known_hosts.json'));
+  const known = opts.known ?? (await KnownHosts.inStore(opts.stateDir));
   const limit = pLimit(16);
   const facts = new Map<HostSpec, Facts>();
   const failures: Failure[] = [];

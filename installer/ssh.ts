@@ -23,6 +23,11 @@ export class KnownHosts {
 
   private constructor(readonly file: string) {}
 
+  /** The host keys acinstall keeps in its state directory. */
+  static inStore(dir: string): Promise<KnownHosts> {
+    return KnownHosts.open(join(dir, 'known_hosts.json'));
+  }
+
   static async open(file: string): Promise<KnownHosts> {
     const k = new KnownHosts(file);
     try {
