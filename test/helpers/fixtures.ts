@@ -1,3 +1,5 @@
+import { afterAll, beforeAll } from 'vitest';
+import { tempDir, withRegistry } from './env.js';
 import { writeFile, mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
@@ -40,4 +42,24 @@ export async function writeManifest(dir: string, spec: Record<string, unknown>, 
   await mkdir(dirname(file), { recursive: true });
   await writeFile(file, stringify({ apiVersion: 'acpack/v1', kind: 'Bundle', metadata: { name: 'test', version: 'v1' }, spec }));
   return file;
+}
+
+/**
+ * The usual setup of a test file: a docker-registry loaded with the fixture images, and a work
+ * directory; both removed after the file. Fields are filled in beforeAll.
+ */
+export function useFixtureRegistry(seed?: string) {
+  const ctx = {} as { registry: Awaited<ReturnType<typeof withRegistry>>; host: string; fx: Fixture; work: Awaited<ReturnType<typeof tempDir>> };
+  beforeAll(async () => {
+    ctx.registry = await withRegistry();
+    ctx.host = ctx.registry.registry.host;
+    ctx.fx = await buildFixture(seed);
+    await pushFixture(ctx.host, ctx.fx);
+    ctx.work = await tempDir();
+  });
+  afterAll(async () => {
+    await ctx.registry?.cleanup();
+    await ctx.work?.cleanup();
+  });
+  return ctx;
 }

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { existsSync } from 'node:fs';
@@ -9,33 +9,17 @@ import { bundleEntries, readDescriptor } from '../../oci/bundle-reader.js';
 import { verifyBundle } from '../../oci/bundle-verify.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { sha256 } from '../../oci/digest.js';
-import { silent, tempDir, withRegistry } from '../helpers/env.js';
-import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
+import { silent } from '../helpers/env.js';
+import { imageRef, useFixtureRegistry, writeManifest } from '../helpers/fixtures.js';
 import { pushImage } from '../../demo/samples.js';
 
 const run = promisify(execFile);
 
-let env: Awaited<ReturnType<typeof withRegistry>>;
-let fx: Fixture;
-let work: Awaited<ReturnType<typeof tempDir>>;
-let host: string;
+const src = useFixtureRegistry();
 
-beforeAll(async () => {
-  env = await withRegistry();
-  host = env.registry.host;
-  fx = await buildFixture();
-  await pushFixture(host, fx);
-  work = await tempDir();
-});
-
-afterAll(async () => {
-  await env?.cleanup();
-  await work?.cleanup();
-});
-
-async function pack(name: string, spec: Record<string, unknown>, arch: string, cache = join(work.dir, `${name}-cache`)) {
-  const file = await writeManifest(join(work.dir, name), spec);
-  const out = join(work.dir, name, 'bundle.tar.zst');
+async function pack(name: string, spec: Record<string, unknown>, arch: string, cache = join(src.work.dir, `${name}-cache`)) {
+  const file = await writeManifest(join(src.work.dir, name), spec);
+  const out = join(src.work.dir, name, 'bundle.tar.zst');
   const summary = await bundle({ manifestFile: file, platforms: parsePlatformList(arch), cacheDir: cache, reporter: silent, sourceDateEpoch: 0, out });
   return { file, out, summary, cache };
 }
@@ -48,43 +32,43 @@ async function blobNames(path: string): Promise<string[]> {
 
 describe('acpack bundle against a real docker-registry', () => {
   it('stores a base layer shared by two images and two arches once', async () => {
-    const { out, summary } = await pack('dedupe', { images: [imageRef(host, fx.web), imageRef(host, fx.db)] }, 'amd64,arm64');
+    const { out, summary } = await pack('dedupe', { images: [imageRef(src.host, src.fx.web), imageRef(src.host, src.fx.db)] }, 'amd64,arm64');
     const names = await blobNames(out);
-    expect(names.filter((d) => d === fx.base.descriptor.digest)).toHaveLength(1);
+    expect(names.filter((d) => d === src.fx.base.descriptor.digest)).toHaveLength(1);
     expect(new Set(names).size).toBe(names.length);
     // 2 indexes + 4 manifests + 4 configs + 1 base + 4 arch layers
     expect(summary.blobs).toBe(15);
     expect(summary.imagePlatforms).toBe(4);
     // Four platform images each carry the base layer and it is stored once: 3 copies saved, less the two
     // indexes that per-image archives would not carry.
-    expect(summary.undeduplicatedBytes - summary.bytes).toBe(3 * fx.base.descriptor.size - fx.web.top.data.length - fx.db.top.data.length);
+    expect(summary.undeduplicatedBytes - summary.bytes).toBe(3 * src.fx.base.descriptor.size - src.fx.web.top.data.length - src.fx.db.top.data.length);
     await verifyBundle(out);
   });
 
   it('keeps the original index digest when only one arch is bundled', async () => {
-    const { out } = await pack('arm64-only', { images: [imageRef(host, fx.web)] }, 'arm64');
+    const { out } = await pack('arm64-only', { images: [imageRef(src.host, src.fx.web)] }, 'arm64');
     const d = await readDescriptor(out);
-    expect(d.images[0].digest).toBe(fx.web.top.digest);
+    expect(d.images[0].digest).toBe(src.fx.web.top.digest);
     expect(d.images[0].platforms.map((p) => p.platform)).toEqual(['linux/arm64']);
     const names = await blobNames(out);
-    expect(names).toContain(fx.web.top.digest);
-    const amd64Manifest = fx.web.manifests[0].digest;
-    const arm64Manifest = fx.web.manifests[1].digest;
+    expect(names).toContain(src.fx.web.top.digest);
+    const amd64Manifest = src.fx.web.manifests[0].digest;
+    const arm64Manifest = src.fx.web.manifests[1].digest;
     expect(names).not.toContain(amd64Manifest);
     expect(names).toContain(arm64Manifest);
     // The index bytes are the registry's, byte for byte.
     for await (const e of bundleEntries(out)) {
-      if (e.kind === 'blob' && e.digest === fx.web.top.digest) {
+      if (e.kind === 'blob' && e.digest === src.fx.web.top.digest) {
         const chunks: Buffer[] = [];
         for await (const c of e.stream) chunks.push(c as Buffer);
-        expect(Buffer.concat(chunks).equals(fx.web.top.data)).toBe(true);
+        expect(Buffer.concat(chunks).equals(src.fx.web.top.data)).toBe(true);
       }
     }
     await verifyBundle(out);
   });
 
   it('writes byte-identical bundles for the same manifest and sources', async () => {
-    const spec = { images: [imageRef(host, fx.web), imageRef(host, fx.db)] };
+    const spec = { images: [imageRef(src.host, src.fx.web), imageRef(src.host, src.fx.db)] };
     const a = await pack('det-a', spec, 'amd64,arm64');
     const b = await pack('det-b', spec, 'amd64,arm64');
     const [x, y] = await Promise.all([readFile(a.out), readFile(b.out)]);
@@ -93,65 +77,65 @@ describe('acpack bundle against a real docker-registry', () => {
   });
 
   it('is readable by skopeo as an OCI layout with the original digests', async () => {
-    const { out } = await pack('skopeo', { images: [imageRef(host, fx.web)] }, 'amd64,arm64');
-    const dir = join(work.dir, 'skopeo', 'layout');
+    const { out } = await pack('skopeo', { images: [imageRef(src.host, src.fx.web)] }, 'amd64,arm64');
+    const dir = join(src.work.dir, 'skopeo', 'layout');
     await mkdir(dir, { recursive: true });
     await run('sh', ['-c', `zstd -dc '${out}' | tar -x -C '${dir}'`]);
-    const ref = imageRef(host, fx.web);
+    const ref = imageRef(src.host, src.fx.web);
     const raw = await run('skopeo', ['inspect', '--raw', `oci:${dir}:${ref}`]);
-    expect(sha256(raw.stdout)).toBe(fx.web.top.digest);
+    expect(sha256(raw.stdout)).toBe(src.fx.web.top.digest);
     const arm = await run('skopeo', ['--override-arch', 'arm64', 'inspect', '--config', `oci:${dir}:${ref}`]);
     expect(JSON.parse(arm.stdout).architecture).toBe('arm64');
     // skopeo can copy it out again, all arches, digests preserved.
-    const copy = join(work.dir, 'skopeo', 'copy');
+    const copy = join(src.work.dir, 'skopeo', 'copy');
     await run('skopeo', ['copy', '--all', '--preserve-digests', `oci:${dir}:${ref}`, `oci:${copy}:x`]);
     const index = JSON.parse(await readFile(join(copy, 'index.json'), 'utf8'));
-    expect(index.manifests[0].digest).toBe(fx.web.top.digest);
+    expect(index.manifests[0].digest).toBe(src.fx.web.top.digest);
   });
 
   it('refuses an arch the image does not have, naming the image', async () => {
-    await expect(pack('missing-arch', { images: [imageRef(host, fx.amd64Only)] }, 'amd64,arm64')).rejects.toThrow(
-      new RegExp(`${imageRef(host, fx.amd64Only).replace(/[.]/g, '\\.')}.*single-platform image for linux/amd64.*linux/arm64`),
+    await expect(pack('missing-arch', { images: [imageRef(src.host, src.fx.amd64Only)] }, 'amd64,arm64')).rejects.toThrow(
+      new RegExp(`${imageRef(src.host, src.fx.amd64Only).replace(/[.]/g, '\\.')}.*single-platform image for linux/amd64.*linux/arm64`),
     );
-    expect(existsSync(join(work.dir, 'missing-arch', 'bundle.tar.zst'))).toBe(false);
+    expect(existsSync(join(src.work.dir, 'missing-arch', 'bundle.tar.zst'))).toBe(false);
   });
 
   it('bundles a single-arch image only where the manifest says it exists', async () => {
-    const spec = { images: [imageRef(host, fx.web), { ref: imageRef(host, fx.amd64Only), platforms: ['linux/amd64'] }] };
+    const spec = { images: [imageRef(src.host, src.fx.web), { ref: imageRef(src.host, src.fx.amd64Only), platforms: ['linux/amd64'] }] };
     const both = await pack('restricted', spec, 'amd64,arm64');
     const d = await readDescriptor(both.out);
     expect(d.images.find((i) => i.ref.includes('gpu'))!.platforms.map((p) => p.platform)).toEqual(['linux/amd64']);
     const armOnly = await pack('restricted-arm', spec, 'arm64');
-    expect((await readDescriptor(armOnly.out)).images.map((i) => i.ref)).toEqual([imageRef(host, fx.web)]);
+    expect((await readDescriptor(armOnly.out)).images.map((i) => i.ref)).toEqual([imageRef(src.host, src.fx.web)]);
   });
 
   it('verify names a flipped byte', async () => {
-    const { out } = await pack('flip', { images: [imageRef(host, fx.web)] }, 'amd64');
+    const { out } = await pack('flip', { images: [imageRef(src.host, src.fx.web)] }, 'amd64');
     // Flip a byte inside the (uncompressed) tar, then recompress: the zstd frame stays valid, the blob does not.
-    const tarFile = join(work.dir, 'flip', 'b.tar');
+    const tarFile = join(src.work.dir, 'flip', 'b.tar');
     await run('sh', ['-c', `zstd -dc '${out}' > '${tarFile}'`]);
     const tarBytes = await readFile(tarFile);
-    const layer = fx.web.blobs.find((b) => b.descriptor.size > 10_000 && b.descriptor.digest !== fx.base.descriptor.digest)!;
+    const layer = src.fx.web.blobs.find((b) => b.descriptor.size > 10_000 && b.descriptor.digest !== src.fx.base.descriptor.digest)!;
     const at = tarBytes.indexOf(layer.data.subarray(1000, 1032));
     expect(at).toBeGreaterThan(0);
     tarBytes[at] ^= 0xff;
     await writeFile(tarFile, tarBytes);
-    const bad = join(work.dir, 'flip', 'bad.tar.zst');
+    const bad = join(src.work.dir, 'flip', 'bad.tar.zst');
     await run('sh', ['-c', `zstd -q -c '${tarFile}' > '${bad}'`]);
     await expect(verifyBundle(bad)).rejects.toThrow(new RegExp(`blob ${layer.descriptor.digest} is corrupt`));
   });
 
   it('bundles two tags of the same image (one digest) side by side', async () => {
-    await pushImage(host, { ...fx.web, tag: 'also' });
-    const { out } = await pack('two-tags', { images: [imageRef(host, fx.web), `${host}/${fx.web.repository}:also`] }, 'amd64,arm64');
+    await pushImage(src.host, { ...src.fx.web, tag: 'also' });
+    const { out } = await pack('two-tags', { images: [imageRef(src.host, src.fx.web), `${src.host}/${src.fx.web.repository}:also`] }, 'amd64,arm64');
     const d = await readDescriptor(out);
-    expect(d.images.map((i) => i.digest)).toEqual([fx.web.top.digest, fx.web.top.digest]);
+    expect(d.images.map((i) => i.digest)).toEqual([src.fx.web.top.digest, src.fx.web.top.digest]);
     await verifyBundle(out);
   });
 
   it('a second bundle from the same cache fetches nothing', async () => {
-    const spec = { images: [imageRef(host, fx.web)] };
-    const cache = join(work.dir, 'shared-cache');
+    const spec = { images: [imageRef(src.host, src.fx.web)] };
+    const cache = join(src.work.dir, 'shared-cache');
     const first = await pack('cache-1', spec, 'amd64,arm64', cache);
     const second = await pack('cache-2', spec, 'amd64,arm64', cache);
     expect(first.summary.fetchedBytes).toBeGreaterThan(0);

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -6,26 +6,10 @@ import { bundle } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { sha256 } from '../../oci/digest.js';
 import { freePort } from '../../demo/source-registry.js';
-import { runCli, silent, tempDir, withRegistry } from '../helpers/env.js';
-import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
+import { runCli, silent } from '../helpers/env.js';
+import { imageRef, useFixtureRegistry, writeManifest } from '../helpers/fixtures.js';
 
-let env: Awaited<ReturnType<typeof withRegistry>>;
-let fx: Fixture;
-let work: Awaited<ReturnType<typeof tempDir>>;
-let host: string;
-
-beforeAll(async () => {
-  env = await withRegistry();
-  host = env.registry.host;
-  fx = await buildFixture('errors');
-  await pushFixture(host, fx);
-  work = await tempDir();
-});
-
-afterAll(async () => {
-  await env?.cleanup();
-  await work?.cleanup();
-});
+const src = useFixtureRegistry('errors');
 
 async function storeContents(cache: string) {
   const blobs = existsSync(join(cache, 'blobs/sha256')) ? await readdir(join(cache, 'blobs/sha256')) : [];
@@ -36,20 +20,20 @@ async function storeContents(cache: string) {
 describe('bad input and bad sources', () => {
   it('rejects a corrupted source blob and stores nothing of it', async () => {
     // Corrupt the arm64 layer of db inside the registry's own storage: the registry serves it as is.
-    const layer = fx.db.blobs.find((b) => b.descriptor.size > 10_000 && b.descriptor.digest !== fx.base.descriptor.digest)!;
+    const layer = src.fx.db.blobs.find((b) => b.descriptor.size > 10_000 && b.descriptor.digest !== src.fx.base.descriptor.digest)!;
     const hex = layer.descriptor.digest.slice(7);
-    const file = join(env.dir, 'data/docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data');
+    const file = join(src.registry.dir, 'data/docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data');
     const bytes = await readFile(file);
     bytes[bytes.length >> 1] ^= 0x01;
     await writeFile(file, bytes);
 
-    const dir = join(work.dir, 'corrupt');
-    const m = await writeManifest(dir, { images: [imageRef(host, fx.db)] });
+    const dir = join(src.work.dir, 'corrupt');
+    const m = await writeManifest(dir, { images: [imageRef(src.host, src.fx.db)] });
     const cache = join(dir, 'cache');
     const out = join(dir, 'out.tar.zst');
     await expect(
       bundle({ manifestFile: m, platforms: parsePlatformList('amd64,arm64'), cacheDir: cache, reporter: silent, sourceDateEpoch: 0, out }),
-    ).rejects.toMatchObject({ code: 'DIGEST_MISMATCH', message: expect.stringContaining(`${imageRef(host, fx.db)}`) });
+    ).rejects.toMatchObject({ code: 'DIGEST_MISMATCH', message: expect.stringContaining(`${imageRef(src.host, src.fx.db)}`) });
     const store = await storeContents(cache);
     expect(store.blobs).not.toContain(hex);
     expect(store.ingest).toEqual([]);
@@ -58,7 +42,7 @@ describe('bad input and bad sources', () => {
   });
 
   it('rejects a binary whose sha256 does not match, naming it', async () => {
-    const dir = join(work.dir, 'badsha');
+    const dir = join(src.work.dir, 'badsha');
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'tool-amd64'), 'real content\n');
     const wrong = 'a'.repeat(64);
@@ -74,7 +58,7 @@ describe('bad input and bad sources', () => {
   });
 
   it('refuses an unpinned binary with a hint', async () => {
-    const dir = join(work.dir, 'unpinned');
+    const dir = join(src.work.dir, 'unpinned');
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'tool-amd64'), 'x');
     const m = await writeManifest(dir, { binaries: [{ name: 'tool', version: 'v1', url: 'tool-{arch}', install: '/usr/bin/tool' }] });
@@ -90,7 +74,7 @@ describe('bad input and bad sources', () => {
     ['a malformed sha256', 'apiVersion: acpack/v1\nkind: Bundle\nmetadata: {name: x, version: v1}\nspec:\n  binaries:\n    - {name: a, version: v1, url: "a-{arch}", install: /usr/bin/a, sha256: {amd64: xyz}}\n', /m\.yaml:6:\d+: .*sha256/],
     ['a wrong kind', 'apiVersion: acpack/v1\nkind: Cluster\nmetadata: {name: x, version: v1}\nspec: {}\n', /m\.yaml:2:7: kind must be "Bundle"/],
   ])('reports %s with its location and writes nothing', async (_what, text, pattern) => {
-    const dir = join(work.dir, `bad-${sha256(text).slice(7, 15)}`);
+    const dir = join(src.work.dir, `bad-${sha256(text).slice(7, 15)}`);
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'm.yaml'), text);
     const out = join(dir, 'o.tar.zst');
@@ -102,7 +86,7 @@ describe('bad input and bad sources', () => {
 
   it('reports an unreachable source clearly and writes nothing', async () => {
     const port = await freePort();
-    const dir = join(work.dir, 'unreachable');
+    const dir = join(src.work.dir, 'unreachable');
     const m = await writeManifest(dir, { images: [`127.0.0.1:${port}/x/y:1`] });
     const out = join(dir, 'o.tar.zst');
     const res = await runCli(['bundle', '-f', m, '--arch', 'amd64', '--cache', join(dir, 'cache'), '-o', out]);
@@ -112,10 +96,10 @@ describe('bad input and bad sources', () => {
   });
 
   it('names a tag that does not exist', async () => {
-    const dir = join(work.dir, 'notag');
-    const m = await writeManifest(dir, { images: [`${host}/library/web:9.9`] });
+    const dir = join(src.work.dir, 'notag');
+    const m = await writeManifest(dir, { images: [`${src.host}/library/web:9.9`] });
     const res = await runCli(['bundle', '-f', m, '--arch', 'amd64', '--cache', join(dir, 'cache'), '-o', join(dir, 'o.tar.zst')]);
     expect(res.code).toBe(1);
-    expect(res.stderr).toContain(`${host}/library/web:9.9: manifest 9.9 not found`);
+    expect(res.stderr).toContain(`${src.host}/library/web:9.9: manifest 9.9 not found`);
   });
 });
