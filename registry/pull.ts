@@ -1,9 +1,9 @@
 import type { Request, Response } from 'express';
-import { pipeline } from 'node:stream/promises';
 import { isDigest, type Digest } from '../oci/digest.js';
 import type { ContentStore } from '../oci/store.js';
 import type { IndexDb } from './index-db.js';
 import { sendError } from './errors.js';
+import type { MappedBlobs } from './mapped-blobs.js';
 
 export const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
 
@@ -68,7 +68,7 @@ export function parseRange(header: string | undefined, size: number): { start: n
   return { start, end };
 }
 
-export async function getBlob(req: Request, res: Response, store: ContentStore, digest: string): Promise<void> {
+export async function getBlob(req: Request, res: Response, store: ContentStore, blobs: MappedBlobs, digest: string): Promise<void> {
   if (!isDigest(digest)) return sendError(res, 'DIGEST_INVALID', `"${digest}" is not a valid digest`);
   const size = await store.size(digest);
   if (size === undefined) return sendError(res, 'BLOB_UNKNOWN', `blob ${digest} is not in this registry`);
@@ -93,11 +93,8 @@ export async function getBlob(req: Request, res: Response, store: ContentStore, 
     res.end();
     return;
   }
-  try {
-    await pipeline(store.read(digest as Digest, start, end), res);
-  } catch {
-    // The client went away mid-blob: nothing to answer, the stream is closed.
-  }
+  const blob = await blobs.get(digest as Digest, size);
+  res.end(blob.subarray(start, end + 1));
 }
 
 export function paginate(all: string[], req: Request): { page: string[]; next?: { n: number; last: string } } {

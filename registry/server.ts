@@ -9,6 +9,7 @@ import { IndexDb } from './index-db.js';
 import { catalogName, queriesFor } from './naming.js';
 import { sendError } from './errors.js';
 import { getBlob, getManifest, listTags, ManifestCache, paginate } from './pull.js';
+import { MappedBlobs } from './mapped-blobs.js';
 import { UploadHandlers } from './push.js';
 import { Htpasswd, LoginThrottle } from './auth.js';
 import { metricsHandler, metricsMiddleware } from './metrics.js';
@@ -40,6 +41,7 @@ export async function createRegistryApp(opts: RegistryOptions) {
   const store = await ContentStore.open(opts.storeRoot);
   const db = new IndexDb(opts.storeRoot);
   const manifests = new ManifestCache(store);
+  const blobs = new MappedBlobs(store);
   const users = opts.htpasswd ? new Htpasswd(opts.htpasswd) : undefined;
   const throttle = new LoginThrottle();
   const uploads = new UploadHandlers(store, db);
@@ -137,7 +139,7 @@ export async function createRegistryApp(opts: RegistryOptions) {
     if (kind === 'manifests' && req.method === 'PUT') return uploads.putManifest(req, res, name, pushRepo(db, name, ns), rest);
     // Blobs are content-addressed and shared by every repository: a pushed blob is readable before any
     // manifest names its repository (clients check with HEAD before uploading).
-    if (kind === 'blobs' && (req.method === 'GET' || req.method === 'HEAD')) return getBlob(req, res, store, rest);
+    if (kind === 'blobs' && (req.method === 'GET' || req.method === 'HEAD')) return getBlob(req, res, store, blobs, rest);
     const repo = resolveRepo(db, name, ns);
     if ('error' in repo) return sendError(res, 'NAME_UNKNOWN', repo.error);
     if (kind === 'manifests' && req.method === 'DELETE') return uploads.deleteManifest(res, repo.repo, rest);

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "map_file",
+      "sources": ["native/map-file.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    }
+  ]
+}

@@ -1,0 +1,39 @@
+import { afterEach, beforeEach, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { ContentStore } from '../../oci/store.js';
+import { MappedBlobs } from '../../registry/mapped-blobs.js';
+import { tempDir } from '../helpers/env.js';
+
+let t: Awaited<ReturnType<typeof tempDir>>;
+let store: ContentStore;
+beforeEach(async () => {
+  t = await tempDir();
+  store = await ContentStore.open(t.dir);
+});
+afterEach(() => t.cleanup());
+
+it('serves each blob from one mapping with its exact bytes, and keeps no more mappings than its budget', async () => {
+  const blobs = [randomBytes(300_000), randomBytes(1), randomBytes(1 << 20)];
+  const digests = await Promise.all(blobs.map((b) => store.put(b)));
+  const maps = new MappedBlobs(store, 1_300_000);
+  const first = await Promise.all(digests.map((d, i) => maps.get(d, blobs[i].length)));
+  first.forEach((m, i) => expect(m.equals(blobs[i])).toBe(true));
+  // Still mapped: the same memory, not a new read.
+  expect(await maps.get(digests[2], blobs[2].length)).toBe(first[2]);
+  // The first blob was dropped to stay within 1.3 MB; asking again maps it anew, with the same bytes.
+  const again = await maps.get(digests[0], blobs[0].length);
+  expect(again).not.toBe(first[0]);
+  expect(again.equals(blobs[0])).toBe(true);
+  // A mapping outlives its file's removal (a response being written keeps its bytes).
+  await rm(store.path(digests[2]));
+  expect(first[2].equals(blobs[2])).toBe(true);
+});
+
+it('maps a blob once when many requests ask for it at the same time', async () => {
+  const blob = randomBytes(4096);
+  const digest = await store.put(blob);
+  const maps = new MappedBlobs(store);
+  const all = await Promise.all(Array.from({ length: 20 }, () => maps.get(digest, blob.length)));
+  expect(new Set(all).size).toBe(1);
+});
