@@ -12,7 +12,8 @@ import { deleteNode, installFrom, type NodeOutcome } from './from.js';
 import { loadClusterState, saveClusterState, withNodes } from './cluster-state.js';
 import { Journal } from './journal.js';
 import { createInstallProgress } from './progress-board.js';
-import { ensureTls, Htpasswd, importBundle, serveClusterMetrics, startRegistry, tlsDir } from '../registry/index.js';
+import { collectGarbage, ensureTls, Htpasswd, importBundle, IndexDb, serveClusterMetrics, startRegistry, sweepUploads, tlsDir } from '../registry/index.js';
+import { ContentStore } from '../oci/store.js';
 import { createReporter, reporterMode, runProgram } from '../packer/index.js';
 
 const DEFAULT_STORE = '/var/lib/acpack';
@@ -69,6 +70,7 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
       if (o.authenticatedPull && !o.htpasswd) throw new AcpackError('BAD_ARGUMENT', '--authenticated-pull needs --htpasswd');
       if (o.htpasswd && cluster.isPrimary) new Htpasswd(o.htpasswd); // a bad file fails here, not in a worker loop
       const tls = await tlsFrom(o);
+      if (cluster.isPrimary) keepSweepingUploads(o.store);
       if (workers > 1 && cluster.isPrimary) return superviseWorkers(workers, o.store, o.listen, tls ? 'https' : 'http');
       const reg = await startRegistry({
         tls,
@@ -94,6 +96,24 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
         throw new AcpackError('NOT_FOUND', `no site CA in ${o.store}: start the registry once with --tls auto`);
       });
       process.stdout.write(pem);
+    });
+
+  program
+    .command('gc')
+    .description('Reclaim space: blobs no manifest needs any more (after manifest deletes), and abandoned uploads')
+    .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)
+    .option('--dry-run', 'only tell what would go')
+    .addHelpText('after', `\nBlobs written in the last hour are spared (a push may be about to name them); uploads untouched for a\nday are abandoned. Safe while the registry serves.`)
+    .action(async (o) => {
+      const store = await ContentStore.open(o.store);
+      const db = new IndexDb(o.store);
+      try {
+        const r = await collectGarbage(store, db, { dryRun: !!o.dryRun });
+        const n = (count: number, what: string) => `${count} ${what}${count === 1 ? '' : 's'}`;
+        process.stdout.write(`${o.dryRun ? 'would remove' : 'removed'} ${n(r.blobs, 'blob')} (${formatBytes(r.bytes)}) and ${n(r.uploads, 'abandoned upload')}\n`);
+      } finally {
+        db.close();
+      }
     });
 
   withNodeOptions(program.command('preflight'))
@@ -195,6 +215,16 @@ function superviseWorkers(n: number, store: string, listen: string, scheme: stri
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+}
+
+/** Abandoned uploads go at start and then hourly; one process of a registry does it. */
+function keepSweepingUploads(storeRoot: string): void {
+  const sweep = () =>
+    ContentStore.open(storeRoot)
+      .then((store) => sweepUploads(store))
+      .catch((err) => process.stderr.write(`acinstall: sweeping abandoned uploads failed: ${(err as Error).message}\n`));
+  void sweep();
+  setInterval(sweep, 3600_000).unref();
 }
 
 /** The sealer-style node flags shared by preflight and from. */

@@ -21,7 +21,7 @@ export interface TagRow {
  */
 export class IndexDb {
   private readonly db: Database.Database;
-  private readonly q: Record<'repoExists' | 'reposByPath' | 'tag' | 'manifest' | 'tags' | 'allRepos', Database.Statement>;
+  private readonly q: Record<'repoExists' | 'reposByPath' | 'untaggedReposByPath' | 'tag' | 'manifest' | 'tags' | 'allRepos', Database.Statement>;
 
   constructor(storeRoot: string) {
     this.db = new Database(join(storeRoot, 'index.db'));
@@ -58,6 +58,8 @@ export class IndexDb {
     this.q = {
       repoExists: this.db.prepare('SELECT 1 FROM repo_manifests WHERE repo = ? LIMIT 1'),
       reposByPath: this.db.prepare('SELECT DISTINCT repo FROM tags WHERE path = ? ORDER BY repo'),
+      // A scan, asked only when no tag knows the path (images pushed by digest alone).
+      untaggedReposByPath: this.db.prepare("SELECT DISTINCT repo FROM repo_manifests WHERE substr(repo, instr(repo, '/') + 1) = ? ORDER BY repo"),
       tag: this.db.prepare('SELECT digest FROM tags WHERE repo = ? AND tag = ?'),
       manifest: this.db.prepare(
         'SELECT m.digest, m.media_type AS mediaType, m.size FROM manifests m JOIN repo_manifests r ON r.digest = m.digest WHERE r.repo = ? AND m.digest = ?',
@@ -114,7 +116,8 @@ export class IndexDb {
   /** The repositories a name query can mean (one for exact, possibly several for a bare path). */
   repos(q: NameQuery): string[] {
     if (q.kind === 'exact') return this.q.repoExists.get(q.repo) ? [q.repo] : [];
-    return (this.q.reposByPath.all(q.path) as { repo: string }[]).map((r) => r.repo);
+    const tagged = this.q.reposByPath.all(q.path) as { repo: string }[];
+    return (tagged.length > 0 ? tagged : (this.q.untaggedReposByPath.all(q.path) as { repo: string }[])).map((r) => r.repo);
   }
 
   tag(repo: string, tag: string): Digest | undefined {
@@ -129,6 +132,16 @@ export class IndexDb {
   /** Tags of a repository in lexical order, after `last`, at most `n`. */
   tags(repo: string, n: number, last?: string): string[] {
     return (this.q.tags.all(repo, last ?? '', n) as { tag: string }[]).map((r) => r.tag);
+  }
+
+  /** Every manifest of every repository. */
+  allRepoManifests(): { repo: string; digest: Digest }[] {
+    return this.db.prepare('SELECT repo, digest FROM repo_manifests ORDER BY repo, digest').all() as { repo: string; digest: Digest }[];
+  }
+
+  /** Forgets manifests no repository holds any more (after deletes). */
+  pruneManifests(): void {
+    this.db.prepare('DELETE FROM manifests WHERE digest NOT IN (SELECT digest FROM repo_manifests)').run();
   }
 
   /** Every repository, sorted. */

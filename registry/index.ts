@@ -6,3 +6,4 @@ export { queriesFor, catalogName, encodeHost, decodeHost } from './naming.js';
 export { Htpasswd } from './auth.js';
 export { ensureTls, tlsDir, type TlsFiles } from './tls.js';
 export { serveClusterMetrics } from './metrics.js';
+export { collectGarbage, deleteBlob, sweepUploads } from './gc.js';

@@ -63,7 +63,7 @@ export class MappedBlobs {
     return mapped;
   }
 
-  private forget(digest: Digest): void {
+  forget(digest: Digest): void {
     const old = this.maps.get(digest);
     if (!old) return;
     this.maps.delete(digest);

@@ -71,7 +71,10 @@ export function parseRange(header: string | undefined, size: number): { start: n
 export async function getBlob(req: Request, res: Response, store: ContentStore, blobs: MappedBlobs, digest: string): Promise<void> {
   if (!isDigest(digest)) return sendError(res, 'DIGEST_INVALID', `"${digest}" is not a valid digest`);
   const size = await store.size(digest);
-  if (size === undefined) return sendError(res, 'BLOB_UNKNOWN', `blob ${digest} is not in this registry`);
+  if (size === undefined) {
+    blobs.forget(digest as Digest); // deleted (maybe by another worker): let its mapping go
+    return sendError(res, 'BLOB_UNKNOWN', `blob ${digest} is not in this registry`);
+  }
   res.setHeader('Docker-Content-Digest', digest);
   res.setHeader('Accept-Ranges', 'bytes');
   res.setHeader('Content-Type', 'application/octet-stream');

@@ -10,6 +10,7 @@ import { catalogName, queriesFor } from './naming.js';
 import { sendError } from './errors.js';
 import { getBlob, getManifest, listTags, ManifestCache, paginate } from './pull.js';
 import { MappedBlobs } from './mapped-blobs.js';
+import { deleteBlob } from './gc.js';
 import { UploadHandlers } from './push.js';
 import { Htpasswd, LoginThrottle } from './auth.js';
 import { metricsHandler, metricsMiddleware } from './metrics.js';
@@ -140,12 +141,11 @@ export async function createRegistryApp(opts: RegistryOptions) {
     // Blobs are content-addressed and shared by every repository: a pushed blob is readable before any
     // manifest names its repository (clients check with HEAD before uploading).
     if (kind === 'blobs' && (req.method === 'GET' || req.method === 'HEAD')) return getBlob(req, res, store, blobs, rest);
+    if (kind === 'blobs' && req.method === 'DELETE') return removeBlob(res, store, db, rest);
     const repo = resolveRepo(db, name, ns);
     if ('error' in repo) return sendError(res, 'NAME_UNKNOWN', repo.error);
     if (kind === 'manifests' && req.method === 'DELETE') return uploads.deleteManifest(res, repo.repo, rest);
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      return sendError(res, 'UNSUPPORTED', `${req.method} on ${kind} is not supported (blobs are shared by every image here and are not deleted one by one)`);
-    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') return sendError(res, 'UNSUPPORTED', `${req.method} on ${kind} is not supported`);
     switch (kind) {
       case 'manifests':
         return getManifest(req, res, manifests, db, repo.repo, rest);
@@ -172,6 +172,15 @@ export async function createRegistryApp(opts: RegistryOptions) {
     res.status(500).json({ errors: [{ code: 'UNKNOWN', message: (err as Error)?.message ?? String(err) }] });
   });
   return { app, store, db };
+}
+
+async function removeBlob(res: Response, store: ContentStore, db: IndexDb, digest: string): Promise<void> {
+  if (!isDigest(digest)) return sendError(res, 'DIGEST_INVALID', `"${digest}" is not a digest`);
+  const r = await deleteBlob(store, db, digest);
+  if (r === 'unknown') return sendError(res, 'BLOB_UNKNOWN', `blob ${digest} is not in this registry`);
+  if (r !== 'deleted') return sendError(res, 'DENIED', `blob ${digest} is used by ${r.usedBy} (blobs are shared by every image here): delete the manifests that use it first`);
+  res.status(202).setHeader('Content-Length', 0);
+  res.end();
 }
 
 function resolveRepo(db: IndexDb, name: string, ns?: string): { repo: string } | { error: string } {

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createReadStream, existsSync } from 'node:fs';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import tar from 'tar-stream';
@@ -130,5 +130,26 @@ describe('acinstall import from standard input', () => {
     expect(code, err).toBe(0);
     expect(out).toMatch(/imported test v1: 1 references, \d+ blobs/);
     expect((await snapshot(store)).tags).toEqual([imageRef(sourceHost, fx.web)]);
+  });
+});
+
+describe('acinstall gc after an import', () => {
+  it('keeps every blob the bundle needs, and removes an old blob nothing needs', async () => {
+    const store = join(work.dir, 'store-gc');
+    await importBundle(bundlePath, store);
+    const stray = Buffer.from('nothing refers to me');
+    const strayHex = createHash('sha256').update(stray).digest('hex');
+    await writeFile(join(store, 'blobs/sha256', strayHex), stray);
+    const before = await snapshot(store);
+    // Everything two days old, so the one-hour grace spares nothing.
+    const old = new Date(Date.now() - 2 * 86400_000);
+    for (const f of before.blobs) await utimes(join(store, 'blobs/sha256', f), old, old);
+    const acinstall = (...args: string[]) => run(process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), ...args, '--store', store]);
+    expect((await acinstall('gc', '--dry-run')).stdout).toMatch(/^would remove 1 blob \(20 bytes\) and 0 abandoned uploads/);
+    expect((await snapshot(store)).blobs).toEqual(before.blobs);
+    expect((await acinstall('gc')).stdout).toMatch(/^removed 1 blob /);
+    const after = await snapshot(store);
+    expect(after.blobs).toEqual(before.blobs.filter((b) => b !== strayHex));
+    expect(after.tags).toEqual(before.tags);
   });
 });

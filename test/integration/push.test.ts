@@ -11,6 +11,9 @@ import { sha256 } from '../../oci/digest.js';
 import { MT } from '../../oci/media-types.js';
 import { buildIndexImage, buildLayer, noise } from '../../demo/samples.js';
 import { ROOT, tempDir } from '../helpers/env.js';
+import { ContentStore } from '../../oci/store.js';
+import { IndexDb } from '../../registry/index-db.js';
+import { collectGarbage, GC_MIN_AGE_MS, referencedBlobs, sweepUploads, UPLOAD_MAX_AGE_MS } from '../../registry/gc.js';
 
 const run = promisify(execFile);
 let work: Awaited<ReturnType<typeof tempDir>>;
@@ -133,6 +136,60 @@ describe('push, every upload mode of the spec', () => {
   });
 });
 
+describe('content management', () => {
+  it('deletes a blob only once no manifest needs it; a collection removes what deleted manifests left, and old uploads', async () => {
+    const layer = await buildLayer([{ path: 'f', content: 'to be deleted' }]);
+    const img = buildIndexImage('gone/app', '1', { amd64: [layer] });
+    for (const b of img.blobs) await pushBlob('gone/app', b.data);
+    const child = img.manifests[0];
+    expect((await req('PUT', `/v2/gone/app/manifests/${child.digest}`, child.data, { 'content-type': MT.ociManifest })).status).toBe(201);
+    const layerDigest = sha256(layer.data);
+    const kept = buildIndexImage('keep/app', '1', { amd64: [await buildLayer([{ path: 'f', content: 'kept' }])] });
+    for (const b of kept.blobs) await pushBlob('keep/app', b.data);
+    expect((await req('PUT', `/v2/keep/app/manifests/${kept.manifests[0].digest}`, kept.manifests[0].data, { 'content-type': MT.ociManifest })).status).toBe(201);
+
+    const inUse = await req('DELETE', `/v2/gone/app/blobs/${layerDigest}`);
+    expect(inUse.status).toBe(403);
+    expect((await inUse.json()).errors[0]).toMatchObject({ code: 'DENIED', message: expect.stringContaining('gone/app') });
+    expect((await fetch(url(`/v2/gone/app/blobs/${layerDigest}`))).status).toBe(200);
+
+    const delManifest = await req('DELETE', `/v2/gone/app/manifests/${child.digest}`);
+    expect(delManifest.status, await delManifest.clone().text()).toBe(202);
+    expect((await req('DELETE', `/v2/gone/app/blobs/${layerDigest}`)).status).toBe(202);
+    expect((await fetch(url(`/v2/gone/app/blobs/${layerDigest}`))).status).toBe(404);
+    expect((await req('DELETE', `/v2/gone/app/blobs/${layerDigest}`)).status).toBe(404);
+
+    // The config blob is orphaned too; a collection takes it (once old enough), and nothing still in use.
+    const store = await ContentStore.open(join(work.dir, 'store'));
+    const db = new IndexDb(join(work.dir, 'store'));
+    try {
+      const configDigest = JSON.parse(child.data.toString()).config.digest;
+      const usedBefore = await referencedBlobs(store, db);
+      expect(usedBefore.get(kept.manifests[0].digest)).toContain('keep/app');
+      expect(await collectGarbage(store, db, { now: Date.now() })).toMatchObject({ blobs: 0 }); // too young
+      const later = Date.now() + GC_MIN_AGE_MS + 1000;
+      const dry = await collectGarbage(store, db, { now: later, dryRun: true });
+      expect(dry.blobs).toBeGreaterThan(0);
+      expect(await store.has(configDigest)).toBe(true);
+      const done = await collectGarbage(store, db, { now: later });
+      expect(done.blobs).toBe(dry.blobs);
+      expect(await store.has(configDigest)).toBe(false);
+      for (const d of usedBefore.keys()) expect(await store.has(d), `${d} is still in use`).toBe(true);
+      expect((await fetch(url(`/v2/keep/app/manifests/${kept.manifests[0].digest}`))).status).toBe(200);
+
+      // An upload left half-done is kept for a day, then swept.
+      const loc = (await req('POST', '/v2/gone/app/blobs/uploads/')).headers.get('location')!;
+      expect((await req('PATCH', loc, 'half', { 'content-type': 'application/octet-stream' })).status).toBe(202);
+      await sweepUploads(store);
+      expect((await req('GET', loc)).status).toBe(204);
+      expect(await sweepUploads(store, { now: Date.now() + UPLOAD_MAX_AGE_MS + 1000 })).toBeGreaterThanOrEqual(1);
+      expect((await req('GET', loc)).status).toBe(404);
+    } finally {
+      db.close();
+    }
+  });
+});
+
 describe('content discovery', () => {
   it('lists the referrers of a manifest, filtered by artifactType', async () => {
     const layer = await buildLayer([{ path: 'f', content: 'subject' }]);
@@ -174,7 +231,8 @@ describe('push access', () => {
     // The version check challenges (so clients send credentials), but anonymous pulls go through.
     expect((await fetch(url('/v2/'))).status).toBe(401);
     expect((await fetch(url('/v2/'), { headers: auth })).status).toBe(200);
-    expect((await fetch(url(`/v2/anon/x/blobs/${sha256('monolithic')}`))).status).toBe(200);
+    const pulled = await pushBlob('anon/x', Buffer.from('anonymous pull'));
+    expect((await fetch(url(`/v2/anon/x/blobs/${pulled}`))).status).toBe(200);
   });
 
   it('refuses an absurd Content-Length before reading the body', async () => {
