@@ -1,5 +1,6 @@
 import type { Request, Response } from 'express';
 import { isDigest, type Digest } from '../oci/digest.js';
+import { isIndexType, type ImageIndex } from '../oci/media-types.js';
 import type { ContentStore } from '../oci/store.js';
 import type { IndexDb } from './index-db.js';
 import { sendError } from './errors.js';
@@ -17,8 +18,18 @@ export async function getManifest(req: Request, res: Response, manifests: Manife
     digest = db.tag(repo, reference);
     if (!digest) return sendError(res, 'MANIFEST_UNKNOWN', `manifest ${reference} of ${repo} is not in this registry`);
   }
-  const row = db.manifest(repo, digest);
+  let row = db.manifest(repo, digest);
   if (!row) return sendError(res, 'MANIFEST_UNKNOWN', `manifest ${digest} of ${repo} is not in this registry`);
+  if (isIndexType(row.mediaType) && !accepts(req.headers.accept, row.mediaType)) {
+    // A client that takes no index (an old docker) gets the image's one platform manifest when the
+    // bundle carried just one, as distribution does for linux/amd64; with several it must choose.
+    const index = JSON.parse((await manifests.get(row.digest)).toString('utf8')) as ImageIndex;
+    const here = (index.manifests ?? []).map((m) => db.manifest(repo, m.digest)).filter((m) => m !== undefined);
+    if (here.length !== 1) {
+      return sendError(res, 'MANIFEST_UNKNOWN', `${reference} is a multi-platform index (${row.mediaType}) and this client accepts only ${req.headers.accept}: ask by digest for one of ${here.map((m) => m.digest).join(', ')}`);
+    }
+    row = here[0];
+  }
   res.setHeader('Content-Type', row.mediaType);
   res.setHeader('Docker-Content-Digest', row.digest);
   res.setHeader('ETag', `"${row.digest}"`);
@@ -32,6 +43,13 @@ export async function getManifest(req: Request, res: Response, manifests: Manife
     return;
   }
   res.status(200).end(await manifests.get(row.digest as Digest));
+}
+
+/** True unless the client's Accept lists manifest types without this one (no Accept, or a wildcard, takes anything). */
+function accepts(accept: string | undefined, mediaType: string): boolean {
+  if (!accept) return true;
+  const types = accept.split(',').map((t) => t.split(';')[0].trim());
+  return types.some((t) => t === mediaType || t === '*/*' || t === 'application/*');
 }
 
 /** Manifests are small and immutable by digest: the hot ones are kept in memory (bounded, oldest out). */

@@ -129,6 +129,11 @@ describe('push, every upload mode of the spec', () => {
     const got = await fetch(url('/v2/app/one/manifests/1.0'), { headers: { accept: MT.ociIndex } });
     expect(Buffer.from(await got.arrayBuffer()).equals(img.top.data)).toBe(true);
     expect(got.headers.get('content-type')).toBe(MT.ociIndex);
+    // A client that takes no index gets the one platform's manifest.
+    const plain = await fetch(url('/v2/app/one/manifests/1.0'), { headers: { accept: `${MT.ociManifest}, ${MT.dockerManifest}` } });
+    expect(plain.status).toBe(200);
+    expect(plain.headers.get('docker-content-digest')).toBe(child.digest);
+    expect(Buffer.from(await plain.arrayBuffer()).equals(child.data)).toBe(true);
     // A wrong digest in the URL is refused.
     expect((await req('PUT', `/v2/app/one/manifests/${sha256('x')}`, child.data, { 'content-type': MT.ociManifest })).status).toBe(400);
     expect((await req('DELETE', `/v2/app/one/manifests/${img.top.digest}`)).status).toBe(202);

@@ -177,6 +177,16 @@ describe('the distribution API', () => {
     }
   });
 
+  it('negotiates on Accept: a client that takes no index is told to pick one of the bundled platforms', async () => {
+    const path = `/v2/${upstream.replace(':', '_')}/${fx.web.repository}/manifests/${fx.web.tag}`;
+    const any = await get(path, { accept: '*/*' });
+    expect(any.headers.get('docker-content-digest')).toBe(fx.web.top.digest);
+    const old = await get(path, { accept: 'application/vnd.docker.distribution.manifest.v2+json' });
+    expect(old.status).toBe(404);
+    const { message } = (await old.json()).errors[0];
+    for (const child of fx.web.manifests) expect(message).toContain(child.digest);
+  });
+
   it('lists tags and the catalog with pagination', async () => {
     const tags = await (await get(`/v2/acpack.local/binaries/tool/tags/list`)).json();
     expect(tags).toEqual({ name: 'acpack.local/binaries/tool', tags: ['v1'] });
