@@ -1,18 +1,16 @@
-import { spawn } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import pLimit from 'p-limit';
 import { archFromUname } from '../arch/platform.js';
 import { AcpackError } from '../oci/errors.js';
 import { readDescriptor } from '../oci/bundle-reader.js';
-import { Agent, request } from 'undici';
 import { ensureTls, importBundle } from '../registry/index.js';
 import { isMaster, type ClusterSpec } from './cluster-spec.js';
 import { Journal } from './journal.js';
 import { saveClusterState } from './cluster-state.js';
 import type { InstallProgress } from './progress-board.js';
 import { KnownHosts, SshHost } from './ssh.js';
+import { ensureRegistry } from './registry-service.js';
 import { preflightError } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
 import { containerdFiles, installBinaries, serviceFiles, startServices, writeFiles } from './node-setup.js';
@@ -57,9 +55,10 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
     // The registry speaks TLS with the site CA (made once, kept in the store); nodes get the CA.
     const tls = await ensureTls(o.store, { hostnames: [o.spec.registry.domain], ips: [master.ip] });
     const registry = `https://${master.ip}:${o.spec.registry.port}`;
-    await ensureRegistry(o.store, `0.0.0.0:${o.spec.registry.port}`, registry, tls.ca, ['--tls', 'auto', '--ip', master.ip, '--hostname', o.spec.registry.domain]);
-    journal.record(master.ip, 'registry', 'done', registry);
-    o.progress.master(`registry serving on ${registry}`);
+    const tlsArgs = ['--tls', 'auto', '--ip', master.ip, '--hostname', o.spec.registry.domain];
+    const how = await ensureRegistry({ store: o.store, listen: `0.0.0.0:${o.spec.registry.port}`, url: registry, ca: tls.ca, tlsArgs });
+    journal.record(master.ip, 'registry', 'done', `${registry}, ${how}`);
+    o.progress.master(`registry serving on ${registry} (${how})`);
 
     // Nodes already in the cluster are not checked again: their own kubelet and API server hold
     // the very ports a fresh node must have free.
@@ -203,33 +202,4 @@ export async function deleteNode(store: string, spec: ClusterSpec, ip: string, l
   journal.forget(ip);
   journal.close();
   log(`${ip}: reset and removed`);
-}
-
-/**
- * Starts `acinstall serve` in the background unless the registry already answers (a re-run).
- * Where systemd runs, a unit would own it; here it is a detached process whose PID is recorded.
- */
-async function ensureRegistry(store: string, listen: string, url: string, ca: string, tlsArgs: string[]): Promise<void> {
-  const agent = new Agent({ connect: { ca } });
-  try {
-    await startRegistryIfDown(store, listen, url, tlsArgs, agent);
-  } finally {
-    await agent.close(); // its keep-alive sockets would otherwise hold the process open
-  }
-}
-
-async function startRegistryIfDown(store: string, listen: string, url: string, tlsArgs: string[], agent: Agent): Promise<void> {
-  const answers = async () => (await request(`${url}/v2/`, { dispatcher: agent }).then(async (r) => (await r.body.dump(), r.statusCode), () => 0)) === 200;
-  if (await answers()) return;
-  const child = spawn(process.execPath, [...process.execArgv, process.argv[1], 'serve', '--store', store, '--listen', listen, ...tlsArgs, '--quiet'], {
-    detached: true,
-    stdio: 'ignore',
-  });
-  child.unref();
-  await writeFile(join(store, 'registry.pid'), `${child.pid}\n`);
-  for (let i = 0; i < 100; i++) {
-    if (await answers()) return;
-    await sleep(100);
-  }
-  throw new AcpackError('REGISTRY', `the site registry did not start on ${url}`);
 }

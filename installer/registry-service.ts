@@ -1,0 +1,69 @@
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { Agent, request } from 'undici';
+import { AcpackError } from '../oci/errors.js';
+
+const run = promisify(execFile);
+export const REGISTRY_UNIT = 'acpack-registry.service';
+
+/** The `acinstall serve` command line that runs the site registry (as this very acinstall). */
+export function serveCommand(store: string, listen: string, tlsArgs: string[]): string[] {
+  return [process.execPath, ...process.execArgv, process.argv[1], 'serve', '--store', store, '--listen', listen, ...tlsArgs];
+}
+
+/** A systemd unit owning the registry: up at boot, restarted when it dies, access log in the journal. */
+export function registryUnit(command: string[]): string {
+  const quote = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `"${a.replace(/(["\\])/g, '\\$1')}"`);
+  return `[Unit]
+Description=acpack site registry (the cluster's images and binaries)
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart=${command.map(quote).join(' ')}
+Restart=always
+RestartSec=2
+LimitNOFILE=1048576
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+
+/**
+ * Makes sure the site registry answers on `url`. A registry already answering is left alone (a
+ * re-run). Where systemd is the init system, a unit owns it; elsewhere (containers, test hosts) it
+ * is a background process whose PID is kept in the store, and it will not come back after a reboot.
+ * Returns how it runs, for the summary.
+ */
+export async function ensureRegistry(opts: { store: string; listen: string; url: string; ca: string; tlsArgs: string[] }): Promise<string> {
+  const agent = new Agent({ connect: { ca: opts.ca } });
+  const answers = async () => (await request(`${opts.url}/v2/`, { dispatcher: agent }).then(async (r) => (await r.body.dump(), r.statusCode), () => 0)) === 200;
+  try {
+    if (await answers()) return 'already running';
+    const command = serveCommand(opts.store, opts.listen, opts.tlsArgs);
+    let how: string;
+    if (existsSync('/run/systemd/system')) {
+      await writeFile(join('/etc/systemd/system', REGISTRY_UNIT), registryUnit(command));
+      await run('systemctl', ['daemon-reload']);
+      await run('systemctl', ['enable', '--now', REGISTRY_UNIT]);
+      how = `systemd unit ${REGISTRY_UNIT}`;
+    } else {
+      const child = spawn(command[0], [...command.slice(1), '--quiet'], { detached: true, stdio: 'ignore' });
+      child.unref();
+      await writeFile(join(opts.store, 'registry.pid'), `${child.pid}\n`);
+      how = `background process ${child.pid} (no systemd here: it does not survive a reboot)`;
+    }
+    for (let i = 0; i < 100; i++) {
+      if (await answers()) return how;
+      await sleep(100);
+    }
+    throw new AcpackError('REGISTRY', `the site registry (${how}) did not start on ${opts.url}`);
+  } finally {
+    await agent.close(); // its keep-alive sockets would otherwise hold the process open
+  }
+}
