@@ -25,7 +25,8 @@ export function binariesScript(d: BundleDescriptor, arch: string, registry: stri
     lines.push(`[ "$(sha256sum ${f} | cut -d' ' -f1)" = ${shq(b.digest.slice(7))} ] || { echo "${b.name}: sha256 mismatch from ${url}" >&2; exit 3; }`);
     if (b.extract) lines.push(`mkdir -p ${shq(b.extract)} && tar -xzf ${f} -C ${shq(b.extract)}`);
     // -T: the path IS the file; a directory in its place is an error, not a place to drop the file into.
-    else if (b.install) lines.push(`install -D -T -m ${shq(b.mode)} ${f} ${shq(b.install)}`);
+    // Written beside and renamed: a node dying mid-copy never leaves a truncated binary in place.
+    else if (b.install) lines.push(`install -D -T -m ${shq(b.mode)} ${f} ${shq(`${b.install}.acpack-new`)} && mv -f -T ${shq(`${b.install}.acpack-new`)} ${shq(b.install)}`);
   }
   return lines.join('\n');
 }

@@ -66,6 +66,9 @@ export class KnownHosts {
 export class SshHost {
   private readonly client = new Client();
 
+  /** Set once the connection is gone; every command after (or during) it fails with this. */
+  private lost?: AcpackError;
+
   private constructor(
     readonly spec: HostSpec,
     private readonly logFile?: string,
@@ -82,6 +85,9 @@ export class SshHost {
       port: spec.port,
       username: spec.user,
       readyTimeout: timeoutMs,
+      // A node that dies or drops off the network is noticed within ~20 s, not at TCP's 15 minutes.
+      keepaliveInterval: 5000,
+      keepaliveCountMax: 3,
       hostVerifier: (key: Buffer) => {
         const v = known.verify(name, key);
         if (v.ok) return true;
@@ -111,6 +117,11 @@ export class SshHost {
       });
       h.client.connect(config);
     });
+    const lost = (why: string) => {
+      h.lost ??= new AcpackError('SSH_LOST', `${spec.ip}: the connection was lost (${why}): the node died or left the network`);
+    };
+    h.client.on('error', (err) => lost(err.message));
+    h.client.on('close', () => lost('closed'));
     return h;
   }
 
@@ -129,8 +140,10 @@ export class SshHost {
   }
 
   private run(command: string, timeoutMs: number): Promise<ExecResult> {
+    if (this.lost) return Promise.reject(this.lost);
     return new Promise((resolve, reject) => {
       this.client.exec(command, (err, channel) => {
+        if (err && this.lost) return reject(this.lost);
         if (err) return reject(new AcpackError('SSH_EXEC', `${this.spec.ip}: cannot run a command: ${err.message}`));
         let stdout = '';
         let stderr = '';
@@ -142,7 +155,8 @@ export class SshHost {
         channel.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
         channel.on('close', (code: number | null) => {
           clearTimeout(timer);
-          resolve({ code: code ?? -1, stdout, stderr });
+          // No exit status: the channel died with its connection, whose error may come a moment later.
+          setImmediate(() => (this.lost && code == null ? reject(this.lost) : resolve({ code: code ?? -1, stdout, stderr })));
         });
       });
     });

@@ -187,6 +187,29 @@ async function startHostSshd(lab: Lab, name: string, netns: string, ip: string):
   throw new Error(`sshd on ${name} did not listen on ${ip}:22: ${log}`);
 }
 
+/**
+ * Kills a host as a power cut would: its link goes down and every process on it but its sshd
+ * listener dies. The listener stays as the host's disk (it holds the host's root overlay), so what
+ * was written before the cut is still there when the host comes back with `reviveHost`.
+ */
+export async function killHost(host: LabHost): Promise<void> {
+  await sh('ip', ['-n', host.netns, 'link', 'set', 'eth0', 'down']);
+  const pids = (await sh('ip', ['netns', 'pids', host.netns])).split('\n').filter(Boolean).map(Number);
+  for (const pid of pids) {
+    if (pid === host.sshd.pid) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Brings a killed host back: its link up, its sshd answering again. */
+export async function reviveHost(host: LabHost): Promise<void> {
+  await sh('ip', ['-n', host.netns, 'link', 'set', 'eth0', 'up']);
+}
+
 /** Kills the hosts' processes by PID, deletes the namespaces and the route; safe to call twice. */
 export async function labDown(lab: Lab): Promise<void> {
   for (const h of lab.hosts) await stopChild(h.sshd);

@@ -6,7 +6,8 @@ import { bundle } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { sha256 } from '../../oci/digest.js';
 import { buildIndexImage, buildLayer, pushImage } from '../../demo/samples.js';
-import { acinstallOn, labDown, labUp, ssh, type Lab } from '../hosts/lab.js';
+import { acinstallOn, killHost, labDown, labUp, reviveHost, ssh, type Lab } from '../hosts/lab.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
 import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
 
@@ -214,4 +215,31 @@ describe('acinstall from on test hosts', () => {
     expect((await ssh(lab, master, w1, '/usr/bin/acpack-tool')).stdout.trim()).toBe('tool amd64 v2');
     expect((await ssh(lab, master, master, "grep -c '^init --config' /var/log/acpack-standins/kubeadm.calls")).stdout.trim()).toBe('1');
   });
+
+  it('a worker killed mid-install (power cut) fails alone and soon, and the re-run after it is back finishes it', async () => {
+    const [master, , w2] = lab.hosts;
+    expect((await acinstall(['delete', '-n', w2.ip, '--store', store()])).code).toBe(0);
+    // A slow download on w2, so that the cut lands while its binaries are being fetched.
+    await ssh(lab, master, w2, `printf '#!/bin/sh\ntouch /tmp/curl-started\nsleep 60\nexec /usr/bin/curl "$@"\n' > /usr/local/bin/curl && chmod +x /usr/local/bin/curl && rm -f /tmp/curl-started`);
+    const t0 = Date.now();
+    const running = acinstall(fromArgs());
+    for (let i = 0; i < 300; i++) {
+      if ((await ssh(lab, master, w2, 'test -f /tmp/curl-started').then(() => true, () => false))) break;
+      await sleep(100);
+    }
+    await killHost(w2);
+    const r = await running;
+    const seconds = (Date.now() - t0) / 1000;
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`1 of 3 nodes failed:\\n  ${w2.ip.replace(/\./g, '\\.')}: .*connection was lost`));
+    expect(seconds).toBeLessThan(60); // noticed by keepalives, not at TCP's timeout or the step's
+    expect((await acinstall(['status', '--store', store()])).stdout).not.toMatch(new RegExp(`${w2.ip.replace(/\./g, '\\.')}\\s+kubeadm-join\\s+done`));
+
+    await reviveHost(w2);
+    await ssh(lab, master, w2, 'rm -f /usr/local/bin/curl');
+    const again = await acinstall(fromArgs());
+    expect(again.code, again.stderr).toBe(0);
+    expect((await ssh(lab, master, w2, '/usr/bin/acpack-tool')).stdout.trim()).toMatch(/^tool amd64/);
+    expect((await acinstall(['status', '--store', store()])).stdout).toMatch(new RegExp(`${w2.ip.replace(/\./g, '\\.')}\\s+kubeadm-join\\s+done`));
+  }, 120_000);
 });
