@@ -18,7 +18,8 @@ export interface HostSpec {
 export interface ClusterSpec {
   hosts: HostSpec[];
   registry: { domain: string; port: number };
-  network: { podCIDR: string; serviceCIDR: string; cni: string };
+  /** apiServerVIP: the virtual address workers reach the masters through when there are several. */
+  network: { podCIDR: string; serviceCIDR: string; cni: string; apiServerVIP: string };
   env: Record<string, string>;
 }
 
@@ -33,7 +34,8 @@ export interface SshFlags {
 
 const DEFAULTS = {
   registry: { domain: 'sea.hub', port: 5000 },
-  network: { podCIDR: '100.64.0.0/16', serviceCIDR: '10.96.0.0/16', cni: 'hybridnet' },
+  // sealer's virtual IP for the API servers, so clusters moved from sealer keep their addresses.
+  network: { podCIDR: '100.64.0.0/16', serviceCIDR: '10.96.0.0/16', cni: 'hybridnet', apiServerVIP: '10.103.97.2' },
 };
 
 /** A comma-separated IP list from a flag, each checked. */
@@ -85,7 +87,7 @@ const clusterSchema = {
         network: {
           type: 'object',
           additionalProperties: false,
-          properties: { podCIDR: { type: 'string' }, serviceCIDR: { type: 'string' }, cni: { enum: ['hybridnet', 'calico'] } },
+          properties: { podCIDR: { type: 'string' }, serviceCIDR: { type: 'string' }, cni: { enum: ['hybridnet', 'calico'] }, apiServerVIP: { type: 'string' } },
         },
         env: { type: 'object', additionalProperties: { type: 'string' } },
       },
@@ -147,6 +149,7 @@ export async function loadClusterFile(file: string): Promise<ClusterSpec> {
 
 function check(spec: ClusterSpec, where: string): ClusterSpec {
   if (!spec.hosts.some((h) => h.roles.includes('master'))) throw new AcpackError('BAD_CLUSTER', `${where}: a cluster needs at least one master`);
+  if (!isIP(spec.network.apiServerVIP)) throw new AcpackError('BAD_CLUSTER', `${where}: network.apiServerVIP "${spec.network.apiServerVIP}" is not an IP address`);
   const seen = new Set<string>();
   for (const h of spec.hosts) {
     if (seen.has(h.ip)) throw new AcpackError('BAD_CLUSTER', `${where}: ${h.ip} is listed twice`);

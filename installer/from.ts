@@ -11,6 +11,7 @@ import { saveClusterState } from './cluster-state.js';
 import type { InstallProgress } from './progress-board.js';
 import { KnownHosts, SshHost } from './ssh.js';
 import { ensureRegistry } from './registry-service.js';
+import { API_SERVER_NAME, apiServerAddress, lvscareImage, pointApiServer, settleApiServer } from './control-plane.js';
 import { preflightError } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
 import { containerdFiles, installBinaries, serviceFiles, startServices, writeFiles } from './node-setup.js';
@@ -44,6 +45,7 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
   const journal = new Journal(o.store);
   try {
     const d = await readDescriptor(o.bundle);
+    const lvscare = lvscareImage(o.spec, d);
     // Steps that depend on the bundle's content are redone when a different bundle is installed.
     const bundleId = `${d.name} ${d.version} ${d.source}`;
     const master = o.spec.hosts.find(isMaster)!;
@@ -116,7 +118,7 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
       ),
     );
     await known.save();
-    await clusterSteps(o, d, journal, known, outcomes);
+    await clusterSteps(o, d, journal, known, outcomes, lvscare);
     await known.save();
     return outcomes;
   } finally {
@@ -128,7 +130,7 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
  * kubeadm: init on the first master, the other masters joined one at a time (etcd grows one member
  * at a time), the workers in parallel. A node whose earlier steps failed is left for the re-run.
  */
-async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[]): Promise<void> {
+async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[], lvscare: string | undefined): Promise<void> {
   const byIp = new Map(outcomes.map((x) => [x.node, x]));
   const fail = (ip: string, err: unknown) => {
     const message = err instanceof Error ? err.message : String(err);
@@ -139,6 +141,7 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
   const [first, ...otherMasters] = o.spec.hosts.filter(isMaster);
   const workers = o.spec.hosts.filter((h) => !isMaster(h));
   const pending = o.spec.hosts.filter((h) => h !== first && !journal.isDone(h.ip, 'kubeadm-join'));
+  const settled = (h: HostSpec, address: string) => journal.record(h.ip, 'api-endpoint', 'done', `${API_SERVER_NAME} is ${address}`);
   if (!byIp.get(first.ip)!.ok) {
     for (const h of pending) if (byIp.get(h.ip)!.ok) fail(h.ip, new AcpackError('NODE_STEP', `waiting for the first master ${first.ip}`));
     return;
@@ -146,6 +149,7 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
   let joinInfo: JoinInfo | undefined;
   const host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
   try {
+    if (!journal.isDone(first.ip, 'api-endpoint')) settled(first, await settleApiServer(host, o.spec, first, lvscare));
     if (!journal.isDone(first.ip, 'kubeadm-init')) {
       o.progress.node(first.ip, 'kubeadm init', 'running');
       joinInfo = await kubeadmInit(host, kubeadmConfig(o.spec, d));
@@ -160,13 +164,18 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
     host.close();
   }
   const joinOne = async (h: HostSpec, controlPlane: boolean) => {
-    if (journal.isDone(h.ip, 'kubeadm-join') || !byIp.get(h.ip)!.ok) return;
+    const joined = journal.isDone(h.ip, 'kubeadm-join');
+    if ((joined && journal.isDone(h.ip, 'api-endpoint')) || !byIp.get(h.ip)!.ok) return;
     const node = await SshHost.connect(h, known, { logDir: join(o.store, 'logs') });
-    o.progress.node(h.ip, 'kubeadm join', 'running', controlPlane ? 'control plane' : 'worker');
     try {
-      await kubeadmJoin(node, joinInfo!, controlPlane);
-      journal.record(h.ip, 'kubeadm-join', 'done', controlPlane ? 'control plane' : 'worker');
-      o.progress.node(h.ip, 'kubeadm join', 'done', controlPlane ? 'control plane' : 'worker');
+      if (!joined) {
+        o.progress.node(h.ip, 'kubeadm join', 'running', controlPlane ? 'control plane' : 'worker');
+        await pointApiServer(node, apiServerAddress(o.spec, h, false));
+        await kubeadmJoin(node, joinInfo!, controlPlane);
+        journal.record(h.ip, 'kubeadm-join', 'done', controlPlane ? 'control plane' : 'worker');
+        o.progress.node(h.ip, 'kubeadm join', 'done', controlPlane ? 'control plane' : 'worker');
+      }
+      settled(h, await settleApiServer(node, o.spec, h, lvscare));
     } finally {
       node.close();
     }
@@ -195,6 +204,7 @@ export async function deleteNode(store: string, spec: ClusterSpec, ip: string, l
   try {
     const r = await host.exec('kubeadm reset -f && rm -rf /etc/kubernetes /etc/containerd/certs.d /var/lib/kubelet /etc/cni/net.d', 300_000);
     if (r.code !== 0) throw new AcpackError('NODE_STEP', `${ip}: kubeadm reset failed: ${r.stderr.trim().slice(-300)}`);
+    await pointApiServer(host, undefined);
   } finally {
     host.close();
   }

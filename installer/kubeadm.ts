@@ -6,6 +6,7 @@ import { isMaster, type ClusterSpec } from './cluster-spec.js';
 import type { SshHost } from './ssh.js';
 import { shq } from './node-setup.js';
 import { redact } from './redact.js';
+import { API_SERVER_NAME, controlPlaneEndpoint } from './control-plane.js';
 
 export const KUBEADM_CONFIG = '/etc/kubernetes/acpack-kubeadm.yaml';
 
@@ -19,8 +20,8 @@ export interface JoinInfo {
 
 /**
  * The kubeadm configuration: images from their ORIGINAL repository (served through the containerd
- * mirror configuration), the bundle's Kubernetes version, the cluster's CIDRs, every master in the
- * API server certificate.
+ * mirror configuration), the bundle's Kubernetes version, the cluster's CIDRs, the control-plane
+ * endpoint by name (see control-plane.ts), every master and the virtual IP in the API server certificate.
  */
 export function kubeadmConfig(spec: ClusterSpec, d: BundleDescriptor): string {
   const api = d.images.find((i) => /\/kube-apiserver:[^/]+$/.test(i.ref));
@@ -36,10 +37,10 @@ export function kubeadmConfig(spec: ClusterSpec, d: BundleDescriptor): string {
       apiVersion: 'kubeadm.k8s.io/v1beta3',
       kind: 'ClusterConfiguration',
       ...(ref?.tag ? { kubernetesVersion: ref.tag } : {}),
-      controlPlaneEndpoint: `${masters[0]}:6443`,
+      controlPlaneEndpoint: controlPlaneEndpoint(),
       ...(ref ? { imageRepository: `${ref.host}/${ref.repository.replace(/\/kube-apiserver$/, '')}` } : {}),
       networking: { podSubnet: spec.network.podCIDR, serviceSubnet: spec.network.serviceCIDR },
-      apiServer: { certSANs: [...masters, '127.0.0.1', 'apiserver.cluster.local'] },
+      apiServer: { certSANs: [...masters, '127.0.0.1', API_SERVER_NAME, spec.network.apiServerVIP] },
     },
     { apiVersion: 'kubelet.config.k8s.io/v1beta1', kind: 'KubeletConfiguration', cgroupDriver: 'systemd' },
   ];

@@ -127,13 +127,19 @@ describe('acinstall from on test hosts', () => {
     for (const w of [w1, w2]) {
       const c = await calls(w);
       expect(c).toHaveLength(1);
-      expect(c[0]).toMatch(new RegExp(`^join ${master.ip.replace(/\./g, '\\.')}:6443 --token \\S+ --discovery-token-ca-cert-hash sha256:[a-f0-9]{64}$`));
+      expect(c[0]).toMatch(/^join apiserver\.cluster\.local:6443 --token \S+ --discovery-token-ca-cert-hash sha256:[a-f0-9]{64}$/);
+    }
+    // One master: apiserver.cluster.local is that master everywhere, and no node runs lvscare.
+    for (const h of [master, w1, w2]) {
+      expect((await ssh(lab, master, h, 'grep apiserver.cluster.local /etc/hosts')).stdout).toBe(`${master.ip} apiserver.cluster.local # acpack\n`);
+      await expect(ssh(lab, master, h, 'test -e /etc/kubernetes/manifests/kube-lvscare.yaml')).rejects.toThrow();
     }
     const cfg = (await ssh(lab, master, master, 'cat /etc/kubernetes/acpack-kubeadm.yaml')).stdout;
     expect(cfg).toContain(`imageRepository: ${upstream}/ecp_builder`);
     expect(cfg).toContain('kubernetesVersion: v1.22.15');
     expect(cfg).toContain('podSubnet: 100.64.0.0/16');
-    expect((await ssh(lab, master, w2, 'cat /etc/kubernetes/kubelet.conf')).stdout).toContain(`server: https://${master.ip}:6443`);
+    expect(cfg).toContain('controlPlaneEndpoint: apiserver.cluster.local:6443');
+    expect((await ssh(lab, master, w2, 'cat /etc/kubernetes/kubelet.conf')).stdout).toContain('server: https://apiserver.cluster.local:6443');
   });
 
   it('a real containerd on a node pulls by the original name through the written hosts.toml', async () => {
@@ -182,6 +188,7 @@ describe('acinstall from on test hosts', () => {
     expect(del.code, del.stderr).toBe(0);
     expect((await ssh(lab, master, w2, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('reset -f');
     await expect(ssh(lab, master, w2, 'test -e /etc/kubernetes/kubelet.conf')).rejects.toThrow();
+    await expect(ssh(lab, master, w2, 'grep apiserver.cluster.local /etc/hosts')).rejects.toThrow();
     expect((await acinstall(['status', '--store', store()])).stdout).not.toContain(w2.ip);
 
     const join = await acinstall(['join', '-n', w2.ip, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter']);
@@ -198,7 +205,7 @@ describe('acinstall from on test hosts', () => {
     const failing = await acinstall(['join', '-n', w2.ip, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter']);
     expect(failing.code).toBe(1);
     expect(failing.stderr).toMatch(new RegExp(`1 of 3 nodes failed:\\n  ${w2.ip.replace(/\./g, '\\.')}: .*installing binaries failed`));
-    expect((await ssh(lab, master, w1, 'cat /etc/kubernetes/kubelet.conf')).stdout).toContain(master.ip);
+    expect((await ssh(lab, master, w1, 'cat /etc/kubernetes/kubelet.conf')).stdout).toContain('apiserver.cluster.local');
     await ssh(lab, master, w2, 'rmdir /usr/bin/acpack-tool');
     const again = await acinstall(['join', '-n', w2.ip, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter']);
     expect(again.code, again.stderr).toBe(0);

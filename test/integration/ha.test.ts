@@ -1,0 +1,87 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { parse as parseYaml } from 'yaml';
+import { bundle } from '../../packer/index.js';
+import { parsePlatformList } from '../../arch/platform.js';
+import { buildIndexImage, buildLayer, pushImage } from '../../demo/samples.js';
+import { acinstallOn, labDown, labUp, ssh, type Lab } from '../hosts/lab.js';
+import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
+import { writeManifest } from '../helpers/fixtures.js';
+
+/** Two masters and a worker: the worker reaches the masters through lvscare's virtual IP. */
+let lab: Lab;
+let work: Awaited<ReturnType<typeof tempDir>>;
+let withLvscare: string;
+let withoutLvscare: string;
+let lvscareRef: string;
+
+beforeAll(async () => {
+  work = await tempDir();
+  const source = await withRegistry();
+  const upstream = source.registry.host;
+  const image = async (name: string, tag: string) => {
+    const img = buildIndexImage(name, tag, { amd64: [await buildLayer([{ path: name, content: `${name} amd64` }])] });
+    await pushImage(upstream, img);
+    return `${upstream}/${name}:${tag}`;
+  };
+  const pause = await image('ecp_builder/pause', '3.5');
+  lvscareRef = await image('sealerio/lvscare', 'v1.1.3-beta.8');
+  const kubeadmSha = execFileSync('sha256sum', [join(ROOT, 'test/hosts/standins/kubeadm')]).toString().split(' ')[0];
+  const binaries = [{ name: 'kubeadm', version: 'v1.22.15', url: join(ROOT, 'test/hosts/standins/kubeadm'), sha256: kubeadmSha, install: '/usr/bin/kubeadm' }];
+  const build = async (name: string, images: string[]) => {
+    const m = await writeManifest(join(work.dir, name), { images, binaries });
+    const out = join(work.dir, `${name}.tar.zst`);
+    await bundle({ manifestFile: m, platforms: parsePlatformList('amd64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out });
+    return out;
+  };
+  withLvscare = await build('ha', [pause, lvscareRef]);
+  withoutLvscare = await build('plain', [pause]);
+  await source.cleanup();
+  lab = await labUp(3, { dir: join(work.dir, 'lab') });
+}, 180_000);
+
+afterAll(async () => {
+  if (lab) await labDown(lab);
+  await work?.cleanup();
+});
+
+const VIP = '10.103.97.2';
+
+describe('acinstall from with two masters', () => {
+  const args = (bundlePath: string) => {
+    const [m1, m2, w] = lab.hosts;
+    return ['from', bundlePath, '-m', `${m1.ip},${m2.ip}`, '-n', w.ip, '-i', lab.key, '--store', join(work.dir, 'site'), '--ignore-preflight', 'disk,ip_forward,br_netfilter'];
+  };
+
+  it('refuses a bundle without lvscare before touching any node', async () => {
+    const [m1, m2, w] = lab.hosts;
+    const r = await acinstallOn(m1, args(withoutLvscare), ROOT);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/2 masters: workers reach them through 10\.103\.97\.2, kept by lvscare, and .* carries no lvscare image/);
+    for (const h of [m1, m2, w]) await expect(ssh(lab, m1, h, 'test -e /var/log/acpack-standins/kubeadm.calls')).rejects.toThrow();
+  });
+
+  it('joins the second master as control plane and puts the worker behind the virtual IP', async () => {
+    const [m1, m2, w] = lab.hosts;
+    const r = await acinstallOn(m1, args(withLvscare), ROOT);
+    expect(r.code, r.stderr).toBe(0);
+    const calls = async (h: typeof m1) => (await ssh(lab, m1, h, 'cat /var/log/acpack-standins/kubeadm.calls')).stdout.trim().split('\n');
+    expect(await calls(m2)).toEqual([expect.stringMatching(/^join apiserver\.cluster\.local:6443 .* --control-plane --certificate-key [a-f0-9]{64}$/)]);
+    expect(await calls(w)).toEqual([expect.stringMatching(/^join apiserver\.cluster\.local:6443 --token /)]);
+
+    // Each master is its own API server; the worker goes through the VIP, which lvscare keeps.
+    const entry = async (h: typeof m1) => (await ssh(lab, m1, h, 'grep apiserver.cluster.local /etc/hosts')).stdout;
+    expect(await entry(m1)).toBe(`${m1.ip} apiserver.cluster.local # acpack\n`);
+    expect(await entry(m2)).toBe(`${m2.ip} apiserver.cluster.local # acpack\n`);
+    expect(await entry(w)).toBe(`${VIP} apiserver.cluster.local # acpack\n`);
+    const pod = parseYaml((await ssh(lab, m1, w, 'cat /etc/kubernetes/manifests/kube-lvscare.yaml')).stdout);
+    expect(pod.spec.containers[0].image).toBe(lvscareRef);
+    expect(pod.spec.containers[0].args).toEqual(['care', '--vs', `${VIP}:6443`, '--health-path', '/healthz', '--health-schem', 'https', '--rs', `${m1.ip}:6443`, '--rs', `${m2.ip}:6443`]);
+    for (const m of [m1, m2]) await expect(ssh(lab, m1, m, 'test -e /etc/kubernetes/manifests/kube-lvscare.yaml')).rejects.toThrow();
+
+    const cfg = (await ssh(lab, m1, m1, 'cat /etc/kubernetes/acpack-kubeadm.yaml')).stdout;
+    expect(cfg).toContain('controlPlaneEndpoint: apiserver.cluster.local:6443');
+    for (const san of [m1.ip, m2.ip, VIP, 'apiserver.cluster.local']) expect(cfg).toContain(`- ${san}`);
+  });
+});
