@@ -15,7 +15,7 @@ import { API_SERVER_NAME, apiServerAddress, lvscareImage, pointApiServer, settle
 import { preflightError } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
 import { containerdFiles, installBinaries, serviceFiles, startServices, writeFiles } from './node-setup.js';
-import { joinInfoFrom, kubeadmConfig, kubeadmInit, kubeadmJoin, type JoinInfo } from './kubeadm.js';
+import { joinInfoFrom, kubeadmConfig, kubeadmInit, kubeadmJoin, kubernetesVersion, type JoinInfo } from './kubeadm.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import type { HostSpec } from './cluster-spec.js';
 
@@ -46,6 +46,7 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
   try {
     const d = await readDescriptor(o.bundle);
     const lvscare = lvscareImage(o.spec, d);
+    refuseVersionChange(journal, o.spec, d);
     // Steps that depend on the bundle's content are redone when a different bundle is installed.
     const bundleId = `${d.name} ${d.version} ${d.source}`;
     const master = o.spec.hosts.find(isMaster)!;
@@ -127,6 +128,22 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
 }
 
 /**
+ * A bundle of another Kubernetes version on an installed cluster would put its kubelets ahead of the
+ * API servers (the skew Kubernetes forbids): upgrading is kubeadm upgrade, control plane first, which
+ * acinstall does not do yet. Refused before any node is touched.
+ */
+function refuseVersionChange(journal: Journal, spec: ClusterSpec, d: BundleDescriptor): void {
+  const first = spec.hosts.find(isMaster)!;
+  const installed = journal.doneDetail(first.ip, 'kubernetes');
+  const wanted = kubernetesVersion(d) ?? 'kubeadm default';
+  if (installed === undefined || installed === wanted) return;
+  throw new AcpackError(
+    'UPGRADE_UNSUPPORTED',
+    `this cluster runs Kubernetes ${installed} and ${d.name} ${d.version} carries ${wanted}: acinstall does not upgrade Kubernetes yet (kubeadm upgrade, control plane first); nothing was changed on the nodes`,
+  );
+}
+
+/**
  * kubeadm: init on the first master, the other masters joined one at a time (etcd grows one member
  * at a time), the workers in parallel. A node whose earlier steps failed is left for the re-run.
  */
@@ -154,6 +171,7 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
       o.progress.node(first.ip, 'kubeadm init', 'running');
       joinInfo = await kubeadmInit(host, kubeadmConfig(o.spec, d));
       journal.record(first.ip, 'kubeadm-init', 'done', `control plane at ${joinInfo.endpoint}`);
+      journal.record(first.ip, 'kubernetes', 'done', kubernetesVersion(d) ?? 'kubeadm default');
       o.progress.node(first.ip, 'kubeadm init', 'done', joinInfo.endpoint);
     }
     if (pending.length && !joinInfo) joinInfo = await joinInfoFrom(host);

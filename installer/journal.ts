@@ -31,6 +31,12 @@ export class Journal {
     return row?.status === 'done' && (bundle === undefined || row.bundle === bundle);
   }
 
+  /** The detail of a step done, if it is. */
+  doneDetail(node: string, step: string): string | undefined {
+    const row = this.db.prepare("SELECT detail FROM steps WHERE node = ? AND step = ? AND status = 'done'").get(node, step) as { detail: string } | undefined;
+    return row?.detail;
+  }
+
   record(node: string, step: string, status: 'done' | 'failed', detail = '', bundle = ''): void {
     this.db
       .prepare('INSERT OR REPLACE INTO steps (node, step, status, detail, at, bundle) VALUES (?, ?, ?, ?, ?, ?)')

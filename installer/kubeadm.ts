@@ -24,8 +24,7 @@ export interface JoinInfo {
  * endpoint by name (see control-plane.ts), every master and the virtual IP in the API server certificate.
  */
 export function kubeadmConfig(spec: ClusterSpec, d: BundleDescriptor): string {
-  const api = d.images.find((i) => /\/kube-apiserver:[^/]+$/.test(i.ref));
-  const ref = api ? parseReference(api.ref) : undefined;
+  const ref = apiServerImage(d);
   const masters = spec.hosts.filter(isMaster).map((h) => h.ip);
   const docs = [
     {
@@ -45,6 +44,16 @@ export function kubeadmConfig(spec: ClusterSpec, d: BundleDescriptor): string {
     { apiVersion: 'kubelet.config.k8s.io/v1beta1', kind: 'KubeletConfiguration', cgroupDriver: 'systemd' },
   ];
   return docs.map((x) => stringify(x)).join('---\n');
+}
+
+function apiServerImage(d: BundleDescriptor) {
+  const api = d.images.find((i) => /\/kube-apiserver:[^/]+$/.test(i.ref));
+  return api ? parseReference(api.ref) : undefined;
+}
+
+/** The Kubernetes version a bundle installs: its kube-apiserver image's tag. */
+export function kubernetesVersion(d: BundleDescriptor): string | undefined {
+  return apiServerImage(d)?.tag;
 }
 
 /** Parses `kubeadm join …` as kubeadm prints it (init output or `token create --print-join-command`). */

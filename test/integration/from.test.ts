@@ -17,6 +17,7 @@ let fx: Fixture;
 let upstream: string;
 let bundlePath: string;
 let bundle2Path: string;
+let bundle3Path: string;
 let pauseRef: string;
 let apiRef: string;
 
@@ -63,6 +64,12 @@ beforeAll(async () => {
   });
   bundle2Path = join(work.dir, 'b2.tar.zst');
   await bundle({ manifestFile: m2, platforms: parsePlatformList('amd64,arm64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: bundle2Path });
+  // A bundle of another Kubernetes version, which acinstall must not half-apply.
+  const api2 = buildIndexImage('ecp_builder/kube-apiserver', 'v1.22.16', { amd64: [await buildLayer([{ path: 'api', content: 'apiserver 16' }])] });
+  await pushImage(upstream, api2);
+  const m3 = await writeManifest(join(work.dir, 'v3'), { images: [pauseRef, `${upstream}/ecp_builder/kube-apiserver:v1.22.16`], binaries: [] });
+  bundle3Path = join(work.dir, 'b3.tar.zst');
+  await bundle({ manifestFile: m3, platforms: parsePlatformList('amd64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: bundle3Path });
   await source.cleanup(); // the site has no upstream
   lab = await labUp(3, { dir: join(work.dir, 'lab') });
 }, 180_000);
@@ -221,6 +228,19 @@ describe('acinstall from on test hosts', () => {
     expect(r.code, r.stderr).toBe(0);
     expect((await ssh(lab, master, w1, '/usr/bin/acpack-tool')).stdout.trim()).toBe('tool amd64 v2');
     expect((await ssh(lab, master, master, "grep -c '^init --config' /var/log/acpack-standins/kubeadm.calls")).stdout.trim()).toBe('1');
+  });
+
+  it('refuses a bundle of another Kubernetes version before touching any node', async () => {
+    const [master, w1] = lab.hosts;
+    const calls = async () => (await ssh(lab, master, master, 'cat /var/log/acpack-standins/kubeadm.calls')).stdout;
+    const before = await calls();
+    const args = fromArgs();
+    args[1] = bundle3Path;
+    const r = await acinstall(args);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/runs Kubernetes v1\.22\.15 and .* carries v1\.22\.16: acinstall does not upgrade Kubernetes yet/);
+    expect(await calls()).toBe(before);
+    expect((await ssh(lab, master, w1, '/usr/bin/acpack-tool')).stdout.trim()).toBe('tool amd64 v2');
   });
 
   it('a worker killed mid-install (power cut) fails alone and soon, and the re-run after it is back finishes it', async () => {
