@@ -5,7 +5,8 @@ import { AcpackError, formatBytes } from '../oci/errors.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readDescriptor } from '../oci/bundle-reader.js';
-import { loadClusterFile, parseIpList, specFromFlags } from './cluster-spec.js';
+import { isMaster, loadClusterFile, parseIpList, specFromFlags, type HostSpec } from './cluster-spec.js';
+import { textTable } from '../oci/text-table.js';
 import { CHECKS, preflightError } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
 import { deleteNode, installFrom, type NodeOutcome } from './from.js';
@@ -131,12 +132,21 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
   withNodeOptions(program.command('from'))
     .description('Import a bundle, serve it, check every node, give each its binaries and containerd configuration, kubeadm init and join')
     .argument('<bundle>', 'bundle.tar.zst')
-    .addHelpText('after', '\nBuilt so far: import, registry, preflight, binaries, containerd configuration, kubeadm init/join (re-runs skip\nwhat the journal records as done). Charts and the post-check are not built yet.')
+    .addHelpText(
+      'after',
+      `
+Steps: import, the registry (a systemd unit where systemd runs), preflight, each node's binaries and
+containerd configuration, kubeadm init and joins (masters one at a time, workers in parallel). Nodes
+reach the API servers as apiserver.cluster.local: the first master, or with several masters, workers
+go through a virtual IP (network.apiServerVIP, default 10.103.97.2) kept by lvscare. Re-runs skip what
+the journal records as done. Not built yet: the charts and the post-check.`,
+    )
     .action(async (bundle: string, o) => {
       const progress = createInstallProgress();
-      const outcomes = await installFrom({ bundle, spec: await specFrom(o), store: o.store, ignore: ignoreList(o), progress }).finally(() => progress.end());
+      const spec = await specFrom(o);
+      const outcomes = await installFrom({ bundle, spec, store: o.store, ignore: ignoreList(o), progress }).finally(() => progress.end());
       reportOutcomes(outcomes);
-      process.stdout.write(`${outcomes.length} nodes installed and joined (kubeadm); installing the charts is not built yet\n`);
+      process.stdout.write(installSummary(o.store, spec.hosts));
     });
 
   program
@@ -247,6 +257,29 @@ function specFrom(o: { cluster?: string; masters?: string; nodes?: string; passw
 }
 
 /** Per-node failures end the command non-zero, after every other node has finished. */
+/** What a finished install looks like, from the journal: each node's part, and where to look next. */
+function installSummary(store: string, hosts: HostSpec[]): string {
+  const journal = new Journal(store);
+  try {
+    const first = hosts.find(isMaster)!;
+    const rows = hosts.map((h) => [
+      h.ip,
+      h === first ? 'first master' : isMaster(h) ? 'master' : 'worker',
+      h === first ? `init (Kubernetes ${journal.doneDetail(h.ip, 'kubernetes') ?? '?'})` : (journal.doneDetail(h.ip, 'kubeadm-join') ? 'joined' : '-'),
+      journal.doneDetail(h.ip, 'api-endpoint') ?? '-',
+    ]);
+    return [
+      textTable([['NODE', 'ROLE', 'KUBEADM', 'API SERVER'], ...rows]),
+      `registry: ${journal.doneDetail(first.ip, 'registry') ?? '-'}`,
+      `per-node logs: ${join(store, 'logs')}/<ip>.log; every step: acinstall status --store ${store}`,
+      'not built yet: installing the charts and the post-check (they need the cluster\'s API server)',
+      '',
+    ].join('\n');
+  } finally {
+    journal.close();
+  }
+}
+
 function reportOutcomes(outcomes: NodeOutcome[]): void {
   const failed = outcomes.filter((x) => !x.ok);
   if (failed.length) {

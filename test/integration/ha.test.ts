@@ -66,6 +66,9 @@ describe('acinstall from with two masters', () => {
     const [m1, m2, w] = lab.hosts;
     const r = await acinstallOn(m1, args(withLvscare), ROOT);
     expect(r.code, r.stderr).toBe(0);
+    const esc = (x: string) => x.replace(/\./g, '\\.');
+    expect(r.stdout).toMatch(new RegExp(`${esc(m1.ip)}\\s+first master\\s+init \\(Kubernetes kubeadm default\\)\\s+apiserver\\.cluster\\.local is ${esc(m1.ip)}`));
+    expect(r.stdout).toMatch(new RegExp(`${esc(w.ip)}\\s+worker\\s+joined\\s+apiserver\\.cluster\\.local is ${esc(VIP)}`));
     const calls = async (h: typeof m1) => (await ssh(lab, m1, h, 'cat /var/log/acpack-standins/kubeadm.calls')).stdout.trim().split('\n');
     expect(await calls(m2)).toEqual([expect.stringMatching(/^join apiserver\.cluster\.local:6443 .* --control-plane --certificate-key [a-f0-9]{64}$/)]);
     expect(await calls(w)).toEqual([expect.stringMatching(/^join apiserver\.cluster\.local:6443 --token /)]);
