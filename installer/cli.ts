@@ -216,6 +216,13 @@ function superviseWorkers(n: number, store: string, listen: string, scheme: stri
   cluster.on('exit', (w, code, signal) => {
     if (stopping) return;
     process.stderr.write(`acinstall: worker ${w.process.pid} exited (${signal ?? code})\n`);
+    // Before any worker listened it is a start-up failure (port taken, bad store): restarting won't help.
+    if (!announced) {
+      stopping = true;
+      for (const other of Object.values(cluster.workers ?? {})) other?.kill('SIGTERM');
+      process.exitCode = 1;
+      return;
+    }
     if (restarts++ < 10 * n) cluster.fork();
   });
   const stop = () => {

@@ -1,4 +1,5 @@
 import { mkdir } from 'node:fs/promises';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { archFromUname } from '../arch/platform.js';
@@ -11,6 +12,7 @@ import { saveClusterState } from './cluster-state.js';
 import type { InstallProgress } from './progress-board.js';
 import { KnownHosts, SshHost } from './ssh.js';
 import { ensureRegistry } from './registry-service.js';
+import { withStoreLock } from './store-lock.js';
 import { API_SERVER_NAME, apiServerAddress, lvscareImage, pointApiServer, settleApiServer } from './control-plane.js';
 import { preflightError } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
@@ -42,6 +44,19 @@ export interface NodeOutcome {
  */
 export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
   await mkdir(o.store, { recursive: true });
+  return withStoreLock(o.store, `installing ${o.bundle}`, () => install(o));
+}
+
+/** The registry runs here and nodes fetch from the first master's address: they must be one machine. */
+function assertOnFirstMaster(ip: string): void {
+  const mine = Object.values(networkInterfaces()).flatMap((list) => list ?? []);
+  if (mine.some((a) => a.address === ip)) return;
+  const shown = mine.filter((a) => !a.internal && !a.address.startsWith('fe80:')).map((a) => a.address).join(', ') || 'only loopback';
+  throw new AcpackError('NOT_FIRST_MASTER', `acinstall runs on the first master (${ip}, the first of the masters), and this machine is not it (its addresses: ${shown}): run it on ${ip}`);
+}
+
+async function install(o: FromOptions): Promise<NodeOutcome[]> {
+  assertOnFirstMaster(o.spec.hosts.find(isMaster)!.ip);
   const journal = new Journal(o.store);
   try {
     const d = await readDescriptor(o.bundle);
@@ -214,6 +229,10 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
  * journal and the cluster state. (Removing the Node object needs the API server: next slice.)
  */
 export async function deleteNode(store: string, spec: ClusterSpec, ip: string, log: (line: string) => void): Promise<void> {
+  return withStoreLock(store, `deleting ${ip}`, () => resetNode(store, spec, ip, log));
+}
+
+async function resetNode(store: string, spec: ClusterSpec, ip: string, log: (line: string) => void): Promise<void> {
   const h = spec.hosts.find((x) => x.ip === ip);
   if (!h) throw new AcpackError('BAD_CLUSTER', `${ip} is not a node of this cluster`);
   if (spec.hosts.filter(isMaster).length === 1 && isMaster(h)) throw new AcpackError('BAD_CLUSTER', `${ip} is the only master: deleting it deletes the cluster`);

@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -46,6 +46,8 @@ export async function ensureRegistry(opts: { store: string; listen: string; url:
   try {
     if (await answers()) return 'already running';
     const command = serveCommand(opts.store, opts.listen, opts.tlsArgs);
+    const logFile = join(opts.store, 'registry.log');
+    let exited: Promise<boolean> = new Promise(() => {});
     let how: string;
     if (existsSync('/run/systemd/system')) {
       await writeFile(join('/etc/systemd/system', REGISTRY_UNIT), registryUnit(command));
@@ -53,16 +55,21 @@ export async function ensureRegistry(opts: { store: string; listen: string; url:
       await run('systemctl', ['enable', '--now', REGISTRY_UNIT]);
       how = `systemd unit ${REGISTRY_UNIT}`;
     } else {
-      const child = spawn(command[0], [...command.slice(1), '--quiet'], { detached: true, stdio: 'ignore' });
+      // Its messages go to a log in the store, so a registry that cannot start can say why.
+      const log = openSync(logFile, 'a');
+      const child = spawn(command[0], [...command.slice(1), '--quiet'], { detached: true, stdio: ['ignore', 'ignore', log] });
+      closeSync(log);
       child.unref();
+      exited = new Promise((resolve) => child.once('exit', () => resolve(true)));
       await writeFile(join(opts.store, 'registry.pid'), `${child.pid}\n`);
       how = `background process ${child.pid} (no systemd here: it does not survive a reboot)`;
     }
     for (let i = 0; i < 100; i++) {
       if (await answers()) return how;
-      await sleep(100);
+      if (await Promise.race([exited, sleep(100).then(() => false)])) break;
     }
-    throw new AcpackError('REGISTRY', `the site registry (${how}) did not start on ${opts.url}`);
+    const said = (await readFile(logFile, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join('\n');
+    throw new AcpackError('REGISTRY', `the site registry (${how}) did not start on ${opts.url}${said ? `:\n${said}` : ''}`);
   } finally {
     await agent.close(); // its keep-alive sockets would otherwise hold the process open
   }

@@ -5,7 +5,10 @@ import { parse as parseYaml } from 'yaml';
 import { bundle } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { buildIndexImage, buildLayer, pushImage } from '../../demo/samples.js';
-import { acinstallOn, labDown, labUp, ssh, type Lab } from '../hosts/lab.js';
+import { acinstallOn, inHost, labDown, labUp, ssh, type Lab } from '../hosts/lab.js';
+import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { stopChild } from '../../demo/processes.js';
 import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
 import { writeManifest } from '../helpers/fixtures.js';
 
@@ -54,12 +57,33 @@ describe('acinstall from with two masters', () => {
     return ['from', bundlePath, '-m', `${m1.ip},${m2.ip}`, '-n', w.ip, '-i', lab.key, '--store', join(work.dir, 'site'), '--ignore-preflight', 'disk,ip_forward,br_netfilter'];
   };
 
+  it('refuses to run anywhere but on the first master', async () => {
+    const [m1, m2] = lab.hosts;
+    const r = await acinstallOn(m2, args(withLvscare), ROOT);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(`acinstall runs on the first master (${m1.ip}, the first of the masters), and this machine is not it (its addresses: ${m2.ip})`);
+  });
+
   it('refuses a bundle without lvscare before touching any node', async () => {
     const [m1, m2, w] = lab.hosts;
     const r = await acinstallOn(m1, args(withoutLvscare), ROOT);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/2 masters: workers reach them through 10\.103\.97\.2, kept by lvscare, and .* carries no lvscare image/);
     for (const h of [m1, m2, w]) await expect(ssh(lab, m1, h, 'test -e /var/log/acpack-standins/kubeadm.calls')).rejects.toThrow();
+  });
+
+  it('says why the registry could not start (its port taken), before touching any node', async () => {
+    const [m1, m2, w] = lab.hosts;
+    const squatter = spawn('nsenter', [`--net=/run/netns/${m1.netns}`, '--', 'python3', '-m', 'http.server', '5000'], { stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 50 && !(await inHost(m1, 'sh', ['-c', "ss -ltn | grep -q ':5000 '"]).then(() => true, () => false)); i++) await sleep(100);
+      const r = await acinstallOn(m1, args(withLvscare), ROOT);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/the site registry \(background process \d+ .*\) did not start on https:\/\/[\d.]+:5000:\n.*cannot listen on 0\.0\.0\.0:5000: EADDRINUSE/);
+      for (const h of [m1, m2, w]) await expect(ssh(lab, m1, h, 'test -e /var/log/acpack-standins/kubeadm.calls')).rejects.toThrow();
+    } finally {
+      await stopChild(squatter);
+    }
   });
 
   it('joins the second master as control plane and puts the worker behind the virtual IP', async () => {
