@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readlinkSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -35,9 +35,23 @@ WantedBy=multi-user.target
 }
 
 /**
+ * True where systemd is the init system AND acinstall runs in its network namespace: a unit runs in
+ * init's namespace, so from inside another one (a container, a test host) it would listen elsewhere.
+ */
+function systemdManagesThisNetwork(): boolean {
+  if (!existsSync('/run/systemd/system')) return false;
+  try {
+    return readlinkSync('/proc/self/ns/net') === readlinkSync('/proc/1/ns/net');
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Makes sure the site registry answers on `url`. A registry already answering is left alone (a
- * re-run). Where systemd is the init system, a unit owns it; elsewhere (containers, test hosts) it
- * is a background process whose PID is kept in the store, and it will not come back after a reboot.
+ * re-run). Where systemd is the init system (of this network), a unit owns it; elsewhere (containers,
+ * test hosts) it is a background process whose PID is kept in the store, and it will not come back
+ * after a reboot.
  * Returns how it runs, for the summary.
  */
 export async function ensureRegistry(opts: { store: string; listen: string; url: string; ca: string; tlsArgs: string[] }): Promise<string> {
@@ -49,7 +63,7 @@ export async function ensureRegistry(opts: { store: string; listen: string; url:
     const logFile = join(opts.store, 'registry.log');
     let exited: Promise<boolean> = new Promise(() => {});
     let how: string;
-    if (existsSync('/run/systemd/system')) {
+    if (systemdManagesThisNetwork()) {
       await writeFile(join('/etc/systemd/system', REGISTRY_UNIT), registryUnit(command));
       await run('systemctl', ['daemon-reload']);
       await run('systemctl', ['enable', '--now', REGISTRY_UNIT]);
