@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { acinstallOn, labDown, labUp, type Lab } from '../hosts/lab.js';
+import { acinstallOn, inHost, labDown, labUp, ssh, type Lab } from '../hosts/lab.js';
 import { ROOT, tempDir } from '../helpers/env.js';
 
 let lab: Lab;
@@ -68,5 +68,22 @@ describe('acinstall preflight on test hosts', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(new RegExp(`${lab.hosts[0].ip.replace(/\./g, '\\.')}\\s+ssh\\s+root@.*refused the key`));
     expect(r.stderr).toMatch(new RegExp(`${prefix.replace(/\./g, '\\.')}\\.99\\s+ssh\\s+cannot reach`));
+  });
+
+  it('logs in with a password (-p, or ACINSTALL_SSH_PASSWORD) and names a wrong one, without ever showing it', async () => {
+    const [h1, h2] = lab.hosts;
+    const password = 'pw-s3cret-Ü';
+    for (const h of [h1, h2]) await ssh(lab, h1, h, `echo 'root:${password}' | chpasswd`);
+    const ignore = ['--ignore-preflight', 'ip_forward,br_netfilter,disk,kernel'];
+    const store = join(work.dir, 'state-pw');
+    const ok = await acinstall(['preflight', '-m', h1.ip, '-n', h2.ip, '-p', password, '--store', store, ...ignore]);
+    expect(ok.stderr).toBe('');
+    expect(ok.stdout).toContain('preflight passed on 2 nodes');
+    const viaEnv = await inHost(h1, 'env', [`ACINSTALL_SSH_PASSWORD=${password}`, process.execPath, '--import', 'tsx', join(ROOT, 'installer/main.ts'), 'preflight', '-m', h1.ip, '-n', h2.ip, '--store', store, ...ignore]);
+    expect(viaEnv.stdout).toContain('preflight passed on 2 nodes');
+    const wrong = await acinstall(['preflight', '-m', h1.ip, '-n', h2.ip, '-p', 'not-it', '--store', store, ...ignore]);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(new RegExp(`${h2.ip.replace(/\./g, '\\.')}\\s+ssh\\s+root@${h2.ip.replace(/\./g, '\\.')}:22 refused the password`));
+    expect(wrong.stderr + wrong.stdout).not.toContain('not-it');
   });
 });
