@@ -139,7 +139,8 @@ Steps: import, the registry (a systemd unit where systemd runs), preflight, each
 containerd configuration, kubeadm init and joins (masters one at a time, workers in parallel). Nodes
 reach the API servers as apiserver.cluster.local: the first master, or with several masters, workers
 go through a virtual IP (network.apiServerVIP, default 10.103.97.2) kept by lvscare. Re-runs skip what
-the journal records as done. Not built yet: the charts and the post-check.`,
+the journal records as done. A newer bundle on an installed cluster upgrades Kubernetes (kubeadm
+upgrade, control plane first, then each kubelet). Not built yet: the charts and the post-check.`,
     )
     .action(async (bundle: string, o) => {
       const progress = createInstallProgress();

@@ -12,6 +12,7 @@ import { saveClusterState } from './cluster-state.js';
 import type { InstallProgress } from './progress-board.js';
 import { KnownHosts, SshHost } from './ssh.js';
 import { ensureRegistry } from './registry-service.js';
+import { heldBinaries, kubeadmUpgrade, planUpgrade, releaseHeldBinaries } from './upgrade.js';
 import { withStoreLock } from './store-lock.js';
 import { API_SERVER_NAME, apiServerAddress, lvscareImage, pointApiServer, settleApiServer } from './control-plane.js';
 import { preflightError } from './preflight.js';
@@ -39,8 +40,8 @@ export interface NodeOutcome {
  * `acinstall from`, the steps built so far: import the bundle, start the site registry, preflight
  * every node, then on each node (in parallel) its arch's binaries from the registry, hash-checked,
  * and containerd's configuration pointing every upstream registry at the site. Recorded per node
- * in the journal; a re-run skips what is done. Then kubeadm init and joins. (Charts and the
- * post-check come next.)
+ * in the journal; a re-run skips what is done. Then kubeadm: init, upgrades (a newer bundle on an
+ * installed cluster) and joins. (Charts and the post-check need an API server: not built yet.)
  */
 export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
   await mkdir(o.store, { recursive: true });
@@ -61,7 +62,7 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
   try {
     const d = await readDescriptor(o.bundle);
     const lvscare = lvscareImage(o.spec, d);
-    refuseVersionChange(journal, o.spec, d);
+    const versions = nodeVersions(journal, o.spec, d);
     // Steps that depend on the bundle's content are redone when a different bundle is installed.
     const bundleId = `${d.name} ${d.version} ${d.source}`;
     const master = o.spec.hosts.find(isMaster)!;
@@ -111,7 +112,7 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
             }
             if (!journal.isDone(h.ip, 'binaries', bundleId)) {
               o.progress.node(h.ip, 'binaries', 'running', arch);
-              const n = await installBinaries(host, d, arch, registry);
+              const n = await installBinaries(host, d, arch, registry, heldBinaries(versions.of(h), versions.wanted));
               journal.record(h.ip, 'binaries', 'done', `${n} binaries for ${arch}`, bundleId);
             }
             if (!journal.isDone(h.ip, 'services', bundleId)) {
@@ -134,7 +135,7 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
       ),
     );
     await known.save();
-    await clusterSteps(o, d, journal, known, outcomes, lvscare);
+    await clusterSteps(o, d, journal, known, outcomes, lvscare, versions);
     await known.save();
     return outcomes;
   } finally {
@@ -142,27 +143,38 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
   }
 }
 
-/**
- * A bundle of another Kubernetes version on an installed cluster would put its kubelets ahead of the
- * API servers (the skew Kubernetes forbids): upgrading is kubeadm upgrade, control plane first, which
- * acinstall does not do yet. Refused before any node is touched.
- */
-function refuseVersionChange(journal: Journal, spec: ClusterSpec, d: BundleDescriptor): void {
-  const first = spec.hosts.find(isMaster)!;
-  const installed = journal.doneDetail(first.ip, 'kubernetes');
-  const wanted = kubernetesVersion(d) ?? 'kubeadm default';
-  if (installed === undefined || installed === wanted) return;
-  throw new AcpackError(
-    'UPGRADE_UNSUPPORTED',
-    `this cluster runs Kubernetes ${installed} and ${d.name} ${d.version} carries ${wanted}: acinstall does not upgrade Kubernetes yet (kubeadm upgrade, control plane first); nothing was changed on the nodes`,
-  );
+interface Versions {
+  /** The Kubernetes version the bundle installs. */
+  wanted: string;
+  /** The version a node runs, undefined when it is not in the cluster yet. */
+  of(h: HostSpec): string | undefined;
 }
 
 /**
- * kubeadm: init on the first master, the other masters joined one at a time (etcd grows one member
- * at a time), the workers in parallel. A node whose earlier steps failed is left for the re-run.
+ * Which Kubernetes version each installed node runs (the journal records it at init, join and
+ * upgrade), checked against the bundle's before anything changes: an upgrade kubeadm would refuse
+ * (a downgrade, a skipped minor) is refused here, with no node touched.
  */
-async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[], lvscare: string | undefined): Promise<void> {
+function nodeVersions(journal: Journal, spec: ClusterSpec, d: BundleDescriptor): Versions {
+  const wanted = kubernetesVersion(d) ?? 'kubeadm default';
+  const first = spec.hosts.find(isMaster)!;
+  const cluster = journal.doneDetail(first.ip, 'kubernetes');
+  const installed = (h: HostSpec) => journal.isDone(h.ip, h === first ? 'kubeadm-init' : 'kubeadm-join');
+  const of = (h: HostSpec) => (installed(h) ? journal.doneDetail(h.ip, 'kubernetes') : undefined);
+  for (const h of spec.hosts) {
+    // Nodes joined before versions were kept per node run the cluster's.
+    if (installed(h) && of(h) === undefined && cluster !== undefined) journal.record(h.ip, 'kubernetes', 'done', cluster);
+    planUpgrade(of(h), wanted, `${d.name} ${d.version}`);
+  }
+  return { wanted, of };
+}
+
+/**
+ * kubeadm: init on the first master; upgrades of installed nodes (see upgrade.ts); the other masters
+ * joined one at a time (etcd grows one member at a time), the workers in parallel. A node whose
+ * earlier steps failed is left for the re-run.
+ */
+async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[], lvscare: string | undefined, versions: Versions): Promise<void> {
   const byIp = new Map(outcomes.map((x) => [x.node, x]));
   const fail = (ip: string, err: unknown) => {
     const message = err instanceof Error ? err.message : String(err);
@@ -186,7 +198,7 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
       o.progress.node(first.ip, 'kubeadm init', 'running');
       joinInfo = await kubeadmInit(host, kubeadmConfig(o.spec, d));
       journal.record(first.ip, 'kubeadm-init', 'done', `control plane at ${joinInfo.endpoint}`);
-      journal.record(first.ip, 'kubernetes', 'done', kubernetesVersion(d) ?? 'kubeadm default');
+      journal.record(first.ip, 'kubernetes', 'done', versions.wanted);
       o.progress.node(first.ip, 'kubeadm init', 'done', joinInfo.endpoint);
     }
     if (pending.length && !joinInfo) joinInfo = await joinInfoFrom(host);
@@ -196,6 +208,38 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
   } finally {
     host.close();
   }
+  // Upgrades before joins: a new node joins the upgraded control plane. Masters one at a time, the
+  // first with `upgrade apply`; workers only once every master is done (no kubelet ahead of an API server).
+  const upgradeOne = async (h: HostSpec) => {
+    const from = versions.of(h);
+    if (from === undefined || from === versions.wanted || !byIp.get(h.ip)!.ok) return;
+    const node = await SshHost.connect(h, known, { logDir: join(o.store, 'logs') });
+    try {
+      if (!journal.isDone(h.ip, 'kubeadm-upgrade', versions.wanted)) {
+        o.progress.node(h.ip, 'kubeadm upgrade', 'running', `${from} → ${versions.wanted}`);
+        await kubeadmUpgrade(node, versions.wanted, h === first);
+        journal.record(h.ip, 'kubeadm-upgrade', 'done', `${from} → ${versions.wanted}`, versions.wanted);
+      }
+      await releaseHeldBinaries(node, d, archFromUname((await node.exec('uname -m')).stdout));
+      journal.record(h.ip, 'kubernetes', 'done', versions.wanted);
+      o.progress.node(h.ip, 'kubeadm upgrade', 'done', versions.wanted);
+    } finally {
+      node.close();
+    }
+  };
+  for (const m of [first, ...otherMasters]) {
+    try {
+      await upgradeOne(m);
+    } catch (err) {
+      fail(m.ip, err);
+      // Every node still to upgrade or to join waits for the next run.
+      const waiting = o.spec.hosts.filter((h) => h !== m && byIp.get(h.ip)!.ok && versions.of(h) !== versions.wanted);
+      for (const h of waiting) fail(h.ip, new AcpackError('NODE_STEP', `waiting for the control plane's upgrade to ${versions.wanted} (${m.ip} failed)`));
+      return;
+    }
+  }
+  await Promise.all(workers.map((w) => upgradeOne(w).catch((err) => fail(w.ip, err))));
+
   const joinOne = async (h: HostSpec, controlPlane: boolean) => {
     const joined = journal.isDone(h.ip, 'kubeadm-join');
     if ((joined && journal.isDone(h.ip, 'api-endpoint')) || !byIp.get(h.ip)!.ok) return;
@@ -206,6 +250,7 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
         await pointApiServer(node, apiServerAddress(o.spec, h, false));
         await kubeadmJoin(node, joinInfo!, controlPlane);
         journal.record(h.ip, 'kubeadm-join', 'done', controlPlane ? 'control plane' : 'worker');
+        journal.record(h.ip, 'kubernetes', 'done', versions.wanted);
         o.progress.node(h.ip, 'kubeadm join', 'done', controlPlane ? 'control plane' : 'worker');
       }
       settled(h, await settleApiServer(node, o.spec, h, lvscare));

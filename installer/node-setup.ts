@@ -15,7 +15,14 @@ export function shq(s: string): string {
 /** Where nodes keep the site registry's CA (written with containerd's configuration). */
 export const NODE_CA = '/etc/acpack/registry-ca.crt';
 
-export function binariesScript(d: BundleDescriptor, arch: string, registry: string): string {
+/**
+ * During a Kubernetes upgrade a node's kubelet must not run ahead of its control plane: its new
+ * binary is staged beside the old one and swapped in after `kubeadm upgrade` (see upgrade.ts).
+ */
+export const HELD_DURING_UPGRADE = new Set(['kubelet']);
+export const STAGED = '.acpack-new';
+
+export function binariesScript(d: BundleDescriptor, arch: string, registry: string, hold = new Set<string>()): string {
   const lines = ['set -e', 'dir=$(mktemp -d)', 'trap \'rm -rf "$dir"\' EXIT'];
   for (const b of d.binaries.filter((x) => x.arch === arch)) {
     const repo = b.ref.replace(/:[^:/]+$/, '');
@@ -26,14 +33,15 @@ export function binariesScript(d: BundleDescriptor, arch: string, registry: stri
     if (b.extract) lines.push(`mkdir -p ${shq(b.extract)} && tar -xzf ${f} -C ${shq(b.extract)}`);
     // -T: the path IS the file; a directory in its place is an error, not a place to drop the file into.
     // Written beside and renamed: a node dying mid-copy never leaves a truncated binary in place.
-    else if (b.install) lines.push(`install -D -T -m ${shq(b.mode)} ${f} ${shq(`${b.install}.acpack-new`)} && mv -f -T ${shq(`${b.install}.acpack-new`)} ${shq(b.install)}`);
+    else if (b.install && hold.has(b.name)) lines.push(`install -D -T -m ${shq(b.mode)} ${f} ${shq(`${b.install}${STAGED}`)}`);
+    else if (b.install) lines.push(`install -D -T -m ${shq(b.mode)} ${f} ${shq(`${b.install}${STAGED}`)} && mv -f -T ${shq(`${b.install}${STAGED}`)} ${shq(b.install)}`);
   }
   return lines.join('\n');
 }
 
-export async function installBinaries(host: SshHost, d: BundleDescriptor, arch: string, registry: string): Promise<number> {
+export async function installBinaries(host: SshHost, d: BundleDescriptor, arch: string, registry: string, hold?: Set<string>): Promise<number> {
   const count = d.binaries.filter((b) => b.arch === arch).length;
-  const r = await host.exec(binariesScript(d, arch, registry), 900_000);
+  const r = await host.exec(binariesScript(d, arch, registry, hold), 900_000);
   if (r.code !== 0) throw new AcpackError('NODE_STEP', `${host.spec.ip}: installing binaries failed (${r.code}): ${r.stderr.trim().slice(-500)}`);
   return count;
 }

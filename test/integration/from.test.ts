@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { bundle } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { sha256 } from '../../oci/digest.js';
@@ -41,6 +42,13 @@ beforeAll(async () => {
   execFileSync('tar', ['-czf', join(bin, 'pkg.tar.gz'), '-C', join(bin, 'pkg'), 'hello.txt']);
   const pkgSha = execFileSync('sha256sum', [join(bin, 'pkg.tar.gz')]).toString().split(' ')[0];
   const kubeadmSha = execFileSync('sha256sum', [join(ROOT, 'test/hosts/standins/kubeadm')]).toString().split(' ')[0];
+  // kubelet cannot run here either: a script that says its version is enough to see which one is in place.
+  const kubeletBinary = (version: string) => {
+    const file = join(bin, `kubelet-${version}`);
+    const text = `#!/bin/sh\necho kubelet ${version}\n`;
+    writeFileSync(file, text);
+    return { name: 'kubelet', version, url: file, sha256: sha256(text).slice(7), install: '/usr/bin/kubelet' };
+  };
   const m = await writeManifest(work.dir, {
     images: [pauseRef, apiRef, imageRef(upstream, fx.web)],
     binaries: [
@@ -48,6 +56,7 @@ beforeAll(async () => {
       { name: 'pkg', version: 'v1', url: 'bin/pkg.tar.gz', sha256: pkgSha, extract: '/opt/acpack-pkg' },
       // kubeadm cannot run here: an honest stand-in that records its calls and writes what kubeadm would.
       { name: 'kubeadm', version: 'v1.22.15', url: join(ROOT, 'test/hosts/standins/kubeadm'), sha256: kubeadmSha, install: '/usr/bin/kubeadm' },
+      kubeletBinary('v1.22.15'),
     ],
   });
   bundlePath = join(work.dir, 'b.tar.zst');
@@ -60,6 +69,7 @@ beforeAll(async () => {
     binaries: [
       { name: 'tool', version: 'v2', url: join(bin, 'tool-{arch}'), sha256: { amd64: sha256('#!/bin/sh\necho tool amd64 v2\n').slice(7), arm64: sha256('#!/bin/sh\necho tool arm64 v2\n').slice(7) }, install: '/usr/bin/acpack-tool' },
       { name: 'kubeadm', version: 'v1.22.15', url: join(ROOT, 'test/hosts/standins/kubeadm'), sha256: kubeadmSha, install: '/usr/bin/kubeadm' },
+      kubeletBinary('v1.22.15'),
     ],
   });
   bundle2Path = join(work.dir, 'b2.tar.zst');
@@ -67,7 +77,13 @@ beforeAll(async () => {
   // A bundle of another Kubernetes version, which acinstall must not half-apply.
   const api2 = buildIndexImage('ecp_builder/kube-apiserver', 'v1.22.16', { amd64: [await buildLayer([{ path: 'api', content: 'apiserver 16' }])] });
   await pushImage(upstream, api2);
-  const m3 = await writeManifest(join(work.dir, 'v3'), { images: [pauseRef, `${upstream}/ecp_builder/kube-apiserver:v1.22.16`], binaries: [] });
+  const m3 = await writeManifest(join(work.dir, 'v3'), {
+    images: [pauseRef, `${upstream}/ecp_builder/kube-apiserver:v1.22.16`],
+    binaries: [
+      { name: 'kubeadm', version: 'v1.22.16', url: join(ROOT, 'test/hosts/standins/kubeadm'), sha256: kubeadmSha, install: '/usr/bin/kubeadm' },
+      kubeletBinary('v1.22.16'),
+    ],
+  });
   bundle3Path = join(work.dir, 'b3.tar.zst');
   await bundle({ manifestFile: m3, platforms: parsePlatformList('amd64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: bundle3Path });
   await source.cleanup(); // the site has no upstream
@@ -181,7 +197,7 @@ describe('acinstall from on test hosts', () => {
     expect((await ssh(lab, master, w1, 'wc -l < /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('1');
     const status = await acinstall(['status', '--store', store()]);
     for (const h of lab.hosts) {
-      expect(status.stdout).toMatch(new RegExp(`${h.ip.replace(/\./g, '\\.')}\\s+binaries\\s+done\\s+3 binaries for amd64`));
+      expect(status.stdout).toMatch(new RegExp(`${h.ip.replace(/\./g, '\\.')}\\s+binaries\\s+done\\s+4 binaries for amd64`));
       expect(status.stdout).toMatch(new RegExp(`${h.ip.replace(/\./g, '\\.')}\\s+containerd-config\\s+done`));
     }
     expect(status.stdout).toMatch(/import\s+done/);
@@ -230,19 +246,6 @@ describe('acinstall from on test hosts', () => {
     expect((await ssh(lab, master, master, "grep -c '^init --config' /var/log/acpack-standins/kubeadm.calls")).stdout.trim()).toBe('1');
   });
 
-  it('refuses a bundle of another Kubernetes version before touching any node', async () => {
-    const [master, w1] = lab.hosts;
-    const calls = async () => (await ssh(lab, master, master, 'cat /var/log/acpack-standins/kubeadm.calls')).stdout;
-    const before = await calls();
-    const args = fromArgs();
-    args[1] = bundle3Path;
-    const r = await acinstall(args);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/runs Kubernetes v1\.22\.15 and .* carries v1\.22\.16: acinstall does not upgrade Kubernetes yet/);
-    expect(await calls()).toBe(before);
-    expect((await ssh(lab, master, w1, '/usr/bin/acpack-tool')).stdout.trim()).toBe('tool amd64 v2');
-  });
-
   it('a worker killed mid-install (power cut) fails alone and soon, and the re-run after it is back finishes it', async () => {
     const [master, , w2] = lab.hosts;
     expect((await acinstall(['delete', '-n', w2.ip, '--store', store()])).code).toBe(0);
@@ -269,4 +272,47 @@ describe('acinstall from on test hosts', () => {
     expect((await ssh(lab, master, w2, '/usr/bin/acpack-tool')).stdout.trim()).toMatch(/^tool amd64/);
     expect((await acinstall(['status', '--store', store()])).stdout).toMatch(new RegExp(`${w2.ip.replace(/\./g, '\\.')}\\s+kubeadm-join\\s+done`));
   }, 120_000);
+
+  it('upgrades Kubernetes with a newer bundle: the control plane first, then each kubelet, and never back', async () => {
+    const [master, w1, w2] = lab.hosts;
+    for (const h of lab.hosts) expect((await ssh(lab, master, h, '/usr/bin/kubelet')).stdout.trim()).toBe('kubelet v1.22.15');
+    const args = fromArgs();
+    args[1] = bundle3Path;
+    const r = await acinstall(args);
+    expect(r.code, r.stderr).toBe(0);
+    const calls = async (h: typeof master) => (await ssh(lab, master, h, 'cat /var/log/acpack-standins/kubeadm.calls')).stdout.trim().split('\n');
+    expect((await calls(master)).filter((c) => c.startsWith('upgrade'))).toEqual(['upgrade apply v1.22.16 -y']);
+    for (const w of [w1, w2]) expect((await calls(w)).filter((c) => c.startsWith('upgrade'))).toEqual(['upgrade node']);
+    for (const h of lab.hosts) {
+      expect((await ssh(lab, master, h, '/usr/bin/kubelet')).stdout.trim()).toBe('kubelet v1.22.16');
+      expect((await ssh(lab, master, h, 'tail -1 /var/log/acpack-standins/systemctl.calls')).stdout.trim()).toBe('restart kubelet');
+    }
+    // Order, from the per-node logs: the master's upgrade apply ended before any worker's kubelet changed.
+    const commands = async (h: typeof master) =>
+      (await readFile(join(store(), 'logs', `${h.ip}.log`), 'utf8')).split(/^--- /m).slice(1).map((block) => {
+        const m = /^(\S+) \((\d+) ms/.exec(block)!;
+        return { start: Date.parse(m[1]), end: Date.parse(m[1]) + Number(m[2]), text: block };
+      });
+    const applied = (await commands(master)).find((c) => c.text.includes('$ kubeadm upgrade apply'))!;
+    for (const w of [w1, w2]) {
+      const all = await commands(w);
+      // This run's binaries step staged the new kubelet beside the old one, without swapping it in…
+      const staged = all.filter((c) => c.text.includes('sha256sum')).pop()!;
+      expect(staged.text).toContain(`'/usr/bin/kubelet.acpack-new'`);
+      expect(staged.text).not.toContain(`mv -f -T '/usr/bin/kubelet.acpack-new'`);
+      // …and the swap and restart came after the control plane's upgrade.
+      const swap = all.filter((c) => c.text.includes('systemctl restart kubelet')).pop()!;
+      expect(swap.text).toContain(`mv -f -T '/usr/bin/kubelet.acpack-new' '/usr/bin/kubelet'`);
+      expect(swap.start).toBeGreaterThanOrEqual(applied.end);
+    }
+    expect((await acinstall(['status', '--store', store()])).stdout).toMatch(new RegExp(`${w2.ip.replace(/\./g, '\\.')}\\s+kubernetes\\s+done\\s+v1\\.22\\.16`));
+
+    // The older bundle again: a downgrade, refused before any node is touched.
+    const before = await calls(master);
+    const back = await acinstall(fromArgs());
+    expect(back.code).toBe(1);
+    expect(back.stderr).toMatch(/runs Kubernetes v1\.22\.16 and .* carries v1\.22\.15: Kubernetes is never downgraded; nothing was changed/);
+    expect(await calls(master)).toEqual(before);
+    expect((await ssh(lab, master, w1, '/usr/bin/kubelet')).stdout.trim()).toBe('kubelet v1.22.16');
+  });
 });

@@ -1,0 +1,58 @@
+import type { BundleDescriptor } from '../oci/bundle-format.js';
+import { AcpackError } from '../oci/errors.js';
+import { HELD_DURING_UPGRADE, shq, STAGED } from './node-setup.js';
+import type { SshHost } from './ssh.js';
+
+/**
+ * Upgrading Kubernetes with a newer bundle, the way kubeadm documents it: the first master runs
+ * `kubeadm upgrade apply`, then every other master and then every worker runs `kubeadm upgrade node`,
+ * and only after its own upgrade does a node's kubelet get its new binary and a restart. Nodes are
+ * not drained (that needs the API server; kubelet restarts keep pods running).
+ */
+export interface Upgrade {
+  from: string;
+  to: string;
+}
+
+const VERSION_RE = /^v(\d+)\.(\d+)\.(\d+)$/;
+
+/**
+ * The upgrade from `installed` (the cluster's version, from the journal) to what the bundle carries,
+ * or undefined when they are the same. Refused like kubeadm would: no downgrade, one minor at a time.
+ */
+export function planUpgrade(installed: string | undefined, wanted: string, bundle: string): Upgrade | undefined {
+  if (installed === undefined || installed === wanted) return undefined;
+  const a = VERSION_RE.exec(installed);
+  const b = VERSION_RE.exec(wanted);
+  const refuse = (why: string) =>
+    new AcpackError('UPGRADE_REFUSED', `this cluster runs Kubernetes ${installed} and ${bundle} carries ${wanted}: ${why}; nothing was changed on the nodes`);
+  if (!a || !b) throw refuse('only versions like v1.22.15 can be compared');
+  const [ma, mi, pa] = a.slice(1).map(Number);
+  const [mb, mj, pb] = b.slice(1).map(Number);
+  if (mb !== ma || mj < mi || (mj === mi && pb < pa)) throw refuse('Kubernetes is never downgraded');
+  if (mj > mi + 1) throw refuse(`kubeadm upgrades one minor version at a time: install a v${ma}.${mi + 1} bundle first`);
+  return { from: installed, to: wanted };
+}
+
+/** Which binaries a node gets staged rather than swapped in: all of them are current unless it upgrades. */
+export function heldBinaries(nodeVersion: string | undefined, wanted: string): Set<string> {
+  return nodeVersion !== undefined && nodeVersion !== wanted ? HELD_DURING_UPGRADE : new Set();
+}
+
+async function run(host: SshHost, command: string, what: string): Promise<void> {
+  const r = await host.exec(command, 900_000);
+  if (r.code !== 0) throw new AcpackError('NODE_STEP', `${host.spec.ip}: ${what} failed (${r.code}): ${(r.stderr.trim() || r.stdout.trim()).slice(-600)}`);
+}
+
+/** `kubeadm upgrade apply` (the first master) or `kubeadm upgrade node` (the others). */
+export async function kubeadmUpgrade(host: SshHost, to: string, first: boolean): Promise<void> {
+  await run(host, first ? `kubeadm upgrade apply ${shq(to)} -y` : 'kubeadm upgrade node', first ? `kubeadm upgrade apply ${to}` : 'kubeadm upgrade node');
+}
+
+/** Swaps in the staged kubelet (and any other held binary) and restarts kubelet. */
+export async function releaseHeldBinaries(host: SshHost, d: BundleDescriptor, arch: string): Promise<void> {
+  const held = d.binaries.filter((b) => b.arch === arch && b.install && HELD_DURING_UPGRADE.has(b.name));
+  if (held.length === 0) return;
+  const swaps = held.map((b) => `if [ -f ${shq(`${b.install}${STAGED}`)} ]; then mv -f -T ${shq(`${b.install}${STAGED}`)} ${shq(b.install!)}; fi`);
+  await run(host, ['set -e', ...swaps, 'systemctl daemon-reload', 'systemctl restart kubelet'].join('\n'), 'swapping in the new kubelet');
+}
