@@ -165,7 +165,9 @@ upgrade, control plane first, then each kubelet). Not built yet: the charts and 
       const ips = parseIpList(o.nodes, '-n/--nodes');
       const spec = withNodes(state, ips, { password: o.password, keyFile: o.key, user: o.user, port: o.port ? Number(o.port) : undefined });
       const progress = createInstallProgress();
-      const outcomes = await installFrom({ bundle: state.bundle, spec, store: o.store, ignore: ignoreList(o), progress }).finally(() => progress.end());
+      // The content is in the store already: the bundle's medium need not be there any more.
+      const bundle = state.descriptor ? { file: state.bundle, descriptor: state.descriptor } : state.bundle;
+      const outcomes = await installFrom({ bundle, spec, store: o.store, ignore: ignoreList(o), progress }).finally(() => progress.end());
       reportOutcomes(outcomes);
       process.stdout.write(`joined ${ips.join(', ')}\n`);
     });
@@ -181,7 +183,7 @@ upgrade, control plane first, then each kubelet). Not built yet: the charts and 
       const spec = withNodes(state, [], { password: o.password });
       const ips = parseIpList(o.nodes, '-n/--nodes');
       for (const ip of ips) await deleteNode(o.store, spec, ip, (l) => process.stderr.write(`${l}\n`));
-      await saveClusterState(o.store, state.bundle, { ...spec, hosts: spec.hosts.filter((h) => !ips.includes(h.ip)) });
+      await saveClusterState(o.store, state.bundle, state.descriptor, { ...spec, hosts: spec.hosts.filter((h) => !ips.includes(h.ip)) });
       process.stdout.write(`removed ${ips.join(', ')}\n`);
     });
 

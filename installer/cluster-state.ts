@@ -2,6 +2,7 @@ import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { AcpackError } from '../oci/errors.js';
 import type { ClusterSpec, HostSpec } from './cluster-spec.js';
+import type { BundleDescriptor } from '../oci/bundle-format.js';
 
 /**
  * What `acinstall from` installed, kept on the master for `join` and `delete`: the bundle and the
@@ -9,15 +10,17 @@ import type { ClusterSpec, HostSpec } from './cluster-spec.js';
  */
 export interface ClusterState {
   bundle: string;
+  /** What that bundle held: `join` works from the store, without the medium it came on. */
+  descriptor?: BundleDescriptor;
   spec: ClusterSpec;
 }
 
 const file = (store: string) => join(store, 'cluster.json');
 
-export async function saveClusterState(store: string, bundle: string, spec: ClusterSpec): Promise<void> {
+export async function saveClusterState(store: string, bundle: string, descriptor: BundleDescriptor | undefined, spec: ClusterSpec): Promise<void> {
   const hosts = spec.hosts.map(({ password: _password, ...h }) => h);
   const tmp = `${file(store)}.tmp-${process.pid}`;
-  await writeFile(tmp, `${JSON.stringify({ bundle: resolve(bundle), spec: { ...spec, hosts } }, null, 2)}\n`, { mode: 0o600 });
+  await writeFile(tmp, `${JSON.stringify({ bundle: resolve(bundle), descriptor, spec: { ...spec, hosts } }, null, 2)}\n`, { mode: 0o600 });
   await rename(tmp, file(store));
 }
 

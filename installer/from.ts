@@ -23,7 +23,8 @@ import type { BundleDescriptor } from '../oci/bundle-format.js';
 import type { HostSpec } from './cluster-spec.js';
 
 export interface FromOptions {
-  bundle: string;
+  /** A bundle file to import, or the descriptor of one already imported (join, from the cluster state). */
+  bundle: string | { file: string; descriptor: BundleDescriptor };
   spec: ClusterSpec;
   store: string;
   ignore: string[];
@@ -45,7 +46,8 @@ export interface NodeOutcome {
  */
 export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
   await mkdir(o.store, { recursive: true });
-  return withStoreLock(o.store, `installing ${o.bundle}`, () => install(o));
+  const file = typeof o.bundle === 'string' ? o.bundle : o.bundle.file;
+  return withStoreLock(o.store, `installing ${file}`, () => install(o));
 }
 
 /** The registry runs here and nodes fetch from the first master's address: they must be one machine. */
@@ -60,17 +62,18 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
   assertOnFirstMaster(o.spec.hosts.find(isMaster)!.ip);
   const journal = new Journal(o.store);
   try {
-    const d = await readDescriptor(o.bundle);
+    const d = typeof o.bundle === 'string' ? await readDescriptor(o.bundle) : o.bundle.descriptor;
     const lvscare = lvscareImage(o.spec, d);
     const versions = nodeVersions(journal, o.spec, d);
     // Steps that depend on the bundle's content are redone when a different bundle is installed.
     const bundleId = `${d.name} ${d.version} ${d.source}`;
     const master = o.spec.hosts.find(isMaster)!;
-    o.progress.master(`importing ${d.name} ${d.version}`);
-    const imported = await importBundle(o.bundle, o.store);
-    journal.record(master.ip, 'import', 'done', `${d.name} ${d.version}: ${imported.added} new blobs`);
-
-    await saveClusterState(o.store, o.bundle, o.spec);
+    if (typeof o.bundle === 'string') {
+      o.progress.master(`importing ${d.name} ${d.version}`);
+      const imported = await importBundle(o.bundle, o.store);
+      journal.record(master.ip, 'import', 'done', `${d.name} ${d.version}: ${imported.added} new blobs`);
+    }
+    await saveClusterState(o.store, typeof o.bundle === 'string' ? o.bundle : o.bundle.file, d, o.spec);
     // The registry speaks TLS with the site CA (made once, kept in the store); nodes get the CA.
     const tls = await ensureTls(o.store, { hostnames: [o.spec.registry.domain], ips: [master.ip] });
     const registry = `https://${master.ip}:${o.spec.registry.port}`;
