@@ -15,7 +15,7 @@ import { ensureRegistry } from './registry-service.js';
 import { heldBinaries, kubeadmUpgrade, planUpgrade, releaseHeldBinaries } from './upgrade.js';
 import { withStoreLock } from './store-lock.js';
 import { API_SERVER_NAME, apiServerAddress, lvscareImage, pointApiServer, settleApiServer } from './control-plane.js';
-import { preflightError } from './preflight.js';
+import { preflightError, type Facts } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
 import { containerdFiles, installBinaries, serviceFiles, startServices, writeFiles } from './node-setup.js';
 import { joinInfoFrom, kubeadmConfig, kubeadmInit, kubeadmJoin, kubernetesVersion, type JoinInfo } from './kubeadm.js';
@@ -68,32 +68,44 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
     // Steps that depend on the bundle's content are redone when a different bundle is installed.
     const bundleId = `${d.name} ${d.version} ${d.source}`;
     const master = o.spec.hosts.find(isMaster)!;
-    if (typeof o.bundle === 'string') {
-      o.progress.master(`importing ${d.name} ${d.version}`);
-      const imported = await importBundle(o.bundle, o.store);
-      journal.record(master.ip, 'import', 'done', `${d.name} ${d.version}: ${imported.added} new blobs`);
-    }
-    await saveClusterState(o.store, typeof o.bundle === 'string' ? o.bundle : o.bundle.file, d, o.spec);
     // The registry speaks TLS with the site CA (made once, kept in the store); nodes get the CA.
     const tls = await ensureTls(o.store, { hostnames: [o.spec.registry.domain], ips: [master.ip] });
     const registry = `https://${master.ip}:${o.spec.registry.port}`;
-    const tlsArgs = ['--tls', 'auto', '--ip', master.ip, '--hostname', o.spec.registry.domain];
-    const how = await ensureRegistry({ store: o.store, listen: `0.0.0.0:${o.spec.registry.port}`, url: registry, ca: tls.ca, tlsArgs });
-    journal.record(master.ip, 'registry', 'done', `${registry}, ${how}`);
-    o.progress.master(`registry serving on ${registry} (${how})`);
 
+    // Importing, starting the registry and checking the nodes overlap: none needs another's result.
+    const importing = async () => {
+      if (typeof o.bundle !== 'string') return;
+      o.progress.master(`importing ${d.name} ${d.version}`);
+      const imported = await importBundle(o.bundle, o.store);
+      journal.record(master.ip, 'import', 'done', `${d.name} ${d.version}: ${imported.added} new blobs`);
+    };
+    const serving = async () => {
+      const tlsArgs = ['--tls', 'auto', '--ip', master.ip, '--hostname', o.spec.registry.domain];
+      const how = await ensureRegistry({ store: o.store, listen: `0.0.0.0:${o.spec.registry.port}`, url: registry, ca: tls.ca, tlsArgs });
+      journal.record(master.ip, 'registry', 'done', `${registry}, ${how}`);
+      o.progress.master(`registry serving on ${registry} (${how})`);
+    };
     // Nodes already in the cluster are not checked again: their own kubelet and API server hold
     // the very ports a fresh node must have free.
     const first = master;
     const installed = (h: HostSpec) => journal.isDone(h.ip, h === first ? 'kubeadm-init' : 'kubeadm-join');
     const toCheck = o.spec.hosts.filter((h) => !installed(h));
-    const arches = d.platforms.map((p) => p.split('/')[1]);
     const known = await KnownHosts.inStore(o.store);
-    const { facts, failures } = toCheck.length
-      ? await runPreflight({ spec: { ...o.spec, hosts: toCheck }, arches, stateDir: o.store, known, ignore: o.ignore, registryRunning: true })
-      : { facts: new Map(), failures: [] };
-    if (failures.length) throw preflightError(failures);
-    o.progress.master(`preflight passed on ${toCheck.length} node${toCheck.length === 1 ? '' : 's'}${toCheck.length < o.spec.hosts.length ? ` (${o.spec.hosts.length - toCheck.length} already installed)` : ''}`);
+    let facts = new Map<HostSpec, Facts>();
+    const checking = async () => {
+      const arches = d.platforms.map((p) => p.split('/')[1]);
+      if (toCheck.length) {
+        // The registry's port is not checked: it is ours, starting at the same time.
+        const r = await runPreflight({ spec: { ...o.spec, hosts: toCheck }, arches, stateDir: o.store, known, ignore: o.ignore, registryRunning: true });
+        if (r.failures.length) throw preflightError(r.failures);
+        facts = r.facts;
+      }
+      o.progress.master(`preflight passed on ${toCheck.length} node${toCheck.length === 1 ? '' : 's'}${toCheck.length < o.spec.hosts.length ? ` (${o.spec.hosts.length - toCheck.length} already installed)` : ''}`);
+    };
+    const settled = await Promise.allSettled([importing(), serving(), checking()]);
+    // The bundle's own error first: a failed check matters only for a bundle that imports.
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
+    await saveClusterState(o.store, typeof o.bundle === 'string' ? o.bundle : o.bundle.file, d, o.spec);
 
     const limit = pLimit(16);
     const outcomes = await Promise.all(
