@@ -7,7 +7,8 @@ import { X509Certificate } from 'node:crypto';
 import { ensureTls, startRegistry, tlsDir, type RunningRegistry } from '../../registry/index.js';
 import { sha256 } from '../../oci/digest.js';
 import { MT } from '../../oci/media-types.js';
-import { buildIndexImage, buildLayer } from '../../demo/samples.js';
+import { buildIndexImage, buildLayer, noise } from '../../demo/samples.js';
+import { Agent, request } from 'undici';
 import { ROOT, tempDir } from '../helpers/env.js';
 
 const run = promisify(execFile);
@@ -62,6 +63,30 @@ describe('--tls auto', () => {
     expect(sha256(stdout)).toBe(img.top.digest);
     await mkdir(join(work.dir, 'empty'));
     await expect(run('skopeo', ['inspect', '--raw', '--cert-dir', join(work.dir, 'empty'), `docker://${reg.host}/tls/app:1`])).rejects.toThrow(/x509|certificate signed by unknown authority/);
+  });
+
+  it('serves a large blob over TLS byte for byte (in slices), whole and by range, and outlives a client that drops mid-blob', async () => {
+    const big = noise('tls-big', 5 << 20);
+    const digest = sha256(big);
+    const auth = { authorization: `Basic ${Buffer.from('ops:pw').toString('base64')}` };
+    const agent = new Agent({ connect: { ca: await readFile(join(certDir, 'ca.crt')) } });
+    try {
+      const put = await request(`${reg.url}/v2/tls/big/blobs/uploads/?digest=${digest}`, { method: 'POST', body: big, headers: auth, dispatcher: agent });
+      expect(put.statusCode).toBe(201);
+      await put.body.dump();
+      const url = `${reg.url}/v2/tls/big/blobs/${digest}`;
+      // A client that reads 100 KB and goes away.
+      const dropped = await request(url, { dispatcher: agent });
+      for await (const chunk of dropped.body) if ((chunk as Buffer).length) break;
+      dropped.body.destroy();
+      const whole = await request(url, { dispatcher: agent });
+      expect(sha256(Buffer.from(await whole.body.arrayBuffer()))).toBe(digest);
+      const part = await request(url, { headers: { range: 'bytes=3000000-3999999' }, dispatcher: agent });
+      expect(part.statusCode).toBe(206);
+      expect(Buffer.from(await part.body.arrayBuffer()).equals(big.subarray(3_000_000, 4_000_000))).toBe(true);
+    } finally {
+      await agent.close();
+    }
   });
 
   it('acinstall ca prints the site CA', async () => {
