@@ -82,7 +82,9 @@ export async function ensureRegistry(opts: { store: string; listen: string; url:
       if (await answers()) return how;
       if (await Promise.race([exited, sleep(100).then(() => false)])) break;
     }
-    const said = (await readFile(logFile, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join('\n');
+    const said = how.startsWith('systemd')
+      ? `see journalctl -u ${REGISTRY_UNIT}`
+      : (await readFile(logFile, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join('\n');
     throw new AcpackError('REGISTRY', `the site registry (${how}) did not start on ${opts.url}${said ? `:\n${said}` : ''}`);
   } finally {
     await agent.close(); // its keep-alive sockets would otherwise hold the process open
