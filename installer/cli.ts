@@ -53,7 +53,7 @@ export function buildProgram(): Command {
     .option('--tls <mode>', '"auto": a site CA and a server certificate kept in the store (see acinstall ca)')
     .option('--tls-cert <file>', 'serve TLS with this certificate (PEM, chain included)')
     .option('--tls-key <file>', 'and this key (PEM)')
-    .option('--hostname <name>', 'a DNS name nodes use for this registry, for --tls auto (repeatable)', collect, [])
+    .option('--hostname <name>', 'a DNS name nodes use for this registry (repeatable): in its certificate with --tls auto, and images named under it (sea.hub:5000/x/y) are found as x/y', collect, [])
     .option('--ip <address>', 'an IP address nodes use for this registry, for --tls auto (repeatable)', collect, [])
     .option('--quiet', 'no access log')
     .option('--workers <n>', 'processes serving the same port (default: one per core, at most 4)', String(Math.min(4, availableParallelism())))
@@ -80,6 +80,7 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
         htpasswd: o.htpasswd,
         readOnly: !!o.readOnly,
         authenticatedPull: !!o.authenticatedPull,
+        siteNames: o.hostname,
         log: o.quiet ? undefined : (l) => process.stdout.write(`${JSON.stringify(l)}\n`),
       });
       if (cluster.isPrimary) process.stderr.write(`acinstall: serving ${o.store} on ${reg.url}\n`);

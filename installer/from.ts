@@ -122,7 +122,7 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
             // The registry's CA comes with containerd's configuration, and the binaries' downloads need it.
             if (!journal.isDone(h.ip, 'containerd-config', bundleId)) {
               o.progress.node(h.ip, 'containerd-config', 'running');
-              await writeFiles(host, containerdFiles(d, registry, tls.ca));
+              await writeFiles(host, containerdFiles(d, registry, tls.ca, `${o.spec.registry.domain}:${o.spec.registry.port}`));
               journal.record(h.ip, 'containerd-config', 'done', 'config.toml and hosts.toml', bundleId);
             }
             if (!journal.isDone(h.ip, 'binaries', bundleId)) {

@@ -59,9 +59,10 @@ export function sandboxImage(d: BundleDescriptor): string | undefined {
 /**
  * containerd's config.toml (registry config_path, pinned sandbox image, systemd cgroups) and a
  * hosts.toml for every upstream host: the master's registry answers, and it is also the `server`,
- * so nothing is ever fetched from the internet and image names stay as they are.
+ * so nothing is ever fetched from the internet and image names stay as they are. `siteHost`
+ * (sealer's `sea.hub:5000`, which ACK Distro's charts name their images under) gets one too.
  */
-export function containerdFiles(d: BundleDescriptor, registry: string, ca?: string): Record<string, string> {
+export function containerdFiles(d: BundleDescriptor, registry: string, ca?: string, siteHost?: string): Record<string, string> {
   const files: Record<string, string> = {};
   if (ca) files[NODE_CA] = ca;
   const sandbox = sandboxImage(d);
@@ -78,7 +79,7 @@ export function containerdFiles(d: BundleDescriptor, registry: string, ca?: stri
     '    config_path = "/etc/containerd/certs.d"',
     '',
   ].join('\n');
-  for (const host of upstreamHosts(d)) {
+  for (const host of new Set([...upstreamHosts(d), ...(siteHost ? [siteHost] : [])])) {
     const dir = host === 'docker.io' ? 'docker.io' : host;
     files[`/etc/containerd/certs.d/${dir}/hosts.toml`] = [
       `# Written by acinstall: ${host} is served by the site registry; there is no way out to the internet.`,

@@ -22,8 +22,14 @@ function looksLikeHost(component: string): boolean {
   return component.includes('.') || component === 'localhost' || /_\d+$/.test(component);
 }
 
-/** The lookups to try for a request, in order. */
-export function queriesFor(name: string, ns?: string): NameQuery[] {
+/**
+ * The lookups to try for a request, in order. `siteNames`: the names this registry itself goes by
+ * (sealer's `sea.hub`): an image named `sea.hub:5000/ecp_builder/x`, asked for in mirror mode, is
+ * looked up re-rooted, as `ecp_builder/x`. Any other upstream host is looked up exactly: a path that
+ * matches under another host is a different image.
+ */
+export function queriesFor(name: string, ns?: string, siteNames: string[] = []): NameQuery[] {
+  if (ns && siteNames.includes(ns.replace(/:\d+$/, ''))) ns = undefined;
   if (ns) {
     // Normalized the way the image was: docker.io/nginx is docker.io/library/nginx.
     try {

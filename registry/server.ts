@@ -32,6 +32,8 @@ export interface RegistryOptions {
   readOnly?: boolean;
   /** Require a user for pulls too (default: anonymous pull). */
   authenticatedPull?: boolean;
+  /** Names this registry goes by (sea.hub): images named under them are found re-rooted. */
+  siteNames?: string[];
 }
 
 /**
@@ -137,12 +139,12 @@ export async function createRegistryApp(opts: RegistryOptions) {
     if (!m) return sendError(res, 'UNSUPPORTED', `no such endpoint: ${req.method} ${req.path}`);
     const [, name, kind, rest] = m;
     if (!NAME_RE.test(name) || name.length > 255) return sendError(res, 'NAME_INVALID', `invalid repository name "${name}"`);
-    if (kind === 'manifests' && req.method === 'PUT') return uploads.putManifest(req, res, name, pushRepo(db, name, ns), rest);
+    if (kind === 'manifests' && req.method === 'PUT') return uploads.putManifest(req, res, name, pushRepo(db, name, ns, opts.siteNames), rest);
     // Blobs are content-addressed and shared by every repository: a pushed blob is readable before any
     // manifest names its repository (clients check with HEAD before uploading).
     if (kind === 'blobs' && (req.method === 'GET' || req.method === 'HEAD')) return getBlob(req, res, store, blobs, rest);
     if (kind === 'blobs' && req.method === 'DELETE') return removeBlob(res, store, db, rest);
-    const repo = resolveRepo(db, name, ns);
+    const repo = resolveRepo(db, name, ns, opts.siteNames);
     if ('error' in repo) return sendError(res, 'NAME_UNKNOWN', repo.error);
     if (kind === 'manifests' && req.method === 'DELETE') return uploads.deleteManifest(res, repo.repo, rest);
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendError(res, 'UNSUPPORTED', `${req.method} on ${kind} is not supported`);
@@ -183,8 +185,8 @@ async function removeBlob(res: Response, store: ContentStore, db: IndexDb, diges
   res.end();
 }
 
-function resolveRepo(db: IndexDb, name: string, ns?: string): { repo: string } | { error: string } {
-  for (const q of queriesFor(name, ns)) {
+function resolveRepo(db: IndexDb, name: string, ns?: string, siteNames?: string[]): { repo: string } | { error: string } {
+  for (const q of queriesFor(name, ns, siteNames)) {
     const repos = db.repos(q);
     if (repos.length === 1) return { repo: repos[0] };
     if (repos.length > 1) return { error: `"${name}" is ambiguous here (${repos.join(', ')}): ask for it host-prefixed, e.g. ${catalogName(repos[0])}` };
@@ -193,10 +195,10 @@ function resolveRepo(db: IndexDb, name: string, ns?: string): { repo: string } |
 }
 
 /** The repository a push lands in: the one the name already means, else its upstream host, else ours. */
-function pushRepo(db: IndexDb, name: string, ns?: string): string {
-  const known = resolveRepo(db, name, ns);
+function pushRepo(db: IndexDb, name: string, ns?: string, siteNames?: string[]): string {
+  const known = resolveRepo(db, name, ns, siteNames);
   if ('repo' in known) return known.repo;
-  const exact = queriesFor(name, ns).find((q) => q.kind === 'exact');
+  const exact = queriesFor(name, ns, siteNames).find((q) => q.kind === 'exact');
   return exact?.kind === 'exact' ? exact.repo : `${LOCAL_HOST}/${name}`;
 }
 

@@ -165,7 +165,7 @@ describe('acinstall from on test hosts', () => {
     expect((await ssh(lab, master, w2, 'cat /etc/kubernetes/kubelet.conf')).stdout).toContain('server: https://apiserver.cluster.local:6443');
   });
 
-  it('a real containerd on a node pulls by the original name through the written hosts.toml', async () => {
+  it('a real containerd on a node pulls by the original name (and the sea.hub site name) through the written hosts.toml', async () => {
     const [master, worker] = lab.hosts;
     const d = '/tmp/acpack-ctrd';
     // containerd is started detached from the SSH session (all fds redirected), its PID kept to stop it.
@@ -182,6 +182,11 @@ describe('acinstall from on test hosts', () => {
       const images = (await ssh(lab, master, worker, `ctr --address ${d}/sock -n acpack images ls`)).stdout;
       expect(images).toContain(ref);
       expect(images).toContain(fx.web.top.digest);
+      // The sealer-style site name (what ACK Distro's charts use) finds the same image, re-rooted.
+      const siteRef = `sea.hub:5000/${fx.web.repository}:${fx.web.tag}`;
+      await ssh(lab, master, worker, `ctr --address ${d}/sock -n acpack content fetch --hosts-dir /etc/containerd/certs.d --platform linux/amd64 ${siteRef}`);
+      const again = (await ssh(lab, master, worker, `ctr --address ${d}/sock -n acpack images ls`)).stdout.split('\n').find((l) => l.startsWith(siteRef));
+      expect(again).toContain(fx.web.top.digest);
     } finally {
       await ssh(lab, master, worker, `kill $(cat ${d}/pid)`).catch(() => {});
     }
