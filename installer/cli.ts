@@ -131,7 +131,7 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
     });
 
   withNodeOptions(program.command('from'))
-    .description('Import a bundle, serve it, check every node, give each its binaries and containerd configuration, kubeadm init and join')
+    .description('Import a bundle, serve it, check every node, give each its binaries and containerd configuration, kubeadm init and join, install the charts')
     .argument('<bundle>', 'bundle.tar.zst')
     .addHelpText(
       'after',
@@ -141,7 +141,9 @@ containerd configuration, kubeadm init and joins (masters one at a time, workers
 reach the API servers as apiserver.cluster.local: the first master, or with several masters, workers
 go through a virtual IP (network.apiServerVIP, default 10.103.97.2) kept by lvscare. Re-runs skip what
 the journal records as done. A newer bundle on an installed cluster upgrades Kubernetes (kubeadm
-upgrade, control plane first, then each kubelet). Not built yet: the charts and the post-check.`,
+upgrade, control plane first, then each kubelet). Then the bundle's charts with helm on the first
+master, from the site registry over oci://: the CNI (network.cni) first, then the manifest's order.
+Not built yet: the post-check (nodes Ready, system pods running).`,
     )
     .action(async (bundle: string, o) => {
       const progress = createInstallProgress();
@@ -283,7 +285,7 @@ function installSummary(store: string, hosts: HostSpec[]): string {
       textTable([['NODE', 'ROLE', 'KUBEADM', 'API SERVER'], ...rows]),
       `registry: ${journal.doneDetail(first.ip, 'registry') ?? '-'}`,
       `per-node logs: ${join(store, 'logs')}/<ip>.log; every step: acinstall status --store ${store}`,
-      'not built yet: installing the charts and the post-check (they need the cluster\'s API server)',
+      'not built yet: the post-check (nodes Ready, system pods running)',
       '',
     ].join('\n');
   } finally {
@@ -296,7 +298,7 @@ function reportOutcomes(outcomes: NodeOutcome[]): void {
   if (failed.length) {
     throw new AcpackError(
       'NODES_FAILED',
-      `${failed.length} of ${outcomes.length} nodes failed:\n${failed.map((f) => `  ${f.node}: ${f.detail}`).join('\n')}\nfix them and run the same command again: finished steps are skipped`,
+      `${failed.length} of ${outcomes.length} nodes failed:\n${failed.map((f) => `  ${f.node}: ${f.detail.replace(`${f.node}: `, '')}`).join('\n')}\nfix them and run the same command again: finished steps are skipped`,
     );
   }
 }

@@ -14,6 +14,7 @@ import { KnownHosts, SshHost } from './ssh.js';
 import { ensureRegistry } from './registry-service.js';
 import { heldBinaries, kubeadmUpgrade, planUpgrade, releaseHeldBinaries } from './upgrade.js';
 import { withStoreLock } from './store-lock.js';
+import { chartOrder, helmCommand, installChart } from './charts.js';
 import { API_SERVER_NAME, apiServerAddress, lvscareImage, pointApiServer, settleApiServer } from './control-plane.js';
 import { preflightError, type Facts } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
@@ -42,7 +43,7 @@ export interface NodeOutcome {
  * every node, then on each node (in parallel) its arch's binaries from the registry, hash-checked,
  * and containerd's configuration pointing every upstream registry at the site. Recorded per node
  * in the journal; a re-run skips what is done. Then kubeadm: init, upgrades (a newer bundle on an
- * installed cluster) and joins. (Charts and the post-check need an API server: not built yet.)
+ * installed cluster) and joins; then the charts on the first master. (The post-check: not built yet.)
  */
 export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
   await mkdir(o.store, { recursive: true });
@@ -64,6 +65,7 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
   try {
     const d = typeof o.bundle === 'string' ? await readDescriptor(o.bundle) : o.bundle.descriptor;
     const lvscare = lvscareImage(o.spec, d);
+    const helm = helmCommand(d, o.spec.network.cni);
     const versions = nodeVersions(journal, o.spec, d);
     // Steps that depend on the bundle's content are redone when a different bundle is installed.
     const bundleId = `${d.name} ${d.version} ${d.source}`;
@@ -151,6 +153,7 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
     );
     await known.save();
     await clusterSteps(o, d, journal, known, outcomes, lvscare, versions);
+    if (helm) await chartSteps(o, d, journal, known, outcomes, helm, `${master.ip}:${o.spec.registry.port}`, bundleId);
     await known.save();
     return outcomes;
   } finally {
@@ -282,6 +285,34 @@ async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journa
     }
   }
   await Promise.all(workers.map((w) => joinOne(w, false).catch((err) => fail(w.ip, err))));
+}
+
+/**
+ * The bundle's charts, on the first master once the cluster is up: the CNI first, then the manifest's
+ * order, one at a time (each may need the one before); the first failure stops the rest, which the
+ * re-run installs. Charts count as the first master's work in the outcome.
+ */
+async function chartSteps(o: FromOptions, d: BundleDescriptor, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[], helm: string, registryHost: string, bundleId: string): Promise<void> {
+  const first = o.spec.hosts.find(isMaster)!;
+  const outcome = outcomes.find((x) => x.node === first.ip)!;
+  const todo = chartOrder(d, o.spec.network.cni).filter((c) => !journal.isDone(first.ip, `chart ${c.name}`, bundleId));
+  if (!outcome.ok || !journal.isDone(first.ip, 'kubeadm-init') || todo.length === 0) return;
+  const host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
+  try {
+    for (const chart of todo) {
+      o.progress.node(first.ip, 'charts', 'running', `${chart.name} ${chart.version}`);
+      await installChart(host, helm, registryHost, chart);
+      journal.record(first.ip, `chart ${chart.name}`, 'done', chart.version, bundleId);
+    }
+    o.progress.node(first.ip, 'charts', 'done', todo.map((c) => c.name).join(', '));
+  } catch (err) {
+    if (!(err instanceof AcpackError)) throw err;
+    journal.record(first.ip, 'charts', 'failed', err.message);
+    o.progress.node(first.ip, 'charts', 'failed', err.message);
+    Object.assign(outcome, { ok: false, detail: err.message });
+  } finally {
+    host.close();
+  }
 }
 
 /**
