@@ -143,7 +143,7 @@ go through a virtual IP (network.apiServerVIP, default 10.103.97.2) kept by lvsc
 the journal records as done. A newer bundle on an installed cluster upgrades Kubernetes (kubeadm
 upgrade, control plane first, then each kubelet). Then the bundle's charts with helm on the first
 master, from the site registry over oci://: the CNI (network.cni) first, then the manifest's order.
-Not built yet: the post-check (nodes Ready, system pods running).`,
+Last, with the bundle's kubectl, the post-check: every node Ready, every kube-system pod running.`,
     )
     .action(async (bundle: string, o) => {
       const progress = createInstallProgress();
@@ -285,7 +285,7 @@ function installSummary(store: string, hosts: HostSpec[]): string {
       textTable([['NODE', 'ROLE', 'KUBEADM', 'API SERVER'], ...rows]),
       `registry: ${journal.doneDetail(first.ip, 'registry') ?? '-'}`,
       `per-node logs: ${join(store, 'logs')}/<ip>.log; every step: acinstall status --store ${store}`,
-      'not built yet: the post-check (nodes Ready, system pods running)',
+      `post-check: ${journal.doneDetail(first.ip, 'post-check') ?? 'not run (the bundle carries no kubectl)'}`,
       '',
     ].join('\n');
   } finally {

@@ -15,6 +15,7 @@ import { ensureRegistry } from './registry-service.js';
 import { heldBinaries, kubeadmUpgrade, planUpgrade, releaseHeldBinaries } from './upgrade.js';
 import { withStoreLock } from './store-lock.js';
 import { chartOrder, helmCommand, installChart } from './charts.js';
+import { kubectlCommand, postCheck } from './post-check.js';
 import { API_SERVER_NAME, apiServerAddress, lvscareImage, pointApiServer, settleApiServer } from './control-plane.js';
 import { preflightError, type Facts } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
@@ -43,7 +44,7 @@ export interface NodeOutcome {
  * every node, then on each node (in parallel) its arch's binaries from the registry, hash-checked,
  * and containerd's configuration pointing every upstream registry at the site. Recorded per node
  * in the journal; a re-run skips what is done. Then kubeadm: init, upgrades (a newer bundle on an
- * installed cluster) and joins; then the charts on the first master. (The post-check: not built yet.)
+ * installed cluster) and joins; then the charts and the post-check on the first master.
  */
 export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
   await mkdir(o.store, { recursive: true });
@@ -154,6 +155,8 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
     await known.save();
     await clusterSteps(o, d, journal, known, outcomes, lvscare, versions);
     if (helm) await chartSteps(o, d, journal, known, outcomes, helm, `${master.ip}:${o.spec.registry.port}`, bundleId);
+    const kubectl = kubectlCommand(d);
+    if (kubectl) await checkCluster(o, journal, known, outcomes, kubectl);
     await known.save();
     return outcomes;
   } finally {
@@ -310,6 +313,27 @@ async function chartSteps(o: FromOptions, d: BundleDescriptor, journal: Journal,
     journal.record(first.ip, 'charts', 'failed', err.message);
     o.progress.node(first.ip, 'charts', 'failed', err.message);
     Object.assign(outcome, { ok: false, detail: err.message });
+  } finally {
+    host.close();
+  }
+}
+
+/** Last, on the first master: every node Ready, every kube-system pod running (see post-check.ts). */
+async function checkCluster(o: FromOptions, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[], kubectl: string): Promise<void> {
+  const first = o.spec.hosts.find(isMaster)!;
+  if (outcomes.some((x) => !x.ok)) return; // the re-run checks, once every node is in
+  const host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
+  try {
+    o.progress.node(first.ip, 'post-check', 'running');
+    const r = await postCheck(host, o.spec, kubectl);
+    const detail = `${r.nodes} nodes Ready, ${r.pods} kube-system pods running`;
+    journal.record(first.ip, 'post-check', 'done', detail);
+    o.progress.node(first.ip, 'post-check', 'done', detail);
+  } catch (err) {
+    if (!(err instanceof AcpackError)) throw err;
+    journal.record(first.ip, 'post-check', 'failed', err.message);
+    o.progress.node(first.ip, 'post-check', 'failed', err.message);
+    Object.assign(outcomes.find((x) => x.node === first.ip)!, { ok: false, detail: err.message });
   } finally {
     host.close();
   }

@@ -9,7 +9,7 @@ import { buildIndexImage, buildLayer, pushImage } from '../../demo/samples.js';
 import { acinstallOn, labDown, labUp, ssh, type Lab } from '../hosts/lab.js';
 import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
 import { writeManifest } from '../helpers/fixtures.js';
-import { helmBinary } from '../helpers/helm.js';
+import { helmBinary, kubectlBinary } from '../helpers/helm.js';
 
 /**
  * The charts step with the real helm on a one-node cluster. The kubeadm stand-in starts no API
@@ -18,6 +18,7 @@ import { helmBinary } from '../helpers/helm.js';
 let lab: Lab;
 let work: Awaited<ReturnType<typeof tempDir>>;
 let bundlePath: string;
+let checkedPath: string;
 
 beforeAll(async () => {
   work = await tempDir();
@@ -41,6 +42,16 @@ beforeAll(async () => {
   });
   bundlePath = join(work.dir, 'b.tar.zst');
   await bundle({ manifestFile: m, platforms: parsePlatformList('amd64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: bundlePath });
+  // The same cluster with no charts but kubectl: only the post-check talks to the API server.
+  const m2 = await writeManifest(join(work.dir, 'checked'), {
+    images: [`${source.registry.host}/ecp_builder/pause:3.5`],
+    binaries: [
+      { name: 'kubeadm', version: 'v1.22.15', url: kubeadm, sha256: sha(kubeadm), install: '/usr/bin/kubeadm' },
+      { name: 'kubectl', version: 'v1.33', url: kubectlBinary(), sha256: sha(kubectlBinary()), install: '/usr/bin/kubectl' },
+    ],
+  });
+  checkedPath = join(work.dir, 'checked.tar.zst');
+  await bundle({ manifestFile: m2, platforms: parsePlatformList('amd64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: checkedPath });
   await source.cleanup();
   lab = await labUp(1, { dir: join(work.dir, 'lab') });
 }, 180_000);
@@ -63,5 +74,13 @@ describe('acinstall from with charts', () => {
     await expect(ssh(lab, master, master, 'test -e /var/lib/acpack/charts/hello-0.1.0.tgz')).rejects.toThrow();
     const log = (await ssh(lab, master, master, 'true').then(() => acinstallOn(master, ['status', '--store', join(work.dir, 'site')], ROOT))).stdout;
     expect(log).toMatch(/charts\s+failed\s+.*chart hybridnet/);
+  });
+
+  it('runs the post-check with the bundle\'s kubectl, which stops at the API server too', async () => {
+    const [master] = lab.hosts;
+    const r = await acinstallOn(master, ['from', checkedPath, '-m', master.ip, '-i', lab.key, '--store', join(work.dir, 'site'), '--ignore-preflight', 'disk,ip_forward,br_netfilter'], ROOT);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`1 of 1 nodes failed:\\n  ${master.ip.replace(/\./g, '\\.')}: post-check: kubectl cannot reach the API server: .*apiserver\\.cluster\\.local:6443.*connection refused`));
+    expect((await ssh(lab, master, master, '/usr/bin/kubectl version --client -o json')).stdout).toContain('clientVersion');
   });
 });
