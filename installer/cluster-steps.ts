@@ -1,0 +1,191 @@
+import { join } from 'node:path';
+import { archFromUname } from '../arch/platform.js';
+import type { BundleDescriptor } from '../oci/bundle-format.js';
+import { AcpackError } from '../oci/errors.js';
+import { isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
+import type { FromOptions, NodeOutcome } from './from.js';
+import type { Journal } from './journal.js';
+import { KnownHosts, SshHost } from './ssh.js';
+import { API_SERVER_NAME, apiServerAddress, pointApiServer, settleApiServer } from './control-plane.js';
+import { joinInfoFrom, kubeadmConfig, kubeadmInit, kubeadmJoin, kubernetesVersion, type JoinInfo } from './kubeadm.js';
+import { kubeadmUpgrade, planUpgrade, releaseHeldBinaries } from './upgrade.js';
+import { chartOrder, installChart } from './charts.js';
+import { postCheck } from './post-check.js';
+
+// The cluster-wide steps of `acinstall from`, after every node has its runtime: kubeadm (init,
+// upgrades, joins), then the charts and the post-check on the first master.
+
+export interface Versions {
+  /** The Kubernetes version the bundle installs. */
+  wanted: string;
+  /** The version a node runs, undefined when it is not in the cluster yet. */
+  of(h: HostSpec): string | undefined;
+}
+
+/**
+ * Which Kubernetes version each installed node runs (the journal records it at init, join and
+ * upgrade), checked against the bundle's before anything changes: an upgrade kubeadm would refuse
+ * (a downgrade, a skipped minor) is refused here, with no node touched.
+ */
+export function nodeVersions(journal: Journal, spec: ClusterSpec, d: BundleDescriptor): Versions {
+  const wanted = kubernetesVersion(d) ?? 'kubeadm default';
+  const first = spec.hosts.find(isMaster)!;
+  const cluster = journal.doneDetail(first.ip, 'kubernetes');
+  const installed = (h: HostSpec) => journal.isDone(h.ip, h === first ? 'kubeadm-init' : 'kubeadm-join');
+  const of = (h: HostSpec) => (installed(h) ? journal.doneDetail(h.ip, 'kubernetes') : undefined);
+  for (const h of spec.hosts) {
+    // Nodes joined before versions were kept per node run the cluster's.
+    if (installed(h) && of(h) === undefined && cluster !== undefined) journal.record(h.ip, 'kubernetes', 'done', cluster);
+    planUpgrade(of(h), wanted, `${d.name} ${d.version}`);
+  }
+  return { wanted, of };
+}
+
+/**
+ * kubeadm: init on the first master; upgrades of installed nodes (see upgrade.ts); the other masters
+ * joined one at a time (etcd grows one member at a time), the workers in parallel. A node whose
+ * earlier steps failed is left for the re-run.
+ */
+export async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[], lvscare: string | undefined, versions: Versions): Promise<void> {
+  const byIp = new Map(outcomes.map((x) => [x.node, x]));
+  const fail = (ip: string, err: unknown) => {
+    const message = err instanceof Error ? err.message : String(err);
+    journal.record(ip, 'kubeadm', 'failed', message);
+    o.progress.node(ip, 'kubeadm', 'failed', message);
+    Object.assign(byIp.get(ip)!, { ok: false, detail: message });
+  };
+  const [first, ...otherMasters] = o.spec.hosts.filter(isMaster);
+  const workers = o.spec.hosts.filter((h) => !isMaster(h));
+  const pending = o.spec.hosts.filter((h) => h !== first && !journal.isDone(h.ip, 'kubeadm-join'));
+  const settled = (h: HostSpec, address: string) => journal.record(h.ip, 'api-endpoint', 'done', `${API_SERVER_NAME} is ${address}`);
+  if (!byIp.get(first.ip)!.ok) {
+    for (const h of pending) if (byIp.get(h.ip)!.ok) fail(h.ip, new AcpackError('NODE_STEP', `waiting for the first master ${first.ip}`));
+    return;
+  }
+  let joinInfo: JoinInfo | undefined;
+  const host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
+  try {
+    if (!journal.isDone(first.ip, 'api-endpoint')) settled(first, await settleApiServer(host, o.spec, first, lvscare));
+    if (!journal.isDone(first.ip, 'kubeadm-init')) {
+      o.progress.node(first.ip, 'kubeadm init', 'running');
+      joinInfo = await kubeadmInit(host, kubeadmConfig(o.spec, d));
+      journal.record(first.ip, 'kubeadm-init', 'done', `control plane at ${joinInfo.endpoint}`);
+      journal.record(first.ip, 'kubernetes', 'done', versions.wanted);
+      o.progress.node(first.ip, 'kubeadm init', 'done', joinInfo.endpoint);
+    }
+    if (pending.length && !joinInfo) joinInfo = await joinInfoFrom(host);
+  } catch (err) {
+    fail(first.ip, err);
+    return;
+  } finally {
+    host.close();
+  }
+  // Upgrades before joins: a new node joins the upgraded control plane. Masters one at a time, the
+  // first with `upgrade apply`; workers only once every master is done (no kubelet ahead of an API server).
+  const upgradeOne = async (h: HostSpec) => {
+    const from = versions.of(h);
+    if (from === undefined || from === versions.wanted || !byIp.get(h.ip)!.ok) return;
+    const node = await SshHost.connect(h, known, { logDir: join(o.store, 'logs') });
+    try {
+      if (!journal.isDone(h.ip, 'kubeadm-upgrade', versions.wanted)) {
+        o.progress.node(h.ip, 'kubeadm upgrade', 'running', `${from} → ${versions.wanted}`);
+        await kubeadmUpgrade(node, versions.wanted, h === first);
+        journal.record(h.ip, 'kubeadm-upgrade', 'done', `${from} → ${versions.wanted}`, versions.wanted);
+      }
+      await releaseHeldBinaries(node, d, archFromUname((await node.exec('uname -m')).stdout));
+      journal.record(h.ip, 'kubernetes', 'done', versions.wanted);
+      o.progress.node(h.ip, 'kubeadm upgrade', 'done', versions.wanted);
+    } finally {
+      node.close();
+    }
+  };
+  for (const m of [first, ...otherMasters]) {
+    try {
+      await upgradeOne(m);
+    } catch (err) {
+      fail(m.ip, err);
+      // Every node still to upgrade or to join waits for the next run.
+      const waiting = o.spec.hosts.filter((h) => h !== m && byIp.get(h.ip)!.ok && versions.of(h) !== versions.wanted);
+      for (const h of waiting) fail(h.ip, new AcpackError('NODE_STEP', `waiting for the control plane's upgrade to ${versions.wanted} (${m.ip} failed)`));
+      return;
+    }
+  }
+  await Promise.all(workers.map((w) => upgradeOne(w).catch((err) => fail(w.ip, err))));
+
+  const joinOne = async (h: HostSpec, controlPlane: boolean) => {
+    const joined = journal.isDone(h.ip, 'kubeadm-join');
+    if ((joined && journal.isDone(h.ip, 'api-endpoint')) || !byIp.get(h.ip)!.ok) return;
+    const node = await SshHost.connect(h, known, { logDir: join(o.store, 'logs') });
+    try {
+      if (!joined) {
+        o.progress.node(h.ip, 'kubeadm join', 'running', controlPlane ? 'control plane' : 'worker');
+        await pointApiServer(node, apiServerAddress(o.spec, h, false));
+        await kubeadmJoin(node, joinInfo!, controlPlane);
+        journal.record(h.ip, 'kubeadm-join', 'done', controlPlane ? 'control plane' : 'worker');
+        journal.record(h.ip, 'kubernetes', 'done', versions.wanted);
+        o.progress.node(h.ip, 'kubeadm join', 'done', controlPlane ? 'control plane' : 'worker');
+      }
+      settled(h, await settleApiServer(node, o.spec, h, lvscare));
+    } finally {
+      node.close();
+    }
+  };
+  for (const m of otherMasters) {
+    try {
+      await joinOne(m, true);
+    } catch (err) {
+      fail(m.ip, err);
+      break; // the next master would join a control plane that is not healthy
+    }
+  }
+  await Promise.all(workers.map((w) => joinOne(w, false).catch((err) => fail(w.ip, err))));
+}
+
+/**
+ * The bundle's charts, on the first master once the cluster is up: the CNI first, then the manifest's
+ * order, one at a time (each may need the one before); the first failure stops the rest, which the
+ * re-run installs. Charts count as the first master's work in the outcome.
+ */
+export async function chartSteps(o: FromOptions, d: BundleDescriptor, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[], helm: string, registryHost: string, bundleId: string): Promise<void> {
+  const first = o.spec.hosts.find(isMaster)!;
+  const outcome = outcomes.find((x) => x.node === first.ip)!;
+  const todo = chartOrder(d, o.spec.network.cni).filter((c) => !journal.isDone(first.ip, `chart ${c.name}`, bundleId));
+  if (!outcome.ok || !journal.isDone(first.ip, 'kubeadm-init') || todo.length === 0) return;
+  const host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
+  try {
+    for (const chart of todo) {
+      o.progress.node(first.ip, 'charts', 'running', `${chart.name} ${chart.version}`);
+      await installChart(host, helm, registryHost, chart);
+      journal.record(first.ip, `chart ${chart.name}`, 'done', chart.version, bundleId);
+    }
+    o.progress.node(first.ip, 'charts', 'done', todo.map((c) => c.name).join(', '));
+  } catch (err) {
+    if (!(err instanceof AcpackError)) throw err;
+    journal.record(first.ip, 'charts', 'failed', err.message);
+    o.progress.node(first.ip, 'charts', 'failed', err.message);
+    Object.assign(outcome, { ok: false, detail: err.message });
+  } finally {
+    host.close();
+  }
+}
+
+/** Last, on the first master: every node Ready, every kube-system pod running (see post-check.ts). */
+export async function checkCluster(o: FromOptions, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[], kubectl: string): Promise<void> {
+  const first = o.spec.hosts.find(isMaster)!;
+  if (outcomes.some((x) => !x.ok)) return; // the re-run checks, once every node is in
+  const host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
+  try {
+    o.progress.node(first.ip, 'post-check', 'running');
+    const r = await postCheck(host, o.spec, kubectl);
+    const detail = `${r.nodes} nodes Ready, ${r.pods} kube-system pods running`;
+    journal.record(first.ip, 'post-check', 'done', detail);
+    o.progress.node(first.ip, 'post-check', 'done', detail);
+  } catch (err) {
+    if (!(err instanceof AcpackError)) throw err;
+    journal.record(first.ip, 'post-check', 'failed', err.message);
+    o.progress.node(first.ip, 'post-check', 'failed', err.message);
+    Object.assign(outcomes.find((x) => x.node === first.ip)!, { ok: false, detail: err.message });
+  } finally {
+    host.close();
+  }
+}
