@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, stringify } from 'yaml';
+import { writeFile } from 'node:fs/promises';
 import { bundle } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { buildIndexImage, buildLayer, pushImage } from '../../demo/samples.js';
@@ -49,7 +50,8 @@ afterAll(async () => {
   await work?.cleanup();
 });
 
-const VIP = '10.103.97.2';
+// Not sealer's default (10.103.97.2): the cluster spec's own, to see it used everywhere.
+const VIP = '10.103.97.9';
 
 describe('acinstall from with two masters', () => {
   const args = (bundlePath: string) => {
@@ -68,7 +70,7 @@ describe('acinstall from with two masters', () => {
     const [m1, m2, w] = lab.hosts;
     const r = await acinstallOn(m1, args(withoutLvscare), ROOT);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/2 masters: workers reach them through 10\.103\.97\.2, kept by lvscare, and .* carries no lvscare image/);
+    expect(r.stderr).toMatch(/2 masters: workers reach them through 10\.103\.97\.2, kept by lvscare, and .* carries no lvscare image/); // the flags' default VIP
     for (const h of [m1, m2, w]) await expect(ssh(lab, m1, h, 'test -e /var/log/acpack-standins/kubeadm.calls')).rejects.toThrow();
   });
 
@@ -86,9 +88,26 @@ describe('acinstall from with two masters', () => {
     }
   });
 
-  it('joins the second master as control plane and puts the worker behind the virtual IP', async () => {
+  it('joins the second master as control plane and puts the worker behind the virtual IP (from a kind: Cluster spec)', async () => {
     const [m1, m2, w] = lab.hosts;
-    const r = await acinstallOn(m1, args(withLvscare), ROOT);
+    const clusterFile = join(work.dir, 'cluster.yaml');
+    await writeFile(
+      clusterFile,
+      stringify({
+        apiVersion: 'acpack/v1',
+        kind: 'Cluster',
+        metadata: { name: 'ha' },
+        spec: {
+          ssh: { user: 'root', pk: lab.key },
+          hosts: [
+            { ips: [m1.ip, m2.ip], roles: ['master'] },
+            { ips: [w.ip], roles: ['node'] },
+          ],
+          network: { apiServerVIP: VIP },
+        },
+      }),
+    );
+    const r = await acinstallOn(m1, ['from', withLvscare, '--cluster', clusterFile, '--store', join(work.dir, 'site'), '--ignore-preflight', 'disk,ip_forward,br_netfilter'], ROOT);
     expect(r.code, r.stderr).toBe(0);
     const esc = (x: string) => x.replace(/\./g, '\\.');
     expect(r.stdout).toMatch(new RegExp(`${esc(m1.ip)}\\s+first master\\s+init \\(Kubernetes kubeadm default\\)\\s+apiserver\\.cluster\\.local is ${esc(m1.ip)}`));
