@@ -198,7 +198,10 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
       const j = new Journal(o.store);
       const rows = j.entries();
       j.close();
-      process.stdout.write(rows.length ? `${rows.map((r) => `${r.node.padEnd(16)} ${r.step.padEnd(18)} ${r.status.padEnd(6)} ${r.detail}`).join('\n')}\n` : 'nothing installed yet\n');
+      if (rows.length === 0) return void process.stdout.write('nothing installed yet\n');
+      // One line each: a long detail (an error) keeps its first line; the per-node log has the rest.
+      const table = rows.map((r) => [r.node, r.step, r.status, r.at.replace('T', ' ').slice(0, 19), r.detail.split('\n')[0]]);
+      process.stdout.write(`${textTable([['NODE', 'STEP', 'STATUS', 'AT (UTC)', 'DETAIL'], ...table])}\n`);
     });
 
   return program;

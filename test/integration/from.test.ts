@@ -202,12 +202,12 @@ describe('acinstall from on test hosts', () => {
     expect((await ssh(lab, master, w1, 'wc -l < /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('1');
     const status = await acinstall(['status', '--store', store()]);
     for (const h of lab.hosts) {
-      expect(status.stdout).toMatch(new RegExp(`${h.ip.replace(/\./g, '\\.')}\\s+binaries\\s+done\\s+4 binaries for amd64`));
+      expect(status.stdout).toMatch(new RegExp(`${h.ip.replace(/\./g, '\\.')}\\s+binaries\\s+done\\s+[\\d-]+ [\\d:]+\\s+4 binaries for amd64`));
       expect(status.stdout).toMatch(new RegExp(`${h.ip.replace(/\./g, '\\.')}\\s+containerd-config\\s+done`));
     }
     expect(status.stdout).toMatch(/import\s+done/);
     expect(status.stdout).toMatch(new RegExp(`${master.ip.replace(/\./g, '\\.')}\\s+kubeadm-init\\s+done`));
-    expect(status.stdout).toMatch(new RegExp(`${w1.ip.replace(/\./g, '\\.')}\\s+kubeadm-join\\s+done\\s+worker`));
+    expect(status.stdout).toMatch(new RegExp(`${w1.ip.replace(/\./g, '\\.')}\\s+kubeadm-join\\s+done\\s+[\\d-]+ [\\d:]+\\s+worker`));
   });
 
   it('deletes a worker (kubeadm reset) and joins it back', async () => {
@@ -316,7 +316,7 @@ describe('acinstall from on test hosts', () => {
       expect(swap.text).toContain(`mv -f -T '/usr/bin/kubelet.acpack-new' '/usr/bin/kubelet'`);
       expect(swap.start).toBeGreaterThanOrEqual(applied.end);
     }
-    expect((await acinstall(['status', '--store', store()])).stdout).toMatch(new RegExp(`${w2.ip.replace(/\./g, '\\.')}\\s+kubernetes\\s+done\\s+v1\\.22\\.16`));
+    expect((await acinstall(['status', '--store', store()])).stdout).toMatch(new RegExp(`${w2.ip.replace(/\./g, '\\.')}\\s+kubernetes\\s+done\\s+[\\d-]+ [\\d:]+\\s+v1\\.22\\.16`));
 
     // The older bundle again: a downgrade, refused before any node is touched.
     const before = await calls(master);
