@@ -1,5 +1,5 @@
 import { createReadStream, type ReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, readFile, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, readFile, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Hash } from 'node:crypto';
 import { AcpackError, formatBytes } from './errors.js';
@@ -123,6 +123,12 @@ export class ContentStore {
   async list(): Promise<Digest[]> {
     const names = await readdir(join(this.root, 'blobs', 'sha256'));
     return names.map((n) => `sha256:${n}`).filter(isDigest);
+  }
+
+  /** Marks a committed blob as just used: a collection spares blobs younger than its grace period. */
+  async touch(digest: Digest): Promise<void> {
+    const now = new Date();
+    await utimes(this.path(digest), now, now).catch(() => {});
   }
 
   async delete(digest: Digest): Promise<void> {

@@ -42,6 +42,7 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
       } else if (entry.kind === 'blob') {
         blobs++;
         if (await store.has(entry.digest)) {
+          await store.touch(entry.digest); // in use again: a collection running now must not take it
           for await (const chunk of entry.stream) onBytes?.((chunk as Buffer).length);
           continue;
         }

@@ -51,7 +51,10 @@ export class UploadHandlers {
   /** POST /v2/<name>/blobs/uploads/[?digest=…][?mount=…&from=…] */
   async start(req: Request, res: Response, name: string): Promise<void> {
     const mount = typeof req.query.mount === 'string' ? req.query.mount : undefined;
-    if (mount && isDigest(mount) && (await this.store.has(mount))) return this.created(res, name, mount);
+    if (mount && isDigest(mount) && (await this.store.has(mount))) {
+      await this.store.touch(mount); // about to be named by a manifest: a collection must spare it
+      return this.created(res, name, mount);
+    }
     if (!(await this.checkLength(req, res))) return;
     const uuid = randomUUID();
     const digest = typeof req.query.digest === 'string' ? req.query.digest : undefined;

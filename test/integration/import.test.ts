@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createReadStream, existsSync } from 'node:fs';
-import { readdir, utimes, writeFile } from 'node:fs/promises';
+import { readdir, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import tar from 'tar-stream';
@@ -151,5 +151,8 @@ describe('acinstall gc after an import', () => {
     const after = await snapshot(store);
     expect(after.blobs).toEqual(before.blobs.filter((b) => b !== strayHex));
     expect(after.tags).toEqual(before.tags);
+    // Importing again marks the bundle's blobs as used now, so a collection running meanwhile spares them.
+    await importBundle(bundlePath, store);
+    for (const f of after.blobs) expect((await stat(join(store, 'blobs/sha256', f))).mtimeMs).toBeGreaterThan(Date.now() - 60_000);
   });
 });
