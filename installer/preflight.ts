@@ -9,6 +9,8 @@ const FACTS = [
   'echo "arch=$(uname -m)"',
   'echo "kernel=$(uname -r)"',
   'echo "os=$( . /etc/os-release 2>/dev/null; echo "$ID $VERSION_ID")"',
+  'echo "systemd=$(command -v systemctl >/dev/null && echo 1 || echo 0)"',
+  'echo "tools=$(for t in curl sha256sum tar base64 mktemp; do command -v $t >/dev/null || printf "%s " $t; done)"',
   'echo "cpus=$(nproc)"',
   `echo "memkb=$(awk '/MemTotal/{print $2}' /proc/meminfo)"`,
   `echo "diskkb=$(df -Pk / | awk 'NR==2{print $4}')"`,
@@ -24,6 +26,9 @@ export interface Facts {
   arch: string;
   kernel: string;
   os: string;
+  systemd: boolean;
+  /** Tools the installer runs on the node that it does not have. */
+  missingTools: string[];
   cpus: number;
   memKb: number;
   diskKb: number;
@@ -42,6 +47,8 @@ export async function gatherFacts(host: SshHost): Promise<Facts> {
     arch: kv.arch ?? '',
     kernel: kv.kernel ?? '',
     os: kv.os ?? '',
+    systemd: kv.systemd === '1',
+    missingTools: (kv.tools ?? '').split(' ').filter(Boolean),
     cpus: Number(kv.cpus),
     memKb: Number(kv.memkb),
     diskKb: Number(kv.diskkb),
@@ -61,7 +68,7 @@ export interface Failure {
   need: string;
 }
 
-export const CHECKS = ['arch', 'kernel', 'cpu', 'memory', 'disk', 'swap', 'ports', 'clock', 'hostname', 'br_netfilter', 'ip_forward'] as const;
+export const CHECKS = ['arch', 'os', 'kernel', 'cpu', 'memory', 'disk', 'swap', 'ports', 'clock', 'hostname', 'br_netfilter', 'ip_forward'] as const;
 
 /**
  * Every check on every node, all failures at once (fixing one node at a time is slow on a real site).
@@ -83,6 +90,10 @@ export function evaluate(spec: ClusterSpec, facts: Map<HostSpec, Facts>, opts: {
       // reported below
     }
     if (!opts.arches.includes(arch)) fail(h, 'arch', `${f.arch}${arch ? ` (${arch})` : ''}`, `an arch in the bundle: ${opts.arches.join(', ')}`);
+    // The installer writes systemd units and runs a few standard tools on every node.
+    if (!f.systemd || f.missingTools.length) {
+      fail(h, 'os', `${f.os || 'unknown'}${f.systemd ? '' : ', no systemctl'}${f.missingTools.length ? `, no ${f.missingTools.join(', ')}` : ''}`, 'Linux with systemd, curl, sha256sum, tar, base64, mktemp');
+    }
     const [major, minor] = f.kernel.split('.').map(Number);
     if (!(major > 4 || (major === 4 && minor >= 19))) fail(h, 'kernel', f.kernel, '4.19 or newer');
     const master = isMaster(h);

@@ -48,6 +48,22 @@ describe('acinstall preflight on test hosts', () => {
     expect(r.stderr).toMatch(/arch\s+x86_64 \(amd64\)\s+an arch in the bundle: arm64/);
   });
 
+  it('refuses a node without systemd or a tool the installer runs there', async () => {
+    const [h1, h2] = lab.hosts;
+    // On h2, every systemctl (the stand-in, and the machine's own if it has one) and curl go missing;
+    // h2's root is its own copy: the machine keeps its files.
+    const hide = 'for f in /usr/local/sbin/systemctl /usr/bin/systemctl /bin/systemctl /usr/bin/curl; do [ -e $f ] && mv $f $f.away; done; true';
+    await ssh(lab, h1, h2, hide);
+    try {
+      const r = await acinstall(['preflight', ...nodes(), '--ignore-preflight', 'ip_forward,br_netfilter,disk,kernel']);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`${h2.ip.replace(/\./g, '\\.')}\\s+os\\s+\\S+ [\\d.]+, no systemctl, no curl\\s+Linux with systemd`));
+      expect(r.stderr).not.toMatch(new RegExp(`${h1.ip.replace(/\./g, '\\.')}\\s+os`));
+    } finally {
+      await ssh(lab, h1, h2, 'for f in /usr/local/sbin/systemctl /usr/bin/systemctl /bin/systemctl /usr/bin/curl; do [ -e $f.away ] && mv $f.away $f; done; true');
+    }
+  });
+
   it('records host keys and refuses a node whose key changed', async () => {
     const known = join(work.dir, 'state', 'known_hosts.json');
     const entries = JSON.parse(await readFile(known, 'utf8'));
