@@ -38,7 +38,9 @@ export async function installChart(host: SshHost, helm: string, registryHost: st
   const pull = [
     'set -e',
     `mkdir -p ${CHART_DIR}`,
-    `${helm} pull ${shq(`oci://${registryHost}/${repo}`)} --version ${shq(chart.version)} --ca-file ${NODE_CA} -d ${CHART_DIR}`,
+    // SSL_CERT_FILE as well as --ca-file: helm is Go, whose TLS honours it, whether or not a given
+    // helm release (ACK Distro ships 3.9) passes --ca-file on to oci:// pulls.
+    `SSL_CERT_FILE=${NODE_CA} ${helm} pull ${shq(`oci://${registryHost}/${repo}`)} --version ${shq(chart.version)} --ca-file ${NODE_CA} -d ${CHART_DIR}`,
     `[ "$(sha256sum ${shq(tgz)} | cut -d' ' -f1)" = ${shq(chart.chart.slice(7))} ] || { echo "${chart.name} ${chart.version}: the chart pulled does not match the bundle's ${chart.chart}" >&2; exit 3; }`,
   ].join('\n');
   const pulled = await host.exec(pull, 300_000);
