@@ -1,4 +1,3 @@
-import { createReadStream, type ReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, readFile, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Hash } from 'node:crypto';
@@ -50,11 +49,6 @@ export class ContentStore {
 
   async has(digest: Digest): Promise<boolean> {
     return (await this.size(digest)) !== undefined;
-  }
-
-  /** Reads a committed blob, or the bytes start..end (inclusive) of it. */
-  read(digest: Digest, start = 0, end?: number): ReadStream {
-    return createReadStream(this.path(digest), { start, end, highWaterMark: READ_CHUNK });
   }
 
   async readBytes(digest: Digest): Promise<Buffer> {
