@@ -2,6 +2,7 @@ import { createWriteStream } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { AcpackError } from './errors.js';
+import { Writeback } from './writeback.js';
 import { digestOfHash, hexOf, newHash, READ_CHUNK, shortDigest, type Digest } from './digest.js';
 import { TAR_END, tarHeader, tarPadding } from './tar-header.js';
 import type { ContentStore } from './store.js';
@@ -48,16 +49,8 @@ export async function writeBundle(
   // A second handle on the file, for fsync: any descriptor of a file flushes all of its pages.
   const file = await open(tmp, 'w');
   const sink = createWriteStream(tmp, { flags: 'r+', highWaterMark: 1 << 20 });
-  // Push the bundle to disk as it grows (see BlobWriter.startWriteback): the final fsync stays short.
-  let unsynced = 0;
-  let syncing: Promise<void> | undefined;
-  zstd.on('data', (c: Buffer) => {
-    unsynced += c.length;
-    if (unsynced >= 64 << 20 && !syncing) {
-      unsynced = 0;
-      syncing = file.datasync().catch(() => {}).finally(() => (syncing = undefined));
-    }
-  });
+  const writeback = new Writeback(file, 64 << 20);
+  zstd.on('data', (c: Buffer) => writeback.wrote(c.length));
   const flowing = pipeline(zstd, sink);
   flowing.catch(() => {}); // awaited below; an early failure also surfaces through write()
   const write = (chunk: Buffer) =>
@@ -110,14 +103,14 @@ export async function writeBundle(
     await write(TAR_END);
     zstd.end();
     await flowing;
-    await syncing;
+    await writeback.settled();
     await file.sync();
     await file.close();
     await rename(tmp, out);
   } catch (err) {
     zstd.destroy();
     sink.destroy();
-    await syncing;
+    await writeback.settled();
     await file.close().catch(() => {});
     await rm(tmp, { force: true });
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {

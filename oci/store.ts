@@ -2,8 +2,10 @@ import { mkdir, open, readdir, rename, rm, stat, readFile, utimes, writeFile, ty
 import { join } from 'node:path';
 import type { Hash } from 'node:crypto';
 import { AcpackError, formatBytes } from './errors.js';
+import { Writeback } from './writeback.js';
 import { digestOfHash, feedHash, hashFile, hexOf, isDigest, newHash, READ_CHUNK, sha256, shortDigest, type Digest } from './digest.js';
 
+/** BlobWriter pushes its data to disk every 16 MiB (see Writeback). */
 const WRITEBACK_EVERY = 16 << 20;
 
 /** What a writer must end up holding before it may become visible. */
@@ -152,8 +154,7 @@ export class BlobWriter {
   private closed = false;
   /** The digest it was stored under, once committed. */
   committed?: Digest;
-  private unsynced = 0;
-  private syncing?: Promise<void>;
+  private readonly writeback: Writeback;
 
   constructor(
     private readonly store: ContentStore,
@@ -163,7 +164,9 @@ export class BlobWriter {
     private written: number,
     readonly expected: Expected,
     private readonly release: () => void,
-  ) {}
+  ) {
+    this.writeback = new Writeback(fh, WRITEBACK_EVERY);
+  }
 
   /** Bytes accepted so far, including those a previous attempt left on disk. */
   get offset(): number {
@@ -207,7 +210,7 @@ export class BlobWriter {
       await this.discard();
       throw this.mismatch(`content hashing to ${shortDigest(actual)}`);
     }
-    await this.syncing;
+    await this.writeback.settled();
     await this.fh.sync();
     await this.fh.close();
     this.closed = true;
@@ -225,7 +228,7 @@ export class BlobWriter {
       try {
         await this.flush();
       } finally {
-        await this.syncing;
+        await this.writeback.settled();
         await this.fh.close();
         this.release();
       }
@@ -238,7 +241,7 @@ export class BlobWriter {
     this.pendingBytes = 0;
     if (!this.closed) {
       this.closed = true;
-      await this.syncing;
+      await this.writeback.settled();
       await this.fh.close();
       this.release();
     }
@@ -252,7 +255,7 @@ export class BlobWriter {
     this.pendingBytes = 0;
     try {
       await this.fh.writev(data);
-      this.startWriteback(data);
+      for (const b of data) this.writeback.wrote(b.length);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOSPC' || code === 'EDQUOT') {
@@ -260,18 +263,6 @@ export class BlobWriter {
       }
       throw err;
     }
-  }
-
-  /**
-   * Starts pushing written data to disk in the background every 16 MiB, so the fsync in commit
-   * finds little left to do and the disk works while we download (the kernel alone would wait for
-   * gigabytes of dirty pages, then stall everyone at once).
-   */
-  private startWriteback(data: Buffer[]): void {
-    for (const b of data) this.unsynced += b.length;
-    if (this.unsynced < WRITEBACK_EVERY || this.syncing) return;
-    this.unsynced = 0;
-    this.syncing = this.fh.datasync().catch(() => {}).finally(() => (this.syncing = undefined));
   }
 
   private mismatch(what: string): AcpackError {
