@@ -30,10 +30,18 @@ export class KnownHosts {
 
   static async open(file: string): Promise<KnownHosts> {
     const k = new KnownHosts(file);
+    let text: string;
     try {
-      k.entries = JSON.parse(await readFile(file, 'utf8'));
-    } catch {
-      k.entries = {};
+      text = await readFile(file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return k; // first contact with every host
+      throw new AcpackError('BAD_KNOWN_HOSTS', `cannot read the recorded host keys ${file}: ${(err as NodeJS.ErrnoException).code}`);
+    }
+    // A damaged file must not quietly trust every host anew (and be overwritten): it is an error.
+    try {
+      k.entries = JSON.parse(text);
+    } catch (err) {
+      throw new AcpackError('BAD_KNOWN_HOSTS', `${file} is not valid JSON (${(err as Error).message}): mend it (an object of "ip:port": "SHA256:…") or remove it to record every host key anew`);
     }
     return k;
   }
@@ -115,7 +123,12 @@ export class SshHost {
         }
         reject(new AcpackError('SSH_UNREACHABLE', `cannot reach ${name} over SSH: ${(err as NodeJS.ErrnoException).code ?? err.message}`));
       });
-      h.client.connect(config);
+      try {
+        h.client.connect(config);
+      } catch (err) {
+        // ssh2 throws here for a key it cannot use (a public key, an encrypted one).
+        reject(new AcpackError('BAD_CLUSTER', `cannot use the private key ${spec.keyFile ?? ''} for ${name}: ${(err as Error).message}`));
+      }
     });
     const lost = (why: string) => {
       h.lost ??= new AcpackError('SSH_LOST', `${spec.ip}: the connection was lost (${why}): the node died or left the network`);

@@ -63,6 +63,12 @@ describe('acinstall preflight on test hosts', () => {
     const r = await acinstall(['preflight', ...nodes(), '--ignore-preflight', 'ip_forward,br_netfilter,disk,kernel']);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`the host key of ${t.lab.hosts[1].ip}:22 changed`);
+    // A damaged file (a hand edit gone wrong) is an error, not a reason to trust every host anew.
+    await writeFile(known, `${JSON.stringify(entries).slice(0, -1)},}`);
+    const damaged = await acinstall(['preflight', ...nodes(), '--ignore-preflight', 'ip_forward,br_netfilter,disk,kernel']);
+    expect(damaged.code).toBe(1);
+    expect(damaged.stderr).toMatch(/known_hosts\.json is not valid JSON .*: mend it .* or remove it/);
+    expect(await readFile(known, 'utf8')).toBe(`${JSON.stringify(entries).slice(0, -1)},}`);
   });
 
   it('names a wrong key and an unreachable node as per-node failures', async () => {
@@ -74,6 +80,11 @@ describe('acinstall preflight on test hosts', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(new RegExp(`${t.lab.hosts[0].ip.replace(/\./g, '\\.')}\\s+ssh\\s+root@.*refused the key`));
     expect(r.stderr).toMatch(new RegExp(`${prefix.replace(/\./g, '\\.')}\\.99\\s+ssh\\s+cannot reach`));
+    // A public key given as -i is named, per node, not an unexpected error.
+    const pub = await acinstall(['preflight', '-m', t.lab.hosts[0].ip, '-i', `${other}.pub`, '--store', join(t.work.dir, 'state3')]);
+    expect(pub.code).toBe(1);
+    expect(pub.stderr).toMatch(new RegExp(`${t.lab.hosts[0].ip.replace(/\./g, '\\.')}\\s+ssh\\s+cannot use the private key .*other_key\\.pub`));
+    expect(pub.stderr).not.toContain('unexpected error');
   });
 
   it('logs in with a password (-p, or ACINSTALL_SSH_PASSWORD) and names a wrong one, without ever showing it', async () => {
