@@ -2,7 +2,8 @@ import { AcpackError } from './errors.js';
 import { digestOfHash, newHash, shortDigest, type Digest } from './digest.js';
 import { bundleEntries } from './bundle-reader.js';
 import { manifestDigests, type BundleDescriptor } from './bundle-format.js';
-import { isIndexType, type Descriptor, type ImageIndex, type ImageManifest } from './media-types.js';
+import type { ImageIndex, ImageManifest } from './media-types.js';
+import { walkBundle } from './bundle-graph.js';
 
 export interface VerifyReport {
   descriptor: BundleDescriptor;
@@ -62,28 +63,10 @@ export async function verifyBundle(path: string, onBytes?: (n: number) => void):
   if (!descriptor || !index) throw bad(path, 'bundle.json or index.json is missing');
 
   const bundled = manifestDigests(descriptor);
-  const need = (d: Descriptor, from: string) => {
-    const size = sizes.get(d.digest);
-    if (size === undefined) throw new AcpackError('MISSING_BLOB', `${path}: ${from} needs blob ${d.digest} (${d.mediaType}), which is not in the bundle`);
-    if (size !== d.size) throw new AcpackError('MISSING_BLOB', `${path}: ${from} says blob ${shortDigest(d.digest)} has ${d.size} bytes, the bundle holds ${size}`);
-  };
-  const walk = (d: Descriptor, from: string, depth: number): void => {
-    need(d, from);
-    const m = manifests.get(d.digest);
-    if (!m || depth > 4) return;
-    if (isIndexType(d.mediaType) || 'manifests' in m) {
-      for (const child of (m as ImageIndex).manifests ?? []) {
-        if (bundled.has(child.digest)) walk(child, `index ${shortDigest(d.digest)} of ${from}`, depth + 1);
-      }
-    } else {
-      const im = m as ImageManifest;
-      if (im.config) need(im.config, `manifest ${shortDigest(d.digest)} of ${from}`);
-      for (const layer of im.layers ?? []) {
-        if (!layer.urls?.length) need(layer, `manifest ${shortDigest(d.digest)} of ${from}`);
-      }
-    }
-  };
-  for (const m of index.manifests ?? []) walk(m, m.annotations?.['org.opencontainers.image.ref.name'] ?? shortDigest(m.digest), 0);
+  await walkBundle(path, descriptor, index, {
+    size: async (d) => sizes.get(d),
+    manifest: async (d) => manifests.get(d) as (ImageIndex & ImageManifest) | undefined, // larger ones are not kept
+  });
   for (const d of bundled) {
     if (!sizes.has(d)) throw new AcpackError('MISSING_BLOB', `${path}: bundle.json lists manifest ${d}, which is not in the bundle`);
   }

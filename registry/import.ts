@@ -2,10 +2,11 @@ import { statfs } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { shortDigest, type Digest } from '../oci/digest.js';
+import { walkBundle } from '../oci/bundle-graph.js';
 import { ContentStore } from '../oci/store.js';
 import { bundleEntries } from '../oci/bundle-reader.js';
 import { manifestDigests, type BundleDescriptor } from '../oci/bundle-format.js';
-import { ANNOTATION_REF_NAME, isIndexType, isManifestType, type Descriptor, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
+import { ANNOTATION_REF_NAME, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
 import { IndexDb, type ManifestRow, type TagRow } from './index-db.js';
 import { splitRefName } from './naming.js';
 
@@ -88,37 +89,33 @@ async function checkFreeSpace(store: ContentStore, root: string, d: BundleDescri
 }
 
 /**
- * Walks index.json through the store: every manifest reachable (an index's children where they were
- * bundled) becomes a row, and each reference name a tag. A missing blob fails the import.
+ * Walks index.json through the store (the same walk `acpack verify` does): every manifest reachable
+ * becomes a row of the repository it was reached from, and each reference name a tag. A missing blob,
+ * a bad digest or a manifest that is not JSON fails the import.
  */
 async function collectRows(store: ContentStore, d: BundleDescriptor, index: ImageIndex, source: string) {
-  const bundled = manifestDigests(d);
   const manifests = new Map<Digest, ManifestRow>();
-  const tags: (TagRow & { path: string })[] = [];
   const repoManifests: { repo: string; digest: Digest }[] = [];
-  const need = async (desc: Descriptor, from: string) => {
-    const size = await store.size(desc.digest);
-    if (size !== desc.size) throw new AcpackError('MISSING_BLOB', `${source}: ${from} needs blob ${shortDigest(desc.digest)} (${desc.mediaType}), which the bundle does not carry`);
-  };
-  const walk = async (desc: Descriptor, repo: string, from: string, depth: number): Promise<void> => {
-    await need(desc, from);
-    manifests.set(desc.digest, { digest: desc.digest, mediaType: desc.mediaType, size: desc.size });
-    repoManifests.push({ repo, digest: desc.digest });
-    const parsed = JSON.parse((await store.readBytes(desc.digest)).toString('utf8')) as ImageIndex & ImageManifest;
-    if (isIndexType(desc.mediaType)) {
-      for (const child of parsed.manifests ?? []) {
-        if (bundled.has(child.digest) && depth < 4) await walk(child, repo, `${from} (${child.platform?.architecture ?? 'child'})`, depth + 1);
+  const blobs = {
+    size: (digest: Digest) => store.size(digest),
+    manifest: async (digest: Digest) => {
+      try {
+        return JSON.parse((await store.readBytes(digest)).toString('utf8')) as ImageIndex & ImageManifest;
+      } catch {
+        throw new AcpackError('BAD_BUNDLE', `${source}: manifest ${shortDigest(digest)} is not JSON`);
       }
-    } else if (isManifestType(desc.mediaType)) {
-      if (parsed.config) await need(parsed.config, from);
-      for (const layer of parsed.layers ?? []) await need(layer, from);
-    }
+    },
   };
+  await walkBundle(source, d, index, blobs, (desc, refName) => {
+    if (!refName) return;
+    manifests.set(desc.digest, { digest: desc.digest, mediaType: desc.mediaType, size: desc.size });
+    repoManifests.push({ repo: splitRefName(refName).repo, digest: desc.digest });
+  });
+  const tags: (TagRow & { path: string })[] = [];
   for (const entry of index.manifests ?? []) {
     const refName = entry.annotations?.[ANNOTATION_REF_NAME];
     if (!refName) continue;
     const { repo, path, tag } = splitRefName(refName);
-    await walk(entry, repo, refName, 0);
     if (tag) tags.push({ repo, path, tag, digest: entry.digest });
   }
   return { manifests: [...manifests.values()], tags, repoManifests };

@@ -109,6 +109,19 @@ describe('acinstall import refuses bad bundles and changes nothing', () => {
     expect(await snapshot(store)).toEqual({ blobs: [], tags: [] });
   });
 
+  it('an index.json whose digest points outside the store', async () => {
+    const bad = await rewrite('escape-digest.tar.zst', (h, data) => {
+      if (h.name !== 'index.json') return [{ header: h, data }];
+      const index = JSON.parse(data.toString());
+      index.manifests[0].digest = 'sha256:../../../../../../etc/hostname';
+      const text = Buffer.from(JSON.stringify(index));
+      return [{ header: { ...h, size: text.length }, data: text }];
+    });
+    const store = join(work.dir, 'store-escape');
+    await expect(importBundle(bad, store)).rejects.toMatchObject({ code: 'BAD_BUNDLE', message: expect.stringContaining('without a valid digest') });
+    expect(await snapshot(store)).toEqual({ blobs: [], tags: [] });
+  });
+
   it('an oversized metadata entry', async () => {
     const bad = await rewrite('huge-index.tar.zst', (h, data) =>
       h.name === 'index.json' ? [{ header: { ...h, size: 65 << 20 }, data: Buffer.alloc(65 << 20, 0x20) }] : [{ header: h, data }],
