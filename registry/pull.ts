@@ -1,5 +1,8 @@
 import type { Request, Response } from 'express';
 import type { TLSSocket } from 'node:tls';
+import { constants as bufferLimits } from 'node:buffer';
+import { createReadStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { isIndexType, type ImageIndex } from '../oci/media-types.js';
 import type { ContentStore } from '../oci/store.js';
@@ -87,6 +90,9 @@ export function parseRange(header: string | undefined, size: number): { start: n
   return { start, end };
 }
 
+/** The largest blob served from a mapping: a Buffer cannot be larger (4 GiB on Node 20). */
+const MAPPABLE = bufferLimits.MAX_LENGTH;
+
 export async function getBlob(req: Request, res: Response, store: ContentStore, blobs: MappedBlobs, digest: string): Promise<void> {
   if (!isDigest(digest)) return sendError(res, 'DIGEST_INVALID', `"${digest}" is not a valid digest`);
   const size = await store.size(digest);
@@ -113,6 +119,11 @@ export async function getBlob(req: Request, res: Response, store: ContentStore, 
   res.setHeader('Content-Length', size === 0 ? 0 : end - start + 1);
   if (req.method === 'HEAD' || size === 0) {
     res.end();
+    return;
+  }
+  if (size > MAPPABLE) {
+    // Past what one Buffer can hold: streamed from the file (a client that leaves ends the stream).
+    await pipeline(createReadStream(store.path(digest as Digest), { start, end, highWaterMark: 1 << 20 }), res).catch(() => {});
     return;
   }
   const body = (await blobs.get(digest as Digest, size)).subarray(start, end + 1);

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { readFile, readdir, writeFile, mkdir, cp } from 'node:fs/promises';
+import { readFile, readdir, writeFile, mkdir, cp, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { bundle } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
@@ -160,6 +160,26 @@ describe('the distribution API', () => {
     expect(head.status).toBe(200);
     expect(head.headers.get('content-length')).toBe(String(size));
     expect(head.headers.get('docker-content-digest')).toBe(blob.descriptor.digest);
+  });
+
+  it('serves a blob larger than a Buffer can hold (streamed from the file)', async () => {
+    // A sparse file of 4 GiB + 100 bytes placed in the store: zeros, then a marker at the very end.
+    const digest = `sha256:${'c'.repeat(64)}`;
+    const file = join(storeRoot, 'blobs/sha256', 'c'.repeat(64));
+    const size = 2 ** 32 + 100;
+    const fh = await open(file, 'w');
+    await fh.write(Buffer.from('the end'), 0, 7, size - 7);
+    await fh.close();
+    try {
+      const path = `/v2/${fx.web.repository}/blobs/${digest}`;
+      const head = await get(path, {}, 'HEAD');
+      expect(head.headers.get('content-length')).toBe(String(size));
+      const tail = await get(path, { range: 'bytes=-10' });
+      expect(tail.status).toBe(206);
+      expect(Buffer.from(await tail.arrayBuffer()).toString('latin1')).toBe('\0\0\0the end');
+    } finally {
+      await rm(file);
+    }
   });
 
   it('answers errors in the spec format', async () => {
