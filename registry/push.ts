@@ -176,6 +176,10 @@ export class UploadHandlers {
     } catch {
       return sendError(res, 'MANIFEST_INVALID', 'the manifest is not JSON');
     }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return sendError(res, 'MANIFEST_INVALID', 'the manifest is not a JSON object');
+    for (const list of ['layers', 'manifests'] as const) {
+      if (parsed[list] !== undefined && !Array.isArray(parsed[list])) return sendError(res, 'MANIFEST_INVALID', `"${list}" is not an array`);
+    }
     const mediaType = parsed.mediaType ?? String(req.headers['content-type'] ?? '').split(';')[0];
     if (!isManifestType(mediaType) && !isIndexType(mediaType)) return sendError(res, 'MANIFEST_INVALID', `unsupported manifest media type "${mediaType}"`);
     if (isManifestType(mediaType)) {
@@ -185,6 +189,7 @@ export class UploadHandlers {
       }
     } else {
       for (const d of parsed.manifests ?? []) {
+        if (typeof d?.digest !== 'string' || !isDigest(d.digest)) return sendError(res, 'MANIFEST_INVALID', 'the index has a child without a valid digest');
         if (!this.db.manifest(repo, d.digest)) return sendError(res, 'MANIFEST_BLOB_UNKNOWN', `manifest ${d.digest} is not in ${name}: push it first`, { digest: d.digest });
       }
     }

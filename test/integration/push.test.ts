@@ -136,6 +136,17 @@ describe('push, every upload mode of the spec', () => {
     expect(Buffer.from(await plain.arrayBuffer()).equals(child.data)).toBe(true);
     // A wrong digest in the URL is refused.
     expect((await req('PUT', `/v2/app/one/manifests/${sha256('x')}`, child.data, { 'content-type': MT.ociManifest })).status).toBe(400);
+    // Bodies that parse as JSON but are no manifest: 400 MANIFEST_INVALID, never a 500.
+    for (const [body, type] of [
+      ['null', MT.ociManifest],
+      [JSON.stringify({ schemaVersion: 2, mediaType: MT.ociManifest, config: JSON.parse(child.data.toString()).config, layers: 5 }), MT.ociManifest],
+      [JSON.stringify({ schemaVersion: 2, mediaType: MT.ociIndex, manifests: {} }), MT.ociIndex],
+      [JSON.stringify({ schemaVersion: 2, mediaType: MT.ociIndex, manifests: [{}] }), MT.ociIndex],
+    ]) {
+      const bad = await req('PUT', '/v2/app/one/manifests/broken', body, { 'content-type': type });
+      expect(bad.status, body).toBe(400);
+      expect((await bad.json()).errors[0].code).toBe('MANIFEST_INVALID');
+    }
     expect((await req('DELETE', `/v2/app/one/manifests/${img.top.digest}`)).status).toBe(202);
     expect((await fetch(url('/v2/app/one/manifests/1.0'))).status).toBe(404);
   });
