@@ -30,17 +30,31 @@ export function routeOf(path: string): string {
   return m ? m[1].replace('blobs/uploads', 'uploads') : 'other';
 }
 
-export function metricsMiddleware(req: Request, res: Response, next: NextFunction): void {
-  const t0 = process.hrtime.bigint();
-  res.on('finish', () => {
-    const route = routeOf(req.path);
-    const status = String(res.statusCode);
-    requests.inc({ route, method: req.method, status });
-    bytes.inc({ route }, Number(res.getHeader('content-length') ?? 0));
-    if (res.statusCode >= 400) errors.inc({ route, status });
-    latency.observe({ route }, Number(process.hrtime.bigint() - t0) / 1e9);
-  });
-  next();
+/** Body bytes a finished response sent: a HEAD, a 204 or a 304 carries a Content-Length but no body. */
+export function bodyBytes(req: Request, res: Response): number {
+  if (req.method === 'HEAD' || res.statusCode === 204 || res.statusCode === 304) return 0;
+  return Number(res.getHeader('content-length') ?? 0);
+}
+
+/**
+ * One hook per request at its end: Prometheus counters, and the access log line when `log` is given.
+ */
+export function observeRequests(log?: (line: Record<string, unknown>) => void) {
+  return (req: Request, res: Response, next: NextFunction): void => {
+    const t0 = process.hrtime.bigint();
+    res.on('finish', () => {
+      const route = routeOf(req.path);
+      const status = String(res.statusCode);
+      const sent = bodyBytes(req, res);
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      requests.inc({ route, method: req.method, status });
+      bytes.inc({ route }, sent);
+      if (res.statusCode >= 400) errors.inc({ route, status });
+      latency.observe({ route }, seconds);
+      log?.({ time: new Date().toISOString(), method: req.method, path: req.originalUrl, status: res.statusCode, bytes: sent, ms: seconds * 1000 });
+    });
+    next();
+  };
 }
 
 export async function metricsHandler(_req: Request, res: Response): Promise<void> {

@@ -13,7 +13,7 @@ import { MappedBlobs } from './mapped-blobs.js';
 import { deleteBlob } from './gc.js';
 import { UploadHandlers } from './push.js';
 import { Htpasswd, LoginThrottle } from './auth.js';
-import { metricsHandler, metricsMiddleware } from './metrics.js';
+import { metricsHandler, observeRequests } from './metrics.js';
 
 const NAME_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
 const UPLOAD_RE = /^\/v2\/(.+)\/blobs\/uploads\/([^/]*)$/;
@@ -52,23 +52,11 @@ export async function createRegistryApp(opts: RegistryOptions) {
   app.disable('x-powered-by');
   app.set('etag', false);
 
-  app.use((req, res, next) => {
-    const t0 = process.hrtime.bigint();
+  app.use((_req, res, next) => {
     res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
-    res.on('finish', () =>
-      opts.log?.({
-        time: new Date().toISOString(),
-        method: req.method,
-        path: req.originalUrl,
-        status: res.statusCode,
-        bytes: Number(res.getHeader('content-length') ?? 0),
-        ms: Number(process.hrtime.bigint() - t0) / 1e6,
-      }),
-    );
     next();
   });
-
-  app.use(metricsMiddleware);
+  app.use(observeRequests(opts.log));
   app.get('/metrics', metricsHandler);
 
   /** Checks the request's user, throttling addresses that keep failing; answers the refusal itself. */

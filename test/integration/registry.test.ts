@@ -160,6 +160,11 @@ describe('the distribution API', () => {
     expect(head.status).toBe(200);
     expect(head.headers.get('content-length')).toBe(String(size));
     expect(head.headers.get('docker-content-digest')).toBe(blob.descriptor.digest);
+    // The access log (and the bytes metric, from the same hook) counts bodies sent, not headers.
+    const logged = (access as unknown as { path: string; method: string; status: number; bytes: number }[]).filter((l) => l.path === path);
+    expect(logged.find((l) => l.method === 'HEAD')?.bytes).toBe(0);
+    expect(logged.find((l) => l.method === 'GET' && l.status === 206)?.bytes).toBe(10);
+    expect(logged.find((l) => l.method === 'GET' && l.status === 416)?.bytes).toBeGreaterThan(0); // the error body
   });
 
   it('serves a blob larger than a Buffer can hold (streamed from the file)', async () => {
