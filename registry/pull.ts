@@ -153,18 +153,30 @@ async function writeInSlices(res: Response, body: Buffer): Promise<void> {
   res.end();
 }
 
-export function paginate(all: string[], req: Request): { page: string[]; next?: { n: number; last: string } } {
+/** `?n=&last=` of a listing; n absent or not a count lists everything after `last`. */
+function pageParams(req: Request): { n?: number; last?: string } {
   const n = req.query.n === undefined ? undefined : Number(req.query.n);
   const last = typeof req.query.last === 'string' ? req.query.last : undefined;
+  return { n: n !== undefined && Number.isInteger(n) && n >= 0 ? n : undefined, last };
+}
+
+/** A page of `rows` (sorted, already after `last`, at most n + 1 of them) and the next page's start. */
+function pageOf(rows: string[], n: number | undefined): { page: string[]; next?: { n: number; last: string } } {
+  if (n === undefined || rows.length <= n) return { page: rows };
+  const page = rows.slice(0, n);
+  return page.length > 0 ? { page, next: { n, last: page[page.length - 1] } } : { page };
+}
+
+export function paginate(all: string[], req: Request): { page: string[]; next?: { n: number; last: string } } {
+  const { n, last } = pageParams(req);
   const after = last === undefined ? all : all.filter((x) => x > last);
-  if (n === undefined || !Number.isFinite(n) || n < 0) return { page: after };
-  const page = after.slice(0, n);
-  return after.length > n && page.length > 0 ? { page, next: { n, last: page[page.length - 1] } } : { page };
+  return pageOf(n === undefined ? after : after.slice(0, n + 1), n);
 }
 
 export function listTags(req: Request, res: Response, db: IndexDb, repo: string, name: string): void {
-  const all = db.tags(repo, 1_000_000);
-  const { page, next } = paginate(all, req);
+  // Paged in SQL: one row more than asked tells whether a next page exists.
+  const { n, last } = pageParams(req);
+  const { page, next } = pageOf(db.tags(repo, n === undefined ? -1 : n + 1, last), n);
   if (next) res.setHeader('Link', `</v2/${name}/tags/list?n=${next.n}&last=${encodeURIComponent(next.last)}>; rel="next"`);
   res.json({ name, tags: page });
 }

@@ -136,6 +136,15 @@ describe('push, every upload mode of the spec', () => {
     expect(Buffer.from(await plain.arrayBuffer()).equals(child.data)).toBe(true);
     // A wrong digest in the URL is refused.
     expect((await req('PUT', `/v2/app/one/manifests/${sha256('x')}`, child.data, { 'content-type': MT.ociManifest })).status).toBe(400);
+    // Tags are listed page by page.
+    for (const tag of ['b', 'a', 'c']) expect((await req('PUT', `/v2/app/one/manifests/${tag}`, child.data, { 'content-type': MT.ociManifest })).status).toBe(201);
+    const first = await fetch(url('/v2/app/one/tags/list?n=2'));
+    expect((await first.json()).tags).toEqual(['1.0', 'a']);
+    const link = first.headers.get('link')!;
+    expect(link).toBe('</v2/app/one/tags/list?n=2&last=a>; rel="next"');
+    const second = await fetch(url(link.slice(1, link.indexOf('>'))));
+    expect((await second.json()).tags).toEqual(['b', 'c']);
+    expect(second.headers.get('link')).toBeNull();
     // Bodies that parse as JSON but are no manifest: 400 MANIFEST_INVALID, never a 500.
     for (const [body, type] of [
       ['null', MT.ociManifest],
