@@ -43,9 +43,7 @@ export async function installChart(host: SshHost, helm: string, registryHost: st
     `SSL_CERT_FILE=${NODE_CA} ${helm} pull ${shq(`oci://${registryHost}/${repo}`)} --version ${shq(chart.version)} --ca-file ${NODE_CA} -d ${CHART_DIR}`,
     `[ "$(sha256sum ${shq(tgz)} | cut -d' ' -f1)" = ${shq(chart.chart.slice(7))} ] || { echo "${chart.name} ${chart.version}: the chart pulled does not match the bundle's ${chart.chart}" >&2; exit 3; }`,
   ].join('\n');
-  const pulled = await host.exec(pull, 300_000);
-  if (pulled.code !== 0) throw new AcpackError('NODE_STEP', `${host.spec.ip}: chart ${chart.name}: helm pull failed (${pulled.code}): ${pulled.stderr.trim().slice(-400)}`);
+  await host.check(pull, `chart ${chart.name}: helm pull`, 300_000);
   const install = `${helm} upgrade --install ${shq(chart.name)} ${shq(tgz)} --namespace kube-system --kubeconfig /etc/kubernetes/admin.conf --wait --timeout 10m`;
-  const r = await host.exec(install, 15 * 60_000);
-  if (r.code !== 0) throw new AcpackError('NODE_STEP', `${host.spec.ip}: chart ${chart.name}: helm install failed (${r.code}): ${(r.stderr.trim() || r.stdout.trim()).slice(-400)}`);
+  await host.check(install, `chart ${chart.name}: helm install`, 15 * 60_000);
 }

@@ -100,8 +100,7 @@ export function lvscarePod(spec: ClusterSpec, image: string): string {
 
 /** Points apiserver.cluster.local on the node at `address` (nothing: removes acpack's line). */
 export async function pointApiServer(host: SshHost, address: string | undefined): Promise<void> {
-  const r = await host.exec(hostsEntryScript(address), 60_000);
-  if (r.code !== 0) throw new AcpackError('NODE_STEP', `${host.spec.ip}: writing /etc/hosts failed: ${r.stderr.trim().slice(-300)}`);
+  await host.check(hostsEntryScript(address), 'writing /etc/hosts', 60_000);
 }
 
 /**

@@ -179,8 +179,7 @@ async function resetNode(store: string, spec: ClusterSpec, ip: string, log: (lin
   const known = await KnownHosts.inStore(store);
   const host = await SshHost.connect(h, known, { logDir: join(store, 'logs') });
   try {
-    const r = await host.exec('kubeadm reset -f && rm -rf /etc/kubernetes /etc/containerd/certs.d /var/lib/kubelet /etc/cni/net.d', 300_000);
-    if (r.code !== 0) throw new AcpackError('NODE_STEP', `${ip}: kubeadm reset failed: ${r.stderr.trim().slice(-300)}`);
+    await host.check('kubeadm reset -f && rm -rf /etc/kubernetes /etc/containerd/certs.d /var/lib/kubelet /etc/cni/net.d', 'kubeadm reset', 300_000);
     await pointApiServer(host, undefined);
   } finally {
     host.close();

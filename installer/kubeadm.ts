@@ -4,11 +4,12 @@ import { parseReference } from '../oci/reference.js';
 import { AcpackError } from '../oci/errors.js';
 import { isMaster, type ClusterSpec } from './cluster-spec.js';
 import type { SshHost } from './ssh.js';
-import { shq } from './node-setup.js';
-import { redact } from './redact.js';
+import { shq, writeFiles } from './node-setup.js';
 import { API_SERVER_NAME, controlPlaneEndpoint } from './control-plane.js';
 
 export const KUBEADM_CONFIG = '/etc/kubernetes/acpack-kubeadm.yaml';
+/** kubeadm waits minutes for a control plane to come up. */
+const KUBEADM_TIMEOUT = 600_000;
 
 /** What a node needs to join. Secrets: kept in memory, never logged or journaled. */
 export interface JoinInfo {
@@ -65,16 +66,11 @@ export function parseJoin(text: string): JoinInfo | undefined {
   return { endpoint: m[1], token: m[2], caCertHash: m[3], ...(key ? { certificateKey: key } : {}) };
 }
 
-async function run(host: SshHost, command: string, what: string, timeoutMs = 600_000): Promise<string> {
-  const r = await host.exec(command, timeoutMs);
-  if (r.code !== 0) throw new AcpackError('NODE_STEP', `${host.spec.ip}: ${what} failed (${r.code}): ${redact(r.stderr.trim() || r.stdout.trim()).slice(-600)}`);
-  return r.stdout;
-}
 
 
 export async function kubeadmInit(host: SshHost, config: string): Promise<JoinInfo> {
-  const b64 = Buffer.from(config).toString('base64');
-  const out = await run(host, `set -e; mkdir -p /etc/kubernetes; echo ${b64} | base64 -d > ${KUBEADM_CONFIG}; kubeadm init --config ${KUBEADM_CONFIG} --upload-certs`, 'kubeadm init');
+  await writeFiles(host, { [KUBEADM_CONFIG]: config });
+  const out = await host.check(`kubeadm init --config ${KUBEADM_CONFIG} --upload-certs`, 'kubeadm init', KUBEADM_TIMEOUT);
   const join = parseJoin(out);
   if (!join) throw new AcpackError('NODE_STEP', `${host.spec.ip}: kubeadm init did not print a join command`);
   return join;
@@ -82,9 +78,9 @@ export async function kubeadmInit(host: SshHost, config: string): Promise<JoinIn
 
 /** Fresh join material from an initialized first master (a re-run after init). */
 export async function joinInfoFrom(host: SshHost): Promise<JoinInfo> {
-  const join = parseJoin(await run(host, 'kubeadm token create --print-join-command', 'kubeadm token create'));
+  const join = parseJoin(await host.check('kubeadm token create --print-join-command', 'kubeadm token create', KUBEADM_TIMEOUT));
   if (!join) throw new AcpackError('NODE_STEP', `${host.spec.ip}: kubeadm token create printed no join command`);
-  const certs = await run(host, `kubeadm init phase upload-certs --upload-certs --config ${KUBEADM_CONFIG}`, 'kubeadm upload-certs');
+  const certs = await host.check(`kubeadm init phase upload-certs --upload-certs --config ${KUBEADM_CONFIG}`, 'kubeadm upload-certs', KUBEADM_TIMEOUT);
   const key = certs.trim().split('\n').pop()?.trim();
   return { ...join, ...(key && /^[a-f0-9]{64}$/.test(key) ? { certificateKey: key } : {}) };
 }
@@ -95,5 +91,5 @@ export async function kubeadmJoin(host: SshHost, join: JoinInfo, controlPlane: b
     if (!join.certificateKey) throw new AcpackError('NODE_STEP', 'no certificate key to join a master with');
     args.push(`--control-plane --certificate-key ${shq(join.certificateKey)}`);
   }
-  await run(host, args.join(' '), controlPlane ? 'kubeadm join (control plane)' : 'kubeadm join');
+  await host.check(args.join(' '), controlPlane ? 'kubeadm join (control plane)' : 'kubeadm join', KUBEADM_TIMEOUT);
 }

@@ -1,7 +1,6 @@
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { parseReference } from '../oci/reference.js';
 import type { SshHost } from './ssh.js';
-import { AcpackError } from '../oci/errors.js';
 
 /** Single-quotes a value for sh. */
 export function shq(s: string): string {
@@ -41,8 +40,7 @@ export function binariesScript(d: BundleDescriptor, arch: string, registry: stri
 
 export async function installBinaries(host: SshHost, d: BundleDescriptor, arch: string, registry: string, hold?: Set<string>): Promise<number> {
   const count = d.binaries.filter((b) => b.arch === arch).length;
-  const r = await host.exec(binariesScript(d, arch, registry, hold), 900_000);
-  if (r.code !== 0) throw new AcpackError('NODE_STEP', `${host.spec.ip}: installing binaries failed (${r.code}): ${r.stderr.trim().slice(-500)}`);
+  await host.check(binariesScript(d, arch, registry, hold), 'installing binaries', 900_000);
   return count;
 }
 
@@ -101,8 +99,7 @@ export async function writeFiles(host: SshHost, files: Record<string, string>): 
     const b64 = Buffer.from(content).toString('base64');
     script.push(`mkdir -p "$(dirname ${shq(path)})"`, `echo ${b64} | base64 -d > ${shq(`${path}.acpack-tmp`)}`, `mv ${shq(`${path}.acpack-tmp`)} ${shq(path)}`);
   }
-  const r = await host.exec(script.join('\n'), 60_000);
-  if (r.code !== 0) throw new AcpackError('NODE_STEP', `${host.spec.ip}: writing ${Object.keys(files).length} files failed: ${r.stderr.trim().slice(-300)}`);
+  await host.check(script.join('\n'), `writing ${Object.keys(files).join(', ')}`, 60_000);
 }
 
 const KUBELET_UNIT = `[Unit]
@@ -173,11 +170,10 @@ export async function startServices(host: SshHost): Promise<void> {
     'modprobe br_netfilter 2>/dev/null || true',
     'sysctl -q -p /etc/sysctl.d/99-acpack-k8s.conf 2>/dev/null || true',
     'swapoff -a 2>/dev/null || true',
-    `if ! [ -f /etc/systemd/system/containerd.service ] && ! [ -f /lib/systemd/system/containerd.service ] && ! [ -f /usr/local/lib/systemd/system/containerd.service ]; then echo ${unit} | base64 -d > /etc/systemd/system/containerd.service; fi`,
+    `if ! [ -f /etc/systemd/system/containerd.service ] && ! [ -f /lib/systemd/system/containerd.service ] && ! [ -f /usr/local/lib/systemd/system/containerd.service ]; then echo ${unit} | base64 -d > /etc/systemd/system/containerd.service.acpack-tmp && mv /etc/systemd/system/containerd.service.acpack-tmp /etc/systemd/system/containerd.service; fi`,
     'systemctl daemon-reload',
     'systemctl enable --now containerd',
     'systemctl enable kubelet',
   ].join('\n');
-  const r = await host.exec(script, 120_000);
-  if (r.code !== 0) throw new AcpackError('NODE_STEP', `${host.spec.ip}: starting containerd and enabling kubelet failed: ${r.stderr.trim().slice(-300)}`);
+  await host.check(script, 'starting containerd and enabling kubelet');
 }

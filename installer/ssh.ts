@@ -138,6 +138,16 @@ export class SshHost {
     return h;
   }
 
+  /**
+   * Runs a step's command and fails it unless it exits 0: `<ip>: <what> failed (<code>): <the end of
+   * what it said>`, secrets redacted. Returns its standard output.
+   */
+  async check(command: string, what: string, timeoutMs = 120_000): Promise<string> {
+    const r = await this.exec(command, timeoutMs);
+    if (r.code !== 0) throw new AcpackError('NODE_STEP', `${this.spec.ip}: ${what} failed (${r.code}): ${redact(r.stderr.trim() || r.stdout.trim()).slice(-500)}`);
+    return r.stdout;
+  }
+
   /** Runs a command; stdout and stderr are consumed (ssh2 never closes a channel left unread). */
   async exec(command: string, timeoutMs = 120_000): Promise<ExecResult> {
     const t0 = Date.now();

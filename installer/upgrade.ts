@@ -39,14 +39,10 @@ export function heldBinaries(nodeVersion: string | undefined, wanted: string): S
   return nodeVersion !== undefined && nodeVersion !== wanted ? HELD_DURING_UPGRADE : new Set();
 }
 
-async function run(host: SshHost, command: string, what: string): Promise<void> {
-  const r = await host.exec(command, 900_000);
-  if (r.code !== 0) throw new AcpackError('NODE_STEP', `${host.spec.ip}: ${what} failed (${r.code}): ${(r.stderr.trim() || r.stdout.trim()).slice(-600)}`);
-}
 
 /** `kubeadm upgrade apply` (the first master) or `kubeadm upgrade node` (the others). */
 export async function kubeadmUpgrade(host: SshHost, to: string, first: boolean): Promise<void> {
-  await run(host, first ? `kubeadm upgrade apply ${shq(to)} -y` : 'kubeadm upgrade node', first ? `kubeadm upgrade apply ${to}` : 'kubeadm upgrade node');
+  await host.check(first ? `kubeadm upgrade apply ${shq(to)} -y` : 'kubeadm upgrade node', first ? `kubeadm upgrade apply ${to}` : 'kubeadm upgrade node', 900_000);
 }
 
 /** Swaps in the staged kubelet (and any other held binary) and restarts kubelet. */
@@ -54,5 +50,5 @@ export async function releaseHeldBinaries(host: SshHost, d: BundleDescriptor, ar
   const held = d.binaries.filter((b) => b.arch === arch && b.install && HELD_DURING_UPGRADE.has(b.name));
   if (held.length === 0) return;
   const swaps = held.map((b) => `if [ -f ${shq(`${b.install}${STAGED}`)} ]; then mv -f -T ${shq(`${b.install}${STAGED}`)} ${shq(b.install!)}; fi`);
-  await run(host, ['set -e', ...swaps, 'systemctl daemon-reload', 'systemctl restart kubelet'].join('\n'), 'swapping in the new kubelet');
+  await host.check(['set -e', ...swaps, 'systemctl daemon-reload', 'systemctl restart kubelet'].join('\n'), 'swapping in the new kubelet');
 }
