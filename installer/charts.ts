@@ -1,6 +1,6 @@
 import type { BundleDescriptor, BundledChart } from '../oci/bundle-format.js';
 import { AcpackError } from '../oci/errors.js';
-import { NODE_CA, shq } from './node-setup.js';
+import { NODE_CA, sha256Check, shq } from './node-setup.js';
 import type { SshHost } from './ssh.js';
 
 /** The CNI charts acinstall knows; the cluster spec picks one (network.cni) and the others are skipped. */
@@ -41,7 +41,7 @@ export async function installChart(host: SshHost, helm: string, registryHost: st
     // SSL_CERT_FILE as well as --ca-file: helm is Go, whose TLS honours it, whether or not a given
     // helm release (ACK Distro ships 3.9) passes --ca-file on to oci:// pulls.
     `SSL_CERT_FILE=${NODE_CA} ${helm} pull ${shq(`oci://${registryHost}/${repo}`)} --version ${shq(chart.version)} --ca-file ${NODE_CA} -d ${CHART_DIR}`,
-    `[ "$(sha256sum ${shq(tgz)} | cut -d' ' -f1)" = ${shq(chart.chart.slice(7))} ] || { echo "${chart.name} ${chart.version}: the chart pulled does not match the bundle's ${chart.chart}" >&2; exit 3; }`,
+    sha256Check(shq(tgz), chart.chart, `${chart.name} ${chart.version}: the chart pulled does not match the bundle's ${chart.chart}`),
   ].join('\n');
   await host.check(pull, `chart ${chart.name}: helm pull`, 300_000);
   const install = `${helm} upgrade --install ${shq(chart.name)} ${shq(tgz)} --namespace kube-system --kubeconfig /etc/kubernetes/admin.conf --wait --timeout 10m`;

@@ -1,6 +1,7 @@
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
+import { parsePlatform } from '../arch/platform.js';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -124,7 +125,7 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
     .option('--arch <list>', 'the arches to accept when no bundle is given', 'amd64,arm64')
     .action(async (o) => {
       const spec = await specFrom(o);
-      const arches = o.bundle ? (await readDescriptor(o.bundle)).platforms.map((p: string) => p.split('/')[1]) : String(o.arch).split(',');
+      const arches = o.bundle ? (await readDescriptor(o.bundle)).platforms.map((p: string) => parsePlatform(p).architecture) : String(o.arch).split(',');
       const { failures } = await runPreflight({ spec, arches, stateDir: o.store, ignore: ignoreList(o) });
       if (failures.length) throw preflightError(failures);
       process.stdout.write(`preflight passed on ${spec.hosts.length} node${spec.hosts.length > 1 ? 's' : ''}\n`);

@@ -1,4 +1,5 @@
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../oci/atomic-file.js';
 import { join, resolve } from 'node:path';
 import { AcpackError } from '../oci/errors.js';
 import type { ClusterSpec, HostSpec } from './cluster-spec.js';
@@ -19,9 +20,7 @@ const file = (store: string) => join(store, 'cluster.json');
 
 export async function saveClusterState(store: string, bundle: string, descriptor: BundleDescriptor | undefined, spec: ClusterSpec): Promise<void> {
   const hosts = spec.hosts.map(({ password: _password, ...h }) => h);
-  const tmp = `${file(store)}.tmp-${process.pid}`;
-  await writeFile(tmp, `${JSON.stringify({ bundle: resolve(bundle), descriptor, spec: { ...spec, hosts } }, null, 2)}\n`, { mode: 0o600 });
-  await rename(tmp, file(store));
+  await writeFileAtomic(file(store), `${JSON.stringify({ bundle: resolve(bundle), descriptor, spec: { ...spec, hosts } }, null, 2)}\n`, 0o600);
 }
 
 export async function loadClusterState(store: string): Promise<ClusterState> {

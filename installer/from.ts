@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
-import { archFromUname } from '../arch/platform.js';
+import { archFromUname, parsePlatform } from '../arch/platform.js';
 import { AcpackError } from '../oci/errors.js';
 import { readDescriptor } from '../oci/bundle-reader.js';
 import { ensureTls, importBundle } from '../registry/index.js';
@@ -96,7 +96,7 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
     const known = await KnownHosts.inStore(o.store);
     let facts = new Map<HostSpec, Facts>();
     const checking = async () => {
-      const arches = d.platforms.map((p) => p.split('/')[1]);
+      const arches = d.platforms.map((p) => parsePlatform(p).architecture);
       if (toCheck.length) {
         // The registry's port is not checked: it is ours, starting at the same time.
         const r = await runPreflight({ spec: { ...o.spec, hosts: toCheck }, arches, stateDir: o.store, known, ignore: o.ignore, registryRunning: true });

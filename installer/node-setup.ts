@@ -1,6 +1,12 @@
 import type { BundleDescriptor } from '../oci/bundle-format.js';
+import { hexOf, type Digest } from '../oci/digest.js';
 import { parseReference } from '../oci/reference.js';
 import type { SshHost } from './ssh.js';
+
+/** A shell line that fails (exit 3, saying `message`) unless `file` (already quoted) hashes to `digest`. */
+export function sha256Check(file: string, digest: Digest, message: string): string {
+  return `[ "$(sha256sum ${file} | cut -d' ' -f1)" = ${shq(hexOf(digest))} ] || { echo ${shq(message)} >&2; exit 3; }`;
+}
 
 /** Single-quotes a value for sh. */
 export function shq(s: string): string {
@@ -28,7 +34,7 @@ export function binariesScript(d: BundleDescriptor, arch: string, registry: stri
     const url = `${registry}/v2/${repo}/blobs/${b.digest}`;
     const f = `"$dir/${b.name}"`;
     lines.push(`curl -fsS --retry 3 --max-time 600 ${registry.startsWith('https:') ? `--cacert ${NODE_CA} ` : ''}-o ${f} ${shq(url)}`);
-    lines.push(`[ "$(sha256sum ${f} | cut -d' ' -f1)" = ${shq(b.digest.slice(7))} ] || { echo "${b.name}: sha256 mismatch from ${url}" >&2; exit 3; }`);
+    lines.push(sha256Check(f, b.digest, `${b.name}: sha256 mismatch from ${url}`));
     if (b.extract) lines.push(`mkdir -p ${shq(b.extract)} && tar -xzf ${f} -C ${shq(b.extract)}`);
     // -T: the path IS the file; a directory in its place is an error, not a place to drop the file into.
     // Written beside and renamed: a node dying mid-copy never leaves a truncated binary in place.

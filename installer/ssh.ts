@@ -1,6 +1,7 @@
 import { Client, type ConnectConfig } from 'ssh2';
+import { writeFileAtomic } from '../oci/atomic-file.js';
 import { createHash } from 'node:crypto';
-import { appendFile, mkdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { redact } from './redact.js';
 import { readFileSync } from 'node:fs';
@@ -60,9 +61,7 @@ export class KnownHosts {
 
   async save(): Promise<void> {
     if (!this.dirty) return;
-    const tmp = `${this.file}.tmp-${process.pid}`;
-    await writeFile(tmp, `${JSON.stringify(this.entries, null, 2)}\n`, { mode: 0o600 });
-    await rename(tmp, this.file);
+    await writeFileAtomic(this.file, `${JSON.stringify(this.entries, null, 2)}\n`, 0o600);
     this.dirty = false;
   }
 }

@@ -1,4 +1,5 @@
-import { readFile, writeFile, rename } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../oci/atomic-file.js';
 import { parse as parseYaml, stringify } from 'yaml';
 import { AcpackError } from '../oci/errors.js';
 import { isDigest, type Digest } from '../oci/digest.js';
@@ -56,8 +57,6 @@ export async function writeLock(manifestFile: string, lock: LockFile, manifestDi
     },
     { lineWidth: 0 },
   );
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, `# Written by \`acpack lock\`: commit it beside the manifest. \`acpack bundle --locked\` refuses anything that moved.\n${body}`);
-  await rename(tmp, path);
+  await writeFileAtomic(path, `# Written by \`acpack lock\`: commit it beside the manifest. \`acpack bundle --locked\` refuses anything that moved.\n${body}`);
   return path;
 }

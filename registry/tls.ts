@@ -1,7 +1,8 @@
 import 'reflect-metadata';
+import { writeFileAtomic } from '../oci/atomic-file.js';
 import * as x509 from '@peculiar/x509';
 import { webcrypto } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { AcpackError } from '../oci/errors.js';
@@ -20,12 +21,6 @@ export interface TlsFiles {
 
 export function tlsDir(storeRoot: string): string {
   return join(storeRoot, 'tls');
-}
-
-async function writeAtomic(path: string, data: string, mode: number): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, data, { mode });
-  await rename(tmp, path);
 }
 
 async function pemKey(key: CryptoKey): Promise<string> {
@@ -72,8 +67,8 @@ export async function ensureTls(storeRoot: string, names: { hostnames: string[];
     });
     caPem = ca.toString('pem');
     caKeyPem = await pemKey(keys.privateKey);
-    await writeAtomic(join(dir, 'ca.key'), caKeyPem, 0o600);
-    await writeAtomic(join(dir, 'ca.crt'), caPem, 0o644);
+    await writeFileAtomic(join(dir, 'ca.key'), caKeyPem, 0o600);
+    await writeFileAtomic(join(dir, 'ca.crt'), caPem, 0o644);
   }
 
   const existing = await read(join(dir, 'server.crt'));
@@ -100,8 +95,8 @@ export async function ensureTls(storeRoot: string, names: { hostnames: string[];
   });
   const certPem = `${cert.toString('pem')}\n${caPem}`;
   const keyPem = await pemKey(keys.privateKey);
-  await writeAtomic(join(dir, 'server.key'), keyPem, 0o600);
-  await writeAtomic(join(dir, 'server.crt'), certPem, 0o644);
+  await writeFileAtomic(join(dir, 'server.key'), keyPem, 0o600);
+  await writeFileAtomic(join(dir, 'server.crt'), certPem, 0o644);
   return { cert: certPem, key: keyPem, ca: caPem };
 }
 
