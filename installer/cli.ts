@@ -6,11 +6,11 @@ import { AcpackError, formatBytes } from '../oci/errors.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readDescriptor } from '../oci/bundle-reader.js';
-import { isMaster, loadClusterFile, parseIpList, specFromFlags, type HostSpec } from './cluster-spec.js';
+import { isMaster, loadClusterFile, parseIpList, parsePort, specFromFlags, type HostSpec } from './cluster-spec.js';
 import { textTable } from '../oci/text-table.js';
 import { CHECKS, preflightError } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
-import { deleteNode, installFrom, type NodeOutcome } from './from.js';
+import { deleteNodes, installFrom, type NodeOutcome } from './from.js';
 import { loadClusterState, saveClusterState, withNodes } from './cluster-state.js';
 import { Journal } from './journal.js';
 import { createInstallProgress } from './progress-board.js';
@@ -167,7 +167,7 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
     .action(async (o) => {
       const state = await loadClusterState(o.store);
       const ips = parseIpList(o.nodes, '-n/--nodes');
-      const spec = withNodes(state, ips, { password: o.password, keyFile: o.key, user: o.user, port: o.port ? Number(o.port) : undefined });
+      const spec = withNodes(state, ips, { password: o.password, keyFile: o.key, user: o.user, port: o.port ? parsePort(o.port) : undefined });
       const progress = createInstallProgress();
       // The content is in the store already: the bundle's medium need not be there any more.
       const bundle = state.descriptor ? { file: state.bundle, descriptor: state.descriptor } : state.bundle;
@@ -186,8 +186,8 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
       const state = await loadClusterState(o.store);
       const spec = withNodes(state, [], { password: o.password });
       const ips = parseIpList(o.nodes, '-n/--nodes');
-      for (const ip of ips) await deleteNode(o.store, spec, ip, (l) => process.stderr.write(`${l}\n`));
-      await saveClusterState(o.store, state.bundle, state.descriptor, { ...spec, hosts: spec.hosts.filter((h) => !ips.includes(h.ip)) });
+      const saved = (rest: typeof spec) => saveClusterState(o.store, state.bundle, state.descriptor, rest);
+      await deleteNodes(o.store, spec, ips, saved, (l) => process.stderr.write(`${l}\n`));
       process.stdout.write(`removed ${ips.join(', ')}\n`);
     });
 

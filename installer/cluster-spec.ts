@@ -45,14 +45,18 @@ export function parseIpList(list: string | undefined, flag: string): string[] {
   return out;
 }
 
+export function parsePort(value: string): number {
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AcpackError('BAD_CLUSTER', `--port ${value} is not a port`);
+  return port;
+}
+
 /** sealer-style flags: -m 10.0.0.1,10.0.0.2 -n 10.0.0.3 (-p PASSWORD | -i KEY) [--user root] [--port 22]. */
 export function specFromFlags(f: SshFlags): ClusterSpec {
   const masters = parseIpList(f.masters, '-m/--masters');
   const nodes = parseIpList(f.nodes, '-n/--nodes');
-  const port = Number(f.port ?? 22);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AcpackError('BAD_CLUSTER', `--port ${f.port} is not a port`);
-  const ssh = { user: f.user ?? 'root', port, password: f.password, keyFile: f.key };
-  return check({ hosts: [...masters.map((ip) => ({ ip, roles: ['master' as Role], ...ssh })), ...nodes.map((ip) => ({ ip, roles: ['node' as Role], ...ssh }))], ...DEFAULTS, env: {} }, 'the flags');
+  const ssh = { user: f.user ?? 'root', port: parsePort(f.port ?? '22'), password: f.password, keyFile: f.key };
+  return checkSpec({ hosts: [...masters.map((ip) => ({ ip, roles: ['master' as Role], ...ssh })), ...nodes.map((ip) => ({ ip, roles: ['node' as Role], ...ssh }))], ...DEFAULTS, env: {} }, 'the flags');
 }
 
 const clusterSchema = {
@@ -136,7 +140,7 @@ export async function loadClusterFile(file: string): Promise<ClusterSpec> {
       return { ip, roles: h.roles, user: ssh.user ?? 'root', port: ssh.port ?? 22, password: ssh.passwd, keyFile: ssh.pk };
     });
   });
-  return check(
+  return checkSpec(
     {
       hosts,
       registry: { ...DEFAULTS.registry, ...spec.registry },
@@ -147,7 +151,8 @@ export async function loadClusterFile(file: string): Promise<ClusterSpec> {
   );
 }
 
-function check(spec: ClusterSpec, where: string): ClusterSpec {
+/** What every cluster must be: a master, a valid VIP, each host once and with a way to log in. */
+export function checkSpec(spec: ClusterSpec, where: string): ClusterSpec {
   if (!spec.hosts.some((h) => h.roles.includes('master'))) throw new AcpackError('BAD_CLUSTER', `${where}: a cluster needs at least one master`);
   if (!isIP(spec.network.apiServerVIP)) throw new AcpackError('BAD_CLUSTER', `${where}: network.apiServerVIP "${spec.network.apiServerVIP}" is not an IP address`);
   const seen = new Set<string>();

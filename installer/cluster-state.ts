@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../oci/atomic-file.js';
 import { join, resolve } from 'node:path';
 import { AcpackError } from '../oci/errors.js';
-import type { ClusterSpec, HostSpec } from './cluster-spec.js';
+import { checkSpec, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 
 /**
@@ -38,5 +38,5 @@ export function withNodes(state: ClusterState, ips: string[], login: Partial<Hos
   const added: HostSpec[] = ips
     .filter((ip) => !known.has(ip))
     .map((ip) => ({ ip, roles: ['node'], user: login.user ?? first.user, port: login.port ?? first.port, password: login.password, keyFile: login.keyFile ?? (login.password ? undefined : first.keyFile) }));
-  return { ...state.spec, hosts: [...state.spec.hosts.map((h) => ({ ...h, password: h.password ?? login.password })), ...added] };
+  return checkSpec({ ...state.spec, hosts: [...state.spec.hosts.map((h) => ({ ...h, password: h.password ?? login.password })), ...added] }, 'the nodes to join');
 }

@@ -165,27 +165,37 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
 }
 
 /**
- * `acinstall delete -n IP`: kubeadm reset and clean-up on the node, then it is forgotten by the
- * journal and the cluster state. (Removing the Node object needs the API server: next slice.)
+ * `acinstall delete -n IP,…`: every IP is checked before any node is touched (each a node of the
+ * cluster, and never the first master), then each node in turn gets kubeadm reset
+ * and clean-up and is forgotten by the journal; `removed` hears the cluster after each one, so an
+ * interruption loses nothing. (Removing the Node object needs the API server: not done.)
  */
-export async function deleteNode(store: string, spec: ClusterSpec, ip: string, log: (line: string) => void): Promise<void> {
-  return withStoreLock(store, `deleting ${ip}`, () => resetNode(store, spec, ip, log));
-}
-
-async function resetNode(store: string, spec: ClusterSpec, ip: string, log: (line: string) => void): Promise<void> {
-  const h = spec.hosts.find((x) => x.ip === ip);
-  if (!h) throw new AcpackError('BAD_CLUSTER', `${ip} is not a node of this cluster`);
-  if (spec.hosts.filter(isMaster).length === 1 && isMaster(h)) throw new AcpackError('BAD_CLUSTER', `${ip} is the only master: deleting it deletes the cluster`);
-  const known = await KnownHosts.inStore(store);
-  const host = await SshHost.connect(h, known, { logDir: join(store, 'logs') });
-  try {
-    await host.check('kubeadm reset -f && rm -rf /etc/kubernetes /etc/containerd/certs.d /var/lib/kubelet /etc/cni/net.d', 'kubeadm reset', 300_000);
-    await pointApiServer(host, undefined);
-  } finally {
-    host.close();
+export async function deleteNodes(store: string, spec: ClusterSpec, ips: string[], removed: (rest: ClusterSpec) => Promise<void>, log: (line: string) => void): Promise<void> {
+  const first = spec.hosts.find(isMaster)!;
+  for (const ip of ips) {
+    if (!spec.hosts.some((h) => h.ip === ip)) throw new AcpackError('BAD_CLUSTER', `${ip} is not a node of this cluster`);
+    if (ip === first.ip) throw new AcpackError('BAD_CLUSTER', `${ip} is the first master (it runs acinstall and the registry): deleting it deletes the cluster`);
   }
-  const journal = new Journal(store);
-  journal.forget(ip);
-  journal.close();
-  log(`${ip}: reset and removed`);
+  await withStoreLock(store, `deleting ${ips.join(', ')}`, async () => {
+    const known = await KnownHosts.inStore(store);
+    let rest = spec;
+    for (const ip of ips) {
+      const h = rest.hosts.find((x) => x.ip === ip);
+      if (!h) continue; // listed twice
+      const host = await SshHost.connect(h, known, { logDir: join(store, 'logs') });
+      try {
+        await host.check('kubeadm reset -f && rm -rf /etc/kubernetes /etc/containerd/certs.d /var/lib/kubelet /etc/cni/net.d', 'kubeadm reset', 300_000);
+        await pointApiServer(host, undefined);
+      } finally {
+        host.close();
+      }
+      const journal = new Journal(store);
+      journal.forget(ip);
+      journal.close();
+      rest = { ...rest, hosts: rest.hosts.filter((x) => x !== h) };
+      await removed(rest);
+      log(`${ip}: reset and removed`);
+    }
+    await known.save();
+  });
 }

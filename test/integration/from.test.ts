@@ -212,6 +212,13 @@ describe('acinstall from on test hosts', () => {
 
   it('deletes a worker (kubeadm reset) and joins it back', async () => {
     const [master, , w2] = lab.hosts;
+    // Every IP is checked before any node is touched: an unknown one, or the first master, stops it all.
+    for (const [ips, why] of [[`${w2.ip},10.213.99.99`, '10.213.99.99 is not a node of this cluster'], [master.ip, 'is the first master']]) {
+      const refused = await acinstall(['delete', '-n', ips, '--store', store()]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain(why);
+    }
+    expect((await ssh(lab, master, w2, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout).toMatch(/^join /);
     const del = await acinstall(['delete', '-n', w2.ip, '--store', store()]);
     expect(del.code, del.stderr).toBe(0);
     expect((await ssh(lab, master, w2, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('reset -f');

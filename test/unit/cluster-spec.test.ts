@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadClusterFile, specFromFlags } from '../../installer/cluster-spec.js';
+import { loadClusterFile, parsePort, specFromFlags } from '../../installer/cluster-spec.js';
+import { withNodes } from '../../installer/cluster-state.js';
 import { parseJoin } from '../../installer/kubeadm.js';
 import { redact } from '../../installer/redact.js';
 import { tempDir } from '../helpers/env.js';
@@ -53,5 +54,14 @@ describe('kubeadm join material', () => {
     expect(r).not.toContain('0123456789abcdef');
     expect(r).not.toContain('b'.repeat(64));
     expect(r).toContain('--token <redacted>');
+  });
+});
+
+describe('nodes joined to an installed cluster', () => {
+  const state = { bundle: '/b.tar.zst', spec: specFromFlags({ masters: '10.0.0.1', key: '/k' }) };
+  it('get the first master key by default and are checked like any cluster', () => {
+    expect(withNodes(state, ['10.0.0.5'], {}).hosts.map((h) => `${h.ip}:${h.roles.join()}:${h.keyFile}`)).toEqual(['10.0.0.1:master:/k', '10.0.0.5:node:/k']);
+    expect(() => withNodes(state, ['10.0.0.5', '10.0.0.5'], {})).toThrow(/10\.0\.0\.5 is listed twice/);
+    expect(() => parsePort('abc')).toThrow(/--port abc is not a port/);
   });
 });
