@@ -75,9 +75,10 @@ export class ContentStore {
   /**
    * Opens (or resumes) the in-flight write named `ref`. `offset` tells how many bytes a previous
    * attempt left, already hashed; the caller continues from there or calls `reset()`.
-   * One writer per ref at a time: a second one is refused, as in containerd.
+   * One writer per ref at a time: a second one is refused, as in containerd. An `appendOnly` writer
+   * neither hashes nor commits: it adds a chunk to an upload without re-reading what is there.
    */
-  async writer(ref: string, expected: Expected): Promise<BlobWriter> {
+  async writer(ref: string, expected: Expected, opts: { appendOnly?: boolean } = {}): Promise<BlobWriter> {
     const key = ingestKey(ref);
     if (this.active.has(key)) throw new AcpackError('INGEST_LOCKED', `a write of ${ref} is already in progress`);
     this.active.add(key);
@@ -87,13 +88,13 @@ export class ContentStore {
       await writeFile(join(dir, 'ref'), ref);
       const dataPath = join(dir, 'data');
       const fh = await open(dataPath, 'a+');
-      const hash = newHash();
+      const hash = opts.appendOnly ? undefined : newHash();
       let offset = (await fh.stat()).size;
       if (expected.size !== undefined && offset > expected.size) {
         await fh.truncate(0);
         offset = 0;
       }
-      if (offset > 0) await feedHash(hash, dataPath, offset);
+      if (offset > 0 && hash) await feedHash(hash, dataPath, offset);
       return new BlobWriter(this, dir, fh, hash, offset, expected, () => this.active.delete(key));
     } catch (err) {
       this.active.delete(key);
@@ -160,7 +161,7 @@ export class BlobWriter {
     private readonly store: ContentStore,
     private readonly dir: string,
     private readonly fh: FileHandle,
-    private hash: Hash,
+    private hash: Hash | undefined,
     private written: number,
     readonly expected: Expected,
     private readonly release: () => void,
@@ -179,7 +180,7 @@ export class BlobWriter {
       await this.discard();
       throw this.mismatch(`more than the expected ${formatBytes(size)}`);
     }
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
     this.written += chunk.length;
     this.pending.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
     this.pendingBytes += chunk.length;
@@ -191,11 +192,12 @@ export class BlobWriter {
     this.pending = [];
     this.pendingBytes = 0;
     await this.fh.truncate(0);
-    this.hash = newHash();
+    if (this.hash) this.hash = newHash();
     this.written = 0;
   }
 
   async commit(): Promise<Digest> {
+    if (!this.hash) throw new AcpackError('INTERNAL', 'an append-only writer cannot commit');
     await this.flush();
     const { digest, size } = this.expected;
     if (size !== undefined && this.written !== size) {

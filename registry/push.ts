@@ -93,7 +93,8 @@ export class UploadHandlers {
       }
     }
     if (!(await this.checkLength(req, res))) return;
-    const w = await this.store.writer(uploadRef(uuid), {});
+    // Append only: the digest is checked once, at the PUT, not re-hashed from disk for every chunk.
+    const w = await this.store.writer(uploadRef(uuid), {}, { appendOnly: true });
     try {
       for await (const chunk of req) await w.write(chunk as Buffer);
     } finally {
