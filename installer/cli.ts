@@ -273,7 +273,6 @@ function specFrom(o: { cluster?: string; masters?: string; nodes?: string; passw
   return o.cluster ? loadClusterFile(o.cluster) : Promise.resolve(specFromFlags({ ...o, password }));
 }
 
-/** Per-node failures end the command non-zero, after every other node has finished. */
 /** What a finished install looks like, from the journal: each node's part, and where to look next. */
 function installSummary(store: string, hosts: HostSpec[]): string {
   const journal = new Journal(store);
@@ -297,6 +296,7 @@ function installSummary(store: string, hosts: HostSpec[]): string {
   }
 }
 
+/** Per-node failures end the command non-zero, after every other node has finished. */
 function reportOutcomes(outcomes: NodeOutcome[]): void {
   const failed = outcomes.filter((x) => !x.ok);
   if (failed.length) {

@@ -6,7 +6,7 @@ import { archFromUname, parsePlatform } from '../arch/platform.js';
 import { AcpackError } from '../oci/errors.js';
 import { readDescriptor } from '../oci/bundle-reader.js';
 import { ensureTls, importBundle } from '../registry/index.js';
-import { isMaster, type ClusterSpec } from './cluster-spec.js';
+import { isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import { Journal } from './journal.js';
 import { saveClusterState } from './cluster-state.js';
 import type { InstallProgress } from './progress-board.js';
@@ -22,7 +22,6 @@ import { preflightError, type Facts } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
 import { containerdFiles, installBinaries, serviceFiles, startServices, writeFiles } from './node-setup.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
-import type { HostSpec } from './cluster-spec.js';
 
 export interface FromOptions {
   /** A bundle file to import, or the descriptor of one already imported (join, from the cluster state). */

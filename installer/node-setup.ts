@@ -13,10 +13,6 @@ export function shq(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/**
- * The node fetches its own arch's binaries from the master's registry and checks each sha256 before
- * anything is installed: one SSH round trip, no file staged on the master per node.
- */
 /** Where nodes keep the site registry's CA (written with containerd's configuration). */
 export const NODE_CA = '/etc/acpack/registry-ca.crt';
 
@@ -27,6 +23,10 @@ export const NODE_CA = '/etc/acpack/registry-ca.crt';
 export const HELD_DURING_UPGRADE = new Set(['kubelet']);
 export const STAGED = '.acpack-new';
 
+/**
+ * The node fetches its own arch's binaries from the master's registry and checks each sha256 before
+ * anything is installed: one SSH round trip, no file staged on the master per node.
+ */
 export function binariesScript(d: BundleDescriptor, arch: string, registry: string, hold = new Set<string>()): string {
   const lines = ['set -e', 'dir=$(mktemp -d)', 'trap \'rm -rf "$dir"\' EXIT'];
   for (const b of d.binaries.filter((x) => x.arch === arch)) {

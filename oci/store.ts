@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, rename, rm, stat, readFile, utimes, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, statfs, readFile, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Hash } from 'node:crypto';
 import { AcpackError, formatBytes } from './errors.js';
@@ -114,6 +114,12 @@ export class ContentStore {
   /** Drops an in-flight write (a cancelled upload). */
   async abandon(ref: string): Promise<void> {
     await rm(join(this.root, 'ingest', ingestKey(ref)), { recursive: true, force: true });
+  }
+
+  /** Bytes the store's file system still has for an unprivileged writer. */
+  async freeBytes(): Promise<number> {
+    const fs = await statfs(this.root);
+    return fs.bavail * fs.bsize;
   }
 
   /** Every committed blob. */

@@ -1,4 +1,3 @@
-import { statfs } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { shortDigest, type Digest } from '../oci/digest.js';
@@ -79,8 +78,7 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
 }
 
 async function checkFreeSpace(store: ContentStore, root: string, d: BundleDescriptor): Promise<void> {
-  const s = await statfs(root);
-  const free = s.bavail * s.bsize;
+  const free = await store.freeBytes();
   if (free >= d.blobs.bytes) return;
   // A re-import needs next to nothing: skip the check when the store already holds the bundle's manifests.
   const known = await Promise.all([...manifestDigests(d)].map((m) => store.has(m)));

@@ -1,6 +1,5 @@
 import type { Request, Response } from 'express';
 import { randomUUID } from 'node:crypto';
-import { statfs } from 'node:fs/promises';
 import { AcpackError } from '../oci/errors.js';
 import { isDigest, sha256, type Digest } from '../oci/digest.js';
 import { isIndexType, isManifestType, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
@@ -142,8 +141,7 @@ export class UploadHandlers {
     const declared = req.headers['content-length'];
     if (declared === undefined) return true;
     const n = Number(declared);
-    const fs = await statfs(this.store.root);
-    if (!Number.isSafeInteger(n) || n < 0 || n > fs.bavail * fs.bsize) {
+    if (!Number.isSafeInteger(n) || n < 0 || n > (await this.store.freeBytes())) {
       sendError(res, 'SIZE_INVALID', `Content-Length ${declared} is more than this registry can store`);
       req.resume();
       return false;

@@ -4,6 +4,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { isDigest } from '../oci/digest.js';
 import { AcpackError } from '../oci/errors.js';
 import { MT } from '../oci/media-types.js';
+import { ARTIFACT_HOST } from '../oci/bundle-format.js';
 import { ContentStore } from '../oci/store.js';
 import { IndexDb } from './index-db.js';
 import { catalogName, queriesFor } from './naming.js';
@@ -16,11 +17,10 @@ import { Htpasswd, LoginThrottle } from './auth.js';
 import { metricsHandler, observeRequests } from './metrics.js';
 
 const NAME_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
+const validName = (name: string) => name.length <= 255 && NAME_RE.test(name);
 const UPLOAD_RE = /^\/v2\/(.+)\/blobs\/uploads\/([^/]*)$/;
 const ROUTE_RE = /^\/v2\/(.+)\/(manifests|blobs|tags|referrers)\/([^/]+)$/;
 
-/** Where pushed content goes when its name names no upstream host and no existing repository. */
-const LOCAL_HOST = 'acpack.local';
 
 export interface RegistryOptions {
   storeRoot: string;
@@ -109,7 +109,7 @@ export async function createRegistryApp(opts: RegistryOptions) {
     const up = UPLOAD_RE.exec(req.path);
     if (up) {
       const [, name, uuid] = up;
-      if (!NAME_RE.test(name) || name.length > 255) return sendError(res, 'NAME_INVALID', `invalid repository name "${name}"`);
+      if (!validName(name)) return sendError(res, 'NAME_INVALID', `invalid repository name "${name}"`);
       if (uuid === '' && req.method === 'POST') return uploads.start(req, res, name);
       switch (req.method) {
         case 'GET':
@@ -126,7 +126,7 @@ export async function createRegistryApp(opts: RegistryOptions) {
     const m = ROUTE_RE.exec(req.path);
     if (!m) return sendError(res, 'UNSUPPORTED', `no such endpoint: ${req.method} ${req.path}`);
     const [, name, kind, rest] = m;
-    if (!NAME_RE.test(name) || name.length > 255) return sendError(res, 'NAME_INVALID', `invalid repository name "${name}"`);
+    if (!validName(name)) return sendError(res, 'NAME_INVALID', `invalid repository name "${name}"`);
     if (kind === 'manifests' && req.method === 'PUT') return uploads.putManifest(req, res, name, pushRepo(db, name, ns, opts.siteNames), rest);
     // Blobs are content-addressed and shared by every repository: a pushed blob is readable before any
     // manifest names its repository (clients check with HEAD before uploading).
@@ -187,7 +187,7 @@ function pushRepo(db: IndexDb, name: string, ns?: string, siteNames?: string[]):
   const known = resolveRepo(db, name, ns, siteNames);
   if ('repo' in known) return known.repo;
   const exact = queriesFor(name, ns, siteNames).find((q) => q.kind === 'exact');
-  return exact?.kind === 'exact' ? exact.repo : `${LOCAL_HOST}/${name}`;
+  return exact?.kind === 'exact' ? exact.repo : `${ARTIFACT_HOST}/${name}`;
 }
 
 export interface RunningRegistry {
