@@ -63,8 +63,9 @@ export async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal:
     return;
   }
   let joinInfo: JoinInfo | undefined;
-  const host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
+  let host: SshHost | undefined;
   try {
+    host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
     if (!journal.isDone(first.ip, 'api-endpoint')) settled(first, await settleApiServer(host, o.spec, first, lvscare));
     if (!journal.isDone(first.ip, 'kubeadm-init')) {
       o.progress.node(first.ip, 'kubeadm init', 'running');
@@ -78,7 +79,7 @@ export async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal:
     fail(first.ip, err);
     return;
   } finally {
-    host.close();
+    host?.close();
   }
   // Upgrades before joins: a new node joins the upgraded control plane. Masters one at a time, the
   // first with `upgrade apply`; workers only once every master is done (no kubelet ahead of an API server).
@@ -148,44 +149,43 @@ export async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal:
  */
 export async function chartSteps(o: FromOptions, d: BundleDescriptor, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[], helm: string, registryHost: string, bundleId: string): Promise<void> {
   const first = o.spec.hosts.find(isMaster)!;
-  const outcome = outcomes.find((x) => x.node === first.ip)!;
   const todo = chartOrder(d, o.spec.network.cni).filter((c) => !journal.isDone(first.ip, `chart ${c.name}`, bundleId));
-  if (!outcome.ok || !journal.isDone(first.ip, 'kubeadm-init') || todo.length === 0) return;
-  const host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
-  try {
+  if (!outcomes.find((x) => x.node === first.ip)!.ok || !journal.isDone(first.ip, 'kubeadm-init') || todo.length === 0) return;
+  await onFirstMaster(o, journal, known, outcomes, 'charts', async (host) => {
     for (const chart of todo) {
       o.progress.node(first.ip, 'charts', 'running', `${chart.name} ${chart.version}`);
       await installChart(host, helm, registryHost, chart);
       journal.record(first.ip, `chart ${chart.name}`, 'done', chart.version, bundleId);
     }
-    o.progress.node(first.ip, 'charts', 'done', todo.map((c) => c.name).join(', '));
-  } catch (err) {
-    if (!(err instanceof AcpackError)) throw err;
-    journal.record(first.ip, 'charts', 'failed', err.message);
-    o.progress.node(first.ip, 'charts', 'failed', err.message);
-    Object.assign(outcome, { ok: false, detail: err.message });
-  } finally {
-    host.close();
-  }
+    return todo.map((c) => c.name).join(', ');
+  });
 }
 
 /** Last, on the first master: every node Ready, every kube-system pod running (see post-check.ts). */
 export async function checkCluster(o: FromOptions, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[], kubectl: string): Promise<void> {
-  const first = o.spec.hosts.find(isMaster)!;
   if (outcomes.some((x) => !x.ok)) return; // the re-run checks, once every node is in
-  const host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
-  try {
-    o.progress.node(first.ip, 'post-check', 'running');
+  await onFirstMaster(o, journal, known, outcomes, 'post-check', async (host) => {
     const r = await postCheck(host, o.spec, kubectl);
-    const detail = `${r.nodes} nodes Ready, ${r.pods} kube-system pods running`;
-    journal.record(first.ip, 'post-check', 'done', detail);
-    o.progress.node(first.ip, 'post-check', 'done', detail);
+    return `${r.nodes} nodes Ready, ${r.pods} kube-system pods running`;
+  });
+}
+
+/** A cluster-wide step run on the first master: journaled, shown, and a failure is the first master's outcome. */
+async function onFirstMaster(o: FromOptions, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[], step: string, work: (host: SshHost) => Promise<string>): Promise<void> {
+  const first = o.spec.hosts.find(isMaster)!;
+  let host: SshHost | undefined;
+  try {
+    host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
+    o.progress.node(first.ip, step, 'running');
+    const detail = await work(host);
+    journal.record(first.ip, step, 'done', detail);
+    o.progress.node(first.ip, step, 'done', detail);
   } catch (err) {
     if (!(err instanceof AcpackError)) throw err;
-    journal.record(first.ip, 'post-check', 'failed', err.message);
-    o.progress.node(first.ip, 'post-check', 'failed', err.message);
+    journal.record(first.ip, step, 'failed', err.message);
+    o.progress.node(first.ip, step, 'failed', err.message);
     Object.assign(outcomes.find((x) => x.node === first.ip)!, { ok: false, detail: err.message });
   } finally {
-    host.close();
+    host?.close();
   }
 }
