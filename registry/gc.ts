@@ -13,19 +13,27 @@ export const GC_MIN_AGE_MS = 3600_000;
 
 /**
  * Every blob some manifest of some repository needs (the manifests themselves, their configs and
- * layers), each with one `repo@manifest` that uses it, for messages. Mark, in mark-and-sweep.
+ * layers), each with a `repo@manifest` that uses it, for messages; one manifest read at a time, so
+ * a caller looking for one blob stops at its first user.
  */
-export async function referencedBlobs(store: ContentStore, db: IndexDb): Promise<Map<Digest, string>> {
-  const used = new Map<Digest, string>();
+async function* references(store: ContentStore, db: IndexDb): AsyncGenerator<{ digest: Digest; by: string }> {
   for (const { repo, digest } of db.allRepoManifests()) {
     const by = `${repo}@${shortDigest(digest)}`;
-    used.set(digest, by);
-    const bytes = await store.readBytes(digest).catch(() => {
-      throw new AcpackError('STORE_DAMAGED', `manifest ${digest} of ${repo} is in the index but not in the store: import its bundle again before deleting anything`);
-    });
-    const m = JSON.parse(bytes.toString('utf8')) as ImageManifest & ImageIndex;
-    for (const d of [m.config, ...(m.layers ?? [])]) if (d?.digest && !used.has(d.digest)) used.set(d.digest, by);
+    yield { digest, by };
+    let m: ImageManifest & ImageIndex;
+    try {
+      m = JSON.parse((await store.readBytes(digest)).toString('utf8'));
+    } catch {
+      throw new AcpackError('STORE_DAMAGED', `manifest ${digest} of ${repo} is in the index but missing or damaged in the store: import its bundle again before deleting anything`);
+    }
+    for (const d of [m.config, ...(Array.isArray(m.layers) ? m.layers : [])]) if (d?.digest) yield { digest: d.digest, by };
   }
+}
+
+/** Mark, in mark-and-sweep: every blob in use, with one user of each. */
+export async function referencedBlobs(store: ContentStore, db: IndexDb): Promise<Map<Digest, string>> {
+  const used = new Map<Digest, string>();
+  for await (const { digest, by } of references(store, db)) if (!used.has(digest)) used.set(digest, by);
   return used;
 }
 
@@ -35,8 +43,7 @@ export async function referencedBlobs(store: ContentStore, db: IndexDb): Promise
  */
 export async function deleteBlob(store: ContentStore, db: IndexDb, digest: Digest): Promise<'deleted' | 'unknown' | { usedBy: string }> {
   if (!(await store.has(digest))) return 'unknown';
-  const usedBy = (await referencedBlobs(store, db)).get(digest);
-  if (usedBy) return { usedBy };
+  for await (const ref of references(store, db)) if (ref.digest === digest) return { usedBy: ref.by };
   await store.delete(digest);
   return 'deleted';
 }
