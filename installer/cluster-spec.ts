@@ -165,3 +165,6 @@ export function checkSpec(spec: ClusterSpec, where: string): ClusterSpec {
 }
 
 export const isMaster = (h: HostSpec) => h.roles.includes('master');
+
+/** The master acinstall runs on, where the registry is and kubeadm init ran (a spec always has one). */
+export const firstMaster = (spec: ClusterSpec): HostSpec => spec.hosts.find(isMaster)!;

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { archFromUname } from '../arch/platform.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { AcpackError } from '../oci/errors.js';
-import { isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
+import { firstMaster, isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import type { FromOptions, NodeOutcome } from './from.js';
 import type { Journal } from './journal.js';
 import { KnownHosts, SshHost } from './ssh.js';
@@ -14,6 +14,11 @@ import { postCheck } from './post-check.js';
 
 // The cluster-wide steps of `acinstall from`, after every node has its runtime: kubeadm (init,
 // upgrades, joins), then the charts and the post-check on the first master.
+
+/** In the cluster already: kubeadm init (the first master) or join done. */
+export function isInstalled(journal: Journal, spec: ClusterSpec, h: HostSpec): boolean {
+  return journal.isDone(h.ip, h === firstMaster(spec) ? 'kubeadm-init' : 'kubeadm-join');
+}
 
 export interface Versions {
   /** The Kubernetes version the bundle installs. */
@@ -29,9 +34,8 @@ export interface Versions {
  */
 export function nodeVersions(journal: Journal, spec: ClusterSpec, d: BundleDescriptor): Versions {
   const wanted = kubernetesVersion(d) ?? 'kubeadm default';
-  const first = spec.hosts.find(isMaster)!;
-  const cluster = journal.doneDetail(first.ip, 'kubernetes');
-  const installed = (h: HostSpec) => journal.isDone(h.ip, h === first ? 'kubeadm-init' : 'kubeadm-join');
+  const cluster = journal.doneDetail(firstMaster(spec).ip, 'kubernetes');
+  const installed = (h: HostSpec) => isInstalled(journal, spec, h);
   const of = (h: HostSpec) => (installed(h) ? journal.doneDetail(h.ip, 'kubernetes') : undefined);
   for (const h of spec.hosts) {
     // Nodes joined before versions were kept per node run the cluster's.
@@ -148,7 +152,7 @@ export async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal:
  * re-run installs. Charts count as the first master's work in the outcome.
  */
 export async function chartSteps(o: FromOptions, d: BundleDescriptor, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[], helm: string, registryHost: string, bundleId: string): Promise<void> {
-  const first = o.spec.hosts.find(isMaster)!;
+  const first = firstMaster(o.spec);
   const todo = chartOrder(d, o.spec.network.cni).filter((c) => !journal.isDone(first.ip, `chart ${c.name}`, bundleId));
   if (!outcomes.find((x) => x.node === first.ip)!.ok || !journal.isDone(first.ip, 'kubeadm-init') || todo.length === 0) return;
   await onFirstMaster(o, journal, known, outcomes, 'charts', async (host) => {
@@ -172,7 +176,7 @@ export async function checkCluster(o: FromOptions, journal: Journal, known: Know
 
 /** A cluster-wide step run on the first master: journaled, shown, and a failure is the first master's outcome. */
 async function onFirstMaster(o: FromOptions, journal: Journal, known: KnownHosts, outcomes: NodeOutcome[], step: string, work: (host: SshHost) => Promise<string>): Promise<void> {
-  const first = o.spec.hosts.find(isMaster)!;
+  const first = firstMaster(o.spec);
   let host: SshHost | undefined;
   try {
     host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });

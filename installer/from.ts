@@ -6,7 +6,7 @@ import { archFromUname, parsePlatform } from '../arch/platform.js';
 import { AcpackError } from '../oci/errors.js';
 import { readDescriptor } from '../oci/bundle-reader.js';
 import { ensureTls, importBundle } from '../registry/index.js';
-import { isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
+import { firstMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import { Journal } from './journal.js';
 import { saveClusterState } from './cluster-state.js';
 import type { InstallProgress } from './progress-board.js';
@@ -17,7 +17,7 @@ import { withStoreLock } from './store-lock.js';
 import { helmCommand } from './charts.js';
 import { kubectlCommand } from './post-check.js';
 import { lvscareImage, pointApiServer } from './control-plane.js';
-import { chartSteps, checkCluster, clusterSteps, nodeVersions } from './cluster-steps.js';
+import { chartSteps, checkCluster, clusterSteps, isInstalled, nodeVersions } from './cluster-steps.js';
 import { preflightError, type Facts } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
 import { containerdFiles, installBinaries, serviceFiles, startServices, writeFiles } from './node-setup.js';
@@ -60,7 +60,7 @@ function assertOnFirstMaster(ip: string): void {
 }
 
 async function install(o: FromOptions): Promise<NodeOutcome[]> {
-  assertOnFirstMaster(o.spec.hosts.find(isMaster)!.ip);
+  assertOnFirstMaster(firstMaster(o.spec).ip);
   const journal = new Journal(o.store);
   try {
     const d = typeof o.bundle === 'string' ? await readDescriptor(o.bundle) : o.bundle.descriptor;
@@ -69,7 +69,7 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
     const versions = nodeVersions(journal, o.spec, d);
     // Steps that depend on the bundle's content are redone when a different bundle is installed.
     const bundleId = `${d.name} ${d.version} ${d.source}`;
-    const master = o.spec.hosts.find(isMaster)!;
+    const master = firstMaster(o.spec);
     // The registry speaks TLS with the site CA (made once, kept in the store); nodes get the CA.
     const tls = await ensureTls(o.store, { hostnames: [o.spec.registry.domain], ips: [master.ip] });
     const registry = `https://${master.ip}:${o.spec.registry.port}`;
@@ -89,8 +89,7 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
     };
     // Nodes already in the cluster are not checked again: their own kubelet and API server hold
     // the very ports a fresh node must have free.
-    const first = master;
-    const installed = (h: HostSpec) => journal.isDone(h.ip, h === first ? 'kubeadm-init' : 'kubeadm-join');
+    const installed = (h: HostSpec) => isInstalled(journal, o.spec, h);
     const toCheck = o.spec.hosts.filter((h) => !installed(h));
     const known = await KnownHosts.inStore(o.store);
     let facts = new Map<HostSpec, Facts>();
@@ -170,7 +169,7 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
  * interruption loses nothing. (Removing the Node object needs the API server: not done.)
  */
 export async function deleteNodes(store: string, spec: ClusterSpec, ips: string[], removed: (rest: ClusterSpec) => Promise<void>, log: (line: string) => void): Promise<void> {
-  const first = spec.hosts.find(isMaster)!;
+  const first = firstMaster(spec);
   for (const ip of ips) {
     if (!spec.hosts.some((h) => h.ip === ip)) throw new AcpackError('BAD_CLUSTER', `${ip} is not a node of this cluster`);
     if (ip === first.ip) throw new AcpackError('BAD_CLUSTER', `${ip} is the first master (it runs acinstall and the registry): deleting it deletes the cluster`);
