@@ -12,16 +12,24 @@ import type { MappedBlobs } from './mapped-blobs.js';
 
 export const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
 
+/** A tag or a digest: what a manifest can be asked by. */
+export function isManifestReference(reference: string): boolean {
+  return TAG_RE.test(reference) || isDigest(reference);
+}
+
+/**
+ * A reference that is neither a valid tag nor a sha256 digest names no manifest, whatever the
+ * repository holds: 404, as distribution answers (its routes do not match such a reference), and
+ * the same answer for a repository that does not exist.
+ */
+export function unknownReference(res: Response, reference: string): void {
+  sendError(res, 'MANIFEST_UNKNOWN', `"${reference}" is neither a tag nor a sha256 digest, so it names no manifest here`);
+}
+
 export async function getManifest(req: Request, res: Response, manifests: ManifestCache, db: IndexDb, repo: string, reference: string): Promise<void> {
-  let digest: string | undefined;
-  if (reference.startsWith('sha256:') || reference.includes(':')) {
-    if (!isDigest(reference)) return sendError(res, 'DIGEST_INVALID', `"${reference}" is not a valid digest`);
-    digest = reference;
-  } else {
-    if (!TAG_RE.test(reference)) return sendError(res, 'MANIFEST_INVALID', `"${reference}" is not a valid tag`);
-    digest = db.tag(repo, reference);
-    if (!digest) return sendError(res, 'MANIFEST_UNKNOWN', `manifest ${reference} of ${repo} is not in this registry`);
-  }
+  if (!isManifestReference(reference)) return unknownReference(res, reference);
+  const digest = isDigest(reference) ? reference : db.tag(repo, reference);
+  if (!digest) return sendError(res, 'MANIFEST_UNKNOWN', `manifest ${reference} of ${repo} is not in this registry`);
   let row = db.manifest(repo, digest);
   if (!row) return sendError(res, 'MANIFEST_UNKNOWN', `manifest ${digest} of ${repo} is not in this registry`);
   if (isIndexType(row.mediaType) && !accepts(req.headers.accept, row.mediaType)) {
@@ -153,11 +161,23 @@ async function writeInSlices(res: Response, body: Buffer): Promise<void> {
   res.end();
 }
 
-/** `?n=&last=` of a listing; n absent or not a count lists everything after `last`. */
-function pageParams(req: Request): { n?: number; last?: string } {
-  const n = req.query.n === undefined ? undefined : Number(req.query.n);
-  const last = typeof req.query.last === 'string' ? req.query.last : undefined;
-  return { n: n !== undefined && Number.isInteger(n) && n >= 0 ? n : undefined, last };
+/** The catalog's page when the client names none, and the most it may ask for (distribution's numbers). */
+const CATALOG_PAGE = 100;
+const CATALOG_MAX = 1000;
+const INT64_MAX = 2n ** 63n - 1n;
+
+const first = (v: unknown): string | undefined => (Array.isArray(v) ? first(v[0]) : typeof v === 'string' ? v : undefined);
+
+/**
+ * `?n=` read the way distribution reads it (Go's strconv.Atoi of the first value): a decimal
+ * integer that fits 64 bits, else no count at all (`abc`, `1e308`, `1.5`, `-1`, an overflow).
+ */
+export function countParam(value: unknown): number | undefined {
+  const s = first(value);
+  if (s === undefined || !/^[+-]?\d+$/.test(s)) return undefined;
+  const n = BigInt(s);
+  if (n < 0n || n > INT64_MAX) return undefined;
+  return Number(n);
 }
 
 /** A page of `rows` (sorted, already after `last`, at most n + 1 of them) and the next page's start. */
@@ -167,17 +187,32 @@ function pageOf(rows: string[], n: number | undefined): { page: string[]; next?:
   return page.length > 0 ? { page, next: { n, last: page[page.length - 1] } } : { page };
 }
 
-export function paginate(all: string[], req: Request): { page: string[]; next?: { n: number; last: string } } {
-  const { n, last } = pageParams(req);
+/**
+ * GET /v2/_catalog: as distribution 2.8 pages it — 100 names without a valid `n`, none for n=0, and
+ * 400 PAGINATION_NUMBER_INVALID past 1000 (a bound on one answer's size).
+ */
+export function listCatalog(req: Request, res: Response, all: string[]): void {
+  const asked = countParam(req.query.n);
+  if (asked !== undefined && asked > CATALOG_MAX) {
+    return sendError(res, 'PAGINATION_NUMBER_INVALID', `n=${first(req.query.n)} is more than the ${CATALOG_MAX} names one page may hold`, { n: asked });
+  }
+  const n = asked ?? CATALOG_PAGE;
+  const last = first(req.query.last);
   const after = last === undefined ? all : all.filter((x) => x > last);
-  return pageOf(n === undefined ? after : after.slice(0, n + 1), n);
+  const { page, next } = pageOf(after.slice(0, n + 1), n);
+  if (next) res.setHeader('Link', `</v2/_catalog?n=${next.n}&last=${encodeURIComponent(next.last)}>; rel="next"`);
+  res.json({ repositories: page });
 }
 
+/**
+ * GET /v2/<name>/tags/list: paged as the spec says when `n` is a count (n=0: none); any other `n`
+ * is ignored as distribution 2.8 ignores it, and a huge one lists everything.
+ */
 export function listTags(req: Request, res: Response, db: IndexDb, repo: string, name: string): void {
+  const n = countParam(req.query.n);
+  const last = first(req.query.last);
   // Paged in SQL: one row more than asked tells whether a next page exists.
-  const { n, last } = pageParams(req);
-  const { page, next } = pageOf(db.tags(repo, n === undefined ? -1 : n + 1, last), n);
+  const { page, next } = pageOf(db.tags(repo, n === undefined || n >= 2 ** 31 ? -1 : n + 1, last), n);
   if (next) res.setHeader('Link', `</v2/${name}/tags/list?n=${next.n}&last=${encodeURIComponent(next.last)}>; rel="next"`);
   res.json({ name, tags: page });
 }
-

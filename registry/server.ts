@@ -9,7 +9,7 @@ import { ContentStore } from '../oci/store.js';
 import { IndexDb } from './index-db.js';
 import { catalogName, queriesFor } from './naming.js';
 import { sendError } from './errors.js';
-import { getBlob, getManifest, listTags, ManifestCache, paginate } from './pull.js';
+import { getBlob, getManifest, isManifestReference, listCatalog, listTags, ManifestCache, unknownReference } from './pull.js';
 import { MappedBlobs } from './mapped-blobs.js';
 import { deleteBlob } from './gc.js';
 import { UploadHandlers } from './push.js';
@@ -97,12 +97,7 @@ export async function createRegistryApp(opts: RegistryOptions) {
     res.type('application/json').send('{}');
   });
 
-  app.get('/v2/_catalog', (req, res) => {
-    const all = db.allRepos().map(catalogName);
-    const { page, next } = paginate(all, req);
-    if (next) res.setHeader('Link', `</v2/_catalog?n=${next.n}&last=${encodeURIComponent(next.last)}>; rel="next"`);
-    res.json({ repositories: page });
-  });
+  app.get('/v2/_catalog', (req, res) => listCatalog(req, res, db.allRepos().map(catalogName)));
 
   app.all(/^\/v2\/.+/, async (req, res) => {
     const ns = typeof req.query.ns === 'string' ? req.query.ns : undefined;
@@ -132,7 +127,10 @@ export async function createRegistryApp(opts: RegistryOptions) {
     // manifest names its repository (clients check with HEAD before uploading).
     if (kind === 'blobs' && (req.method === 'GET' || req.method === 'HEAD')) return getBlob(req, res, store, blobs, rest);
     if (kind === 'blobs' && req.method === 'DELETE') return removeBlob(res, store, db, rest);
+    const read = req.method === 'GET' || req.method === 'HEAD';
+    if (kind === 'manifests' && read && !isManifestReference(rest)) return unknownReference(res, rest);
     const repo = resolveRepo(db, name, ns, opts.siteNames);
+    if (kind === 'referrers' && read) return referrers(req, res, db, 'repo' in repo ? repo.repo : undefined, rest);
     if ('error' in repo) return sendError(res, 'NAME_UNKNOWN', repo.error);
     if (kind === 'manifests' && req.method === 'DELETE') return uploads.deleteManifest(res, repo.repo, rest);
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendError(res, 'UNSUPPORTED', `${req.method} on ${kind} is not supported`);
@@ -142,16 +140,6 @@ export async function createRegistryApp(opts: RegistryOptions) {
       case 'tags':
         if (rest !== 'list') return sendError(res, 'UNSUPPORTED', `no such endpoint: ${req.path}`);
         return listTags(req, res, db, repo.repo, name);
-      default: {
-        if (!isDigest(rest)) return sendError(res, 'DIGEST_INVALID', `"${rest}" is not a digest`);
-        let manifests = db.referrers(repo.repo, rest);
-        const artifactType = typeof req.query.artifactType === 'string' ? req.query.artifactType : undefined;
-        if (artifactType) {
-          manifests = manifests.filter((m) => m.artifactType === artifactType);
-          res.setHeader('OCI-Filters-Applied', 'artifactType');
-        }
-        res.type(MT.ociIndex).send(JSON.stringify({ schemaVersion: 2, mediaType: MT.ociIndex, manifests }));
-      }
     }
   });
 
@@ -162,6 +150,24 @@ export async function createRegistryApp(opts: RegistryOptions) {
     res.status(500).json({ errors: [{ code: 'UNKNOWN', message: (err as Error)?.message ?? String(err) }] });
   });
   return { app, store, db };
+}
+
+/**
+ * GET /v2/<name>/referrers/<digest>: an image index, typed exactly `application/vnd.oci.image.index.v1+json`
+ * (no charset). Never 404 (clients read a 404 as "no referrers API" and fall back to tags): a
+ * repository or subject this registry does not hold has no referrers.
+ */
+function referrers(req: Request, res: Response, db: IndexDb, repo: string | undefined, digest: string): void {
+  if (!isDigest(digest)) return sendError(res, 'DIGEST_INVALID', `"${digest}" is not a digest`);
+  let manifests = repo ? db.referrers(repo, digest) : [];
+  const artifactType = typeof req.query.artifactType === 'string' ? req.query.artifactType : undefined;
+  if (artifactType) {
+    manifests = manifests.filter((m) => m.artifactType === artifactType);
+    res.setHeader('OCI-Filters-Applied', 'artifactType');
+  }
+  res.setHeader('Content-Type', MT.ociIndex);
+  // A Buffer: express adds "; charset=utf-8" to a string body.
+  res.send(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT.ociIndex, manifests })));
 }
 
 async function removeBlob(res: Response, store: ContentStore, db: IndexDb, digest: string): Promise<void> {
