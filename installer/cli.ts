@@ -14,7 +14,7 @@ import { deleteNodes, installFrom, type NodeOutcome } from './from.js';
 import { loadClusterState, saveClusterState, withNodes } from './cluster-state.js';
 import { Journal } from './journal.js';
 import { createInstallProgress } from './progress-board.js';
-import { collectGarbage, ensureTls, Htpasswd, importBundle, IndexDb, serveClusterMetrics, startRegistry, sweepUploads, tlsDir } from '../registry/index.js';
+import { collectGarbage, ensureTls, Htpasswd, importBundle, IndexDb, serveClusterMetrics, serveLoginThrottle, startRegistry, sweepUploads, tlsDir } from '../registry/index.js';
 import { ContentStore } from '../oci/store.js';
 import { createReporter, reporterMode, runProgram } from '../packer/index.js';
 
@@ -210,10 +210,12 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
 
 /**
  * Several processes share the listening socket (node:cluster), so serving uses every core: blob
- * copies and TLS are CPU work. A worker that dies is replaced, a bounded number of times.
+ * copies and TLS are CPU work. A worker that dies is replaced, a bounded number of times. The
+ * primary keeps what must be one for all workers: the metrics and the failed-login count per address.
  */
 function superviseWorkers(n: number, store: string, listen: string, scheme: string): void {
   serveClusterMetrics();
+  serveLoginThrottle();
   let restarts = 0;
   let announced = false;
   for (let i = 0; i < n; i++) cluster.fork();

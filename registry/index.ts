@@ -3,7 +3,7 @@ export { createRegistryApp, startRegistry, type RegistryOptions, type RunningReg
 export { parseRange } from './pull.js';
 export { IndexDb } from './index-db.js';
 export { queriesFor, catalogName, encodeHost, decodeHost } from './naming.js';
-export { Htpasswd } from './auth.js';
+export { Htpasswd, serveLoginThrottle } from './auth.js';
 export { ensureTls, tlsDir, type TlsFiles } from './tls.js';
 export { serveClusterMetrics } from './metrics.js';
 export { collectGarbage, deleteBlob, sweepUploads } from './gc.js';

@@ -13,7 +13,7 @@ import { getBlob, getManifest, isManifestReference, listCatalog, listTags, Manif
 import { MappedBlobs } from './mapped-blobs.js';
 import { deleteBlob } from './gc.js';
 import { UploadHandlers } from './push.js';
-import { Htpasswd, LoginThrottle } from './auth.js';
+import { Htpasswd, Logins } from './auth.js';
 import { metricsHandler, observeRequests } from './metrics.js';
 
 const NAME_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
@@ -46,7 +46,7 @@ export async function createRegistryApp(opts: RegistryOptions) {
   const manifests = new ManifestCache(store);
   const blobs = new MappedBlobs(store);
   const users = opts.htpasswd ? new Htpasswd(opts.htpasswd) : undefined;
-  const throttle = new LoginThrottle();
+  const logins = users && new Logins(users);
   const uploads = new UploadHandlers(store, db);
   const app = express();
   app.disable('x-powered-by');
@@ -57,22 +57,23 @@ export async function createRegistryApp(opts: RegistryOptions) {
     next();
   });
   app.use(observeRequests(opts.log));
-  app.get('/metrics', metricsHandler);
 
-  /** Checks the request's user, throttling addresses that keep failing; answers the refusal itself. */
+  /**
+   * Checks the request's user once (res.locals.user), throttling addresses that keep failing (one
+   * count for every worker of a `serve`); answers the refusal itself.
+   */
   const authenticate = async (req: Request, res: Response): Promise<boolean> => {
-    const addr = req.socket.remoteAddress ?? '';
-    if (throttle.blocked(addr)) {
-      req.resume();
+    if (res.locals.user) return true;
+    const r = logins ? await logins.check(req.headers.authorization, req.socket.remoteAddress ?? '') : ({ refused: 'missing' } as const);
+    if ('user' in r) {
+      res.locals.user = r.user;
+      return true;
+    }
+    req.resume();
+    if (r.refused === 'throttled') {
       sendError(res, 'TOOMANYREQUESTS', 'too many failed logins from this address: wait a minute');
       return false;
     }
-    if (await users?.check(req.headers.authorization)) {
-      throttle.succeeded(addr);
-      return true;
-    }
-    if (req.headers.authorization) throttle.failed(addr);
-    req.resume();
     res.setHeader('WWW-Authenticate', 'Basic realm="acpack"');
     sendError(res, 'UNAUTHORIZED', 'authentication required');
     return false;
@@ -88,6 +89,9 @@ export async function createRegistryApp(opts: RegistryOptions) {
     }
     if (await authenticate(req, res)) next();
   });
+
+  // Metrics are read like the images: anonymously unless pulls need a user (the middleware above).
+  app.get('/metrics', metricsHandler);
 
   // With users, the version check answers 401 to a client without credentials: that is how docker,
   // skopeo and podman learn to send theirs (they decide at this ping). Anonymous pulls still work:
