@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
-import { CompressStream, DecompressStream } from 'zstd-napi';
-import type { Transform } from 'node:stream';
+import { Duplex, type Transform } from 'node:stream';
+import { CompressStream } from 'zstd-napi';
+import binding from 'zstd-napi/binding.js';
 
 /**
  * The bundle's fixed zstd parameters, part of the format's determinism promise: changing them (or
@@ -14,6 +15,98 @@ export function zstdCompress(): Transform {
   return new CompressStream({ ...BUNDLE_PARAMS, nbWorkers: Math.min(8, Math.max(1, availableParallelism())) });
 }
 
-export function zstdDecompress(): Transform {
-  return new DecompressStream();
+/** Decompressed bytes per native call, and what the readable side holds before it stops asking for more. */
+const OUT_CHUNK = 256 << 10;
+const OUT_BUFFERED = 1 << 20;
+/**
+ * Largest back-reference window a frame may ask for: 2^24 = 16 MiB of decoder memory. Bundles are
+ * written at level 3 (a 2 MiB window); even `zstd -19` stays at 8 MiB. A frame that asks for more
+ * (up to 2 GiB is legal zstd) is refused instead of allocated.
+ */
+const WINDOW_LOG_MAX = 24;
+
+/**
+ * zstd decompression driven by demand: a native call produces at most OUT_CHUNK bytes, and only
+ * while the reader wants more; a written chunk of compressed input is acknowledged (so the next is
+ * taken) only once all of it was decompressed and read. Memory stays flat whatever the compression
+ * ratio: a few KB that expand to gigabytes cost no more than a few KB that expand to megabytes, and
+ * a consumer that stops reading stops the decompression. (zstd-napi's DecompressStream pushes the
+ * whole output of each input chunk at once, ignoring backpressure.)
+ *
+ * The one module behind which decompression lives: the site's Node 24 may replace the body with
+ * zlib's built-in zstd without touching its callers.
+ */
+export function zstdDecompress(): Duplex {
+  return new DemandDecompress();
+}
+
+class DemandDecompress extends Duplex {
+  private readonly dctx = new binding.DCtx();
+  /** The written chunk being decompressed (what is left of it), and its write callback. */
+  private input: Buffer | null = null;
+  private inputDone: ((err?: Error | null) => void) | null = null;
+  private wanted = false;
+  private inFrame = false;
+
+  constructor() {
+    super({ readableHighWaterMark: OUT_BUFFERED, writableHighWaterMark: 1 << 20 });
+    this.dctx.setParameter(binding.DParameter.windowLogMax, WINDOW_LOG_MAX);
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null) => void): void {
+    this.input = chunk;
+    this.inputDone = done;
+    this.pump();
+  }
+
+  override _final(done: (err?: Error | null) => void): void {
+    // Runs after the last write was acknowledged, so every input byte has been decompressed and read.
+    if (this.inFrame) {
+      done(new Error('the zstd stream ends in the middle of a frame'));
+      return;
+    }
+    this.push(null);
+    done();
+  }
+
+  override _read(): void {
+    this.wanted = true;
+    this.pump();
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    const pending = this.inputDone;
+    this.input = null;
+    this.inputDone = null;
+    pending?.(err);
+    done(err);
+  }
+
+  private pump(): void {
+    while (this.wanted && this.input !== null && !this.destroyed) {
+      const out = Buffer.allocUnsafe(OUT_CHUNK);
+      let ret: number;
+      let produced: number;
+      let consumed: number;
+      try {
+        [ret, produced, consumed] = this.dctx.decompressStream(out, this.input);
+      } catch (err) {
+        this.destroy(err as Error);
+        return;
+      }
+      this.input = this.input.subarray(consumed);
+      if (produced > 0) this.wanted = this.push(out.subarray(0, produced));
+      // Done with this chunk once zstd took all of it and had room to spare (nothing left to flush).
+      if (this.input.length === 0 && (produced < OUT_CHUNK || ret === 0)) {
+        this.inFrame = ret !== 0;
+        const done = this.inputDone!;
+        this.input = null;
+        this.inputDone = null;
+        done();
+      } else if (produced === 0 && consumed === 0) {
+        this.destroy(new Error('zstd made no progress on its input'));
+        return;
+      }
+    }
+  }
 }
