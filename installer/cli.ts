@@ -14,7 +14,7 @@ import { deleteNodes, installFrom, type NodeOutcome } from './from.js';
 import { loadClusterState, saveClusterState, withNodes } from './cluster-state.js';
 import { Journal } from './journal.js';
 import { createInstallProgress } from './progress-board.js';
-import { collectGarbage, ensureTls, Htpasswd, importBundle, IndexDb, serveClusterMetrics, serveLoginThrottle, startRegistry, sweepUploads, tlsDir } from '../registry/index.js';
+import { collectGarbage, scrubStore, ensureTls, Htpasswd, importBundle, IndexDb, serveClusterMetrics, serveLoginThrottle, startRegistry, sweepUploads, tlsDir } from '../registry/index.js';
 import { ContentStore } from '../oci/store.js';
 import { createReporter, reporterMode, runProgram } from '../packer/index.js';
 
@@ -103,10 +103,16 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
 
   program
     .command('gc')
-    .description('Reclaim space: blobs no manifest needs any more (after manifest deletes), and abandoned uploads')
+    .description('Reclaim space: blobs no manifest reaches any more (after manifest deletes), and abandoned uploads')
     .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)
     .option('--dry-run', 'only tell what would go')
-    .addHelpText('after', `\nBlobs written in the last hour are spared (a push may be about to name them); uploads untouched for a\nday are abandoned. Safe while the registry serves.`)
+    .addHelpText(
+      'after',
+      `\nA blob is kept while a manifest that some repository holds reaches it, and while it was written,
+found (HEAD), mounted or linked in the last hour (a push may be about to name it). Uploads untouched
+for a day are abandoned. Safe while the registry serves and while an import runs: each deletion
+re-checks under the store lock.`,
+    )
     .action(async (o) => {
       const store = await ContentStore.open(o.store);
       const db = new IndexDb(o.store);
@@ -114,6 +120,32 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
         const r = await collectGarbage(store, db, { dryRun: !!o.dryRun });
         const n = (count: number, what: string) => `${count} ${what}${count === 1 ? '' : 's'}`;
         process.stdout.write(`${o.dryRun ? 'would remove' : 'removed'} ${n(r.blobs, 'blob')} (${formatBytes(r.bytes)}) and ${n(r.uploads, 'abandoned upload')}\n`);
+      } finally {
+        db.close();
+      }
+    });
+
+  program
+    .command('verify')
+    .description('Scrub the store: re-hash every blob, check every manifest\'s references and the index against the files')
+    .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)
+    .option('--repair', 'quarantine corrupt and stray files (under <store>/quarantine) and drop links to blobs that are gone')
+    .option('--rate <MB/s>', 'hash at most this many MB per second (to run beside a serving registry)')
+    .option('--json', 'print the report as JSON')
+    .addHelpText('after', `\nExits 1 when something is wrong (after --repair: when something could not be repaired). What a\nrepair quarantines is gone from the registry: re-import the bundle that carries it.`)
+    .action(async (o) => {
+      const rate = o.rate === undefined ? undefined : Number(o.rate) * 1e6;
+      if (rate !== undefined && !(rate > 0)) throw new AcpackError('BAD_ARGUMENT', `--rate must be a positive number of MB/s, not "${o.rate}"`);
+      const store = await ContentStore.open(o.store);
+      const db = new IndexDb(o.store);
+      try {
+        const r = await scrubStore(store, db, { repair: !!o.repair, rate });
+        if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+        else {
+          for (const p of r.problems) process.stdout.write(`${p.kind}${p.repaired ? ' (repaired)' : ''}: ${p.what}\n`);
+          process.stdout.write(`checked ${r.blobs} blobs (${formatBytes(r.bytes)}): ${r.problems.length ? `${r.problems.length} problem${r.problems.length > 1 ? 's' : ''}` : 'all good'}\n`);
+        }
+        if (r.problems.some((p) => !p.repaired)) process.exitCode = 1;
       } finally {
         db.close();
       }

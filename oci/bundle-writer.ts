@@ -110,7 +110,7 @@ export async function writeBundle(
   } catch (err) {
     zstd.destroy();
     sink.destroy();
-    await writeback.settled();
+    await writeback.settled().catch(() => {});
     await file.close().catch(() => {});
     await rm(tmp, { force: true });
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {

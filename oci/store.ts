@@ -1,12 +1,20 @@
-import { mkdir, open, readdir, rename, rm, stat, statfs, readFile, utimes, writeFile, type FileHandle } from 'node:fs/promises';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { chmod, link, mkdir, open, readdir, readFile, rm, stat, statfs, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Hash } from 'node:crypto';
 import { AcpackError, formatBytes } from './errors.js';
+import { FileLock } from './file-lock.js';
 import { Writeback } from './writeback.js';
 import { digestOfHash, feedHash, hashFile, hexOf, isDigest, newHash, READ_CHUNK, sha256, shortDigest, type Digest } from './digest.js';
 
 /** BlobWriter pushes its data to disk every 16 MiB (see Writeback). */
 const WRITEBACK_EVERY = 16 << 20;
+
+/** Committed blobs are read-only; nothing in the store is writable by others, whatever the umask. */
+const BLOB_MODE = 0o444;
+const DIR_MODE = 0o755;
+const PRIVATE_DIR_MODE = 0o700;
+const PRIVATE_FILE_MODE = 0o600;
 
 /** What a writer must end up holding before it may become visible. */
 export interface Expected {
@@ -17,20 +25,42 @@ export interface Expected {
   source?: string;
 }
 
+export interface WriterOptions {
+  /** Neither hashes nor commits: adds a chunk to an upload without re-reading what is there. */
+  appendOnly?: boolean;
+  /** How long to wait for another writer of the same ref (another process's); 0: refuse at once. */
+  waitMs?: number;
+  /** Small facts kept with an in-flight write (an upload's repository and user), see `ingestMeta`. */
+  meta?: Record<string, string>;
+}
+
+/** Runs inside the store lock once a blob is in place: `created` is false when the digest was there already. */
+export type OnCommitted = (digest: Digest, created: boolean) => void | Promise<void>;
+
 /**
  * A content-addressed blob store, after containerd's content store: blobs live under
  * `blobs/sha256/<hex>` and only ever appear there after their bytes were hashed and matched;
  * in-flight writes live under `ingest/<key>/` and survive a crash so a re-run resumes them.
+ *
+ * Several processes write one store (the registry's workers, an import, gc). Two locks keep them
+ * apart, both released by the kernel when a process dies (FileLock):
+ * - one per ingest ref (`ingest/<key>/lock`), held by its writer for the whole write;
+ * - one for the store (`store.lock`), held only for the short moments that change what is visible:
+ *   a commit, a link or unlink in the index, one deletion of a gc sweep. Readers never take it.
+ * A commit never replaces a blob: a digest already there keeps its file.
  */
 export class ContentStore {
   private readonly active = new Set<string>();
   private puts = 0;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly inLock = new AsyncLocalStorage<true>();
 
   private constructor(readonly root: string) {}
 
   static async open(root: string): Promise<ContentStore> {
-    await mkdir(join(root, 'blobs', 'sha256'), { recursive: true });
-    await mkdir(join(root, 'ingest'), { recursive: true });
+    await mkdir(root, { recursive: true, mode: DIR_MODE });
+    await mkdir(join(root, 'blobs', 'sha256'), { recursive: true, mode: DIR_MODE });
+    await mkdir(join(root, 'ingest'), { recursive: true, mode: PRIVATE_DIR_MODE });
     return new ContentStore(root);
   }
 
@@ -41,8 +71,14 @@ export class ContentStore {
 
   /** The size of a committed blob, or undefined when it is not in the store. */
   async size(digest: Digest): Promise<number | undefined> {
+    return (await this.stat(digest))?.size;
+  }
+
+  /** Size and last use (mtime: written, found or reused) of a committed blob. */
+  async stat(digest: Digest): Promise<{ size: number; mtimeMs: number } | undefined> {
     try {
-      return (await stat(this.path(digest))).size;
+      const s = await stat(this.path(digest));
+      return { size: s.size, mtimeMs: s.mtimeMs };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
@@ -57,15 +93,33 @@ export class ContentStore {
     return readFile(this.path(digest));
   }
 
+  /**
+   * Runs `fn` holding the store lock: one writer at a time across every process on this store.
+   * Re-entrant (a commit inside a locked section runs at once). Keep `fn` short: it stalls writers.
+   */
+  async exclusive<T>(fn: () => Promise<T> | T): Promise<T> {
+    if (this.inLock.getStore()) return fn();
+    const turn = this.queue.then(async () => {
+      const lock = await FileLock.acquire(join(this.root, 'store.lock'), `the store ${this.root}`);
+      try {
+        return await this.inLock.run(true, fn);
+      } finally {
+        await lock.release();
+      }
+    });
+    this.queue = turn.catch(() => {});
+    return turn;
+  }
+
   /** Stores a small blob held in memory (a manifest, a config). */
-  async put(data: Uint8Array, expected?: Expected): Promise<Digest> {
+  async put(data: Uint8Array, expected?: Expected, onCommitted?: OnCommitted): Promise<Digest> {
     const digest = expected?.digest ?? sha256(data);
-    if (await this.has(digest)) return digest;
-    // A private ingest name: two puts of the same bytes at once both commit the same file, harmlessly.
+    if (!onCommitted && (await this.has(digest))) return digest;
+    // A private ingest name: two puts of the same bytes at once both commit, the second keeping the first's file.
     const w = await this.writer(`put-${hexOf(digest)}-${process.pid}-${++this.puts}`, { ...expected, digest, size: data.length });
     try {
       await w.write(data);
-      await w.commit();
+      await w.commit(onCommitted);
     } finally {
       await w.close();
     }
@@ -75,19 +129,21 @@ export class ContentStore {
   /**
    * Opens (or resumes) the in-flight write named `ref`. `offset` tells how many bytes a previous
    * attempt left, already hashed; the caller continues from there or calls `reset()`.
-   * One writer per ref at a time: a second one is refused, as in containerd. An `appendOnly` writer
-   * neither hashes nor commits: it adds a chunk to an upload without re-reading what is there.
+   * One writer per ref at a time, across processes: another is refused (INGEST_LOCKED) or, with
+   * `waitMs`, waits for the first to finish.
    */
-  async writer(ref: string, expected: Expected, opts: { appendOnly?: boolean } = {}): Promise<BlobWriter> {
+  async writer(ref: string, expected: Expected, opts: WriterOptions = {}): Promise<BlobWriter> {
     const key = ingestKey(ref);
-    if (this.active.has(key)) throw new AcpackError('INGEST_LOCKED', `a write of ${ref} is already in progress`);
+    if (this.active.has(key) && !opts.waitMs) throw locked(ref);
+    const dir = join(this.root, 'ingest', key);
+    const lock = await this.lockIngest(dir, ref, opts.waitMs ?? 0);
     this.active.add(key);
+    let fh: FileHandle | undefined;
     try {
-      const dir = join(this.root, 'ingest', key);
-      await mkdir(dir, { recursive: true });
-      await writeFile(join(dir, 'ref'), ref);
+      await writeFile(join(dir, 'ref'), ref, { mode: PRIVATE_FILE_MODE });
+      if (opts.meta) await writeFile(join(dir, 'meta.json'), JSON.stringify(opts.meta), { mode: PRIVATE_FILE_MODE });
       const dataPath = join(dir, 'data');
-      const fh = await open(dataPath, 'a+');
+      fh = await open(dataPath, 'a+', PRIVATE_FILE_MODE);
       const hash = opts.appendOnly ? undefined : newHash();
       let offset = (await fh.stat()).size;
       if (expected.size !== undefined && offset > expected.size) {
@@ -95,10 +151,31 @@ export class ContentStore {
         offset = 0;
       }
       if (offset > 0 && hash) await feedHash(hash, dataPath, offset);
-      return new BlobWriter(this, dir, fh, hash, offset, expected, () => this.active.delete(key));
+      return new BlobWriter(this, dir, fh, hash, offset, expected, async () => {
+        this.active.delete(key);
+        await lock.release();
+      });
     } catch (err) {
+      await fh?.close();
       this.active.delete(key);
+      await lock.release();
       throw err;
+    }
+  }
+
+  /** Takes the lock of one ingest directory (made if absent), waiting up to `waitMs` for another holder. */
+  private async lockIngest(dir: string, ref: string, waitMs: number): Promise<FileLock> {
+    const deadline = Date.now() + waitMs;
+    for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
+      await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+      // ENOENT: the holder finished and removed the directory between the mkdir and the lock: try again.
+      const lock = await FileLock.try(join(dir, 'lock')).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return undefined;
+        throw err;
+      });
+      if (lock) return lock;
+      if (Date.now() >= deadline) throw locked(ref);
+      await new Promise((r) => setTimeout(r, wait));
     }
   }
 
@@ -111,9 +188,55 @@ export class ContentStore {
     }
   }
 
-  /** Drops an in-flight write (a cancelled upload). */
+  /** The `meta` an in-flight write was opened with, or undefined. */
+  async ingestMeta(ref: string): Promise<Record<string, string> | undefined> {
+    try {
+      return JSON.parse(await readFile(join(this.root, 'ingest', ingestKey(ref), 'meta.json'), 'utf8'));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Drops an in-flight write (a cancelled upload); INGEST_LOCKED while someone is writing it. */
   async abandon(ref: string): Promise<void> {
-    await rm(join(this.root, 'ingest', ingestKey(ref)), { recursive: true, force: true });
+    await this.dropIngest(ingestKey(ref), ref);
+  }
+
+  /**
+   * Removes one in-flight write by its directory name, unless a writer holds it. True when removed.
+   * For sweeps of abandoned uploads.
+   */
+  async dropIngest(key: string, ref = key): Promise<boolean> {
+    const dir = join(this.root, 'ingest', key);
+    const lock = await FileLock.try(join(dir, 'lock')).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return 'gone' as const;
+      throw err;
+    });
+    if (lock === 'gone') return false;
+    if (!lock) {
+      if (ref !== key) throw locked(ref);
+      return false;
+    }
+    try {
+      await rm(dir, { recursive: true, force: true });
+    } finally {
+      await lock.release();
+    }
+    return true;
+  }
+
+  /** In-flight writes: directory name and when data last arrived. */
+  async ingests(): Promise<{ key: string; touchedMs: number }[]> {
+    const out: { key: string; touchedMs: number }[] = [];
+    for (const key of await readdir(join(this.root, 'ingest')).catch(() => [] as string[])) {
+      const dir = join(this.root, 'ingest', key);
+      const touchedMs = await stat(join(dir, 'data')).then(
+        (s) => s.mtimeMs,
+        () => stat(dir).then((s) => s.mtimeMs, () => undefined),
+      );
+      if (touchedMs !== undefined) out.push({ key, touchedMs });
+    }
+    return out;
   }
 
   /** Bytes the store's file system still has for an unprivileged writer. */
@@ -134,8 +257,9 @@ export class ContentStore {
     await utimes(this.path(digest), now, now).catch(() => {});
   }
 
+  /** Deletes a committed blob, under the store lock. */
   async delete(digest: Digest): Promise<void> {
-    await rm(this.path(digest), { force: true });
+    await this.exclusive(() => rm(this.path(digest), { force: true }));
   }
 
   /** Re-hashes a committed blob; true when its bytes still match its name. */
@@ -144,16 +268,32 @@ export class ContentStore {
     return actual === digest;
   }
 
-  /** @internal moves a verified ingest file into place. */
-  async publish(dataPath: string, digest: Digest): Promise<void> {
-    await rename(dataPath, this.path(digest));
+  /**
+   * @internal puts a verified ingest file in place as `digest`, under the store lock: a hard link,
+   * which fails rather than replace a blob already there (kept as it is, marked as just used).
+   * True when this call created the blob.
+   */
+  async publish(dataPath: string, digest: Digest, onCommitted?: OnCommitted): Promise<boolean> {
+    await chmod(dataPath, BLOB_MODE);
+    return this.exclusive(async () => {
+      let created = true;
+      try {
+        await link(dataPath, this.path(digest));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        created = false;
+        await this.touch(digest);
+      }
+      await onCommitted?.(digest, created);
+      return created;
+    });
   }
 }
 
 /**
  * One in-flight blob write. Bytes are hashed as they arrive and buffered into large writes;
- * `commit` checks size and digest, fsyncs and renames. On a mismatch the partial data is
- * deleted, so a corrupt source can never poison a resume.
+ * `commit` checks size and digest, fsyncs and links the file into place. On a mismatch the partial
+ * data is deleted, so a corrupt source can never poison a resume.
  */
 export class BlobWriter {
   private pending: Buffer[] = [];
@@ -161,6 +301,8 @@ export class BlobWriter {
   private closed = false;
   /** The digest it was stored under, once committed. */
   committed?: Digest;
+  /** Whether the commit created the blob (false: the store had it already). */
+  created = false;
   private readonly writeback: Writeback;
 
   constructor(
@@ -170,7 +312,7 @@ export class BlobWriter {
     private hash: Hash | undefined,
     private written: number,
     readonly expected: Expected,
-    private readonly release: () => void,
+    private readonly release: () => Promise<void>,
   ) {
     this.writeback = new Writeback(fh, WRITEBACK_EVERY);
   }
@@ -202,7 +344,14 @@ export class BlobWriter {
     this.written = 0;
   }
 
-  async commit(): Promise<Digest> {
+  /** Cuts the data back to `size` bytes (an upload chunk that was refused after it was written). */
+  async truncate(size: number): Promise<void> {
+    await this.flush();
+    await this.fh.truncate(size);
+    this.written = size;
+  }
+
+  async commit(onCommitted?: OnCommitted): Promise<Digest> {
     if (!this.hash) throw new AcpackError('INTERNAL', 'an append-only writer cannot commit');
     await this.flush();
     const { digest, size } = this.expected;
@@ -218,13 +367,21 @@ export class BlobWriter {
       await this.discard();
       throw this.mismatch(`content hashing to ${shortDigest(actual)}`);
     }
-    await this.writeback.settled();
-    await this.fh.sync();
+    try {
+      await this.writeback.settled(); // a background sync that failed (EIO) fails the commit
+      await this.fh.sync();
+    } catch (err) {
+      await this.discard();
+      throw new AcpackError('WRITE_FAILED', `blob ${describe(actual)}${from(this.expected)} could not be written to disk under ${this.dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): nothing was stored; check the disk`, { cause: err });
+    }
     await this.fh.close();
     this.closed = true;
-    await this.store.publish(join(this.dir, 'data'), actual);
-    await rm(this.dir, { recursive: true, force: true });
-    this.release();
+    try {
+      this.created = await this.store.publish(join(this.dir, 'data'), actual, onCommitted);
+    } finally {
+      await rm(this.dir, { recursive: true, force: true });
+      await this.release();
+    }
     this.committed = actual;
     return actual;
   }
@@ -235,10 +392,10 @@ export class BlobWriter {
       this.closed = true;
       try {
         await this.flush();
-      } finally {
         await this.writeback.settled();
+      } finally {
         await this.fh.close();
-        this.release();
+        await this.release();
       }
     }
   }
@@ -247,13 +404,15 @@ export class BlobWriter {
   async discard(): Promise<void> {
     this.pending = [];
     this.pendingBytes = 0;
-    if (!this.closed) {
-      this.closed = true;
-      await this.writeback.settled();
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.writeback.settled().catch(() => {});
       await this.fh.close();
-      this.release();
+      await rm(this.dir, { recursive: true, force: true });
+    } finally {
+      await this.release();
     }
-    await rm(this.dir, { recursive: true, force: true });
   }
 
   private async flush(): Promise<void> {
@@ -286,6 +445,10 @@ function ingestKey(ref: string): string {
   return sha256(ref).slice(7, 39);
 }
 
+function locked(ref: string): AcpackError {
+  return new AcpackError('INGEST_LOCKED', `a write of ${ref} is already in progress`);
+}
+
 function describe(d: Digest | undefined): string {
   return d ? shortDigest(d) : '(not pinned)';
 }
@@ -293,3 +456,4 @@ function describe(d: Digest | undefined): string {
 function from(e: Expected): string {
   return e.source ? ` from ${e.source}` : '';
 }
+

@@ -1,12 +1,12 @@
 import type { Readable } from 'node:stream';
 import { AcpackError, formatBytes } from '../oci/errors.js';
-import { shortDigest, type Digest } from '../oci/digest.js';
+import { digestOfHash, newHash, shortDigest, type Digest } from '../oci/digest.js';
 import { walkBundle } from '../oci/bundle-graph.js';
 import { ContentStore } from '../oci/store.js';
 import { bundleEntries } from '../oci/bundle-reader.js';
 import { manifestDigests, type BundleDescriptor } from '../oci/bundle-format.js';
 import { ANNOTATION_REF_NAME, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
-import { IndexDb, type ManifestRow, type TagRow } from './index-db.js';
+import { childrenOf, IndexDb, type ManifestRow, type Recorded, type TagRow } from './index-db.js';
 import { splitRefName } from './naming.js';
 
 export interface ImportResult {
@@ -19,15 +19,22 @@ export interface ImportResult {
   refs: number;
 }
 
+/** How long an import waits for another process (another import) writing the same blob. */
+const SAME_BLOB_WAIT_MS = 30 * 60_000;
+
 /**
- * Streams a bundle into the store in one pass, hashing every blob as it is written, then records
- * its references in the index. Anything wrong (a corrupt, truncated or hostile bundle, a full disk)
- * leaves the store and the index exactly as they were: blobs this import added are removed again.
+ * Streams a bundle into the store in one pass, hashing every blob as it is written (and every blob
+ * the store already holds, as it passes), then records its references in the index. Anything wrong
+ * (a corrupt, truncated or hostile bundle, a full disk) leaves the store and the index as they were:
+ * the blobs this import added are removed again unless something else took them up meanwhile, and
+ * its partial writes are dropped. Other imports, pushes and gc may run at the same time.
  */
 export async function importBundle(input: string | Readable, storeRoot: string, onBytes?: (n: number) => void, label?: string): Promise<ImportResult> {
   const source = label ?? (typeof input === 'string' ? input : 'the bundle on standard input');
   const store = await ContentStore.open(storeRoot);
-  const added: Digest[] = [];
+  const db = new IndexDb(storeRoot);
+  /** Blobs this import created, with their mtime right after: a later touch means someone else uses it. */
+  const added = new Map<Digest, number>();
   let descriptor: BundleDescriptor | undefined;
   let index: ImageIndex | undefined;
   let blobs = 0;
@@ -41,39 +48,78 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
         index = entry.index;
       } else if (entry.kind === 'blob') {
         blobs++;
+        const count = (chunk: Buffer) => onBytes?.(chunk.length);
         if (await store.has(entry.digest)) {
-          await store.touch(entry.digest); // in use again: a collection running now must not take it
-          for await (const chunk of entry.stream) onBytes?.((chunk as Buffer).length);
+          await checkPassing(store, entry, source, count);
           continue;
         }
-        const w = await store.writer(`import-${entry.digest}`, { digest: entry.digest, size: entry.size, source });
+        // Another import may be writing the same blob: wait for it, then find the blob there.
+        const w = await store.writer(`import-${entry.digest}`, { digest: entry.digest, size: entry.size, source }, { waitMs: SAME_BLOB_WAIT_MS });
+        if (await store.has(entry.digest)) {
+          await w.discard();
+          await checkPassing(store, entry, source, count);
+          continue;
+        }
         try {
-          if (w.offset > 0) await w.reset();
+          if (w.offset > 0) await w.reset(); // a bundle stream cannot resume mid-blob
           for await (const chunk of entry.stream) {
             await w.write(chunk as Buffer);
-            onBytes?.((chunk as Buffer).length);
+            count(chunk as Buffer);
           }
           await w.commit();
-        } finally {
-          await w.close();
+        } catch (err) {
+          await w.discard();
+          throw err;
         }
-        added.push(entry.digest);
-        addedBytes += entry.size;
+        if (w.created) {
+          added.set(entry.digest, (await store.stat(entry.digest))?.mtimeMs ?? 0);
+          addedBytes += entry.size;
+        }
       }
     }
     if (!descriptor || !index) throw new AcpackError('BAD_BUNDLE', `${source} has no bundle.json or index.json`);
-    const rows = await collectRows(store, descriptor, index, source);
-    const db = new IndexDb(storeRoot);
-    try {
-      db.record(rows.manifests, rows.tags, rows.repoManifests);
-    } finally {
-      db.close();
-    }
-    return { name: descriptor.name, version: descriptor.version, blobs, added: added.length, addedBytes, refs: rows.tags.length };
+    const d = descriptor;
+    const i = index;
+    // Checked and recorded under the store lock: a gc cannot take a blob between the check and the links.
+    const refs = await store.exclusive(async () => {
+      const rows = await collectRows(store, d, i, source);
+      db.record(rows);
+      return rows.tags?.length ?? 0;
+    });
+    return { name: descriptor.name, version: descriptor.version, blobs, added: added.size, addedBytes, refs };
   } catch (err) {
-    for (const d of added) await store.delete(d);
+    await rollback(store, db, added).catch(() => {});
     if (err instanceof AcpackError) throw new AcpackError(err.code, `${err.message} (nothing was imported)`, { cause: err });
     throw err;
+  } finally {
+    db.close();
+  }
+}
+
+/** A blob the store holds already passes by: its bytes in the bundle are still hashed, and it is marked as in use. */
+async function checkPassing(store: ContentStore, entry: { digest: Digest; size: number; stream: Readable }, source: string, count: (c: Buffer) => void): Promise<void> {
+  await store.touch(entry.digest); // in use again: a collection running now must not take it
+  const hash = newHash();
+  let seen = 0;
+  for await (const chunk of entry.stream) {
+    hash.update(chunk as Buffer);
+    seen += (chunk as Buffer).length;
+    count(chunk as Buffer);
+  }
+  const actual = digestOfHash(hash);
+  if (actual !== entry.digest || seen !== entry.size) {
+    throw new AcpackError('DIGEST_MISMATCH', `${source}: blob ${entry.digest} is corrupt: its ${formatBytes(seen)} hash to ${shortDigest(actual)}`);
+  }
+}
+
+/** Removes the blobs this import created, unless something linked, reached or touched them since. */
+async function rollback(store: ContentStore, db: IndexDb, added: Map<Digest, number>): Promise<void> {
+  for (const [digest, mtimeMs] of added) {
+    await store.exclusive(async () => {
+      const s = await store.stat(digest);
+      if (!s || s.mtimeMs !== mtimeMs || db.lastLinked(digest) !== undefined || db.reachable(digest)) return;
+      await store.delete(digest);
+    });
   }
 }
 
@@ -88,17 +134,20 @@ async function checkFreeSpace(store: ContentStore, root: string, d: BundleDescri
 
 /**
  * Walks index.json through the store (the same walk `acpack verify` does): every manifest reachable
- * becomes a row of the repository it was reached from, and each reference name a tag. A missing blob,
- * a bad digest or a manifest that is not JSON fails the import.
+ * becomes a row of the repository it was reached from, with its config and layers linked there, and
+ * each reference name a tag. A missing blob, a bad digest or a manifest that is not JSON fails.
  */
-async function collectRows(store: ContentStore, d: BundleDescriptor, index: ImageIndex, source: string) {
+async function collectRows(store: ContentStore, d: BundleDescriptor, index: ImageIndex, source: string): Promise<Recorded> {
   const manifests = new Map<Digest, ManifestRow>();
+  const parsed = new Map<Digest, ImageIndex & ImageManifest>();
   const repoManifests: { repo: string; digest: Digest }[] = [];
   const blobs = {
     size: (digest: Digest) => store.size(digest),
     manifest: async (digest: Digest) => {
       try {
-        return JSON.parse((await store.readBytes(digest)).toString('utf8')) as ImageIndex & ImageManifest;
+        const m = JSON.parse((await store.readBytes(digest)).toString('utf8')) as ImageIndex & ImageManifest;
+        parsed.set(digest, m);
+        return m;
       } catch {
         throw new AcpackError('BAD_BUNDLE', `${source}: manifest ${shortDigest(digest)} is not JSON`);
       }
@@ -109,6 +158,11 @@ async function collectRows(store: ContentStore, d: BundleDescriptor, index: Imag
     manifests.set(desc.digest, { digest: desc.digest, mediaType: desc.mediaType, size: desc.size });
     repoManifests.push({ repo: splitRefName(refName).repo, digest: desc.digest });
   });
+  const manifestRefs = [...manifests.keys()].map((m) => {
+    const c = childrenOf(parsed.get(m));
+    return { manifest: m, children: [...c.blobs, ...c.manifests] };
+  });
+  const blobLinks = repoManifests.flatMap(({ repo, digest }) => childrenOf(parsed.get(digest)).blobs.map((b) => ({ repo, digest: b })));
   const tags: (TagRow & { path: string })[] = [];
   for (const entry of index.manifests ?? []) {
     const refName = entry.annotations?.[ANNOTATION_REF_NAME];
@@ -116,5 +170,5 @@ async function collectRows(store: ContentStore, d: BundleDescriptor, index: Imag
     const { repo, path, tag } = splitRefName(refName);
     if (tag) tags.push({ repo, path, tag, digest: entry.digest });
   }
-  return { manifests: [...manifests.values()], tags, repoManifests };
+  return { manifests: [...manifests.values()], tags, repoManifests, blobLinks, manifestRefs };
 }

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
+import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Digest } from '../oci/digest.js';
+import { hexOf, isDigest, type Digest } from '../oci/digest.js';
 import type { NameQuery } from './naming.js';
 
 export interface ManifestRow {
@@ -15,57 +16,61 @@ export interface TagRow {
   digest: Digest;
 }
 
+/** What one import or push adds to the index, recorded all or nothing. */
+export interface Recorded {
+  manifests?: ManifestRow[];
+  tags?: (TagRow & { path: string })[];
+  repoManifests?: { repo: string; digest: Digest }[];
+  /** Blobs (configs, layers, files) a repository may serve. */
+  blobLinks?: { repo: string; digest: Digest }[];
+  /** What each manifest refers to: its config and layers, or an index's children. */
+  manifestRefs?: { manifest: Digest; children: Digest[] }[];
+}
+
+/** The schema this code writes; older stores are migrated in place when opened. */
+const SCHEMA_VERSION = 2;
+
 /**
- * The registry's SQLite index: which repositories and tags exist and which manifests (with their
- * media types) the store holds. Blobs themselves live only in the content store.
+ * The registry's SQLite index: repositories, tags, the manifests each repository holds, the blobs
+ * linked to each repository (a blob is served only under a repository it is linked to, as in
+ * distribution's linked blob store), and what each manifest refers to (so reachability is a query,
+ * not a walk of every manifest's JSON). Blobs themselves live only in the content store.
  */
 export class IndexDb {
   private readonly db: Database.Database;
-  private readonly q: Record<'repoExists' | 'reposByPath' | 'untaggedReposByPath' | 'tag' | 'manifest' | 'tags' | 'allRepos', Database.Statement>;
+  private readonly q: Record<
+    'repoExists' | 'reposByPath' | 'untaggedReposByPath' | 'tag' | 'manifest' | 'tags' | 'allRepos' | 'blobLinked' | 'lastLinked' | 'reachable',
+    Database.Statement
+  >;
 
-  constructor(storeRoot: string) {
-    this.db = new Database(join(storeRoot, 'index.db'));
+  constructor(private readonly storeRoot: string) {
+    const file = join(storeRoot, 'index.db');
+    this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
-    this.db.exec(`
-      CREATE TABLE IF NOT EXISTS manifests (
-        digest TEXT PRIMARY KEY,
-        media_type TEXT NOT NULL,
-        size INTEGER NOT NULL
-      );
-      CREATE TABLE IF NOT EXISTS tags (
-        repo TEXT NOT NULL,
-        path TEXT NOT NULL,
-        tag TEXT NOT NULL,
-        digest TEXT NOT NULL,
-        PRIMARY KEY (repo, tag)
-      );
-      CREATE INDEX IF NOT EXISTS tags_path ON tags(path);
-      CREATE TABLE IF NOT EXISTS referrers (
-        repo TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        digest TEXT NOT NULL,
-        descriptor TEXT NOT NULL,
-        PRIMARY KEY (repo, subject, digest)
-      );
-      CREATE TABLE IF NOT EXISTS repo_manifests (
-        repo TEXT NOT NULL,
-        digest TEXT NOT NULL,
-        PRIMARY KEY (repo, digest)
-      );
-    `);
+    // Explicit modes: the index must not be writable by others, whatever the umask.
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f)) chmodSync(f, 0o644);
+    this.migrate();
     // Prepared once: a registry asks these on every request.
     this.q = {
-      repoExists: this.db.prepare('SELECT 1 FROM repo_manifests WHERE repo = ? LIMIT 1'),
+      repoExists: this.db.prepare('SELECT 1 FROM repo_manifests WHERE repo = ? UNION ALL SELECT 1 FROM blob_links WHERE repo = ? LIMIT 1'),
       reposByPath: this.db.prepare('SELECT DISTINCT repo FROM tags WHERE path = ? ORDER BY repo'),
-      // A scan, asked only when no tag knows the path (images pushed by digest alone).
-      untaggedReposByPath: this.db.prepare("SELECT DISTINCT repo FROM repo_manifests WHERE substr(repo, instr(repo, '/') + 1) = ? ORDER BY repo"),
+      // A scan, asked only when no tag knows the path (images pushed by digest alone, blobs before their manifest).
+      untaggedReposByPath: this.db.prepare(
+        "SELECT repo FROM repo_manifests WHERE substr(repo, instr(repo, '/') + 1) = ? UNION SELECT repo FROM blob_links WHERE substr(repo, instr(repo, '/') + 1) = ? ORDER BY repo",
+      ),
       tag: this.db.prepare('SELECT digest FROM tags WHERE repo = ? AND tag = ?'),
       manifest: this.db.prepare(
         'SELECT m.digest, m.media_type AS mediaType, m.size FROM manifests m JOIN repo_manifests r ON r.digest = m.digest WHERE r.repo = ? AND m.digest = ?',
       ),
       tags: this.db.prepare('SELECT tag FROM tags WHERE repo = ? AND tag > ? ORDER BY tag LIMIT ?'),
-      allRepos: this.db.prepare('SELECT DISTINCT repo FROM repo_manifests ORDER BY repo'),
+      allRepos: this.db.prepare('SELECT repo FROM repo_manifests UNION SELECT repo FROM blob_links ORDER BY repo'),
+      blobLinked: this.db.prepare('SELECT 1 FROM blob_links WHERE repo = ? AND digest = ?'),
+      lastLinked: this.db.prepare('SELECT max(linked_ms) AS at FROM blob_links WHERE digest = ?'),
+      // Upward from one blob: is some manifest that a repository holds above it?
+      reachable: this.db.prepare(`
+        WITH RECURSIVE up(d) AS (SELECT ? UNION SELECT r.manifest FROM manifest_refs r JOIN up ON r.child = up.d)
+        SELECT 1 FROM up JOIN repo_manifests m ON m.digest = up.d LIMIT 1`),
     };
   }
 
@@ -73,21 +78,76 @@ export class IndexDb {
     this.db.close();
   }
 
-  /** Records one import's references and manifests, all or nothing. */
-  record(manifests: ManifestRow[], tags: (TagRow & { path: string })[], repoManifests: { repo: string; digest: Digest }[]): void {
+  /**
+   * Brings an index written by older code to this schema, in one transaction (a second process
+   * opening the store at the same moment waits, then finds it done). Version 1 had no blob links
+   * and no manifest references: both are rebuilt from the manifests in the store.
+   */
+  private migrate(): void {
+    const version = () => this.db.pragma('user_version', { simple: true }) as number;
+    if (version() === SCHEMA_VERSION) return;
+    this.db
+      .transaction(() => {
+        const from = version();
+        if (from === SCHEMA_VERSION) return;
+        if (from > SCHEMA_VERSION) throw new Error(`index.db has schema ${from}, newer than this acinstall (${SCHEMA_VERSION}): use the newer acinstall`);
+        this.db.exec(`
+          CREATE TABLE IF NOT EXISTS manifests (digest TEXT PRIMARY KEY, media_type TEXT NOT NULL, size INTEGER NOT NULL);
+          CREATE TABLE IF NOT EXISTS tags (repo TEXT NOT NULL, path TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo, tag));
+          CREATE INDEX IF NOT EXISTS tags_path ON tags(path);
+          CREATE TABLE IF NOT EXISTS referrers (repo TEXT NOT NULL, subject TEXT NOT NULL, digest TEXT NOT NULL, descriptor TEXT NOT NULL, PRIMARY KEY (repo, subject, digest));
+          CREATE TABLE IF NOT EXISTS repo_manifests (repo TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo, digest));
+          CREATE INDEX IF NOT EXISTS repo_manifests_digest ON repo_manifests(digest);
+          CREATE TABLE IF NOT EXISTS blob_links (repo TEXT NOT NULL, digest TEXT NOT NULL, linked_ms INTEGER NOT NULL, PRIMARY KEY (repo, digest));
+          CREATE INDEX IF NOT EXISTS blob_links_digest ON blob_links(digest);
+          CREATE TABLE IF NOT EXISTS manifest_refs (manifest TEXT NOT NULL, child TEXT NOT NULL, PRIMARY KEY (manifest, child));
+          CREATE INDEX IF NOT EXISTS manifest_refs_child ON manifest_refs(child);
+        `);
+        if (from < 2) this.rebuildLinks();
+        this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+      })
+      .immediate();
+  }
+
+  /** Links and references of every manifest the index holds, read from the store's own files. */
+  private rebuildLinks(): void {
+    const rows = this.db.prepare('SELECT repo, digest FROM repo_manifests').all() as { repo: string; digest: Digest }[];
+    const parsed = new Map<Digest, Digest[]>();
+    const now = Date.now();
+    const link = this.db.prepare('INSERT OR IGNORE INTO blob_links (repo, digest, linked_ms) VALUES (?, ?, ?)');
+    const ref = this.db.prepare('INSERT OR IGNORE INTO manifest_refs (manifest, child) VALUES (?, ?)');
+    for (const { repo, digest } of rows) {
+      if (!parsed.has(digest)) {
+        const children = isDigest(digest) ? childrenOf(this.readManifest(digest)) : { blobs: [], manifests: [] };
+        parsed.set(digest, children.blobs);
+        for (const c of [...children.blobs, ...children.manifests]) ref.run(digest, c);
+      }
+      for (const b of parsed.get(digest)!) link.run(repo, b, now);
+    }
+  }
+
+  private readManifest(digest: Digest): unknown {
+    try {
+      return JSON.parse(readFileSync(join(this.storeRoot, 'blobs', 'sha256', hexOf(digest)), 'utf8'));
+    } catch {
+      return undefined; // missing or damaged: `acinstall verify --store` reports it
+    }
+  }
+
+  /** Records one import's or push's rows, all or nothing. */
+  record(r: Recorded, now = Date.now()): void {
     const putManifest = this.db.prepare('INSERT OR REPLACE INTO manifests (digest, media_type, size) VALUES (?, ?, ?)');
     const putTag = this.db.prepare('INSERT OR REPLACE INTO tags (repo, path, tag, digest) VALUES (?, ?, ?, ?)');
     const putRepoManifest = this.db.prepare('INSERT OR IGNORE INTO repo_manifests (repo, digest) VALUES (?, ?)');
+    const putLink = this.db.prepare('INSERT OR REPLACE INTO blob_links (repo, digest, linked_ms) VALUES (?, ?, ?)');
+    const putRef = this.db.prepare('INSERT OR IGNORE INTO manifest_refs (manifest, child) VALUES (?, ?)');
     this.db.transaction(() => {
-      for (const m of manifests) putManifest.run(m.digest, m.mediaType, m.size);
-      for (const t of tags) putTag.run(t.repo, t.path, t.tag, t.digest);
-      for (const r of repoManifests) putRepoManifest.run(r.repo, r.digest);
+      for (const m of r.manifests ?? []) putManifest.run(m.digest, m.mediaType, m.size);
+      for (const m of r.manifestRefs ?? []) for (const c of m.children) putRef.run(m.manifest, c);
+      for (const t of r.tags ?? []) putTag.run(t.repo, t.path, t.tag, t.digest);
+      for (const x of r.repoManifests ?? []) putRepoManifest.run(x.repo, x.digest);
+      for (const l of r.blobLinks ?? []) putLink.run(l.repo, l.digest, now);
     })();
-  }
-
-  /** A pushed manifest: its row, its repository, and the tag it was pushed under. */
-  putManifest(repo: string, path: string, m: ManifestRow, tag?: string): void {
-    this.record([m], tag ? [{ repo, path, tag, digest: m.digest }] : [], [{ repo, digest: m.digest }]);
   }
 
   /** Records that `descriptor` (a pushed manifest) refers to `subject`, for the referrers API. */
@@ -113,11 +173,51 @@ export class IndexDb {
     return this.db.prepare('DELETE FROM tags WHERE repo = ? AND tag = ?').run(repo, tag).changes > 0;
   }
 
+  /** Whether `repo` may serve blob `digest`. */
+  blobLinked(repo: string, digest: string): boolean {
+    return this.q.blobLinked.get(repo, digest) !== undefined;
+  }
+
+  /** Removes a blob's link from one repository; false when it had none. */
+  unlinkBlob(repo: string, digest: string): boolean {
+    return this.db.prepare('DELETE FROM blob_links WHERE repo = ? AND digest = ?').run(repo, digest).changes > 0;
+  }
+
+  /** When the blob was last linked to any repository (ms), or undefined. */
+  lastLinked(digest: Digest): number | undefined {
+    return (this.q.lastLinked.get(digest) as { at: number | null }).at ?? undefined;
+  }
+
+  /** Whether a manifest that some repository holds reaches `digest` (it is that manifest, or below it). */
+  reachable(digest: Digest): boolean {
+    return this.q.reachable.get(digest) !== undefined;
+  }
+
+  /** Every blob some repository's manifest reaches: the manifests themselves, their configs, layers and children. */
+  reachableBlobs(): Set<Digest> {
+    const rows = this.db
+      .prepare(
+        `WITH RECURSIVE live(d) AS (SELECT digest FROM repo_manifests UNION SELECT r.child FROM manifest_refs r JOIN live ON r.manifest = live.d)
+         SELECT d FROM live`,
+      )
+      .all() as { d: Digest }[];
+    return new Set(rows.map((r) => r.d));
+  }
+
+  /** Forgets everything about a blob that was deleted from the store: its links, and its rows as a manifest no repository holds. */
+  forgetBlob(digest: Digest): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM blob_links WHERE digest = ?').run(digest);
+      this.db.prepare('DELETE FROM manifest_refs WHERE manifest = ? AND manifest NOT IN (SELECT digest FROM repo_manifests)').run(digest);
+      this.db.prepare('DELETE FROM manifests WHERE digest = ? AND digest NOT IN (SELECT digest FROM repo_manifests)').run(digest);
+    })();
+  }
+
   /** The repositories a name query can mean (one for exact, possibly several for a bare path). */
   repos(q: NameQuery): string[] {
-    if (q.kind === 'exact') return this.q.repoExists.get(q.repo) ? [q.repo] : [];
+    if (q.kind === 'exact') return this.q.repoExists.get(q.repo, q.repo) ? [q.repo] : [];
     const tagged = this.q.reposByPath.all(q.path) as { repo: string }[];
-    return (tagged.length > 0 ? tagged : (this.q.untaggedReposByPath.all(q.path) as { repo: string }[])).map((r) => r.repo);
+    return (tagged.length > 0 ? tagged : (this.q.untaggedReposByPath.all(q.path, q.path) as { repo: string }[])).map((r) => r.repo);
   }
 
   tag(repo: string, tag: string): Digest | undefined {
@@ -127,6 +227,11 @@ export class IndexDb {
   /** A manifest of this repository, by digest. */
   manifest(repo: string, digest: string): ManifestRow | undefined {
     return this.q.manifest.get(repo, digest) as ManifestRow | undefined;
+  }
+
+  /** Every manifest row the index knows, held by a repository or not. */
+  allManifests(): ManifestRow[] {
+    return this.db.prepare('SELECT digest, media_type AS mediaType, size FROM manifests ORDER BY digest').all() as ManifestRow[];
   }
 
   /** Tags of a repository in lexical order, after `last`, at most `n`. */
@@ -139,13 +244,28 @@ export class IndexDb {
     return this.db.prepare('SELECT repo, digest FROM repo_manifests ORDER BY repo, digest').all() as { repo: string; digest: Digest }[];
   }
 
-  /** Forgets manifests no repository holds any more (after deletes). */
-  pruneManifests(): void {
-    this.db.prepare('DELETE FROM manifests WHERE digest NOT IN (SELECT digest FROM repo_manifests)').run();
+  /** Every blob link. */
+  allBlobLinks(): { repo: string; digest: Digest }[] {
+    return this.db.prepare('SELECT repo, digest FROM blob_links ORDER BY repo, digest').all() as { repo: string; digest: Digest }[];
   }
 
   /** Every repository, sorted. */
   allRepos(): string[] {
     return (this.q.allRepos.all() as { repo: string }[]).map((r) => r.repo);
   }
+}
+
+/** The digests a manifest or index names: its config and layers (blobs), or its children (manifests). */
+export function childrenOf(m: unknown): { blobs: Digest[]; manifests: Digest[] } {
+  const out = { blobs: [] as Digest[], manifests: [] as Digest[] };
+  if (typeof m !== 'object' || m === null) return out;
+  const { config, layers, manifests } = m as { config?: { digest?: unknown }; layers?: unknown; manifests?: unknown };
+  const add = (list: Digest[], d: unknown) => {
+    const digest = (d as { digest?: unknown } | null)?.digest;
+    if (typeof digest === 'string' && isDigest(digest) && !list.includes(digest)) list.push(digest);
+  };
+  add(out.blobs, config);
+  if (Array.isArray(layers)) for (const l of layers) add(out.blobs, l);
+  if (Array.isArray(manifests)) for (const c of manifests) add(out.manifests, c);
+  return out;
 }

@@ -6,4 +6,5 @@ export { queriesFor, catalogName, encodeHost, decodeHost } from './naming.js';
 export { Htpasswd, serveLoginThrottle } from './auth.js';
 export { ensureTls, tlsDir, type TlsFiles } from './tls.js';
 export { serveClusterMetrics } from './metrics.js';
-export { collectGarbage, deleteBlob, sweepUploads } from './gc.js';
+export { collectGarbage, sweepUploads } from './gc.js';
+export { scrubStore, type ScrubProblem, type ScrubReport } from './scrub.js';

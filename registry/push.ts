@@ -2,9 +2,9 @@ import type { Request, Response } from 'express';
 import { randomUUID } from 'node:crypto';
 import { AcpackError } from '../oci/errors.js';
 import { isDigest, sha256, type Digest } from '../oci/digest.js';
-import { isIndexType, isManifestType, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
-import type { ContentStore } from '../oci/store.js';
-import type { IndexDb } from './index-db.js';
+import { isIndexType, isManifestType, type Descriptor, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
+import type { BlobWriter, ContentStore } from '../oci/store.js';
+import { childrenOf, type IndexDb } from './index-db.js';
 import { sendError } from './errors.js';
 import { TAG_RE } from './pull.js';
 
@@ -14,16 +14,25 @@ const UUID_RE = /^[0-9a-f-]{36}$/;
 
 const uploadRef = (uuid: string) => `upload-${uuid}`;
 
+/** Who may go on with an upload: the repository it was started in and the user who started it. */
+export interface Pusher {
+  repo: string;
+  user: string;
+}
+
 /**
  * Blob uploads, in every mode of the spec: monolithic (POST or PUT with the body), chunked (PATCH
  * with Content-Range), streamed (PATCH without), out of order (416 + the upload's range), cancel,
  * cross-repository mount. An upload lives in the store's ingest area, so any worker process can
- * take the next chunk, and nothing is visible until its digest is checked.
+ * take the next chunk, and nothing is visible until its digest is checked. An upload belongs to the
+ * repository and user that started it; a committed blob is linked to that repository only.
  */
 export class UploadHandlers {
   constructor(
     private readonly store: ContentStore,
     private readonly db: IndexDb,
+    /** The repository a client's name means for reading (a mount's `from`), or undefined. */
+    private readonly readRepo: (name: string) => string | undefined,
   ) {}
 
   private location(name: string, uuid: string): string {
@@ -48,28 +57,40 @@ export class UploadHandlers {
   }
 
   /** POST /v2/<name>/blobs/uploads/[?digest=…][?mount=…&from=…] */
-  async start(req: Request, res: Response, name: string): Promise<void> {
+  async start(req: Request, res: Response, name: string, who: Pusher): Promise<void> {
     const mount = typeof req.query.mount === 'string' ? req.query.mount : undefined;
-    if (mount && isDigest(mount) && (await this.store.has(mount))) {
-      await this.store.touch(mount); // about to be named by a manifest: a collection must spare it
-      return this.created(res, name, mount);
-    }
+    const fromName = typeof req.query.from === 'string' ? req.query.from : undefined;
+    // A mount needs the blob linked in the `from` repository; otherwise (or without `from`) this is
+    // an ordinary upload, as the spec asks.
+    if (mount && fromName && isDigest(mount) && (await this.mount(mount, fromName, who.repo))) return this.created(res, name, mount);
     if (!(await this.checkLength(req, res))) return;
     const uuid = randomUUID();
     const digest = typeof req.query.digest === 'string' ? req.query.digest : undefined;
     if (digest !== undefined) {
       if (!isDigest(digest)) return sendError(res, 'DIGEST_INVALID', `"${digest}" is not a digest`);
-      return this.finishWith(req, res, name, uuid, digest);
+      return this.finishWith(req, res, name, uuid, digest, who);
     }
-    const w = await this.store.writer(uploadRef(uuid), {});
+    const w = await this.store.writer(uploadRef(uuid), {}, { meta: { ...who } });
     await w.close();
     this.accepted(res, name, uuid, 0);
   }
 
+  /** Links a blob of repository `fromName` into `repo`, under the store lock; false when `from` does not hold it. */
+  private async mount(digest: Digest, fromName: string, repo: string): Promise<boolean> {
+    const from = this.readRepo(fromName);
+    if (!from || !this.db.blobLinked(from, digest)) return false;
+    return this.store.exclusive(async () => {
+      if (!(await this.store.has(digest))) return false;
+      await this.store.touch(digest);
+      this.db.record({ blobLinks: [{ repo, digest }] });
+      return true;
+    });
+  }
+
   /** GET /v2/<name>/blobs/uploads/<uuid>: where the upload stands. */
-  async status(res: Response, name: string, uuid: string): Promise<void> {
-    const size = await this.existing(uuid);
-    if (size === undefined) return sendError(res, 'BLOB_UPLOAD_UNKNOWN', `upload ${uuid} is unknown`);
+  async status(res: Response, name: string, uuid: string, who: Pusher): Promise<void> {
+    const size = await this.owned(uuid, who);
+    if (size === undefined) return unknownUpload(res, uuid);
     res.status(204);
     res.setHeader('Location', this.location(name, uuid));
     res.setHeader('Range', `0-${Math.max(size - 1, 0)}`);
@@ -77,25 +98,36 @@ export class UploadHandlers {
     res.end();
   }
 
-  /** PATCH: a chunk (with Content-Range) or a stream (without). */
-  async patch(req: Request, res: Response, name: string, uuid: string): Promise<void> {
-    const size = await this.existing(uuid);
-    if (size === undefined) return sendError(res, 'BLOB_UPLOAD_UNKNOWN', `upload ${uuid} is unknown`);
+  /** PATCH: a chunk (with Content-Range, whose end must match the bytes sent) or a stream (without). */
+  async patch(req: Request, res: Response, name: string, uuid: string, who: Pusher): Promise<void> {
+    const size = await this.owned(uuid, who);
+    if (size === undefined) return unknownUpload(res, uuid);
+    const outOfRange = (why: string, at = size) => {
+      req.resume();
+      res.status(416);
+      res.setHeader('Location', this.location(name, uuid));
+      res.setHeader('Range', `0-${Math.max(at - 1, 0)}`);
+      sendError(res, 'RANGE_INVALID', why);
+    };
     const range = req.headers['content-range'];
+    let length: number | undefined;
     if (range) {
       const m = /^(?:bytes )?(\d+)-(\d+)$/.exec(range);
-      if (!m || Number(m[1]) !== size) {
-        res.status(416);
-        res.setHeader('Location', this.location(name, uuid));
-        res.setHeader('Range', `0-${Math.max(size - 1, 0)}`);
-        return sendError(res, 'RANGE_INVALID', `this chunk starts at ${m?.[1] ?? '?'}, the upload holds ${size} bytes`);
-      }
+      if (!m || Number(m[1]) !== size) return outOfRange(`this chunk starts at ${m?.[1] ?? '?'}, the upload holds ${size} bytes`);
+      length = Number(m[2]) - Number(m[1]) + 1;
+      const declared = req.headers['content-length'];
+      if (length < 1 || (declared !== undefined && Number(declared) !== length)) return outOfRange(`Content-Range ${range} does not match the ${declared ?? '?'} bytes sent`);
     }
     if (!(await this.checkLength(req, res))) return;
     // Append only: the digest is checked once, at the PUT, not re-hashed from disk for every chunk.
-    const w = await this.store.writer(uploadRef(uuid), {}, { appendOnly: true });
+    const w = await this.openUpload(uuid, {}, true);
+    if (!w) return outOfRange(`another request is writing upload ${uuid}`);
     try {
       for await (const chunk of req) await w.write(chunk as Buffer);
+      if (length !== undefined && w.offset - size !== length) {
+        await w.truncate(size); // the chunk is refused whole
+        return outOfRange(`Content-Range ${range} announced ${length} bytes, ${w.offset - size} arrived`);
+      }
     } finally {
       await w.close();
     }
@@ -103,19 +135,24 @@ export class UploadHandlers {
   }
 
   /** PUT ?digest=: the last chunk (maybe empty), then the digest check that makes the blob visible. */
-  async finish(req: Request, res: Response, name: string, uuid: string): Promise<void> {
-    if ((await this.existing(uuid)) === undefined) return sendError(res, 'BLOB_UPLOAD_UNKNOWN', `upload ${uuid} is unknown`);
+  async finish(req: Request, res: Response, name: string, uuid: string, who: Pusher): Promise<void> {
+    if ((await this.owned(uuid, who)) === undefined) return unknownUpload(res, uuid);
     const digest = req.query.digest;
     if (typeof digest !== 'string' || !isDigest(digest)) return sendError(res, 'DIGEST_INVALID', `PUT needs ?digest=sha256:…`);
     if (!(await this.checkLength(req, res))) return;
-    await this.finishWith(req, res, name, uuid, digest);
+    await this.finishWith(req, res, name, uuid, digest, who);
   }
 
-  private async finishWith(req: Request, res: Response, name: string, uuid: string, digest: Digest): Promise<void> {
-    const w = await this.store.writer(uploadRef(uuid), { digest, source: `a push to ${name}` });
+  private async finishWith(req: Request, res: Response, name: string, uuid: string, digest: Digest, who: Pusher): Promise<void> {
+    const w = await this.openUpload(uuid, { digest, source: `a push to ${name}` }, false, who);
+    if (!w) {
+      req.resume();
+      return sendError(res, 'BLOB_UPLOAD_INVALID', `another request is writing upload ${uuid}: wait for it`);
+    }
     try {
       for await (const chunk of req) await w.write(chunk as Buffer);
-      await w.commit();
+      // A digest the store holds already keeps its file; either way the blob is now linked here.
+      await w.commit(() => this.db.record({ blobLinks: [{ repo: who.repo, digest }] }));
     } catch (err) {
       await w.discard();
       if (err instanceof AcpackError && err.code === 'DIGEST_MISMATCH') return sendError(res, 'DIGEST_INVALID', err.message);
@@ -126,14 +163,33 @@ export class UploadHandlers {
     this.created(res, name, digest);
   }
 
-  async cancel(res: Response, uuid: string): Promise<void> {
-    if ((await this.existing(uuid)) === undefined) return sendError(res, 'BLOB_UPLOAD_UNKNOWN', `upload ${uuid} is unknown`);
-    await this.store.abandon(uploadRef(uuid));
+  async cancel(res: Response, uuid: string, who: Pusher): Promise<void> {
+    if ((await this.owned(uuid, who)) === undefined) return unknownUpload(res, uuid);
+    try {
+      await this.store.abandon(uploadRef(uuid));
+    } catch (err) {
+      if (err instanceof AcpackError && err.code === 'INGEST_LOCKED') return sendError(res, 'BLOB_UPLOAD_INVALID', `upload ${uuid} is being written: cancel it after that request`);
+      throw err;
+    }
     res.status(204).end();
   }
 
-  private async existing(uuid: string): Promise<number | undefined> {
-    return UUID_RE.test(uuid) ? this.store.ingestSize(uploadRef(uuid)) : undefined;
+  /** The upload's size when it exists and belongs to this repository and user; undefined otherwise (as if unknown). */
+  private async owned(uuid: string, who: Pusher): Promise<number | undefined> {
+    if (!UUID_RE.test(uuid)) return undefined;
+    const meta = await this.store.ingestMeta(uploadRef(uuid));
+    if (meta?.repo !== who.repo || meta?.user !== who.user) return undefined;
+    return this.store.ingestSize(uploadRef(uuid));
+  }
+
+  /** The upload's writer, or undefined while another request (maybe on another worker) writes it. */
+  private async openUpload(uuid: string, expected: { digest?: Digest; source?: string }, appendOnly: boolean, meta?: Pusher): Promise<BlobWriter | undefined> {
+    try {
+      return await this.store.writer(uploadRef(uuid), expected, { appendOnly, meta: meta && { ...meta } });
+    } catch (err) {
+      if (err instanceof AcpackError && err.code === 'INGEST_LOCKED') return undefined;
+      throw err;
+    }
   }
 
   /** An absurd Content-Length (more than the disk can take) is refused before a byte is read. */
@@ -176,24 +232,26 @@ export class UploadHandlers {
       return sendError(res, 'MANIFEST_INVALID', 'the manifest is not JSON');
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return sendError(res, 'MANIFEST_INVALID', 'the manifest is not a JSON object');
-    for (const list of ['layers', 'manifests'] as const) {
-      if (parsed[list] !== undefined && !Array.isArray(parsed[list])) return sendError(res, 'MANIFEST_INVALID', `"${list}" is not an array`);
-    }
     const mediaType = parsed.mediaType ?? String(req.headers['content-type'] ?? '').split(';')[0];
     if (!isManifestType(mediaType) && !isIndexType(mediaType)) return sendError(res, 'MANIFEST_INVALID', `unsupported manifest media type "${mediaType}"`);
-    if (isManifestType(mediaType)) {
-      for (const d of [parsed.config, ...(parsed.layers ?? [])]) {
-        if (!d?.digest || !isDigest(d.digest)) return sendError(res, 'MANIFEST_INVALID', 'the manifest has a descriptor without a valid digest');
-        if (!(await this.store.has(d.digest))) return sendError(res, 'MANIFEST_BLOB_UNKNOWN', `blob ${d.digest} is not in this registry: push it first`, { digest: d.digest });
-      }
-    } else {
-      for (const d of parsed.manifests ?? []) {
-        if (typeof d?.digest !== 'string' || !isDigest(d.digest)) return sendError(res, 'MANIFEST_INVALID', 'the index has a child without a valid digest');
-        if (!this.db.manifest(repo, d.digest)) return sendError(res, 'MANIFEST_BLOB_UNKNOWN', `manifest ${d.digest} is not in ${name}: push it first`, { digest: d.digest });
-      }
-    }
-    await this.store.put(bytes, { digest, source: `a push to ${name}` });
-    this.db.putManifest(repo, repo.slice(repo.indexOf('/') + 1), { digest, mediaType, size: bytes.length }, isTag ? reference : undefined);
+    const shape = shapeProblem(parsed, mediaType);
+    if (shape) return sendError(res, 'MANIFEST_INVALID', shape);
+    const tag = isTag ? reference : undefined;
+    // Checked and recorded under the store lock: a gc step cannot take a blob between the two.
+    const refused = await this.store.exclusive(async () => {
+      const missing = await this.missingReference(parsed, mediaType, repo, name);
+      if (missing) return missing;
+      await this.store.put(bytes, { digest, source: `a push to ${name}` });
+      const c = childrenOf(parsed);
+      this.db.record({
+        manifests: [{ digest, mediaType, size: bytes.length }],
+        tags: tag ? [{ repo, path: repo.slice(repo.indexOf('/') + 1), tag, digest }] : [],
+        repoManifests: [{ repo, digest }],
+        manifestRefs: [{ manifest: digest, children: [...c.blobs, ...c.manifests] }],
+      });
+      return undefined;
+    });
+    if (refused) return sendError(res, refused.code, refused.message, refused.detail);
     res.status(201);
     res.setHeader('Location', `/v2/${name}/manifests/${digest}`);
     res.setHeader('Docker-Content-Digest', digest);
@@ -212,11 +270,64 @@ export class UploadHandlers {
     res.end();
   }
 
+  /**
+   * What a manifest names that this repository does not hold, as distribution checks it: a config
+   * or layer must be linked here with the size the descriptor says (foreign layers, with `urls`,
+   * excepted); an index's children must be manifests of this repository.
+   */
+  private async missingReference(m: ImageManifest & ImageIndex, mediaType: string, repo: string, name: string): Promise<{ code: 'MANIFEST_BLOB_UNKNOWN' | 'MANIFEST_INVALID'; message: string; detail?: unknown } | undefined> {
+    if (isManifestType(mediaType)) {
+      for (const d of [m.config, ...m.layers]) {
+        if (d.urls?.length) continue;
+        const size = this.db.blobLinked(repo, d.digest) ? await this.store.size(d.digest) : undefined;
+        if (size === undefined) return { code: 'MANIFEST_BLOB_UNKNOWN', message: `blob ${d.digest} is not in ${name}: push it first`, detail: { digest: d.digest } };
+        if (size !== d.size) return { code: 'MANIFEST_INVALID', message: `the manifest says blob ${d.digest} has ${d.size} bytes; it has ${size}` };
+      }
+      return undefined;
+    }
+    for (const d of m.manifests) {
+      const row = this.db.manifest(repo, d.digest);
+      if (!row) return { code: 'MANIFEST_BLOB_UNKNOWN', message: `manifest ${d.digest} is not in ${name}: push it first`, detail: { digest: d.digest } };
+      if (row.size !== d.size) return { code: 'MANIFEST_INVALID', message: `the index says manifest ${d.digest} has ${d.size} bytes; it has ${row.size}` };
+    }
+    return undefined;
+  }
+
   /** DELETE /v2/<name>/manifests/<digest|tag>. */
-  deleteManifest(res: Response, repo: string, reference: string): void {
-    const gone = isDigest(reference) ? this.db.deleteManifest(repo, reference) : this.db.deleteTag(repo, reference);
+  async deleteManifest(res: Response, repo: string, reference: string): Promise<void> {
+    const gone = await this.store.exclusive(() => (isDigest(reference) ? this.db.deleteManifest(repo, reference) : this.db.deleteTag(repo, reference)));
     if (!gone) return sendError(res, 'MANIFEST_UNKNOWN', `${reference} is not in ${repo}`);
     res.status(202).setHeader('Content-Length', 0);
     res.end();
   }
+
+  /** DELETE /v2/<name>/blobs/<digest>: unlinks the blob from this repository (gc frees what nothing reaches). */
+  async deleteBlob(res: Response, repo: string, digest: string): Promise<void> {
+    if (!isDigest(digest)) return sendError(res, 'DIGEST_INVALID', `"${digest}" is not a digest`);
+    if (!(await this.store.exclusive(() => this.db.unlinkBlob(repo, digest)))) return sendError(res, 'BLOB_UNKNOWN', `blob ${digest} is not in ${repo}`);
+    res.status(202).setHeader('Content-Length', 0);
+    res.end();
+  }
+}
+
+function unknownUpload(res: Response, uuid: string): void {
+  sendError(res, 'BLOB_UPLOAD_UNKNOWN', `upload ${uuid} is unknown`);
+}
+
+const isDescriptor = (d: unknown): d is Descriptor => {
+  const x = d as Descriptor | null;
+  return typeof x === 'object' && x !== null && typeof x.mediaType === 'string' && typeof x.digest === 'string' && isDigest(x.digest) && Number.isSafeInteger(x.size) && x.size >= 0;
+};
+
+/** Why a parsed manifest or index is not one (OCI image spec, schema 2), or undefined. */
+function shapeProblem(m: ImageManifest & ImageIndex, mediaType: string): string | undefined {
+  if (m.schemaVersion !== 2) return `schemaVersion is ${JSON.stringify(m.schemaVersion)}; only 2 is supported`;
+  if (isManifestType(mediaType)) {
+    if (!isDescriptor(m.config)) return 'the config is not a descriptor (mediaType, a sha256 digest, a size)';
+    if (!Array.isArray(m.layers) || !m.layers.every(isDescriptor)) return '"layers" is not a list of descriptors (mediaType, a sha256 digest, a size)';
+  } else if (!Array.isArray(m.manifests) || !m.manifests.every(isDescriptor)) {
+    return '"manifests" is not a list of descriptors (mediaType, a sha256 digest, a size)';
+  }
+  if (m.subject !== undefined && !isDescriptor(m.subject)) return 'the subject is not a descriptor';
+  return undefined;
 }

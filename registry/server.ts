@@ -11,7 +11,6 @@ import { catalogName, queriesFor } from './naming.js';
 import { sendError } from './errors.js';
 import { getBlob, getManifest, isManifestReference, listCatalog, listTags, ManifestCache, unknownReference } from './pull.js';
 import { MappedBlobs } from './mapped-blobs.js';
-import { deleteBlob } from './gc.js';
 import { UploadHandlers } from './push.js';
 import { Htpasswd, Logins } from './auth.js';
 import { metricsHandler, observeRequests } from './metrics.js';
@@ -47,7 +46,10 @@ export async function createRegistryApp(opts: RegistryOptions) {
   const blobs = new MappedBlobs(store);
   const users = opts.htpasswd ? new Htpasswd(opts.htpasswd) : undefined;
   const logins = users && new Logins(users);
-  const uploads = new UploadHandlers(store, db);
+  const uploads = new UploadHandlers(store, db, (name) => {
+    const r = resolveRepo(db, name, undefined, opts.siteNames);
+    return 'repo' in r ? r.repo : undefined;
+  });
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -81,7 +83,8 @@ export async function createRegistryApp(opts: RegistryOptions) {
 
   // Writes need a user; reads need one only when anonymous pull is off.
   app.use(async (req, res, next) => {
-    const write = req.method !== 'GET' && req.method !== 'HEAD';
+    // An upload's status (GET) is part of a push: it needs the pusher, who owns the upload.
+    const write = (req.method !== 'GET' && req.method !== 'HEAD') || UPLOAD_RE.test(req.path);
     if (!write && !opts.authenticatedPull) return next();
     if (write && (!users || opts.readOnly)) {
       req.resume();
@@ -109,16 +112,18 @@ export async function createRegistryApp(opts: RegistryOptions) {
     if (up) {
       const [, name, uuid] = up;
       if (!validName(name)) return sendError(res, 'NAME_INVALID', `invalid repository name "${name}"`);
-      if (uuid === '' && req.method === 'POST') return uploads.start(req, res, name);
+      // An upload belongs to the repository the name means for pushing, and to its user.
+      const who = { repo: pushRepo(db, name, ns, opts.siteNames), user: String(res.locals.user ?? '') };
+      if (uuid === '' && req.method === 'POST') return uploads.start(req, res, name, who);
       switch (req.method) {
         case 'GET':
-          return uploads.status(res, name, uuid);
+          return uploads.status(res, name, uuid, who);
         case 'PATCH':
-          return uploads.patch(req, res, name, uuid);
+          return uploads.patch(req, res, name, uuid, who);
         case 'PUT':
-          return uploads.finish(req, res, name, uuid);
+          return uploads.finish(req, res, name, uuid, who);
         case 'DELETE':
-          return uploads.cancel(res, uuid);
+          return uploads.cancel(res, uuid, who);
       }
       return sendError(res, 'UNSUPPORTED', `${req.method} ${req.path} is not an upload operation`);
     }
@@ -127,16 +132,20 @@ export async function createRegistryApp(opts: RegistryOptions) {
     const [, name, kind, rest] = m;
     if (!validName(name)) return sendError(res, 'NAME_INVALID', `invalid repository name "${name}"`);
     if (kind === 'manifests' && req.method === 'PUT') return uploads.putManifest(req, res, name, pushRepo(db, name, ns, opts.siteNames), rest);
-    // Blobs are content-addressed and shared by every repository: a pushed blob is readable before any
-    // manifest names its repository (clients check with HEAD before uploading).
-    if (kind === 'blobs' && (req.method === 'GET' || req.method === 'HEAD')) return getBlob(req, res, store, blobs, rest);
-    if (kind === 'blobs' && req.method === 'DELETE') return removeBlob(res, store, db, rest);
     const read = req.method === 'GET' || req.method === 'HEAD';
     if (kind === 'manifests' && read && !isManifestReference(rest)) return unknownReference(res, rest);
     const repo = resolveRepo(db, name, ns, opts.siteNames);
     if (kind === 'referrers' && read) return referrers(req, res, db, 'repo' in repo ? repo.repo : undefined, rest);
+    if (kind === 'blobs' && 'error' in repo) return sendError(res, 'BLOB_UNKNOWN', `blob ${rest} is not in this registry: ${repo.error}`);
     if ('error' in repo) return sendError(res, 'NAME_UNKNOWN', repo.error);
     if (kind === 'manifests' && req.method === 'DELETE') return uploads.deleteManifest(res, repo.repo, rest);
+    // A blob is served only under a repository it is linked to (pushed, mounted or imported there).
+    if (kind === 'blobs' && req.method === 'DELETE') return uploads.deleteBlob(res, repo.repo, rest);
+    if (kind === 'blobs' && read) {
+      if (isDigest(rest) && !db.blobLinked(repo.repo, rest)) return sendError(res, 'BLOB_UNKNOWN', `blob ${rest} is not in ${name}`);
+      if (req.method === 'HEAD' && isDigest(rest)) await store.touch(rest); // found: a push may be about to name it, gc spares it
+      return getBlob(req, res, store, blobs, rest);
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendError(res, 'UNSUPPORTED', `${req.method} on ${kind} is not supported`);
     switch (kind) {
       case 'manifests':
@@ -172,15 +181,6 @@ function referrers(req: Request, res: Response, db: IndexDb, repo: string | unde
   res.setHeader('Content-Type', MT.ociIndex);
   // A Buffer: express adds "; charset=utf-8" to a string body.
   res.send(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT.ociIndex, manifests })));
-}
-
-async function removeBlob(res: Response, store: ContentStore, db: IndexDb, digest: string): Promise<void> {
-  if (!isDigest(digest)) return sendError(res, 'DIGEST_INVALID', `"${digest}" is not a digest`);
-  const r = await deleteBlob(store, db, digest);
-  if (r === 'unknown') return sendError(res, 'BLOB_UNKNOWN', `blob ${digest} is not in this registry`);
-  if (r !== 'deleted') return sendError(res, 'DENIED', `blob ${digest} is used by ${r.usedBy} (blobs are shared by every image here): delete the manifests that use it first`);
-  res.status(202).setHeader('Content-Length', 0);
-  res.end();
 }
 
 function resolveRepo(db: IndexDb, name: string, ns?: string, siteNames?: string[]): { repo: string } | { error: string } {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { bundle } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { sha256 } from '../../oci/digest.js';
-import { importBundle, startRegistry, type RunningRegistry } from '../../registry/index.js';
+import { importBundle, IndexDb, startRegistry, type RunningRegistry } from '../../registry/index.js';
 import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
 import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
 import { startContainerd, writeHostsToml } from '../helpers/containerd.js';
@@ -169,12 +169,15 @@ describe('the distribution API', () => {
 
   it('serves a blob larger than a Buffer can hold (streamed from the file)', async () => {
     // A sparse file of 4 GiB + 100 bytes placed in the store: zeros, then a marker at the very end.
-    const digest = `sha256:${'c'.repeat(64)}`;
+    const digest = `sha256:${'c'.repeat(64)}` as const;
     const file = join(storeRoot, 'blobs/sha256', 'c'.repeat(64));
     const size = 2 ** 32 + 100;
     const fh = await open(file, 'w');
     await fh.write(Buffer.from('the end'), 0, 7, size - 7);
     await fh.close();
+    const db = new IndexDb(storeRoot);
+    db.record({ blobLinks: [{ repo: `${upstream}/${fx.web.repository}`, digest }] });
+    db.close();
     try {
       const path = `/v2/${fx.web.repository}/blobs/${digest}`;
       const head = await get(path, {}, 'HEAD');

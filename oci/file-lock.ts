@@ -1,0 +1,90 @@
+import Database from 'better-sqlite3';
+import { open, stat, type FileHandle } from 'node:fs/promises';
+import { AcpackError } from './errors.js';
+
+/**
+ * Cross-process exclusive locks on files, released by the kernel when their process dies.
+ *
+ * Node has no flock(2); SQLite's unix VFS takes POSIX record locks and tracks them per inode inside
+ * the process (so two holders in one process exclude each other too). An exclusive transaction on an
+ * empty database file is such a lock: `BEGIN EXCLUSIVE` with a zero busy timeout either takes it at
+ * once or fails, so waiting is an asynchronous retry and never blocks the event loop (a busy timeout
+ * would). This module is the only place that knows how the lock is taken: Node 24's `node:sqlite`
+ * can replace better-sqlite3 here alone.
+ */
+/**
+ * Paths this process holds or is taking. POSIX locks belong to the process: closing any descriptor
+ * of a locked file would drop them, so a second try in this process must not even open the file.
+ */
+const mine = new Set<string>();
+
+export class FileLock {
+  private constructor(
+    private readonly path: string,
+    private readonly db: Database.Database,
+    private readonly pin: FileHandle,
+  ) {}
+
+  /**
+   * Takes the lock on `path` (created if absent), or returns undefined at once when another holder
+   * has it. A lock file may be deleted by its holder (an ingest directory removed on commit): a
+   * waiter that then wins the deleted file's lock sees that the path names another file, and fails
+   * this try instead of believing it holds the path.
+   */
+  static async try(path: string): Promise<FileLock | undefined> {
+    if (mine.has(path)) return undefined;
+    mine.add(path);
+    let pin: FileHandle;
+    try {
+      pin = await open(path, 'a', 0o600);
+    } catch (err) {
+      mine.delete(path);
+      throw err;
+    }
+    // Held open for the lock's life: the inode cannot be reused while it is open, so "the path still
+    // names this inode" below is a sound test. Closed only after SQLite lets go (closing any descriptor
+    // of a file drops the process's POSIX locks on it).
+    let db: Database.Database | undefined;
+    try {
+      const pinned = await pin.stat();
+      db = new Database(path, { timeout: 0 });
+      try {
+        db.exec('BEGIN EXCLUSIVE');
+      } catch (err) {
+        if ((err as { code?: string }).code === 'SQLITE_BUSY') return release(path, db, pin);
+        throw err;
+      }
+      const now = await stat(path).catch(() => undefined);
+      if (!now || now.ino !== pinned.ino || now.dev !== pinned.dev) return release(path, db, pin);
+      return new FileLock(path, db, pin);
+    } catch (err) {
+      await release(path, db, pin);
+      throw err;
+    }
+  }
+
+  /** Takes the lock on `path`, retrying asynchronously until `timeoutMs`; then a BUSY error naming `what`. */
+  static async acquire(path: string, what: string, timeoutMs = 60_000): Promise<FileLock> {
+    const deadline = Date.now() + timeoutMs;
+    for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
+      const lock = await FileLock.try(path);
+      if (lock) return lock;
+      if (Date.now() >= deadline) throw new AcpackError('BUSY', `${what} stayed locked by another process for ${Math.round(timeoutMs / 1000)} s (${path}): is one stuck?`);
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+
+  async release(): Promise<void> {
+    await release(this.path, this.db, this.pin);
+  }
+}
+
+async function release(path: string, db: Database.Database | undefined, pin: FileHandle): Promise<undefined> {
+  try {
+    if (db?.inTransaction) db.exec('ROLLBACK');
+    db?.close();
+  } finally {
+    await pin.close().finally(() => mine.delete(path));
+  }
+  return undefined;
+}
