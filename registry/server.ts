@@ -133,7 +133,7 @@ export async function createRegistryApp(opts: RegistryOptions) {
     if (!validName(name)) return sendError(res, 'NAME_INVALID', `invalid repository name "${name}"`);
     if (kind === 'manifests' && req.method === 'PUT') return uploads.putManifest(req, res, name, pushRepo(db, name, ns, opts.siteNames), rest);
     const read = req.method === 'GET' || req.method === 'HEAD';
-    if (kind === 'manifests' && read && !isManifestReference(rest)) return unknownReference(res, rest);
+    if (kind === 'manifests' && (read || req.method === 'DELETE') && !isManifestReference(rest)) return unknownReference(res, rest);
     const repo = resolveRepo(db, name, ns, opts.siteNames);
     if (kind === 'referrers' && read) return referrers(req, res, db, 'repo' in repo ? repo.repo : undefined, rest);
     if (kind === 'blobs' && 'error' in repo) return sendError(res, 'BLOB_UNKNOWN', `blob ${rest} is not in this registry: ${repo.error}`);

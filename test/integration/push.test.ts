@@ -24,7 +24,7 @@ const auth = { authorization: `Basic ${Buffer.from('bob:hunter2').toString('base
 beforeAll(async () => {
   work = await tempDir();
   htpasswd = join(work.dir, 'htpasswd');
-  await writeFile(htpasswd, `bob:${bcrypt.hashSync('hunter2', 10)}\n`);
+  await writeFile(htpasswd, `bob:${bcrypt.hashSync('hunter2', 10)}\neve:${bcrypt.hashSync('sesame', 10)}\n`);
   reg = await startRegistry({ storeRoot: join(work.dir, 'store'), listen: '127.0.0.1:0', htpasswd });
 });
 
@@ -212,6 +212,110 @@ describe('content management', () => {
     } finally {
       db.close();
     }
+  });
+});
+
+describe('uploads and blobs belong to a repository', () => {
+  const eve = { authorization: `Basic ${Buffer.from('eve:sesame').toString('base64')}` };
+
+  it('serves a blob only under a repository it was pushed, mounted or imported to', async () => {
+    const d = await pushBlob('own/a', Buffer.from('belongs to own/a'));
+    expect((await fetch(url(`/v2/own/a/blobs/${d}`))).status).toBe(200);
+    const elsewhere = await fetch(url(`/v2/own/b/blobs/${d}`));
+    expect(elsewhere.status).toBe(404);
+    expect((await elsewhere.json()).errors[0].code).toBe('BLOB_UNKNOWN');
+    await pushBlob('own/b', Buffer.from('something else in own/b'));
+    expect((await fetch(url(`/v2/own/b/blobs/${d}`), { method: 'HEAD' })).status).toBe(404);
+  });
+
+  it('mounts only from a repository that holds the blob; otherwise starts an upload', async () => {
+    const d = await pushBlob('mnt/src', Buffer.from('mount me'));
+    const notThere = await req('POST', `/v2/mnt/dst/blobs/uploads/?mount=${d}&from=mnt/other`);
+    expect(notThere.status).toBe(202);
+    const noFrom = await req('POST', `/v2/mnt/dst/blobs/uploads/?mount=${d}`);
+    expect(noFrom.status).toBe(202);
+    expect((await fetch(url(`/v2/mnt/dst/blobs/${d}`))).status).toBe(404);
+    const mounted = await req('POST', `/v2/mnt/dst/blobs/uploads/?mount=${d}&from=mnt/src`);
+    expect(mounted.status).toBe(201);
+    expect((await fetch(url(`/v2/mnt/dst/blobs/${d}`))).status).toBe(200);
+  });
+
+  it('keeps an upload to the repository and the user that started it', async () => {
+    const loc = (await req('POST', '/v2/up/mine/blobs/uploads/')).headers.get('location')!;
+    expect((await req('PATCH', loc, 'abc', { 'content-type': 'application/octet-stream' })).status).toBe(202);
+    const uuid = loc.split('/').pop();
+    for (const [path, headers] of [
+      [`/v2/up/theirs/blobs/uploads/${uuid}`, {}],
+      [loc, eve],
+    ] as const) {
+      expect((await req('PATCH', path, 'EVIL', { 'content-type': 'application/octet-stream', ...headers })).status).toBe(404);
+      expect((await req('PUT', `${path}?digest=${sha256('abcEVIL')}`, '', headers)).status).toBe(404);
+      expect((await req('GET', path, undefined, headers)).status).toBe(404);
+      expect((await req('DELETE', path, undefined, headers)).status).toBe(404);
+    }
+    const done = await req('PUT', `${loc}?digest=${sha256('abc')}`, '');
+    expect(done.status).toBe(201);
+  });
+
+  it('refuses a chunk whose Content-Range does not match the bytes sent, and keeps the upload as it was', async () => {
+    const loc = (await req('POST', '/v2/up/range/blobs/uploads/')).headers.get('location')!;
+    expect((await req('PATCH', loc, 'hello', { 'content-type': 'application/octet-stream', 'content-range': '0-4' })).status).toBe(202);
+    const lying = await req('PATCH', loc, 'world', { 'content-type': 'application/octet-stream', 'content-range': '5-99' });
+    expect(lying.status).toBe(416);
+    expect(lying.headers.get('range')).toBe('0-4');
+    expect((await req('GET', loc)).headers.get('range')).toBe('0-4');
+    expect((await req('PATCH', loc, 'world', { 'content-type': 'application/octet-stream', 'content-range': '5-9' })).status).toBe(202);
+    expect((await req('PUT', `${loc}?digest=${sha256('helloworld')}`, '')).status).toBe(201);
+  });
+
+  it('refuses a manifest of another schema version or with descriptor sizes that do not match', async () => {
+    const layer = Buffer.from('sized layer');
+    const config = Buffer.from('{}');
+    await pushBlob('strict/app', layer);
+    await pushBlob('strict/app', config);
+    const manifest = (over: Record<string, unknown>, layerSize = layer.length) =>
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MT.ociManifest,
+        config: { mediaType: MT.ociConfig, digest: sha256(config), size: config.length },
+        layers: [{ mediaType: MT.ociLayer, digest: sha256(layer), size: layerSize }],
+        ...over,
+      });
+    for (const body of [manifest({ schemaVersion: 99 }), manifest({}, layer.length + 1), manifest({ layers: [{ digest: sha256(layer), size: -1 }] })]) {
+      const r = await req('PUT', '/v2/strict/app/manifests/v1', body, { 'content-type': MT.ociManifest });
+      expect(r.status, body).toBe(400);
+      expect((await r.json()).errors[0].code).toBe('MANIFEST_INVALID');
+    }
+    // Blobs pushed to another repository are not this one's.
+    const other = await req('PUT', '/v2/strict/other/manifests/v1', manifest({}), { 'content-type': MT.ociManifest });
+    expect(other.status).toBe(404);
+    expect((await other.json()).errors[0].code).toBe('MANIFEST_BLOB_UNKNOWN');
+    expect((await req('PUT', '/v2/strict/app/manifests/v1', manifest({}), { 'content-type': MT.ociManifest })).status).toBe(201);
+  });
+
+  it('never lets a PUT finish an upload that another request is still writing, nor touch a blob already stored', async () => {
+    const existing = await pushBlob('race/app', Buffer.from('the real layer'));
+    const before = await fetch(url(`/v2/race/app/blobs/${existing}`)).then((r) => r.arrayBuffer());
+    const loc = (await req('POST', '/v2/race/app/blobs/uploads/')).headers.get('location')!;
+    // A PATCH whose body keeps arriving.
+    let more!: (b: Uint8Array | null) => void;
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(new TextEncoder().encode('the real layer'));
+        more = (b) => (b ? c.enqueue(b) : c.close());
+      },
+    });
+    const patching = fetch(url(loc), { method: 'PATCH', body, headers: { ...auth, 'content-type': 'application/octet-stream' }, duplex: 'half' } as RequestInit);
+    await sleep(200);
+    const put = await req('PUT', `${loc}?digest=${existing}`, '');
+    expect(put.status).toBe(400);
+    expect((await put.json()).errors[0].code).toBe('BLOB_UPLOAD_INVALID');
+    more(new TextEncoder().encode(' plus garbage'));
+    more(null);
+    expect((await patching).status).toBe(202);
+    const after = await fetch(url(`/v2/race/app/blobs/${existing}`)).then((r) => r.arrayBuffer());
+    expect(Buffer.from(after)).toEqual(Buffer.from(before));
+    expect((await req('PUT', `${loc}?digest=${existing}`, '')).status).toBe(400); // the upload holds other bytes now
   });
 });
 
