@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { chmodSync, existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { hexOf, isDigest, type Digest } from '../oci/digest.js';
 import type { NameQuery } from './naming.js';
@@ -49,7 +49,7 @@ export class IndexDb {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     // Explicit modes: the index must not be writable by others, whatever the umask.
-    for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f)) chmodSync(f, 0o644);
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f) && statSync(f).mode & 0o022) chmodSync(f, 0o644);
     this.migrate();
     // Prepared once: a registry asks these on every request.
     this.q = {
