@@ -85,3 +85,123 @@ export function manifestDigests(d: BundleDescriptor): Set<Digest> {
 }
 
 export type { Platform };
+
+/**
+ * What a reader accepts, whoever wrote the bundle: bounds that no honest bundle comes near, so that a
+ * hostile one costs little memory and time before it is refused (see docs/bundle-format.md).
+ */
+export const BUNDLE_LIMITS = {
+  /** oci-layout and bundle.json.sig. */
+  smallEntryBytes: 64 << 10,
+  /** bundle.json and index.json (a 10,000-image bundle's are ~5 MB). */
+  metadataBytes: 16 << 20,
+  /** One manifest or index blob, read into memory to learn its children's sizes. */
+  manifestBytes: 4 << 20,
+  /** Nesting of any JSON a reader parses (OCI manifests nest 5 deep, bundle.json 4). */
+  jsonDepth: 64,
+  /** Values (objects, arrays, elements) in one JSON document. */
+  jsonValues: 1_000_000,
+  /** Blobs in one bundle (bundle.json's blobs.count). */
+  blobs: 1_000_000,
+} as const;
+
+const digestSchema = { type: 'string', pattern: '^sha256:[a-f0-9]{64}$' } as const;
+const sizeSchema = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER } as const;
+const textSchema = { type: 'string', maxLength: 4096 } as const;
+
+/** An OCI descriptor as a reader needs it; other fields are allowed and ignored. */
+export const descriptorSchema = {
+  type: 'object',
+  required: ['mediaType', 'digest', 'size'],
+  properties: {
+    mediaType: textSchema,
+    digest: digestSchema,
+    size: sizeSchema,
+    urls: { type: 'array', items: { type: 'string' } },
+    annotations: { type: 'object', additionalProperties: { type: 'string' } },
+    platform: { type: 'object' },
+  },
+} as const;
+
+/** bundle.json, format v1 (its `format` is checked first, so a newer format is named as such). */
+export const bundleJsonSchema = {
+  type: 'object',
+  required: ['format', 'name', 'version', 'source', 'platforms', 'images', 'binaries', 'charts', 'blobs'],
+  properties: {
+    format: { const: BUNDLE_FORMAT },
+    name: textSchema,
+    version: textSchema,
+    source: digestSchema,
+    platforms: { type: 'array', items: textSchema },
+    images: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['ref', 'digest', 'mediaType', 'platforms'],
+        properties: {
+          ref: textSchema,
+          digest: digestSchema,
+          mediaType: textSchema,
+          platforms: {
+            type: 'array',
+            items: { type: 'object', required: ['platform', 'digest', 'size'], properties: { platform: textSchema, digest: digestSchema, size: sizeSchema } },
+          },
+        },
+      },
+    },
+    binaries: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['name', 'version', 'arch', 'digest', 'size', 'manifest', 'index', 'ref', 'mode'],
+        properties: {
+          name: textSchema,
+          version: textSchema,
+          arch: textSchema,
+          digest: digestSchema,
+          size: sizeSchema,
+          manifest: digestSchema,
+          index: digestSchema,
+          ref: textSchema,
+          install: textSchema,
+          extract: textSchema,
+          mode: { type: 'string', pattern: '^[0-7]{3,4}$' },
+        },
+      },
+    },
+    charts: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['name', 'version', 'ref', 'digest', 'chart', 'size'],
+        properties: { name: textSchema, version: textSchema, ref: textSchema, digest: digestSchema, chart: digestSchema, size: sizeSchema },
+      },
+    },
+    blobs: {
+      type: 'object',
+      required: ['count', 'bytes'],
+      properties: { count: { type: 'integer', minimum: 0, maximum: BUNDLE_LIMITS.blobs }, bytes: sizeSchema },
+    },
+    base: { type: 'object', required: ['name', 'version', 'digest'], properties: { name: textSchema, version: textSchema, digest: digestSchema } },
+  },
+} as const;
+
+/** index.json: an OCI index whose entries name the bundle's top-level manifests. */
+export const indexJsonSchema = {
+  type: 'object',
+  required: ['schemaVersion', 'manifests'],
+  properties: {
+    schemaVersion: { const: 2 },
+    manifests: { type: 'array', items: descriptorSchema },
+  },
+} as const;
+
+/** A manifest or index blob: whichever of these fields it has must have this shape. */
+export const manifestBlobSchema = {
+  type: 'object',
+  properties: {
+    manifests: { type: 'array', items: descriptorSchema },
+    config: descriptorSchema,
+    layers: { type: 'array', items: descriptorSchema },
+  },
+} as const;

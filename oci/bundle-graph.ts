@@ -55,3 +55,19 @@ export async function walkBundle(
     await walk(m, refName ?? shortDigest(m.digest), refName, 0);
   }
 }
+
+/**
+ * The part of a manifest or index a walk reads (its children's media types, digests, sizes and
+ * urls), to keep for many manifests without holding their whole documents (annotations and all).
+ */
+export function graphOf(m: ImageManifest | ImageIndex): ImageIndex & ImageManifest {
+  const slim = (d: Descriptor): Descriptor => ({ mediaType: d.mediaType, digest: d.digest, size: d.size, ...(d.urls?.length ? { urls: d.urls } : {}) });
+  const out: Partial<ImageIndex & ImageManifest> = { schemaVersion: 2 };
+  if ('manifests' in m && Array.isArray(m.manifests)) out.manifests = m.manifests.map(slim);
+  else {
+    const im = m as ImageManifest;
+    if (im.config) out.config = slim(im.config);
+    if (Array.isArray(im.layers)) out.layers = im.layers.map(slim);
+  }
+  return out as ImageIndex & ImageManifest;
+}

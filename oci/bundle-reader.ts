@@ -1,10 +1,24 @@
 import { createReadStream } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import tar from 'tar-stream';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { AcpackError, formatBytes } from './errors.js';
-import { isDigest, type Digest } from './digest.js';
-import { BLOB_PREFIX, BUNDLE_FORMAT, BUNDLE_JSON_ENTRY, BUNDLE_SIG_ENTRY, INDEX_ENTRY, OCI_LAYOUT_ENTRY, type BundleDescriptor } from './bundle-format.js';
-import type { ImageIndex } from './media-types.js';
+import { isDigest, sha256, shortDigest, type Digest } from './digest.js';
+import {
+  BLOB_PREFIX,
+  BUNDLE_FORMAT,
+  BUNDLE_JSON_ENTRY,
+  BUNDLE_LIMITS,
+  BUNDLE_SIG_ENTRY,
+  bundleJsonSchema,
+  INDEX_ENTRY,
+  indexJsonSchema,
+  manifestBlobSchema,
+  manifestDigests,
+  OCI_LAYOUT_ENTRY,
+  type BundleDescriptor,
+} from './bundle-format.js';
+import type { Descriptor, ImageIndex, ImageManifest } from './media-types.js';
 import { zstdDecompress } from './zstd.js';
 
 export type BundleEntry =
@@ -12,61 +26,94 @@ export type BundleEntry =
   | { kind: 'descriptor'; data: Buffer; descriptor: BundleDescriptor }
   | { kind: 'signature'; data: Buffer }
   | { kind: 'index'; data: Buffer; index: ImageIndex }
-  | { kind: 'blob'; digest: Digest; size: number; stream: Readable };
-
-/** Metadata entries are read into memory; nothing honest comes close to this. */
-const MAX_METADATA_BYTES = 64 << 20;
+  /** `manifest` is set for the manifests and indexes bundle.json and index.json name: parsed and checked. */
+  | { kind: 'blob'; digest: Digest; size: number; stream: Readable; manifest?: ImageManifest | ImageIndex };
 
 const ORDER = [OCI_LAYOUT_ENTRY, BUNDLE_JSON_ENTRY, BUNDLE_SIG_ENTRY, INDEX_ENTRY];
+const METADATA_CAP: Record<string, number> = {
+  [OCI_LAYOUT_ENTRY]: BUNDLE_LIMITS.smallEntryBytes,
+  [BUNDLE_JSON_ENTRY]: BUNDLE_LIMITS.metadataBytes,
+  [BUNDLE_SIG_ENTRY]: BUNDLE_LIMITS.smallEntryBytes,
+  [INDEX_ENTRY]: BUNDLE_LIMITS.metadataBytes,
+};
+/** What the tar stream may hold besides the blobs bundle.json counts: metadata, headers, the end blocks. */
+const METADATA_ALLOWANCE = Object.values(METADATA_CAP).reduce((n, c) => n + c + 1024, 0) + (1 << 20);
+
+type Bad = (why: string) => AcpackError;
 
 /**
- * Streams the entries of a bundle.tar.zst in order. A blob's stream must be consumed before
- * the next entry is asked for. Anything that is not format v1 (unknown names, paths, links,
- * out-of-order metadata, oversized metadata) is refused with BAD_BUNDLE. Breaking out of the
- * loop stops reading.
+ * Streams the entries of a bundle.tar.zst in order. A blob's stream must be consumed before the next
+ * entry is asked for; breaking out of the loop stops reading. Whoever wrote the bundle, reading it
+ * costs bounded memory and time: decompression runs only as fast as entries are consumed, metadata
+ * and manifests are read into memory only up to BUNDLE_LIMITS, and each blob entry is checked at its
+ * tar header, before a byte of it is passed on, against what the bundle declares: bundle.json (the
+ * binaries' sizes, the manifests it lists, the blob count and bytes), index.json, and every manifest
+ * and index read so far (their children's sizes; one read before its parent is checked when the
+ * parent comes). Anything else (a blob nothing declares, another size, a duplicate, malformed or
+ * oversized metadata, unknown names, links, out-of-order entries) is refused with BAD_BUNDLE.
  */
 export async function* bundleEntries(input: Readable | string, label = typeof input === 'string' ? input : 'the bundle'): AsyncGenerator<BundleEntry> {
   const source = typeof input === 'string' ? createReadStream(input, { highWaterMark: 1 << 20 }) : input;
   const extract = tar.extract();
-  const bad = (why: string) => new AcpackError('BAD_BUNDLE', `${label} is not a valid acpack bundle: ${why}`);
+  const bad: Bad = (why) => new AcpackError('BAD_BUNDLE', `${label} is not a valid acpack bundle: ${why}`);
   const decompress = zstdDecompress();
   const fail = (err: Error) => extract.destroy(decodeError(err, label));
   source.on('error', fail);
   decompress.on('error', fail);
+  // Past the end of the tar, or in padding, zeros can hide gigabytes of decompressed nothing: the stream
+  // may not be longer than what bundle.json declares.
+  let inflated = 0;
+  let budget = METADATA_ALLOWANCE;
+  decompress.on('data', (chunk: Buffer) => {
+    inflated += chunk.length;
+    if (inflated > budget) fail(bad(`it decompresses to more than the ${formatBytes(budget)} its bundle.json accounts for`));
+  });
   source.pipe(decompress).pipe(extract);
 
   let lastMeta = -1;
-  let sawBlob = false;
+  let ledger: Ledger | undefined;
+  let sawIndex = false;
   try {
-    for await (const entry of extract) {
+    for await (const entry of tarEntries(extract, bad)) {
       const { name, type, size = 0 } = entry.header;
       if (type !== 'file') throw bad(`entry "${name}" is a ${type}, only plain files belong in a bundle`);
       if (name.startsWith(BLOB_PREFIX)) {
         const digest = `sha256:${name.slice(BLOB_PREFIX.length)}`;
         if (!isDigest(digest)) throw bad(`entry "${name}" is not named by a sha256 digest`);
-        if (lastMeta < ORDER.indexOf(INDEX_ENTRY)) throw bad(`blob ${name} comes before index.json`);
-        sawBlob = true;
-        yield { kind: 'blob', digest, size, stream: entry as unknown as Readable };
-        entry.resume(); // whatever the consumer left unread
+        if (!ledger || !sawIndex) throw bad(`blob ${name} comes before ${ledger ? 'index.json' : 'bundle.json'}`);
+        if (ledger.admit(digest, size)) {
+          const data = await readEntry(entry);
+          const manifest = ledger.readManifest(digest, data);
+          yield { kind: 'blob', digest, size, stream: Readable.from([data]), manifest };
+        } else {
+          yield { kind: 'blob', digest, size, stream: entry as unknown as Readable };
+          entry.resume(); // whatever the consumer left unread
+        }
         continue;
       }
       const at = ORDER.indexOf(name);
       if (at < 0) throw bad(`unexpected entry "${name}"`);
-      if (at <= lastMeta || sawBlob) throw bad(`entry "${name}" is out of order`);
-      if (size > MAX_METADATA_BYTES) throw bad(`entry "${name}" is ${formatBytes(size)}, far more than metadata can be`);
+      if (at <= lastMeta || ledger?.blobs) throw bad(`entry "${name}" is out of order`);
+      if (size > METADATA_CAP[name]) throw bad(`entry "${name}" is ${formatBytes(size)}, far more than metadata can be`);
       lastMeta = at;
-      const data = await readAll(entry as unknown as Readable);
+      const data = await readEntry(entry);
       if (name === OCI_LAYOUT_ENTRY) yield { kind: 'layout', data };
       else if (name === BUNDLE_SIG_ENTRY) yield { kind: 'signature', data };
       else if (name === BUNDLE_JSON_ENTRY) {
-        const descriptor = parseJson<BundleDescriptor>(data, name, bad);
-        if (descriptor.format !== BUNDLE_FORMAT) throw bad(`bundle.json says format ${String(descriptor.format)}; this acpack reads format ${BUNDLE_FORMAT}`);
+        const descriptor = parseDescriptor(data, bad);
+        ledger = new Ledger(descriptor, label, bad);
+        budget = METADATA_ALLOWANCE + descriptor.blobs.bytes + descriptor.blobs.count * 1024;
         yield { kind: 'descriptor', data, descriptor };
       } else {
-        yield { kind: 'index', data, index: parseJson<ImageIndex>(data, name, bad) };
+        if (!ledger) throw bad('index.json comes before bundle.json');
+        const index = parseIndex(data, bad);
+        ledger.addIndex(index);
+        sawIndex = true;
+        yield { kind: 'index', data, index };
       }
     }
-    if (lastMeta < ORDER.indexOf(INDEX_ENTRY)) throw bad('it ends before index.json');
+    if (!sawIndex) throw bad(`it ends before ${ledger ? 'index.json' : 'bundle.json'}`);
+    ledger!.finish();
   } finally {
     source.destroy();
     decompress.destroy();
@@ -82,18 +129,203 @@ export async function readDescriptor(path: string): Promise<BundleDescriptor> {
   throw new AcpackError('BAD_BUNDLE', `${path} has no bundle.json`);
 }
 
-async function readAll(stream: Readable): Promise<Buffer> {
+type TarEntry = AsyncIterable<Buffer> & { header: tar.Header; resume(): void };
+
+/** tar-stream's entries, its own errors (a damaged header, a cut archive) turned into BAD_BUNDLE. */
+async function* tarEntries(extract: tar.Extract, bad: Bad): AsyncGenerator<TarEntry> {
+  const it = extract[Symbol.asyncIterator]();
+  for (;;) {
+    let next: IteratorResult<unknown>;
+    try {
+      next = await it.next();
+    } catch (err) {
+      if (err instanceof AcpackError) throw err;
+      const e = bad(`its tar stream is damaged or cut short (${(err as Error).message})`);
+      e.cause = err;
+      throw e;
+    }
+    if (next.done) return;
+    yield next.value as TarEntry;
+  }
+}
+
+async function readEntry(stream: AsyncIterable<Buffer>): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const c of stream) chunks.push(c as Buffer);
+  for await (const c of stream) chunks.push(c);
   return Buffer.concat(chunks);
 }
 
-function parseJson<T>(data: Buffer, name: string, bad: (why: string) => Error): T {
-  try {
-    return JSON.parse(data.toString('utf8')) as T;
-  } catch {
-    throw bad(`${name} is not JSON`);
+/** Sizes as messages show them: exact, with the rounded figure when it is large. */
+function bytes(n: number): string {
+  return n < 1_000_000 ? `${n} bytes` : `${n} bytes (${formatBytes(n)})`;
+}
+
+/**
+ * What the bundle declares, and what has passed: refuses each blob entry at its header unless it was
+ * declared with that size, is a manifest bundle.json or index.json names (at most manifestBytes), was
+ * not seen before, and stays within bundle.json's count and bytes.
+ */
+class Ledger {
+  /** Declared blob sizes, and who declared them (a shared label per declaring manifest). */
+  private readonly declared = new Map<Digest, { size: number; by: string }>();
+  /** Manifests and indexes the bundle names: read into memory, checked, their children declared. */
+  private readonly manifests: Set<Digest>;
+  private readonly seen = new Map<Digest, number>();
+  blobs = 0;
+  private bytes = 0;
+
+  constructor(
+    private readonly d: BundleDescriptor,
+    private readonly label: string,
+    private readonly bad: Bad,
+  ) {
+    this.manifests = manifestDigests(d);
+    for (const b of d.binaries) this.declare(b.digest, b.size, `bundle.json (binary ${b.name} ${b.version} for ${b.arch})`);
   }
+
+  addIndex(index: ImageIndex): void {
+    for (const m of index.manifests) {
+      this.manifests.add(m.digest);
+      this.declare(m.digest, m.size, `index.json (${m.annotations?.['org.opencontainers.image.ref.name'] ?? shortDigest(m.digest)})`);
+    }
+    if (this.manifests.size > this.d.blobs.count) {
+      throw this.bad(`bundle.json and index.json name ${this.manifests.size} manifests, but bundle.json counts ${this.d.blobs.count} blobs in all`);
+    }
+  }
+
+  /** Checks a blob entry's header; true when it is a manifest to be read and parsed. */
+  admit(digest: Digest, size: number): boolean {
+    const name = `blob ${digest}`;
+    if (this.seen.has(digest)) throw this.bad(`${name} appears twice`);
+    const declared = this.declared.get(digest);
+    const manifest = this.manifests.has(digest);
+    if (declared && declared.size !== size) throw this.bad(`${name} is ${bytes(size)} in the bundle, but ${declared.by} says ${bytes(declared.size)}`);
+    if (!declared && !manifest) throw this.bad(`${name} (${bytes(size)}) is in the bundle, but nothing in bundle.json, index.json or its manifests declares it`);
+    if (manifest && size > BUNDLE_LIMITS.manifestBytes) {
+      throw this.bad(`manifest ${digest} is ${bytes(size)}, more than a manifest can be (${formatBytes(BUNDLE_LIMITS.manifestBytes)})`);
+    }
+    if (this.blobs + 1 > this.d.blobs.count) throw this.bad(`it holds more blobs than the ${this.d.blobs.count} bundle.json counts (${name} is one too many)`);
+    if (this.bytes + size > this.d.blobs.bytes) {
+      throw this.bad(`${name} (${bytes(size)}) goes past the ${bytes(this.d.blobs.bytes)} of blobs bundle.json counts`);
+    }
+    this.seen.set(digest, size);
+    this.blobs++;
+    this.bytes += size;
+    return manifest;
+  }
+
+  /** Checks a manifest's bytes (digest, bounds, shape) and declares its children. */
+  readManifest(digest: Digest, data: Buffer): ImageManifest | ImageIndex {
+    const actual = sha256(data);
+    if (actual !== digest) throw new AcpackError('DIGEST_MISMATCH', `${this.label}: blob ${digest} is corrupt: its ${data.length} bytes hash to ${shortDigest(actual)}`);
+    const what = `manifest ${shortDigest(digest)}`;
+    const m = parseJson(data, what, this.bad) as Partial<ImageManifest & ImageIndex>;
+    if (!validateManifest(m)) throw this.bad(`${what} ${schemaProblem(validateManifest.errors)}`);
+    if (Array.isArray(m.manifests)) {
+      const by = `index ${shortDigest(digest)}`;
+      // Only the children bundle.json lists were bundled (the requested platforms); the others are not here.
+      for (const child of m.manifests) if (this.manifests.has(child.digest)) this.declare(child.digest, child.size, by);
+      return m as ImageIndex;
+    }
+    if (!m.config || !Array.isArray(m.layers)) throw this.bad(`${what} is neither an image manifest (config and layers) nor an index (manifests)`);
+    const by = `manifest ${shortDigest(digest)}`;
+    for (const blob of [m.config, ...m.layers]) this.declare(blob.digest, blob.size, by);
+    return m as ImageManifest;
+  }
+
+  /** At the end of the tar: the totals bundle.json promises are all there. */
+  finish(): void {
+    if (this.blobs !== this.d.blobs.count || this.bytes !== this.d.blobs.bytes) {
+      throw this.bad(`bundle.json promises ${this.d.blobs.count} blobs / ${bytes(this.d.blobs.bytes)}, the bundle holds ${this.blobs} / ${bytes(this.bytes)}`);
+    }
+  }
+
+  private declare(digest: Digest, size: number, by: string): void {
+    const before = this.declared.get(digest);
+    if (before) {
+      if (before.size !== size) throw this.bad(`${by} says blob ${digest} has ${bytes(size)}, ${before.by} says ${bytes(before.size)}`);
+      return;
+    }
+    const seen = this.seen.get(digest);
+    if (seen !== undefined && seen !== size) throw this.bad(`${by} says blob ${digest} has ${bytes(size)}, its entry in the bundle had ${bytes(seen)}`);
+    // Every blob declared must be in the bundle, so there cannot be more of them than bundle.json counts.
+    if (this.declared.size >= this.d.blobs.count) throw this.bad(`its manifests declare more blobs than the ${this.d.blobs.count} bundle.json counts`);
+    this.declared.set(digest, { size, by });
+  }
+}
+
+const ajv = new Ajv({ allErrors: false });
+const validateDescriptor = ajv.compile<BundleDescriptor>(bundleJsonSchema);
+const validateIndex = ajv.compile<ImageIndex>(indexJsonSchema);
+const validateManifest = ajv.compile<Partial<ImageManifest & ImageIndex>>(manifestBlobSchema);
+
+function parseDescriptor(data: Buffer, bad: Bad): BundleDescriptor {
+  const d = parseJson(data, BUNDLE_JSON_ENTRY, bad) as Partial<BundleDescriptor> | null;
+  if (typeof d !== 'object' || d === null || Array.isArray(d)) throw bad('bundle.json is not a JSON object');
+  if (d.format !== BUNDLE_FORMAT) {
+    throw bad(d.format === undefined ? 'bundle.json has no format' : `bundle.json says format ${preview(d.format)}; this acpack reads format ${BUNDLE_FORMAT}`);
+  }
+  if (!validateDescriptor(d)) throw bad(`bundle.json ${schemaProblem(validateDescriptor.errors)}`);
+  return d;
+}
+
+function parseIndex(data: Buffer, bad: Bad): ImageIndex {
+  const index = parseJson(data, INDEX_ENTRY, bad);
+  if (!validateIndex(index)) throw bad(`index.json ${schemaProblem(validateIndex.errors)}`);
+  return index;
+}
+
+/** JSON.parse after a scan of the nesting and the number of values, which JSON.parse would pay for in memory. */
+function parseJson(data: Buffer, what: string, bad: Bad): unknown {
+  const problem = jsonBounds(data);
+  if (problem) throw bad(`${what} ${problem}`);
+  try {
+    return JSON.parse(data.toString('utf8'));
+  } catch {
+    throw bad(`${what} is not JSON`);
+  }
+}
+
+/**
+ * Why JSON text is too costly to parse, or undefined. A few MB of `[[[[…` nested millions deep take
+ * JSON.parse gigabytes; millions of `{},` take hundreds of MB. Strings are skipped (with escapes).
+ */
+function jsonBounds(data: Uint8Array, maxDepth: number = BUNDLE_LIMITS.jsonDepth, maxValues: number = BUNDLE_LIMITS.jsonValues): string | undefined {
+  let depth = 0;
+  let values = 0;
+  for (let i = 0; i < data.length; i++) {
+    const c = data[i];
+    if (c === 0x22) {
+      // a string: skip to its closing quote
+      for (i++; i < data.length && data[i] !== 0x22; i++) if (data[i] === 0x5c) i++;
+    } else if (c === 0x7b || c === 0x5b) {
+      if (++depth > maxDepth) return `nests deeper than ${maxDepth} levels`;
+      if (++values > maxValues) return `holds more than ${maxValues} values`;
+    } else if (c === 0x7d || c === 0x5d) {
+      depth--;
+    } else if (c === 0x2c) {
+      if (++values > maxValues) return `holds more than ${maxValues} values`;
+    }
+  }
+  return undefined;
+}
+
+/** A schema error as a user reads it: "binaries[0].size must be integer". */
+function schemaProblem(errors: ErrorObject[] | null | undefined): string {
+  const e = errors?.[0];
+  if (!e) return 'does not have the shape of format v1';
+  const path = e.instancePath.replace(/\/(\d+)/g, '[$1]').replace(/\//g, '.').replace(/^\./, '');
+  if (e.keyword === 'required') return `${path ? `${path} ` : ''}has no ${(e.params as { missingProperty: string }).missingProperty}`;
+  if (e.keyword === 'pattern' && /(digest|manifest|index|chart|source)$/.test(path)) {
+    return `${path.includes('[') ? 'has a descriptor without a valid digest: ' : ''}${path} is not a sha256 digest (sha256: and 64 lowercase hex digits)`;
+  }
+  if (e.keyword === 'const') return `${path} must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`;
+  return `${path || 'its top level'} ${e.message ?? 'is malformed'}`;
+}
+
+function preview(v: unknown): string {
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 40 ? `${s.slice(0, 40)}…` : s;
 }
 
 function decodeError(err: Error, label: string): Error {
