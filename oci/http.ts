@@ -14,16 +14,52 @@ export interface RetryPolicy {
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 250, maxDelayMs: 15_000 };
 
+/** Only these schemes are ever requested, whoever named the URL (a user, a registry, a redirect, an index). */
+function isHttpUrl(url: URL): boolean {
+  return url.protocol === 'http:' || url.protocol === 'https:';
+}
+
+/**
+ * Runs under the redirect interceptor, so it sees every hop: a redirect to anything but http(s)
+ * (file:///etc/shadow, ftp:, data:) fails the request with BAD_URL naming it, instead of undici's bare
+ * argument error being retried as a network failure.
+ */
+const httpOnlyRedirects: Dispatcher.DispatcherComposeInterceptor = (dispatch) => (opts, handler) =>
+  dispatch(opts, {
+    onRequestStart: (controller, context) => handler.onRequestStart?.(controller, context),
+    onRequestUpgrade: (controller, status, headers, socket) => handler.onRequestUpgrade?.(controller, status, headers, socket),
+    onResponseStart(controller, status, headers, statusMessage) {
+      const location = headers.location;
+      if (status >= 300 && status < 400 && typeof location === 'string') {
+        const from = new URL(opts.path, opts.origin);
+        let to: URL | undefined;
+        try {
+          to = new URL(location, from);
+        } catch {
+          // not a URL: the redirect handler does not follow it either
+        }
+        if (to && !isHttpUrl(to)) {
+          controller.abort(new AcpackError('BAD_URL', `${from} redirected to ${location}: only http and https URLs are followed, never a local file or another scheme`));
+          return;
+        }
+      }
+      handler.onResponseStart?.(controller, status, headers, statusMessage);
+    },
+    onResponseData: (controller, chunk) => handler.onResponseData?.(controller, chunk),
+    onResponseEnd: (controller, trailers) => handler.onResponseEnd?.(controller, trailers),
+    onResponseError: (controller, err) => handler.onResponseError?.(controller, err),
+  });
+
 // undici's request API with Node streams: several times less CPU per byte than fetch's web streams.
 // The redirect interceptor drops Authorization when a redirect leaves the origin (a registry sending a
 // blob to object storage must not hand it our token).
 const redirects = interceptors.redirect({ maxRedirections: 5 });
-const secureAgent = new Agent({ connect: { timeout: 30_000 }, headersTimeout: 60_000, bodyTimeout: 120_000 }).compose(redirects);
+const secureAgent = new Agent({ connect: { timeout: 30_000 }, headersTimeout: 60_000, bodyTimeout: 120_000 }).compose(httpOnlyRedirects, redirects);
 const insecureAgent = new Agent({
   connect: { timeout: 30_000, rejectUnauthorized: false },
   headersTimeout: 60_000,
   bodyTimeout: 120_000,
-}).compose(redirects);
+}).compose(httpOnlyRedirects, redirects);
 
 export interface RequestOptions {
   method: string;
@@ -94,10 +130,18 @@ export function backoffMs(policy: RetryPolicy, attempt: number): number {
 
 /**
  * fetch with bounded retries on network errors, 429 and 5xx (honouring Retry-After).
- * Redirects are followed by fetch itself, which drops Authorization on a cross-origin hop
- * (a registry redirecting a blob to object storage must not receive our token).
+ * Redirects are followed by the agent, which drops Authorization on a cross-origin hop
+ * (a registry redirecting a blob to object storage must not receive our token) and follows
+ * http(s) only; `url` itself must be http(s) too (a token realm, an index's chart URL).
  */
 export async function fetchWithRetry(url: string, init: RequestOptions, policy: RetryPolicy, what: string): Promise<HttpResponse> {
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url);
+  } catch {
+    // reported below
+  }
+  if (!parsed || !isHttpUrl(parsed)) throw new AcpackError('BAD_URL', `${what}: ${url} is not an http or https URL`);
   let lastError: unknown;
   for (let attempt = 0; attempt < policy.attempts; attempt++) {
     let wait = backoffMs(policy, attempt);
@@ -109,6 +153,7 @@ export async function fetchWithRetry(url: string, init: RequestOptions, policy: 
       await res.discard();
       lastError = new Error(`HTTP ${res.status}`);
     } catch (err) {
+      if (err instanceof AcpackError) throw err; // a refusal (a redirect to file:), not a network fault
       lastError = err;
     }
     if (attempt < policy.attempts - 1) await sleep(wait);

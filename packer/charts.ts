@@ -1,7 +1,7 @@
 import { parse as parseYaml } from 'yaml';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { AcpackError } from '../oci/errors.js';
+import { AcpackError, formatBytes } from '../oci/errors.js';
 import { sha256, type Digest } from '../oci/digest.js';
 import { agentFor, DEFAULT_RETRY, fetchWithRetry } from '../oci/http.js';
 import { MT, type Descriptor } from '../oci/media-types.js';
@@ -74,28 +74,63 @@ export async function resolveChart(
     name = spec.name!;
     version = spec.version!;
     const index = await fetchRepoIndex(src.repo);
-    const entry = index.entries?.[name]?.find((e) => String(e.version) === version);
+    const entries = typeof index?.entries === 'object' && index.entries !== null ? index.entries : {};
+    const versions = (Array.isArray(entries[name]) ? entries[name] : []).filter((e) => typeof e === 'object' && e !== null);
+    const entry = versions.find((e) => String(e.version) === version);
     if (!entry) {
-      const known = (index.entries?.[name] ?? []).map((e) => e.version).slice(0, 8);
+      const known = versions.map((e) => e.version).slice(0, 8);
       throw new AcpackError(
         'NOT_FOUND',
-        `chart ${name} ${version} (${spec.where}) is not in ${src.repo}/index.yaml${known.length ? ` (it has ${known.join(', ')})` : name in (index.entries ?? {}) ? '' : `: no chart named ${name}`}`,
+        `chart ${name} ${version} (${spec.where}) is not in ${src.repo}/index.yaml${known.length ? ` (it has ${known.join(', ')})` : name in entries ? '' : `: no chart named ${name}`}`,
       );
     }
-    const rawUrl = entry.urls?.[0];
-    if (!rawUrl) throw new AcpackError('BAD_CHART', `chart ${name} ${version} in ${src.repo}/index.yaml has no download URL`);
-    const url = new URL(rawUrl, `${src.repo}/`).toString();
+    const rawUrl = Array.isArray(entry.urls) ? entry.urls[0] : undefined;
+    if (typeof rawUrl !== 'string' || !rawUrl) throw new AcpackError('BAD_CHART', `chart ${name} ${version} in ${src.repo}/index.yaml has no download URL`);
+    const what = `chart ${name} ${version} (${spec.where})`;
+    const url = chartUrl(rawUrl, src.repo, what);
     const announced = entry.digest && /^[a-f0-9]{64}$/.test(entry.digest) ? (`sha256:${entry.digest}` as Digest) : undefined;
     if (pinned && announced && pinned !== announced) {
       throw new AcpackError('DIGEST_MISMATCH', `chart ${name} ${version}: ${src.repo}/index.yaml now says ${announced}, the pin says ${pinned}: the chart was re-published`);
     }
-    const digest = await fetcher.ensure({ kind: 'url', url, digest: pinned ?? announced });
+    // A chart beside a local repository's index is a file; anything else the index names must stay http(s).
+    const origin = src.repo.startsWith('file:') ? undefined : `${src.repo}/index.yaml`;
+    const digest = await fetcher.ensure({ kind: 'url', url, digest: pinned ?? announced, origin }).catch((err) => {
+      // e.g. a redirect to file:, refused by the HTTP client: say which chart and repository led there
+      if (err instanceof AcpackError && err.code === 'BAD_URL') throw new AcpackError(err.code, `${what} from ${src.repo}: ${err.message}`, { cause: err });
+      throw err;
+    });
     chart = { mediaType: MT.helmChart, digest, size: (await store.size(digest))! };
     meta = Object.fromEntries(Object.entries(entry).filter(([k]) => !INDEX_ONLY_FIELDS.has(k)));
   }
   const { manifest, config } = await putChartManifest(store, meta, chart);
   return { spec, name, version, ref: chartRef(name, version), manifest, blobs: [config, chart], pin: chart.digest };
 }
+
+/**
+ * Where a repository index says a chart is, resolved against the repository. The index is content from
+ * the network (or a copy of it): it may name http and https URLs only, never a local file (file:///etc/…)
+ * or another scheme. Only a repository the user's manifest names as a directory (file://…) may have its
+ * charts beside the index, inside that directory.
+ */
+export function chartUrl(raw: string, repo: string, what: string): string {
+  const where = `${repo}/index.yaml`;
+  let url: URL;
+  try {
+    url = new URL(raw, `${repo}/`);
+  } catch {
+    throw new AcpackError('BAD_URL', `${what}: ${where} names "${raw}" as its download, which is not a URL`);
+  }
+  if (url.protocol === 'http:' || url.protocol === 'https:') return url.toString();
+  const dir = new URL(`${repo}/`);
+  if (url.protocol === 'file:' && dir.protocol === 'file:' && url.pathname.startsWith(dir.pathname) && !/^[a-z][a-z0-9+.-]*:/i.test(raw)) return url.toString();
+  throw new AcpackError(
+    'BAD_URL',
+    `${what}: ${where} names ${raw} as its download; a chart repository may only point at http or https URLs${url.protocol === 'file:' ? ', never at a local file' : ''}`,
+  );
+}
+
+/** Larger than any public repository's index.yaml (they split or prune well before this). */
+const MAX_INDEX_BYTES = 256 << 20;
 
 async function fetchRepoIndex(repo: string): Promise<RepoIndex> {
   const url = `${repo}/index.yaml`;
@@ -110,11 +145,25 @@ async function fetchRepoIndex(repo: string): Promise<RepoIndex> {
       await res.discard();
       throw new AcpackError('SOURCE_ERROR', `${url}: HTTP ${res.status}: is ${repo} a Helm repository?`);
     }
-    text = await res.text();
+    text = await readCapped(res.body, MAX_INDEX_BYTES, url);
   }
   try {
     return parseYaml(text, { maxAliasCount: 1000 }) as RepoIndex;
   } catch (err) {
     throw new AcpackError('BAD_CHART', `${url} is not a Helm repository index: ${(err as Error).message.split('\n')[0]}`);
   }
+}
+
+async function readCapped(body: AsyncIterable<Buffer> & { destroy(): void }, max: number, url: string): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of body) {
+    n += chunk.length;
+    if (n > max) {
+      body.destroy();
+      throw new AcpackError('BAD_CHART', `${url} is larger than ${formatBytes(max)}: not a Helm repository index`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }

@@ -12,7 +12,8 @@ import type { RegistryClient } from '../oci/registry-client.js';
 /** A blob to have in the store: where it comes from and what it must be. */
 export type BlobSource =
   | { kind: 'registry'; ref: Reference; digest: Digest; size: number }
-  | { kind: 'url'; url: string; digest?: Digest; size?: number };
+  /** `origin`: set when the URL came from content (a repository index), not from the user's manifest: http(s) only. */
+  | { kind: 'url'; url: string; digest?: Digest; size?: number; origin?: string };
 
 /**
  * Gets blobs into the store: each at most once however many images, arches or charts ask for
@@ -60,7 +61,7 @@ export class Fetcher {
     };
     try {
       if (src.kind === 'registry') await this.client.fetchBlob(src.ref, writer, count);
-      else await downloadUrl(src.url, writer, count);
+      else await downloadUrl(src.url, writer, count, src.origin);
       const digest = src.digest ?? writer.committed!;
       this.verified.add(digest);
       return digest;
@@ -70,9 +71,15 @@ export class Fetcher {
   }
 }
 
-/** http(s) with Range resume, or file: (for binaries built or mirrored locally). */
-async function downloadUrl(url: string, writer: BlobWriter, onBytes: (n: number) => void): Promise<void> {
+/**
+ * http(s) with Range resume, or file: (for binaries built or mirrored locally) when the user's manifest
+ * named it; a URL that some fetched content (`origin`) named is http(s) only.
+ */
+async function downloadUrl(url: string, writer: BlobWriter, onBytes: (n: number) => void, origin?: string): Promise<void> {
   const parsed = new URL(url);
+  if (origin && parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw new AcpackError('BAD_URL', `${url}, named by ${origin}, is not an http or https URL: content from the network may not point at local files or other schemes`);
+  }
   if (parsed.protocol === 'file:') {
     const path = fileURLToPath(parsed);
     if (writer.offset > 0) await writer.reset();
