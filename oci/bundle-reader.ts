@@ -249,7 +249,7 @@ class Ledger {
     const seen = this.seen.get(digest);
     if (seen !== undefined && seen !== size) throw this.bad(`${by} says blob ${digest} has ${bytes(size)}, its entry in the bundle had ${bytes(seen)}`);
     // Every blob declared must be in the bundle, so there cannot be more of them than bundle.json counts.
-    if (this.declared.size >= this.d.blobs.count) throw this.bad(`its manifests declare more blobs than the ${this.d.blobs.count} bundle.json counts`);
+    if (this.declared.size >= this.d.blobs.count) throw this.bad(`${by} declares one blob more than the ${this.d.blobs.count} bundle.json counts in all`);
     this.declared.set(digest, { size, by });
   }
 }
