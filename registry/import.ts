@@ -4,7 +4,7 @@ import { digestOfHash, newHash, shortDigest, type Digest } from '../oci/digest.j
 import { walkBundle } from '../oci/bundle-graph.js';
 import { ContentStore } from '../oci/store.js';
 import { bundleEntries } from '../oci/bundle-reader.js';
-import { manifestDigests, type BundleDescriptor } from '../oci/bundle-format.js';
+import { BUNDLE_LIMITS, manifestDigests, type BundleDescriptor } from '../oci/bundle-format.js';
 import { ANNOTATION_REF_NAME, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
 import { childrenOf, IndexDb, type ManifestRow, type Recorded, type TagRow } from './index-db.js';
 import { splitRefName } from './naming.js';
@@ -37,6 +37,8 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
   const added = new Map<Digest, number>();
   let descriptor: BundleDescriptor | undefined;
   let index: ImageIndex | undefined;
+  /** Manifests as the reader parsed and validated them on their way past. */
+  const parsed = new Map<Digest, ImageIndex & ImageManifest>();
   let blobs = 0;
   let addedBytes = 0;
   try {
@@ -48,6 +50,7 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
         index = entry.index;
       } else if (entry.kind === 'blob') {
         blobs++;
+        if (entry.manifest) parsed.set(entry.digest, entry.manifest as ImageIndex & ImageManifest);
         const count = (chunk: Buffer) => onBytes?.(chunk.length);
         if (await store.has(entry.digest)) {
           await checkPassing(store, entry, source, count);
@@ -82,7 +85,7 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
     const i = index;
     // Checked and recorded under the store lock: a gc cannot take a blob between the check and the links.
     const refs = await store.exclusive(async () => {
-      const rows = await collectRows(store, d, i, source);
+      const rows = await collectRows(store, d, i, parsed, source);
       db.record(rows);
       return rows.tags?.length ?? 0;
     });
@@ -137,13 +140,16 @@ async function checkFreeSpace(store: ContentStore, root: string, d: BundleDescri
  * becomes a row of the repository it was reached from, with its config and layers linked there, and
  * each reference name a tag. A missing blob, a bad digest or a manifest that is not JSON fails.
  */
-async function collectRows(store: ContentStore, d: BundleDescriptor, index: ImageIndex, source: string): Promise<Recorded> {
+async function collectRows(store: ContentStore, d: BundleDescriptor, index: ImageIndex, parsed: Map<Digest, ImageIndex & ImageManifest>, source: string): Promise<Recorded> {
   const manifests = new Map<Digest, ManifestRow>();
-  const parsed = new Map<Digest, ImageIndex & ImageManifest>();
   const repoManifests: { repo: string; digest: Digest }[] = [];
   const blobs = {
     size: (digest: Digest) => store.size(digest),
     manifest: async (digest: Digest) => {
+      const known = parsed.get(digest);
+      if (known) return known;
+      // Not in this bundle's stream: the store's own copy, verified when it was imported.
+      if (((await store.size(digest)) ?? 0) > BUNDLE_LIMITS.manifestBytes) throw new AcpackError('BAD_BUNDLE', `${source}: manifest ${shortDigest(digest)} is larger than a manifest can be`);
       try {
         const m = JSON.parse((await store.readBytes(digest)).toString('utf8')) as ImageIndex & ImageManifest;
         parsed.set(digest, m);
