@@ -135,7 +135,12 @@ export class RegistryClient {
 
   private async fetchToken(host: string, state: HostState, params: Record<string, string>, scope: string, creds?: Credentials): Promise<string> {
     if (!params.realm) throw new AcpackError('AUTH_FAILED', `${host} asked for a bearer token but named no realm`);
-    const url = new URL(params.realm);
+    let url: URL;
+    try {
+      url = new URL(params.realm);
+    } catch {
+      throw new AcpackError('AUTH_FAILED', `${host} asked for a bearer token at "${params.realm}", which is not a URL`);
+    }
     if (params.service) url.searchParams.set('service', params.service);
     url.searchParams.set('scope', scope);
     const headers: Record<string, string> = {};
