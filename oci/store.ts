@@ -112,14 +112,14 @@ export class ContentStore {
   }
 
   /** Stores a small blob held in memory (a manifest, a config). */
-  async put(data: Uint8Array, expected?: Expected, onCommitted?: OnCommitted): Promise<Digest> {
+  async put(data: Uint8Array, expected?: Expected): Promise<Digest> {
     const digest = expected?.digest ?? sha256(data);
-    if (!onCommitted && (await this.has(digest))) return digest;
+    if (await this.has(digest)) return digest;
     // A private ingest name: two puts of the same bytes at once both commit, the second keeping the first's file.
     const w = await this.writer(`put-${hexOf(digest)}-${process.pid}-${++this.puts}`, { ...expected, digest, size: data.length });
     try {
       await w.write(data);
-      await w.commit(onCommitted);
+      await w.commit();
     } finally {
       await w.close();
     }
@@ -199,30 +199,28 @@ export class ContentStore {
 
   /** Drops an in-flight write (a cancelled upload); INGEST_LOCKED while someone is writing it. */
   async abandon(ref: string): Promise<void> {
-    await this.dropIngest(ingestKey(ref), ref);
+    if ((await this.removeIngest(ingestKey(ref))) === 'held') throw locked(ref);
   }
 
-  /**
-   * Removes one in-flight write by its directory name, unless a writer holds it. True when removed.
-   * For sweeps of abandoned uploads.
-   */
-  async dropIngest(key: string, ref = key): Promise<boolean> {
+  /** Drops the in-flight write in directory `key` (a sweep of old uploads) unless a writer holds it; true when dropped. */
+  async dropIngest(key: string): Promise<boolean> {
+    return (await this.removeIngest(key)) === 'removed';
+  }
+
+  private async removeIngest(key: string): Promise<'removed' | 'held' | 'gone'> {
     const dir = join(this.root, 'ingest', key);
     const lock = await FileLock.try(join(dir, 'lock')).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return 'gone' as const;
       throw err;
     });
-    if (lock === 'gone') return false;
-    if (!lock) {
-      if (ref !== key) throw locked(ref);
-      return false;
-    }
+    if (lock === 'gone') return lock;
+    if (!lock) return 'held';
     try {
       await rm(dir, { recursive: true, force: true });
     } finally {
       await lock.release();
     }
-    return true;
+    return 'removed';
   }
 
   /** In-flight writes: directory name and when data last arrived. */
