@@ -47,7 +47,13 @@ export class FileLock {
     let db: Database.Database | undefined;
     try {
       const pinned = await pin.stat();
-      db = new Database(path, { timeout: 0 });
+      try {
+        db = new Database(path, { timeout: 0 });
+      } catch (err) {
+        // The holder removed the file (and its directory) since it was opened above: not taken.
+        if (!(await stat(path).catch(() => undefined))) return release(path, db, pin);
+        throw err;
+      }
       try {
         db.exec('BEGIN EXCLUSIVE');
       } catch (err) {

@@ -167,12 +167,13 @@ export class ContentStore {
   private async lockIngest(dir: string, ref: string, waitMs: number): Promise<FileLock> {
     const deadline = Date.now() + waitMs;
     for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
-      await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
-      // ENOENT: the holder finished and removed the directory between the mkdir and the lock: try again.
-      const lock = await FileLock.try(join(dir, 'lock')).catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') return undefined;
-        throw err;
-      });
+      // ENOENT: a holder finished and removed the directory while it was being made or locked: try again.
+      const lock = await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE })
+        .then(() => FileLock.try(join(dir, 'lock')))
+        .catch((err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return undefined;
+          throw err;
+        });
       if (lock) return lock;
       if (Date.now() >= deadline) throw locked(ref);
       await new Promise((r) => setTimeout(r, wait));

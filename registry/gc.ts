@@ -26,6 +26,9 @@ export async function collectGarbage(store: ContentStore, db: IndexDb, opts: { d
   const out: Collected = { blobs: 0, bytes: 0, uploads: 0 };
   for (const digest of await store.list()) {
     if (live.has(digest)) continue;
+    // A first look without the lock: most unreached blobs of a busy store are young, and the lock is for deletions.
+    const seen = await store.stat(digest);
+    if (!seen || recentlyUsed(db, digest, seen.mtimeMs, now())) continue;
     await store.exclusive(async () => {
       const s = await store.stat(digest);
       if (!s || recentlyUsed(db, digest, s.mtimeMs, now()) || db.reachable(digest)) return;

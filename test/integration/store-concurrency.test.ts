@@ -61,10 +61,8 @@ const AUTH = `Basic ${Buffer.from(USER).toString('base64')}`;
 const TWO_DAYS_AGO = () => new Date(Date.now() - 2 * 86400_000);
 
 // ---------------------------------------------------------------------------------------------
-// The scrub. To be replaced by `acinstall verify --store <dir>` (built by another engineer; it landed
-// on main in 0099f6c while this harness was written, but older checkouts measured through
-// ACPACK_TARGET_ROOT lack it): make `verifyStore` run that CLI of TARGET (--json) and map its report
-// onto ScrubReport. The scenarios only ever call `verifyStore`.
+// The scrub: `acinstall verify --store` of TARGET. Checkouts from before it existed (measured through
+// ACPACK_TARGET_ROOT) are scrubbed by the harness's own re-hash and walk (`scrubStore` below).
 // ---------------------------------------------------------------------------------------------
 
 interface ScrubReport {
@@ -146,8 +144,16 @@ async function hashFile(path: string): Promise<{ hex: string; size: number }> {
   }
 }
 
-/** The one place the scenarios check a store: swap for `acinstall verify --store` here. */
-const verifyStore: (storeRoot: string) => Promise<ScrubReport> = scrubStore;
+/** The one place the scenarios check a store: TARGET's `acinstall verify --store --json`, or `scrubStore` for older checkouts. */
+async function verifyStore(root: string): Promise<ScrubReport> {
+  if (!existsSync(join(TARGET, 'registry/scrub.ts'))) return scrubStore(root);
+  const own = await scrubStore(root); // for the tags and the manifest count only
+  const r = await acinstall(['verify', '--store', root, '--json'], 120_000);
+  if (r.code !== 0 && r.code !== 1) throw new Error(`acinstall verify failed: ${r.stderr.slice(-2000)}`);
+  const report = JSON.parse(r.stdout) as { blobs: number; problems: { kind: string; what: string }[] };
+  const of = (kinds: string[]) => report.problems.filter((p) => kinds.includes(p.kind)).map((p) => p.what);
+  return { blobs: report.blobs, manifests: own.manifests, tags: own.tags, corrupt: of(['corrupt', 'stray', 'damaged']), missing: of(['missing', 'dangling']) };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Processes: the CLIs of TARGET, run from source as the other tests run them; skopeo.
