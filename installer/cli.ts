@@ -192,14 +192,17 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
     .requiredOption('-n, --nodes <ips>', 'worker IPs to add, comma-separated')
     .option('-p, --password <password>', 'SSH password for the new nodes (default: the first master\'s key)')
     .option('-i, --key <file>', 'SSH private key for the new nodes')
-    .option('--user <user>', 'SSH user for the new nodes')
-    .option('--port <port>', 'SSH port for the new nodes')
+    .option('--user <user>', 'SSH user for the new nodes (default: the first master\'s)')
+    .option('--port <port>', 'SSH port for the new nodes (default: the first master\'s)')
+    .option('--cluster-password <password>', 'SSH password of the hosts already in the cluster that logged in with one at install (or ACINSTALL_SSH_PASSWORD)')
     .option('--ignore-preflight <checks>', `checks to skip, comma-separated: ${CHECKS.join(', ')}`, '')
     .option('--store <dir>', 'acinstall\'s state on this master', DEFAULT_STORE)
+    .addHelpText('after', '\nEach host keeps its own login: the new nodes use -p/-i/--user/--port, the hosts already in the cluster\nthe key recorded at install, or --cluster-password where they logged in with a password.')
     .action(async (o) => {
       const state = await loadClusterState(o.store);
       const ips = parseIpList(o.nodes, '-n/--nodes');
-      const spec = withNodes(state, ips, { password: o.password, keyFile: o.key, user: o.user, port: o.port ? parsePort(o.port) : undefined });
+      const login = { password: o.password, keyFile: o.key, user: o.user, port: o.port ? parsePort(o.port) : undefined };
+      const spec = withNodes(state, ips, login, o.clusterPassword ?? process.env.ACINSTALL_SSH_PASSWORD);
       const progress = createInstallProgress();
       // The content is in the store already: the bundle's medium need not be there any more.
       const bundle = state.descriptor ? { file: state.bundle, descriptor: state.descriptor } : state.bundle;
@@ -212,11 +215,11 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
     .command('delete')
     .description('Remove nodes from the installed cluster (kubeadm reset and clean-up on each)')
     .requiredOption('-n, --nodes <ips>', 'node IPs to remove, comma-separated')
-    .option('-p, --password <password>', 'SSH password (default: the key recorded at install)')
+    .option('-p, --password <password>', 'SSH password of the hosts that logged in with one at install (or ACINSTALL_SSH_PASSWORD); the others use the key recorded at install')
     .option('--store <dir>', 'acinstall\'s state on this master', DEFAULT_STORE)
     .action(async (o) => {
       const state = await loadClusterState(o.store);
-      const spec = withNodes(state, [], { password: o.password });
+      const spec = withNodes(state, [], {}, o.password ?? process.env.ACINSTALL_SSH_PASSWORD);
       const ips = parseIpList(o.nodes, '-n/--nodes');
       const saved = (rest: typeof spec) => saveClusterState(o.store, state.bundle, state.descriptor, rest);
       await deleteNodes(o.store, spec, ips, saved, (l) => process.stderr.write(`${l}\n`));

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../oci/atomic-file.js';
 import { join, resolve } from 'node:path';
 import { AcpackError } from '../oci/errors.js';
-import { checkSpec, type ClusterSpec, type HostSpec } from './cluster-spec.js';
+import { checkSpec, firstMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 
 /**
@@ -31,12 +31,28 @@ export async function loadClusterState(store: string): Promise<ClusterState> {
   }
 }
 
-/** The spec with new workers added; their login is the given one, or the first master's key. */
-export function withNodes(state: ClusterState, ips: string[], login: Partial<HostSpec>): ClusterSpec {
+/**
+ * The spec with new workers added. New nodes log in with `login`, by default as the first master
+ * does (its key, user and port). Hosts already in the cluster keep their own login: their recorded
+ * key, or for those that logged in with a password at install (never recorded), `clusterPassword`.
+ */
+export function withNodes(state: ClusterState, ips: string[], login: Partial<HostSpec>, clusterPassword?: string): ClusterSpec {
   const known = new Set(state.spec.hosts.map((h) => h.ip));
-  const first = state.spec.hosts[0];
-  const added: HostSpec[] = ips
-    .filter((ip) => !known.has(ip))
-    .map((ip) => ({ ip, roles: ['node'], user: login.user ?? first.user, port: login.port ?? first.port, password: login.password, keyFile: login.keyFile ?? (login.password ? undefined : first.keyFile) }));
-  return checkSpec({ ...state.spec, hosts: [...state.spec.hosts.map((h) => ({ ...h, password: h.password ?? login.password })), ...added] }, 'the nodes to join');
+  const first = firstMaster(state.spec);
+  const added: HostSpec[] = ips.filter((ip) => !known.has(ip)).map((ip) => ({
+    ip,
+    roles: ['node'],
+    user: login.user ?? first.user,
+    port: login.port ?? first.port,
+    password: login.password,
+    keyFile: login.keyFile ?? (login.password ? undefined : first.keyFile),
+  }));
+  const hosts = state.spec.hosts.map((h) => {
+    if (h.keyFile) return h;
+    if (!clusterPassword) {
+      throw new AcpackError('BAD_CLUSTER', `${h.ip} logged in with a password when the cluster was installed (passwords are not kept): give it again with --cluster-password or ACINSTALL_SSH_PASSWORD`);
+    }
+    return { ...h, password: clusterPassword };
+  });
+  return checkSpec({ ...state.spec, hosts: [...hosts, ...added] }, 'the nodes to join');
 }
