@@ -166,6 +166,7 @@ re-checks under the store lock.`,
   withNodeOptions(program.command('from'))
     .description('Import a bundle, serve it, check every node, give each its binaries and containerd configuration, kubeadm init and join, install the charts')
     .argument('<bundle>', 'bundle.tar.zst')
+    .option('--max-unavailable <n>', 'workers upgraded at once by a newer bundle (each is out while its kubelet restarts)', '1')
     .addHelpText(
       'after',
       `
@@ -174,14 +175,17 @@ containerd configuration, kubeadm init and joins (masters one at a time, workers
 reach the API servers as apiserver.cluster.local: the first master, or with several masters, workers
 go through a virtual IP (network.apiServerVIP, default 10.103.97.2) kept by lvscare. Re-runs skip what
 the journal records as done. A newer bundle on an installed cluster upgrades Kubernetes (kubeadm
-upgrade, control plane first, then each kubelet). Then the bundle's charts with helm on the first
+upgrade, control plane first, then the workers --max-unavailable at a time, each kubelet swapped in
+after its node's upgrade). Then the bundle's charts with helm on the first
 master, from the site registry over oci://: the CNI (network.cni) first, then the manifest's order.
 Last, with the bundle's kubectl, the post-check: every node Ready, every kube-system pod running.`,
     )
     .action(async (bundle: string, o) => {
       const progress = createInstallProgress();
+      const maxUnavailable = Number(o.maxUnavailable);
+      if (!Number.isInteger(maxUnavailable) || maxUnavailable < 1) throw new AcpackError('BAD_ARGUMENT', `--max-unavailable must be a whole number of workers, 1 or more, not "${o.maxUnavailable}"`);
       const spec = await specFrom(o);
-      const outcomes = await installFrom({ bundle, spec, store: o.store, ignore: ignoreList(o), progress }).finally(() => progress.end());
+      const outcomes = await installFrom({ bundle, spec, store: o.store, ignore: ignoreList(o), progress, maxUnavailable }).finally(() => progress.end());
       reportOutcomes(outcomes);
       process.stdout.write(installSummary(o.store, spec.hosts));
     });

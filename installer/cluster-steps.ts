@@ -1,3 +1,4 @@
+import pLimit from 'p-limit';
 import { join } from 'node:path';
 import { archFromUname } from '../arch/platform.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
@@ -115,7 +116,21 @@ export async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal:
       return;
     }
   }
-  await Promise.all(workers.map((w) => upgradeOne(w).catch((err) => fail(w.ip, err))));
+  // Workers a few at a time (--max-unavailable, default 1), as a rolling upgrade goes: each is out while
+  // its kubelet restarts. After a failure no other worker starts: they wait for the next run.
+  const rolling = pLimit(o.maxUnavailable ?? 1);
+  let broken: string | undefined;
+  await Promise.all(
+    workers.map((w) =>
+      rolling(async () => {
+        if (broken && versions.of(w) !== versions.wanted && byIp.get(w.ip)!.ok) return fail(w.ip, new AcpackError('NODE_STEP', `waiting: the upgrade of worker ${broken} failed`));
+        await upgradeOne(w).catch((err) => {
+          broken ??= w.ip;
+          fail(w.ip, err);
+        });
+      }),
+    ),
+  );
 
   const joinOne = async (h: HostSpec, controlPlane: boolean) => {
     const joined = journal.isDone(h.ip, 'kubeadm-join');

@@ -30,6 +30,8 @@ export interface FromOptions {
   store: string;
   ignore: string[];
   progress: InstallProgress;
+  /** Workers upgraded at once (each is out while its kubelet restarts); 1 by default. */
+  maxUnavailable?: number;
 }
 
 export interface NodeOutcome {

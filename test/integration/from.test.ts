@@ -323,6 +323,16 @@ describe('acinstall from on test hosts', () => {
       expect(swap.text).toContain(`mv -f -T '/usr/bin/kubelet.acpack-new' '/usr/bin/kubelet'`);
       expect(swap.start).toBeGreaterThanOrEqual(applied.end);
     }
+    // One worker at a time (--max-unavailable 1): one's upgrade and kubelet restart end before the other's begin.
+    const windows = await Promise.all(
+      [w1, w2].map(async (w) => {
+        const all = await commands(w);
+        const start = all.find((c) => c.text.includes('$ kubeadm upgrade node'))!.start;
+        return { start, end: all.filter((c) => c.text.includes('systemctl restart kubelet')).pop()!.end };
+      }),
+    );
+    windows.sort((a, b) => a.start - b.start);
+    expect(windows[0].end).toBeLessThanOrEqual(windows[1].start);
     expect((await acinstall(['status', '--store', store()])).stdout).toMatch(new RegExp(`${w2.ip.replace(/\./g, '\\.')}\\s+kubernetes\\s+done\\s+[\\d-]+ [\\d:]+\\s+v1\\.22\\.16`));
 
     // The older bundle again: a downgrade, refused before any node is touched.
