@@ -59,7 +59,7 @@ export function specFromFlags(f: SshFlags): ClusterSpec {
   return checkSpec({ hosts: [...masters.map((ip) => ({ ip, roles: ['master' as Role], ...ssh })), ...nodes.map((ip) => ({ ip, roles: ['node' as Role], ...ssh }))], ...DEFAULTS, env: {} }, 'the flags');
 }
 
-const clusterSchema = {
+export const clusterSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['apiVersion', 'kind', 'spec'],

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { ARCHES, formatPlatform, parsePlatformList, type Platform } from '../arch/platform.js';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { textTable } from '../oci/text-table.js';
@@ -152,9 +153,23 @@ export function formatInspect(d: BundleDescriptor): string {
   return `${out.join('\n')}\n`;
 }
 
-/** Runs a CLI program: AcpackErrors print their message only; anything else is a bug, said so. */
+/** This acpack's version, from the package.json above this module (the same from source and from dist/). */
+function ownVersion(): string {
+  for (let dir = import.meta.dirname; dirname(dir) !== dir; dir = dirname(dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'acpack' && pkg.version) return pkg.version;
+    } catch {
+      // not here: one level up
+    }
+  }
+  return 'unknown';
+}
+
+/** Runs a CLI program (acpack or acinstall): AcpackErrors print their message only; anything else is a bug, said so. */
 export async function runProgram(program: Command, argv: string[]): Promise<number> {
   try {
+    program.version(ownVersion(), '-V, --version', 'print the version');
     await program.parseAsync(argv);
     return 0;
   } catch (err) {
