@@ -1,4 +1,5 @@
 import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import pLimit from 'p-limit';
 import { AcpackError } from '../oci/errors.js';
@@ -84,11 +85,16 @@ async function downloadUrl(url: string, writer: BlobWriter, onBytes: (n: number)
     const path = fileURLToPath(parsed);
     if (writer.offset > 0) await writer.reset();
     try {
-      for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+      // A regular file, read up to the size it had when looked at: never a device, a pipe or a growing file.
+      const s = await stat(path);
+      if (!s.isFile()) throw new AcpackError('BAD_URL', `${url} is not a regular file: a binary must be a file (not a device, a pipe or a directory)`);
+      const data = s.size > 0 ? createReadStream(path, { highWaterMark: 1 << 20, end: s.size - 1 }) : [];
+      for await (const chunk of data) {
         await writer.write(chunk as Buffer);
         onBytes((chunk as Buffer).length);
       }
     } catch (err) {
+      await writer.discard(); // a local file is read whole each time: nothing to resume
       if (err instanceof AcpackError) throw err;
       throw new AcpackError('NOT_FOUND', `cannot read ${url}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }

@@ -41,6 +41,18 @@ describe('bad input and bad sources', () => {
     expect((await readdir(dir)).filter((n) => n.startsWith('out.tar.zst'))).toEqual([]);
   });
 
+  it('reads a local binary only from a regular file, up to its size: a device is refused at once, the cache left empty', async () => {
+    const dir = join(src.work.dir, 'device');
+    const m = await writeManifest(dir, { binaries: [{ name: 'zeros', version: 'v1', url: 'file:///dev/zero', sha256: 'a'.repeat(64), install: '/usr/bin/zeros' }] });
+    const cache = join(dir, 'cache');
+    const started = Date.now();
+    await expect(
+      bundle({ manifestFile: m, platforms: parsePlatformList('amd64'), cacheDir: cache, reporter: silent, sourceDateEpoch: 0, out: join(dir, 'out.tar.zst') }),
+    ).rejects.toMatchObject({ code: 'BAD_URL', message: expect.stringContaining('/dev/zero is not a regular file') });
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(await storeContents(cache)).toEqual({ blobs: [], ingest: [] });
+  });
+
   it('rejects a binary whose sha256 does not match, naming it', async () => {
     const dir = join(src.work.dir, 'badsha');
     await mkdir(dir, { recursive: true });
