@@ -175,6 +175,11 @@ export async function runProgram(program: Command, argv: string[]): Promise<numb
   } catch (err) {
     const debug = argv.includes('--debug');
     process.stderr.write(`error: ${(err as Error)?.message ?? String(err)}\n`);
+    // With --json a script reads events on stdout: the error is one more event there.
+    if (argv.includes('--json')) {
+      const code = err instanceof AcpackError ? err.code : 'UNEXPECTED';
+      process.stdout.write(`${JSON.stringify({ event: 'error', code, message: (err as Error)?.message ?? String(err) })}\n`);
+    }
     if (err instanceof AcpackError) {
       if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
       if (debug && err.cause) process.stderr.write(`caused by: ${(err.cause as Error).stack ?? String(err.cause)}\n`);

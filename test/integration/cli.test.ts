@@ -60,6 +60,13 @@ describe('acpack CLI', () => {
     expect(summary.imagePlatforms).toBe(4);
   });
 
+  it('--json reports a failure as one JSON event on stdout too', async () => {
+    const res = await runCli(['verify', join(work.dir, 'no-such.tar.zst'), '--json']);
+    expect(res.code).toBe(1);
+    const lines = res.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.at(-1)).toMatchObject({ event: 'error', code: 'NOT_FOUND', message: expect.stringContaining('no-such.tar.zst') });
+  });
+
   it('inspect lists images with their platforms, from the header entries', async () => {
     const res = await runCli(['inspect', bundlePath]);
     expect(res.code, res.stderr).toBe(0);
