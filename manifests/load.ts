@@ -22,6 +22,8 @@ export interface BinarySpec {
   name: string;
   version: string;
   url: string;
+  /** The url as the manifest writes it (a relative path stays relative): what the lock file records. */
+  urlAsWritten: string;
   sha256: Partial<Record<Arch, string>>;
   platforms?: Platform[];
   install?: string;
@@ -155,6 +157,7 @@ export async function loadManifest(file: string): Promise<BundleManifest> {
       version: b.version,
       // A plain path is a local file relative to the manifest (kept unencoded: it may hold {arch}).
       url: /^[a-z][a-z0-9+.-]*:/i.test(b.url) ? b.url : `file://${resolve(dirname(file), b.url)}`,
+      urlAsWritten: b.url,
       sha256: shaMap as Partial<Record<Arch, string>>,
       platforms,
       install: b.install,

@@ -12,6 +12,8 @@ import { platformsFor } from './images.js';
 
 export interface ResolvedBinaryArch extends BinaryFile {
   url: string;
+  /** The url as the manifest writes it, expanded for this arch: the lock file's record (it moves with the project). */
+  pinUrl: string;
   manifest: Descriptor;
 }
 
@@ -54,7 +56,10 @@ export async function resolveBinary(
   const resolved: ResolvedBinaryArch[] = [];
   for (const arch of arches) {
     const url = expandTemplate(spec.url, { arch, version: spec.version });
-    const locked = lockPins[arch]?.url === url ? lockPins[arch]?.sha256 : undefined;
+    const pinUrl = expandTemplate(spec.urlAsWritten, { arch, version: spec.version });
+    // Locks written before urls were kept as written hold the resolved url: both still match.
+    const lockedUrl = lockPins[arch]?.url;
+    const locked = lockedUrl === pinUrl || lockedUrl === url ? lockPins[arch]?.sha256 : undefined;
     const pin = spec.sha256[arch] ?? locked;
     if (!pin && !trustOnFirstUse) {
       throw new AcpackError(
@@ -86,7 +91,7 @@ export async function resolveBinary(
       extract: spec.extract,
       mode: spec.mode,
     };
-    resolved.push({ ...file, url, manifest: await putBinaryManifest(store, file) });
+    resolved.push({ ...file, url, pinUrl, manifest: await putBinaryManifest(store, file) });
   }
   const index = await putBinaryIndex(
     store,

@@ -138,7 +138,7 @@ export async function lock(opts: ResolveOptions): Promise<{ path: string; lock: 
   const lockFile: LockFile = { images: {}, binaries: {}, charts: {} };
   for (const i of r.images) lockFile.images[i.spec.name] = i.top.digest as Digest;
   for (const b of r.binaries) {
-    lockFile.binaries[b.spec.name] = Object.fromEntries(b.arches.map((a) => [a.arch, { url: a.url, sha256: a.file.digest.slice(7) }]));
+    lockFile.binaries[b.spec.name] = Object.fromEntries(b.arches.map((a) => [a.arch, { url: a.pinUrl, sha256: a.file.digest.slice(7) }]));
   }
   for (const c of r.charts) lockFile.charts[chartKey(c.name, c.version)] = c.pin;
   const path = await writeLock(opts.manifestFile, lockFile, r.manifest.digest);

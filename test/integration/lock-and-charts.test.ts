@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdir, readFile, writeFile, cp } from 'node:fs/promises';
+import { mkdir, readFile, writeFile, cp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify, parse } from 'yaml';
 import { bundle, lock } from '../../packer/index.js';
@@ -108,6 +108,23 @@ describe('acpack lock and --locked', () => {
     const res = await runCli(['bundle', '-f', m, '--arch', 'amd64', '--cache', join(dir, 'cache2'), '-o', join(dir, 'o.tar.zst'), '--locked']);
     expect(res.code).toBe(1);
     expect(res.stderr).toMatch(/binary tool v1 for amd64: .*does not match its pinned sha256/);
+  });
+});
+
+describe('a locked project moved elsewhere', () => {
+  it('keeps a local binary\'s url as written in the lock, so a copy of the project still bundles --locked', async () => {
+    const dir = join(work.dir, 'project');
+    await mkdir(join(dir, 'files'), { recursive: true });
+    await writeFile(join(dir, 'files/tool-amd64'), 'tool v1');
+    const m = await writeManifest(dir, { binaries: [{ name: 'tool', version: 'v1', url: 'files/tool-{arch}', install: '/usr/bin/tool' }] });
+    await lock({ manifestFile: m, platforms: parsePlatformList('amd64'), cacheDir: join(dir, 'cache'), reporter: silent, sourceDateEpoch: 0 });
+    expect(parse(await readFile(`${m}.lock`, 'utf8')).binaries.tool.amd64.url).toBe('files/tool-amd64');
+    const moved = join(work.dir, 'project-clone');
+    await cp(dir, moved, { recursive: true });
+    await rm(dir, { recursive: true });
+    const res = await runCli(['bundle', '-f', join(moved, 'm.yaml'), '--arch', 'amd64', '--cache', join(moved, 'cache2'), '-o', join(moved, 'o.tar.zst'), '--locked']);
+    expect(res.code, res.stderr).toBe(0);
+    expect((await readDescriptor(join(moved, 'o.tar.zst'))).binaries[0].digest).toBe(sha256('tool v1'));
   });
 });
 
