@@ -64,7 +64,7 @@ export async function resolveBinary(
     if (!pin && !trustOnFirstUse) {
       throw new AcpackError(
         'NOT_PINNED',
-        `binary ${spec.name} ${spec.version} for ${arch} (${spec.where}) has no sha256: add sha256: {${arch}: <hex>} to the manifest, or run \`acpack lock\` to pin what ${url} serves now`,
+        `binary ${spec.name} ${spec.version} for ${arch} (${spec.where}) has no sha256: add sha256: {${arch}: <hex>} to the manifest, or pin what ${url} serves now with: acpack lock -f ${spec.where.replace(/:\d+(:\d+)?$/, '')} --arch ${arches.join(',')}`,
       );
     }
     const expected = pin ? (`sha256:${pin}` as Digest) : undefined;
