@@ -26,6 +26,9 @@ export interface WriteBundleOptions {
   verified?: ReadonlySet<Digest>;
 }
 
+/** Bundles being written (their temp files): an interrupted CLI removes them before it exits. */
+export const partialBundles = new Set<string>();
+
 /** JSON the bundle carries: two-space indented, trailing newline, keys in the order built. */
 export function bundleJsonBytes(value: unknown): Buffer {
   return Buffer.from(`${JSON.stringify(value, null, 2)}\n`);
@@ -45,6 +48,7 @@ export async function writeBundle(
   opts: WriteBundleOptions,
 ): Promise<void> {
   const tmp = `${out}.partial-${process.pid}`;
+  partialBundles.add(tmp);
   const zstd = zstdCompress();
   // A second handle on the file, for fsync: any descriptor of a file flushes all of its pages.
   const file = await open(tmp, 'w');
@@ -107,12 +111,14 @@ export async function writeBundle(
     await file.sync();
     await file.close();
     await rename(tmp, out);
+    partialBundles.delete(tmp);
   } catch (err) {
     zstd.destroy();
     sink.destroy();
     await writeback.settled().catch(() => {});
     await file.close().catch(() => {});
     await rm(tmp, { force: true });
+    partialBundles.delete(tmp);
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
       throw new AcpackError('DISK_FULL', `no space left on the device of ${out}; nothing was written`, { cause: err });
     }

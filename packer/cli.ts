@@ -1,12 +1,13 @@
 import { Command } from 'commander';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { ARCHES, formatPlatform, parsePlatformList, type Platform } from '../arch/platform.js';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { textTable } from '../oci/text-table.js';
 import { readDescriptor } from '../oci/bundle-reader.js';
 import { verifyBundle } from '../oci/bundle-verify.js';
+import { partialBundles } from '../oci/bundle-writer.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { loadManifest } from '../manifests/index.js';
 import { bundle, formatSummary, lock } from './bundle.js';
@@ -73,6 +74,10 @@ Example:
     )
     .action(async (o) => {
       const reporter = createReporter(reporterMode(!!o.json));
+      onInterrupt(() => {
+        for (const f of partialBundles) rmSync(f, { force: true });
+        return `interrupted: nothing was written at ${o.output}; what was downloaded and verified is kept in ${o.cache} and the next run resumes from it`;
+      });
       const summary = await bundle({
         manifestFile: o.file,
         platforms: platformsFrom(o),
@@ -151,6 +156,16 @@ export function formatInspect(d: BundleDescriptor): string {
     out.push(textTable([['NAME', 'VERSION', 'SIZE'], ...d.charts.map((c) => [c.name, c.version, formatBytes(c.size)])]), '');
   }
   return `${out.join('\n')}\n`;
+}
+
+/** On Ctrl-C or SIGTERM: `cleanup` runs (synchronously) and says what was kept; the process exits 130. */
+function onInterrupt(cleanup: () => string): void {
+  const stop = () => {
+    process.stderr.write(`\n${cleanup()}\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
 }
 
 /** This acpack's version, from the package.json above this module (the same from source and from dist/). */

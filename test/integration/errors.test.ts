@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
+import { readdir, readFile, writeFile, mkdir, open } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { bundle } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
@@ -51,6 +53,29 @@ describe('bad input and bad sources', () => {
     ).rejects.toMatchObject({ code: 'BAD_URL', message: expect.stringContaining('/dev/zero is not a regular file') });
     expect(Date.now() - started).toBeLessThan(10_000);
     expect(await storeContents(cache)).toEqual({ blobs: [], ingest: [] });
+  });
+
+  it('Ctrl-C during a bundle leaves no partial file, says what was kept, and exits 130', async () => {
+    const dir = join(src.work.dir, 'interrupted');
+    await mkdir(dir, { recursive: true });
+    const big = join(dir, 'big-amd64');
+    const fh = await open(big, 'w');
+    const hash = createHash('sha256');
+    for (let i = 0; i < 32; i++) {
+      const chunk = randomBytes(4 << 20); // 128 MiB in all: a few seconds of hashing and zstd
+      hash.update(chunk);
+      await fh.write(chunk);
+    }
+    await fh.close();
+    const m = await writeManifest(dir, { binaries: [{ name: 'big', version: 'v1', url: 'big-{arch}', sha256: { amd64: hash.digest('hex') }, install: '/usr/bin/big' }] });
+    const out = join(dir, 'o.tar.zst');
+    const child = runCli(['bundle', '-f', m, '--arch', 'amd64', '--cache', join(dir, 'cache'), '-o', out], { timeoutMs: 60_000 });
+    for (let i = 0; i < 200 && !(await readdir(dir)).some((n) => n.startsWith('o.tar.zst.partial-')); i++) await sleep(25);
+    child.kill('SIGINT');
+    const res = await child;
+    expect(res.code).toBe(130);
+    expect(res.stderr).toContain(`interrupted: nothing was written at ${out}`);
+    expect((await readdir(dir)).filter((n) => n.startsWith('o.tar.zst'))).toEqual([]);
   });
 
   it('rejects a binary whose sha256 does not match, naming it', async () => {
