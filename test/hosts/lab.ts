@@ -85,7 +85,7 @@ export async function acinstallOn(host: Pick<LabHost, 'netns'>, args: string[], 
 }
 
 /** ssh from `from`'s namespace to `to`, as root with the lab key. */
-export function ssh(lab: Lab, from: LabHost, to: LabHost, command: string): Promise<{ stdout: string; stderr: string }> {
+export function ssh(lab: Lab, from: LabHost, to: LabHost, command: string, timeoutMs = 30_000): Promise<{ stdout: string; stderr: string }> {
   return inHost(from, 'ssh', [
     '-i', lab.key,
     '-o', 'StrictHostKeyChecking=no',
@@ -94,7 +94,7 @@ export function ssh(lab: Lab, from: LabHost, to: LabHost, command: string): Prom
     '-o', 'ConnectTimeout=5',
     `root@${to.ip}`,
     command,
-  ]);
+  ], timeoutMs);
 }
 
 export async function labUp(count: number, opts: { id?: number; dir: string }): Promise<Lab> {
@@ -166,8 +166,10 @@ async function startHostSshd(lab: Lab, name: string, netns: string, ip: string):
     `mount --rbind /dev ${m}/dev`,
     `mount -t tmpfs tmpfs ${m}/run`,
     `mkdir -p ${m}/run/sshd`,
-    // systemd is not PID 1 here: an honest systemctl stand-in takes its place on every host.
-    `install -D -m 755 ${STANDINS}/systemctl ${m}/usr/local/sbin/systemctl`,
+    // systemd is not PID 1 here: a small supervisor takes its place on every host (systemctl and
+    // journalctl stand-ins, see standins/systemd.mjs), run by this machine's node.
+    ...['systemd.mjs', 'systemd-units.mjs'].map((f) => `install -D -m 644 ${STANDINS}/${f} ${m}/usr/local/lib/acpack-standins/${f}`),
+    ...['systemctl', 'journalctl'].map((t) => `sed 's|@NODE@|${process.execPath}|' ${STANDINS}/${t} > ${m}/usr/local/sbin/${t} && chmod 755 ${m}/usr/local/sbin/${t}`),
     `hostname ${name}`,
     `exec chroot ${m} /usr/sbin/sshd -D -e -f ${dir}/sshd_config`,
   ].join('\n');

@@ -1,0 +1,91 @@
+import { describe, expect, it } from 'vitest';
+import { ssh } from '../hosts/lab.js';
+import { useLab } from '../helpers/lab.js';
+import { serviceFiles } from '../../installer/node-setup.js';
+
+// The test hosts' systemctl is a small supervisor (test/hosts/standins/systemd.mjs): units really run.
+// Each ssh costs seconds on a busy machine: commands are batched, and waits loop on the host.
+
+const t = useLab(1);
+const sh = (command: string) => ssh(t.lab, t.lab.hosts[0], t.lab.hosts[0], command, 150_000).then((r) => r.stdout);
+const put = (files: Record<string, string>) => Object.entries(files).map(([path, text]) => `mkdir -p "$(dirname '${path}')" && echo ${Buffer.from(text).toString('base64')} | base64 -d > '${path}'`).join(' && ');
+/** A shell line waiting (on the host, up to `s` seconds) for `cond`, failing with `what`. */
+const until = (cond: string, what: string, s = 30) => `i=0; until ${cond}; do i=$((i+1)); [ $i -lt ${s * 5} ] || { echo "not within ${s} s: ${what}" >&2; exit 1; }; sleep 0.2; done`;
+const kv = (out: string) => Object.fromEntries(out.split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+
+describe('systemctl on test hosts runs units', () => {
+  it("runs ExecStart as systemd parses the unit and its drop-ins, in the host's own root and namespaces, detached from the SSH session; is-active follows the live process", async () => {
+    const files = {
+      '/etc/systemd/system/probe.service': '[Service]\nExecStartPre=-/bin/false\nEnvironment="GREETING=hello world" ONE=1\nExecStart=/bin/false\n',
+      // A drop-in resets ExecStart= and adds an optional EnvironmentFile that does not exist.
+      '/etc/systemd/system/probe.service.d/10-real.conf':
+        '[Service]\nEnvironmentFile=-/etc/default/probe-missing\nExecStart=\nExecStart=/bin/sh -c \'echo "args=$0 $1 ${GREETING} %% %n"; echo "ns=$(readlink /proc/self/ns/net) root=$(readlink /proc/self/root) sid=$(ps -o sid= -p $$$$ | tr -d " ")"; exec sleep 600\' $GREETING\n',
+    };
+    const out = kv(
+      await sh(
+        [
+          put(files),
+          'systemctl daemon-reload && systemctl start probe',
+          'pid=$(systemctl show -p MainPID --value probe)',
+          until('journalctl -u probe _PID=$pid -o cat | grep -q ns=', 'its output in the journal'),
+          'echo "pid=$pid"; echo "active=$(systemctl is-active probe)"',
+          'journalctl -u probe _PID=$pid -o cat',
+          'echo "mine=ns=$(readlink /proc/self/ns/net) root=$(readlink /proc/self/root) sid=$(ps -o sid= -p $$ | tr -d " ")"',
+        ].join('\n'),
+      ),
+    );
+    expect(Number(out.pid)).toBeGreaterThan(0);
+    expect(out.active).toBe('active');
+    // $GREETING alone splits into two words ($0 and $1 of sh -c), ${GREETING} in a word stays one.
+    expect(out.args).toBe('hello world hello world % probe.service');
+    // The same network namespace and root as an SSH session on the host, but a session of its own.
+    const field = (s: string, k: string) => new RegExp(`${k}=(\\S+)`).exec(s)?.[1];
+    const unit = `ns=${out.ns}`;
+    expect(field(unit, 'ns')).toBe(field(out.mine, 'ns'));
+    expect(field(unit, 'root')).toBe('/');
+    expect(field(unit, 'sid')).not.toBe(field(out.mine, 'sid'));
+    // Still there after the session that started it ended; gone once killed, and is-active says so.
+    const after = await sh([`kill -0 ${out.pid} && echo alive`, `kill -9 ${out.pid}`, until('[ "$(systemctl is-active probe)" = failed ]', 'is-active failed'), 'systemctl show -p MainPID probe'].join('\n'));
+    expect(after).toBe('alive\nMainPID=0\n');
+  });
+
+  it('restarts a unit as Restart= says, and stop kills by the recorded PID, never by name', async () => {
+    const out = kv(
+      await sh(
+        [
+          put({ '/etc/systemd/system/looper.service': '[Service]\nExecStart=/bin/sleep 600\nRestart=always\nRestartSec=200ms\n' }),
+          'systemctl daemon-reload && systemctl start looper',
+          'first=$(systemctl show -p MainPID --value looper); kill $first',
+          until('[ "$(systemctl show -p MainPID --value looper)" != 0 ] && [ "$(systemctl show -p MainPID --value looper)" != $first ]', 'a new main PID'),
+          'echo "restarts=$(systemctl show -p NRestarts --value looper)"',
+          // A process of the same name that the unit did not start is left alone by stop.
+          'nohup /bin/sleep 600 > /dev/null 2>&1 < /dev/null & decoy=$!',
+          'systemctl stop looper; echo "after=$(systemctl is-active looper)"',
+          'kill -0 $decoy && echo "decoy=alive"; kill $decoy',
+        ].join('\n'),
+      ),
+    );
+    expect(out).toMatchObject({ restarts: '1', after: 'inactive', decoy: 'alive' });
+  });
+
+  it("starts kubelet's unit as kubeadm's drop-in configures it, with the kubelet in place", async () => {
+    const files = {
+      ...serviceFiles(),
+      '/usr/bin/kubelet': '#!/bin/sh\necho "kubelet $*"\nexec sleep 600\n',
+      '/var/lib/kubelet/kubeadm-flags.env': 'KUBELET_KUBEADM_ARGS="--container-runtime=remote --node-ip=10.0.0.1"\n',
+    };
+    const out = await sh(
+      [
+        put(files),
+        'chmod +x /usr/bin/kubelet && systemctl daemon-reload && systemctl enable kubelet 2>/dev/null && systemctl start kubelet',
+        'systemctl is-active kubelet; systemctl is-enabled kubelet',
+        'pid=$(systemctl show -p MainPID --value kubelet)',
+        until('journalctl -u kubelet _PID=$pid -o cat | grep -q kubelet', 'kubelet said its flags'),
+        'journalctl -u kubelet _PID=$pid -o cat; systemctl stop kubelet',
+      ].join('\n'),
+    );
+    expect(out).toBe(
+      'active\nenabled\nkubelet --bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf --config=/var/lib/kubelet/config.yaml --container-runtime=remote --node-ip=10.0.0.1\n',
+    );
+  });
+});
