@@ -249,13 +249,16 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
 
 /**
  * Several processes share the listening socket (node:cluster), so serving uses every core: blob
- * copies and TLS are CPU work. A worker that dies is replaced, a bounded number of times. The
- * primary keeps what must be one for all workers: the metrics and the failed-login count per address.
+ * copies and TLS are CPU work. A worker that dies is replaced; when workers keep dying (more than
+ * three per worker within a minute) the primary cannot keep the registry up: it stops the rest and
+ * exits 1, so that its service manager (the unit's Restart=always) starts the registry afresh
+ * instead of leaving a primary that serves nothing. The primary keeps what must be one for all
+ * workers: the metrics and the failed-login count per address.
  */
 function superviseWorkers(n: number, store: string, listen: string, scheme: string): void {
   serveClusterMetrics();
   serveLoginThrottle();
-  let restarts = 0;
+  const deaths: number[] = [];
   let announced = false;
   for (let i = 0; i < n; i++) cluster.fork();
   cluster.on('listening', (_w, address) => {
@@ -274,7 +277,15 @@ function superviseWorkers(n: number, store: string, listen: string, scheme: stri
       process.exitCode = 1;
       return;
     }
-    if (restarts++ < 10 * n) cluster.fork();
+    const now = Date.now();
+    deaths.push(now);
+    while (deaths[0] < now - 60_000) deaths.shift();
+    if (deaths.length <= 3 * n) return void cluster.fork();
+    process.stderr.write(`acinstall: ${deaths.length} workers died within a minute: the registry cannot be kept up; exiting so that it is started afresh\n`);
+    stopping = true;
+    for (const other of Object.values(cluster.workers ?? {})) other?.kill('SIGTERM');
+    process.exitCode = 1;
+    setTimeout(() => process.exit(1), 2000).unref();
   });
   const stop = () => {
     stopping = true;

@@ -15,9 +15,14 @@ export function serveCommand(store: string, listen: string, tlsArgs: string[]): 
   return [process.execPath, ...process.execArgv, process.argv[1], 'serve', '--store', store, '--listen', listen, ...tlsArgs];
 }
 
-/** A systemd unit owning the registry: up at boot, restarted when it dies, access log in the journal. */
+/**
+ * A systemd unit owning the registry: up at boot, restarted when it dies, access log in the journal.
+ * systemd reads ExecStart= its own way: words quoted as a shell would, but `%` starts a specifier
+ * (`%h` is root's home) and `$` a variable, so both are doubled to stay themselves.
+ */
 export function registryUnit(command: string[]): string {
-  const quote = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `"${a.replace(/(["\\])/g, '\\$1')}"`);
+  const escaped = (a: string) => a.replace(/%/g, '%%').replace(/\$/g, '$$$$');
+  const quote = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? escaped(a) : `"${escaped(a).replace(/(["\\])/g, '\\$1')}"`);
   return `[Unit]
 Description=acpack site registry (the cluster's images and binaries)
 Wants=network-online.target
@@ -78,7 +83,8 @@ export async function ensureRegistry(opts: { store: string; listen: string; url:
       await writeFile(join(opts.store, 'registry.pid'), `${child.pid}\n`);
       how = `background process ${child.pid} (no systemd here: it does not survive a reboot)`;
     }
-    for (let i = 0; i < 100; i++) {
+    // Up to ~30 s: a busy or slow first master takes a while to start node and the workers.
+    for (let i = 0; i < 300; i++) {
       if (await answers()) return how;
       if (await Promise.race([exited, sleep(100).then(() => false)])) break;
     }

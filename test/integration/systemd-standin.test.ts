@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { join } from 'node:path';
 import { ssh } from '../hosts/lab.js';
 import { useLab } from '../helpers/lab.js';
+import { ROOT } from '../helpers/env.js';
+import { registryUnit } from '../../installer/registry-service.js';
 import { serviceFiles } from '../../installer/node-setup.js';
 
 // The test hosts' systemctl is a small supervisor (test/hosts/standins/systemd.mjs): units really run.
@@ -88,4 +91,48 @@ describe('systemctl on test hosts runs units', () => {
       'active\nenabled\nkubelet --bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf --config=/var/lib/kubelet/config.yaml --container-runtime=remote --node-ip=10.0.0.1\n',
     );
   });
+
+  const ip = () => t.lab.hosts[0].ip;
+  const registryCommand = (store: string) => [process.execPath, '--import', import.meta.resolve('tsx'), join(ROOT, 'installer/main.ts'), 'serve', '--store', store, '--listen', `${ip()}:5000`, '--workers', '2', '--quiet'];
+  const answers = () => `[ "$(curl -s -o /dev/null -w '%{http_code}' http://${ip()}:5000/v2/)" = 200 ]`;
+  /** Installs and starts the registry's unit for `command`; returns its main PID and that process's command line. */
+  async function startRegistry(command: string[]): Promise<{ pid: number; cmdline: string[] }> {
+    const out = await sh(
+      [
+        put({ '/etc/systemd/system/acpack-registry.service': registryUnit(command) }),
+        'systemctl daemon-reload && systemctl enable acpack-registry 2>/dev/null && systemctl restart acpack-registry',
+        until(answers(), 'the registry answers', 60),
+        'pid=$(systemctl show -p MainPID --value acpack-registry); echo "$pid"',
+        "tr '\\0' '\\n' < /proc/$pid/cmdline",
+      ].join('\n'),
+    );
+    const [pid, ...cmdline] = out.trimEnd().split('\n');
+    return { pid: Number(pid), cmdline };
+  }
+
+  it("runs the site registry's unit with a % and a $ in its command line: systemd runs that very command line", async () => {
+    const store = '/var/lib/acpack 100%s/$store';
+    const command = registryCommand(store);
+    const { cmdline } = await startRegistry(command);
+    expect(cmdline).toEqual(command);
+    expect(await sh(`test -d '${store}/blobs' && echo yes; systemctl stop acpack-registry`)).toBe('yes\n');
+  }, 120_000);
+
+  it("the registry's primary exits 1 when its workers keep dying, and the unit's Restart= brings it back", async () => {
+    const { pid: primary } = await startRegistry(registryCommand('/var/lib/acpack-crashing'));
+    // Workers crash again and again (killed as soon as they appear): the primary gives up with 1...
+    const out = await sh(
+      [
+        until(`{ for w in $(ps -o pid= --ppid ${primary}); do kill -9 $w; done; [ "$(systemctl show -p MainPID --value acpack-registry)" != ${primary} ]; }`, 'the primary gives up', 60),
+        `journalctl -u acpack-registry _PID=${primary} -o cat | grep 'workers died'`,
+        "journalctl -u acpack-registry _PID=1 -o cat | grep 'Main process exited'",
+        // ...and the unit's Restart=always starts it afresh.
+        until(answers(), 'the registry answers again', 60),
+        'echo "restarts=$(systemctl show -p NRestarts --value acpack-registry)"; systemctl stop acpack-registry',
+      ].join('\n'),
+    );
+    expect(out).toMatch(/workers died within a minute: the registry cannot be kept up/);
+    expect(out).toContain('acpack-registry.service: Main process exited, code=exited, status=1/FAILURE');
+    expect(out).toContain('restarts=1');
+  }, 150_000);
 });
