@@ -1,5 +1,5 @@
 import type { BundleDescriptor } from '../oci/bundle-format.js';
-import { hexOf, type Digest } from '../oci/digest.js';
+import { hexOf, sha256, type Digest } from '../oci/digest.js';
 import { parseReference } from '../oci/reference.js';
 import type { SshHost } from './ssh.js';
 
@@ -15,6 +15,9 @@ export function shq(s: string): string {
 
 /** Where nodes keep the site registry's CA (written with containerd's configuration). */
 export const NODE_CA = '/etc/acpack/registry-ca.crt';
+
+/** Where containerd's CRI plugin reads a hosts.toml per registry host. */
+export const CERTS_D = '/etc/containerd/certs.d';
 
 /**
  * During a Kubernetes upgrade a node's kubelet must not run ahead of its control plane: its new
@@ -62,9 +65,15 @@ export function sandboxImage(d: BundleDescriptor): string | undefined {
 
 /**
  * containerd's config.toml (registry config_path, pinned sandbox image, systemd cgroups) and a
- * hosts.toml for every upstream host: the master's registry answers, and it is also the `server`,
- * so nothing is ever fetched from the internet and image names stay as they are. `siteHost`
- * (sealer's `sea.hub:5000`, which ACK Distro's charts name their images under) gets one too.
+ * hosts.toml for every upstream host, so that image names stay as they are and nothing is ever
+ * fetched from the internet. containerd tries each `[host]` in order and then the top-level `server`
+ * as one more host, with the top-level TLS settings (remotes/docker/config/hosts.go): the site
+ * registry is that `server`, with the site CA and pull/resolve only, and no host entry of its own
+ * (the node's peer cache will be the one). The `[host]` table stays, empty: containerd 1.6 refuses
+ * a hosts.toml without one ("invalid `host` tree", getSortedHosts) and then falls back to the
+ * upstream host itself. containerd sends such a server `?ns=<upstream host>`, which the registry's
+ * mirror mode answers. `siteHost` (sealer's `sea.hub:5000`, which ACK Distro's charts name their
+ * images under) gets one too.
  */
 export function containerdFiles(d: BundleDescriptor, registry: string, ca?: string, siteHost?: string): Record<string, string> {
   const files: Record<string, string> = {};
@@ -80,32 +89,42 @@ export function containerdFiles(d: BundleDescriptor, registry: string, ca?: stri
     '    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]',
     '      SystemdCgroup = true',
     '  [plugins."io.containerd.grpc.v1.cri".registry]',
-    '    config_path = "/etc/containerd/certs.d"',
+    `    config_path = "${CERTS_D}"`,
     '',
   ].join('\n');
   for (const host of new Set([...upstreamHosts(d), ...(siteHost ? [siteHost] : [])])) {
     const dir = host === 'docker.io' ? 'docker.io' : host;
-    files[`/etc/containerd/certs.d/${dir}/hosts.toml`] = [
+    files[`${CERTS_D}/${dir}/hosts.toml`] = [
       `# Written by acinstall: ${host} is served by the site registry; there is no way out to the internet.`,
       `server = "${registry}"`,
+      'capabilities = ["pull", "resolve"]',
+      ...(ca ? [`ca = "${NODE_CA}"`] : []),
       '',
-      `[host."${registry}"]`,
-      '  capabilities = ["pull", "resolve"]',
-      ...(ca ? [`  ca = "${NODE_CA}"`] : []),
+      '[host]',
       '',
     ].join('\n');
   }
   return files;
 }
 
-/** Writes files on a node atomically (temp + rename), in one round trip. */
+/**
+ * Writes files on a node atomically (temp + rename), in one round trip. The contents travel on the
+ * command's standard input, one after the other (`head -c` takes each one's exact byte count), never
+ * in the command line: Linux caps one argument at 128 KiB. Each is checked by its sha256 before it
+ * replaces anything.
+ */
 export async function writeFiles(host: SshHost, files: Record<string, string>): Promise<void> {
   const script = ['set -e'];
   for (const [path, content] of Object.entries(files)) {
-    const b64 = Buffer.from(content).toString('base64');
-    script.push(`mkdir -p "$(dirname ${shq(path)})"`, `echo ${b64} | base64 -d > ${shq(`${path}.acpack-tmp`)}`, `mv ${shq(`${path}.acpack-tmp`)} ${shq(path)}`);
+    const tmp = shq(`${path}.acpack-tmp`);
+    script.push(
+      `mkdir -p "$(dirname ${shq(path)})"`,
+      `head -c ${Buffer.byteLength(content)} > ${tmp}`,
+      sha256Check(tmp, sha256(content), `${path}: what arrived on standard input is not what was sent`),
+      `mv -f ${tmp} ${shq(path)}`,
+    );
   }
-  await host.check(script.join('\n'), `writing ${Object.keys(files).join(', ')}`, 60_000);
+  await host.check(script.join('\n'), `writing ${Object.keys(files).join(', ')}`, 60_000, Object.values(files).join(''));
 }
 
 const KUBELET_UNIT = `[Unit]

@@ -141,32 +141,37 @@ export class SshHost {
    * Runs a step's command and fails it unless it exits 0: `<ip>: <what> failed (<code>): <the end of
    * what it said>`, secrets redacted. Returns its standard output.
    */
-  async check(command: string, what: string, timeoutMs = 120_000): Promise<string> {
-    const r = await this.exec(command, timeoutMs);
+  async check(command: string, what: string, timeoutMs = 120_000, input?: string): Promise<string> {
+    const r = await this.exec(command, timeoutMs, input);
     if (r.code !== 0) throw new AcpackError('NODE_STEP', `${this.spec.ip}: ${what} failed (${r.code}): ${redact(r.stderr.trim() || r.stdout.trim()).slice(-500)}`);
     return r.stdout;
   }
 
-  /** Runs a command; stdout and stderr are consumed (ssh2 never closes a channel left unread). */
-  async exec(command: string, timeoutMs = 120_000): Promise<ExecResult> {
+  /**
+   * Runs a command; stdout and stderr are consumed (ssh2 never closes a channel left unread).
+   * `input` goes to its standard input and is never logged (what holds a secret travels there).
+   */
+  async exec(command: string, timeoutMs = 120_000, input?: string): Promise<ExecResult> {
     const t0 = Date.now();
-    const r = await this.run(command, timeoutMs);
+    const r = await this.run(command, timeoutMs, input);
     if (this.logFile) {
       const cut = (s: string) => (s.length > 4000 ? `${s.slice(0, 4000)}… (${s.length} chars)` : s);
+      const stdin = input === undefined ? '' : `(${Buffer.byteLength(input)} bytes on standard input, not logged)\n`;
       await appendFile(
         this.logFile,
-        redact(`--- ${new Date(t0).toISOString()} (${Date.now() - t0} ms, exit ${r.code})\n$ ${cut(command)}\n${cut(r.stdout)}${r.stderr ? `[stderr]\n${cut(r.stderr)}` : ''}\n`),
+        redact(`--- ${new Date(t0).toISOString()} (${Date.now() - t0} ms, exit ${r.code})\n$ ${cut(command)}\n${stdin}${cut(r.stdout)}${r.stderr ? `[stderr]\n${cut(r.stderr)}` : ''}\n`),
       );
     }
     return r;
   }
 
-  private run(command: string, timeoutMs: number): Promise<ExecResult> {
+  private run(command: string, timeoutMs: number, input?: string): Promise<ExecResult> {
     if (this.lost) return Promise.reject(this.lost);
     return new Promise((resolve, reject) => {
       this.client.exec(command, (err, channel) => {
         if (err && this.lost) return reject(this.lost);
         if (err) return reject(new AcpackError('SSH_EXEC', `${this.spec.ip}: cannot run a command: ${err.message}`));
+        if (input !== undefined) channel.end(input);
         let stdout = '';
         let stderr = '';
         const timer = setTimeout(() => {
