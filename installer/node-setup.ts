@@ -1,5 +1,6 @@
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { hexOf, sha256, type Digest } from '../oci/digest.js';
+import { AcpackError } from '../oci/errors.js';
 import { parseReference } from '../oci/reference.js';
 import type { SshHost } from './ssh.js';
 
@@ -182,23 +183,110 @@ export function serviceFiles(): Record<string, string> {
   };
 }
 
+/** What acinstall records on a node once it has seen containerd run its configuration: "<fingerprint> <pid>". */
+export const CONTAINERD_APPLIED = '/etc/acpack/containerd.applied';
+
+/** The line containerd's CRI plugin logs at start, with the whole configuration it took (pkg/cri/cri.go). */
+const CRI_LINE = 'Start cri plugin with config';
+
+/**
+ * The node's side of containerd's start: the unit systemd has, a fingerprint of what containerd
+ * runs (the binary of its ExecStart=, its unit and drop-ins, its config.toml), and a restart when
+ * containerd is not running, when the fingerprint is not the one recorded when acinstall last saw
+ * it run our configuration, or when `force`. Then, up to 60 s, the running daemon's CRI line in
+ * its journal (journald keeps a service's output by PID). Prints key=value lines.
+ */
+function containerdScript(force: boolean): string {
+  return [
+    'set -e',
+    `exe=$(systemctl show -p ExecStart containerd | sed -n 's/^ExecStart={ path=\\([^ ;]*\\) .*/\\1/p' | head -n 1)`,
+    `fp=$( { printf '%s\\n' "$exe"; sha256sum "$exe" 2>&1; systemctl cat containerd 2>&1; sha256sum /etc/containerd/config.toml 2>&1; } | sha256sum | cut -d' ' -f1)`,
+    'old=$(systemctl show -p MainPID containerd | cut -d= -f2)',
+    'restarted=0',
+    `if [ ${force ? 1 : 0} = 1 ] || ! systemctl is-active -q containerd || [ "$(cut -d' ' -f1 ${CONTAINERD_APPLIED} 2>/dev/null)" != "$fp" ]; then systemctl restart containerd; restarted=1; fi`,
+    'pid=0; line=; end=$(( $(date +%s) + 60 ))',
+    'while [ "$(date +%s)" -lt "$end" ]; do',
+    '  pid=$(systemctl show -p MainPID containerd | cut -d= -f2)',
+    `  if [ "$pid" != 0 ]; then line=$(journalctl -u containerd _PID="$pid" -o cat --no-pager 2>/dev/null | grep -m 1 '${CRI_LINE}' || true); [ -n "$line" ] && break; fi`,
+    '  sleep 0.5',
+    'done',
+    'started=0; if [ "$pid" != 0 ]; then started=$(( $(date +%s) - $(ps -o etimes= -p "$pid" || echo 0) )); fi',
+    `echo "fp=$fp"; echo "old=$old"; echo "pid=$pid"; echo "restarted=$restarted"; echo "started=$started"`,
+    'echo "config=$(stat -c %Y /etc/containerd/config.toml)"',
+    `echo "sandbox=$(sed -n 's/^ *sandbox_image *= *"\\(.*\\)" *$/\\1/p' /etc/containerd/config.toml | head -n 1)"`,
+    `printf 'line=%s\\n' "$line"`,
+  ].join('\n');
+}
+
+interface ContainerdRun {
+  fp: string;
+  old: number;
+  pid: number;
+  restarted: boolean;
+  /** When the running daemon started, and when config.toml was last written (seconds). */
+  started: number;
+  config: number;
+  sandbox: string;
+  line: string;
+}
+
+/** Runs containerdScript after `before` (a script of its own, fed `input`) in one round trip. */
+async function runContainerd(host: SshHost, force: boolean, before?: { script: string; input: string }): Promise<ContainerdRun> {
+  const what = before ? 'enabling containerd and kubelet, starting containerd' : 'restarting containerd';
+  const out = await host.check([before?.script ?? '', containerdScript(force)].join('\n'), what, 180_000, before?.input);
+  const kv = Object.fromEntries(out.split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  return { fp: kv.fp ?? '', old: Number(kv.old) || 0, pid: Number(kv.pid) || 0, restarted: kv.restarted === '1', started: Number(kv.started), config: Number(kv.config), sandbox: kv.sandbox ?? '', line: kv.line ?? '' };
+}
+
+/**
+ * Why the running containerd is not proved to run our config.toml, or undefined when it is: a
+ * restart gave it a new PID after the file was written, and its CRI line carries our ConfigPath,
+ * SandboxImage and SystemdCgroup:true (`containerd config dump` would only re-read the file).
+ */
+export function containerdProblem(r: Pick<ContainerdRun, 'old' | 'pid' | 'restarted' | 'started' | 'config' | 'sandbox' | 'line'>): string | undefined {
+  if (r.pid === 0) return 'containerd.service is not running after its start';
+  if (!r.line) return `containerd (pid ${r.pid}) did not log "${CRI_LINE} {…}" within 60 s: is its CRI plugin disabled?`;
+  if (r.restarted && r.old !== 0 && r.pid === r.old) return `containerd kept its PID ${r.pid} through the restart`;
+  if (r.restarted && r.started < r.config) return `containerd (pid ${r.pid}) started before /etc/containerd/config.toml was written`;
+  const wanted = [`ConfigPath:${CERTS_D} `, 'SystemdCgroup:true', ...(r.sandbox ? [`SandboxImage:${r.sandbox} `] : [])];
+  const missing = wanted.filter((w) => !r.line.includes(w));
+  if (!missing.length) return undefined;
+  const took = [...['ConfigPath', 'SandboxImage'].map((k) => `${k}:${new RegExp(`${k}:([^ \\]}]*)`).exec(r.line)?.[1] ?? '?'}`), `SystemdCgroup:${r.line.includes('SystemdCgroup:true')}`].join(' ');
+  return `containerd (pid ${r.pid}) does not run /etc/containerd/config.toml: its CRI configuration lacks ${missing.map((m) => m.trim()).join(', ')} (it took ${took}): does a drop-in or a --config in its unit point it elsewhere (systemctl cat containerd)?`;
+}
+
 /**
  * Loads the kernel modules and sysctls (where the kernel lets us: preflight already said what is
- * missing), turns swap off, and enables containerd (started now) and kubelet (kubeadm starts it).
- * containerd's unit comes from its tarball; one is written only when none exists.
+ * missing), turns swap off, enables containerd and kubelet (kubeadm starts kubelet), and makes
+ * containerd run the configuration written before: restarted when its binary, unit or config
+ * changed, or when it was not running, and proved from what the running daemon logged at start
+ * (see containerdProblem); a node where that cannot be proved fails, saying why. containerd's unit
+ * comes from its tarball; one is written only when none exists.
  */
 export async function startServices(host: SshHost): Promise<void> {
-  const unit = Buffer.from(CONTAINERD_UNIT).toString('base64');
-  const script = [
+  const unitDirs = ['/etc/systemd/system', '/usr/local/lib/systemd/system', '/usr/lib/systemd/system', '/lib/systemd/system'];
+  const unit = '/etc/systemd/system/containerd.service';
+  const enabling = [
     'set -e',
     'modprobe overlay 2>/dev/null || true',
     'modprobe br_netfilter 2>/dev/null || true',
     'sysctl -q -p /etc/sysctl.d/99-acpack-k8s.conf 2>/dev/null || true',
     'swapoff -a 2>/dev/null || true',
-    `if ! [ -f /etc/systemd/system/containerd.service ] && ! [ -f /lib/systemd/system/containerd.service ] && ! [ -f /usr/local/lib/systemd/system/containerd.service ]; then echo ${unit} | base64 -d > /etc/systemd/system/containerd.service.acpack-tmp && mv /etc/systemd/system/containerd.service.acpack-tmp /etc/systemd/system/containerd.service; fi`,
+    // The unit travels on standard input: read whether or not it is needed.
+    'mkdir -p /etc/systemd/system',
+    `head -c ${Buffer.byteLength(CONTAINERD_UNIT)} > ${unit}.acpack-tmp`,
+    `if ${unitDirs.map((d) => `! [ -f ${d}/containerd.service ]`).join(' && ')}; then mv -f ${unit}.acpack-tmp ${unit}; else rm -f ${unit}.acpack-tmp; fi`,
     'systemctl daemon-reload',
-    'systemctl enable --now containerd',
+    'systemctl enable containerd',
     'systemctl enable kubelet',
   ].join('\n');
-  await host.check(script, 'starting containerd and enabling kubelet');
+  let r = await runContainerd(host, false, { script: enabling, input: CONTAINERD_UNIT });
+  let problem = containerdProblem(r);
+  // Running from before with what was recorded, yet not proved: restart it once and look again.
+  if (problem && !r.restarted) problem = containerdProblem((r = await runContainerd(host, true)));
+  if (problem) {
+    const tail = (await host.exec('journalctl -u containerd -n 8 -o cat --no-pager 2>&1', 30_000)).stdout.split('\n').map((l) => (l.length > 300 ? `${l.slice(0, 300)}…` : l)).join('\n').trim();
+    throw new AcpackError('NODE_STEP', `${host.spec.ip}: ${problem}${tail ? `\nits journal (journalctl -u containerd) ends:\n${tail}` : ''}`);
+  }
+  await host.check(`mkdir -p ${shq(CONTAINERD_APPLIED.replace(/\/[^/]*$/, ''))} && echo ${shq(`${r.fp} ${r.pid}`)} > ${CONTAINERD_APPLIED}.tmp && mv -f ${CONTAINERD_APPLIED}.tmp ${CONTAINERD_APPLIED}`, "recording containerd's configuration");
 }

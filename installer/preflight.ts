@@ -4,6 +4,9 @@ import { textTable } from '../oci/text-table.js';
 import { isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import type { SshHost } from './ssh.js';
 
+/** The socket kubelet and crictl talk to: acinstall's containerd (containerd.service) must own it. */
+export const CONTAINERD_SOCKET = '/run/containerd/containerd.sock';
+
 /** One shell round trip gathers everything the checks need. */
 const FACTS = [
   'echo "arch=$(uname -m)"',
@@ -20,6 +23,11 @@ const FACTS = [
   `echo "ports=$( (ss -ltnH 2>/dev/null || netstat -ltn 2>/dev/null | tail -n +3) | awk '{print $4}' | sed 's/.*://' | sort -un | tr '\\n' ,)"`,
   'echo "br_netfilter=$([ -d /sys/module/br_netfilter ] && echo 1 || echo 0)"',
   'echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)"',
+  // Who listens on containerd's socket (ss -p names the process), and containerd.service's main PID.
+  `s=$(ss -xlpn 2>/dev/null | awk '{for (i = 1; i <= NF; i++) if ($i == "${CONTAINERD_SOCKET}") {print; exit}}' | sed -n 's/.*pid=\\([0-9]*\\).*/\\1/p')`,
+  'echo "containerd_sock=$s"',
+  'echo "containerd_unit=$(systemctl show -p MainPID containerd 2>/dev/null | cut -d= -f2)"',
+  `echo "containerd_cmd=$( [ -n "$s" ] && tr '\\0' ' ' < /proc/$s/cmdline 2>/dev/null | cut -c1-160)"`,
 ].join('; ');
 
 export interface Facts {
@@ -38,6 +46,8 @@ export interface Facts {
   ports: number[];
   brNetfilter: boolean;
   ipForward: boolean;
+  /** The process listening on CONTAINERD_SOCKET (its PID and command line), and containerd.service's main PID (0: not running). */
+  containerdSocket?: { pid: number; cmd: string; unitPid: number };
 }
 
 export async function gatherFacts(host: SshHost): Promise<Facts> {
@@ -58,6 +68,7 @@ export async function gatherFacts(host: SshHost): Promise<Facts> {
     ports: (kv.ports ?? '').split(',').filter(Boolean).map(Number),
     brNetfilter: kv.br_netfilter === '1',
     ipForward: kv.ip_forward === '1',
+    containerdSocket: kv.containerd_sock ? { pid: Number(kv.containerd_sock), cmd: (kv.containerd_cmd ?? '').trim(), unitPid: Number(kv.containerd_unit) || 0 } : undefined,
   };
 }
 
@@ -68,7 +79,7 @@ export interface Failure {
   need: string;
 }
 
-export const CHECKS = ['arch', 'os', 'kernel', 'cpu', 'memory', 'disk', 'swap', 'ports', 'clock', 'hostname', 'br_netfilter', 'ip_forward'] as const;
+export const CHECKS = ['arch', 'os', 'kernel', 'cpu', 'memory', 'disk', 'swap', 'ports', 'clock', 'hostname', 'br_netfilter', 'ip_forward', 'containerd'] as const;
 
 /**
  * Every check on every node, all failures at once (fixing one node at a time is slow on a real site).
@@ -110,6 +121,12 @@ export function evaluate(spec: ClusterSpec, facts: Map<HostSpec, Facts>, opts: {
     names.set(f.hostname, [...(names.get(f.hostname) ?? []), h.ip]);
     if (!f.brNetfilter) fail(h, 'br_netfilter', 'not loaded', 'loaded (modprobe br_netfilter)');
     if (!f.ipForward) fail(h, 'ip_forward', '0', '1 (sysctl -w net.ipv4.ip_forward=1)');
+    // Another runtime's containerd (docker's, a hand-started one) on the socket: ours could not take it,
+    // and kubelet would talk to one that never read our configuration.
+    const sock = f.containerdSocket;
+    if (sock && sock.pid !== sock.unitPid) {
+      fail(h, 'containerd', `${CONTAINERD_SOCKET} held by pid ${sock.pid}${sock.cmd ? ` (${sock.cmd})` : ''}, not by containerd.service`, "no other containerd on that socket: stop docker's or the other runtime's, acinstall runs its own");
+    }
   }
   for (const [name, ips] of names) {
     if (ips.length > 1) for (const ip of ips) fail(spec.hosts.find((h) => h.ip === ip)!, 'hostname', name, `unique (also on ${ips.filter((x) => x !== ip).join(', ')})`);

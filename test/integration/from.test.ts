@@ -118,7 +118,7 @@ describe('acinstall from on test hosts', () => {
     expect(config).toContain('SystemdCgroup = true');
     // No join secret reaches the output.
     expect(`${r.stdout}${r.stderr}`).not.toContain('0123456789abcdef');
-  });
+  }, 120_000); // containerd really starts on every node, on a machine that may be busy
 
   it('keeps a log per node with every command, and no secret in it', async () => {
     const { readFile } = await import('node:fs/promises');
@@ -135,8 +135,9 @@ describe('acinstall from on test hosts', () => {
 
   it('writes the kubelet units and kernel settings, starts containerd and enables kubelet (systemctl stand-in)', async () => {
     const [master, worker] = lab.hosts;
+    // What changes the node's services (the rest asks systemctl questions): containerd (re)started to run its configuration.
     const calls = (await ssh(lab, master, worker, 'cat /var/log/acpack-standins/systemctl.calls')).stdout.trim().split('\n');
-    expect(calls).toEqual(['daemon-reload', 'enable --now containerd', 'enable kubelet']);
+    expect(calls.filter((c) => !/^(show|cat|is-active|is-enabled) /.test(c))).toEqual(['daemon-reload', 'enable containerd', 'enable kubelet', 'restart containerd']);
     expect((await ssh(lab, master, worker, 'systemctl is-active containerd && systemctl is-enabled kubelet')).stdout).toBe('active\nenabled\n');
     expect((await ssh(lab, master, worker, 'cat /etc/systemd/system/kubelet.service.d/10-kubeadm.conf')).stdout).toContain('--kubeconfig=/etc/kubernetes/kubelet.conf');
     // The namespace's own forwarding was switched on from the written sysctl file.

@@ -1,0 +1,115 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { bundle } from '../../packer/index.js';
+import { parsePlatformList } from '../../arch/platform.js';
+import { buildIndexImage, buildLayer, pushImage } from '../../demo/samples.js';
+import { acinstallOn, labDown, labUp, ssh, type Lab } from '../hosts/lab.js';
+import { nodeSteps } from '../hosts/node-steps.js';
+import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
+import { writeManifest } from '../helpers/fixtures.js';
+
+// containerd runs the configuration acinstall wrote: restarted when it changed, and proved from what
+// the running daemon logged at start (containerd is real on test hosts, run by the systemctl stand-in).
+
+let lab: Lab;
+let work: Awaited<ReturnType<typeof tempDir>>;
+let bundlePath: string;
+let pauseRef: string;
+
+beforeAll(async () => {
+  work = await tempDir();
+  const source = await withRegistry();
+  const upstream = source.registry.host;
+  const image = async (name: string, tag: string) => {
+    await pushImage(upstream, buildIndexImage(`ecp_builder/${name}`, tag, { amd64: [await buildLayer([{ path: name, content: `${name} ${tag}` }])] }));
+    return `${upstream}/ecp_builder/${name}:${tag}`;
+  };
+  // Every image kubeadm v1.22.15 asks for, under the bundle's repository.
+  pauseRef = await image('pause', '3.5');
+  const images = [pauseRef];
+  for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kube-proxy']) images.push(await image(c, 'v1.22.15'));
+  images.push(await image('etcd', '3.5.0-0'), await image('coredns', 'v1.8.4'));
+  const kubeadm = join(ROOT, 'test/hosts/standins/kubeadm');
+  const kubeadmSha = execFileSync('sha256sum', [kubeadm]).toString().split(' ')[0];
+  const m = await writeManifest(work.dir, { images, binaries: [{ name: 'kubeadm', version: 'v1.22.15', url: kubeadm, sha256: kubeadmSha, install: '/usr/bin/kubeadm' }] });
+  bundlePath = join(work.dir, 'b.tar.zst');
+  await bundle({ manifestFile: m, platforms: parsePlatformList('amd64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: bundlePath });
+  await source.cleanup();
+  lab = await labUp(2, { dir: join(work.dir, 'lab') });
+}, 180_000);
+
+afterAll(async () => {
+  if (lab) await labDown(lab);
+  await work?.cleanup();
+});
+
+const IGNORE = ['--ignore-preflight', 'disk,ip_forward,br_netfilter'];
+const nodes = () => ['-m', lab.hosts[0].ip, '-n', lab.hosts[1].ip, '-i', lab.key, '--store', join(work.dir, 'site')];
+const on = (i: number, command: string) => ssh(lab, lab.hosts[0], lab.hosts[i], command, 60_000).then((r) => r.stdout);
+/** The running containerd's PID and the CRI configuration it logged at start. */
+async function running(i: number): Promise<{ pid: number; line: string }> {
+  const out = await on(i, "pid=$(systemctl show -p MainPID --value containerd); echo $pid; journalctl -u containerd _PID=$pid -o cat | grep -m 1 'Start cri plugin with config' || true");
+  const [pid, line = ''] = out.split('\n');
+  return { pid: Number(pid), line };
+}
+
+describe('containerd on the nodes', () => {
+  it("preflight reports a node where a containerd that is not containerd.service's holds its socket", async () => {
+    const started = [
+      'nohup containerd > /var/log/other-containerd.log 2>&1 < /dev/null & echo $! > /run/other-containerd.pid',
+      'i=0; until [ -S /run/containerd/containerd.sock ]; do i=$((i+1)); [ $i -lt 150 ] || exit 1; sleep 0.2; done',
+      'cat /run/other-containerd.pid',
+    ].join('\n');
+    const other = Number(await on(1, started));
+    try {
+      const r = await acinstallOn(lab.hosts[0], ['preflight', ...nodes(), ...IGNORE], ROOT);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`${lab.hosts[1].ip.replace(/\./g, '\\.')}\\s+containerd\\s+/run/containerd/containerd\\.sock held by pid ${other} \\(containerd\\), not by containerd\\.service`));
+      expect(r.stderr).not.toMatch(new RegExp(`${lab.hosts[0].ip.replace(/\./g, '\\.')}\\s+containerd`));
+    } finally {
+      await on(1, `kill ${other}; i=0; while kill -0 ${other} 2>/dev/null; do i=$((i+1)); [ $i -lt 100 ] || break; sleep 0.1; done`);
+    }
+  });
+
+  it('restarts the containerd that ran the distribution configuration, and the new one runs ours', async () => {
+    // The distribution's containerd, started as its unit with its own configuration (and no obstacle
+    // to from's preflight).
+    await on(1, 'systemctl start containerd');
+    const before = await running(1);
+    expect(before.pid).toBeGreaterThan(0);
+    expect(before.line).not.toContain('SystemdCgroup:true'); // the distribution's configuration
+    const r = await acinstallOn(lab.hosts[0], ['from', bundlePath, ...nodes(), ...IGNORE], ROOT);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('preflight passed on 2 nodes');
+    for (const i of [1, 0]) {
+      const now = await running(i);
+      expect(now.pid).toBeGreaterThan(0);
+      if (i === 1) expect(now.pid).not.toBe(before.pid);
+      expect(now.line).toContain('ConfigPath:/etc/containerd/certs.d ');
+      expect(now.line).toContain(`SandboxImage:${pauseRef} `);
+      expect(now.line).toContain('SystemdCgroup:true');
+      expect(await on(i, 'cut -d" " -f2 /etc/acpack/containerd.applied')).toBe(`${now.pid}\n`);
+    }
+  }, 150_000);
+
+  it('leaves containerd running when nothing changed, restarts it when its unit changed, and fails a node whose containerd does not take the configuration', async () => {
+    const [h1, h2] = lab.hosts;
+    const first = await running(1);
+    expect(await nodeSteps(lab, h1, h2, { startServices: true })).toEqual({ ok: true });
+    expect((await running(1)).pid).toBe(first.pid);
+    // A drop-in pointing containerd at another configuration: restarted, and the proof fails, saying why.
+    const other = { '/etc/containerd/other.toml': 'version = 2\n', '/etc/systemd/system/containerd.service.d/50-other.conf': '[Service]\nExecStart=\nExecStart=/usr/bin/containerd --config /etc/containerd/other.toml\n' };
+    const failed = await nodeSteps(lab, h1, h2, { files: other, startServices: true });
+    expect(failed.ok).toBe(false);
+    const error = (failed as { error: string }).error;
+    expect(error).toContain(`${h2.ip}: containerd (pid `);
+    expect(error).toMatch(/does not run \/etc\/containerd\/config\.toml: its CRI configuration lacks ConfigPath:\/etc\/containerd\/certs\.d, SystemdCgroup:true, SandboxImage:\S+ \(it took ConfigPath: SandboxImage:\S+ SystemdCgroup:false\): does a drop-in or a --config in its unit point it elsewhere/);
+    expect(error).toContain('its journal (journalctl -u containerd) ends:');
+    expect((await running(1)).pid).not.toBe(first.pid);
+    // The drop-in gone: restarted again, with ours.
+    await on(1, 'rm /etc/systemd/system/containerd.service.d/50-other.conf');
+    expect(await nodeSteps(lab, h1, h2, { startServices: true })).toEqual({ ok: true });
+    expect((await running(1)).line).toContain('SystemdCgroup:true');
+  }, 120_000);
+});
