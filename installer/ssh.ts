@@ -15,6 +15,104 @@ export interface ExecResult {
 }
 
 /**
+ * A command run detached from any SSH session (see SshHost.runDetached): never started here, still
+ * running, finished with its exit code, or lost — started, but gone without an exit status (killed,
+ * or its node lost power).
+ */
+export type DetachedRun =
+  | { state: 'none' }
+  | { state: 'running'; pid: number }
+  | { state: 'finished'; code: number; stdout: string; stderr: string }
+  | { state: 'lost'; stdout: string; stderr: string };
+
+/** Where nodes keep their detached runs: a directory each, with the command, its PID, output and exit status. */
+export const RUNS_DIR = '/var/lib/acpack/runs';
+const RUN_EOF = 'ACPACK_RUN_EOF';
+
+function runDir(id: string): string {
+  if (!/^[a-z0-9][a-z0-9.-]*$/.test(id)) throw new AcpackError('BAD_ARGUMENT', `"${id}" cannot name a detached run`);
+  return `${RUNS_DIR}/${id}`;
+}
+
+/**
+ * A run is alive while the process recorded in its pid file, in this boot, is still its wrapper
+ * (checked by command line, so a PID reused after a reboot or a crash is not taken for it).
+ */
+const ALIVE = `alive() {
+  [ -f "$d/pid" ] || return 1
+  pid=$(sed -n 1p "$d/pid"); boot=$(sed -n 2p "$d/pid")
+  [ "$boot" = "$(cat /proc/sys/kernel/random/boot_id)" ] || return 1
+  { tr '\\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null | grep -qF " acpack-run $d "
+}`;
+
+/**
+ * The wrapper, in a session of its own (setsid, no terminal, standard streams on files): records
+ * its PID and the boot, runs the command, then writes the exit status beside it (temp + rename,
+ * synced), the mark of a run that ended.
+ */
+const WRAPPER = [
+  'd="$1"',
+  'printf \'%s\\n%s\\n\' "$$" "$(cat /proc/sys/kernel/random/boot_id)" > "$d/pid.tmp" && mv "$d/pid.tmp" "$d/pid"',
+  'sh "$d/cmd" > "$d/out" 2> "$d/err" < /dev/null',
+  'echo $? > "$d/status.tmp"',
+  'sync "$d/status.tmp" "$d/out" 2>/dev/null',
+  'mv "$d/status.tmp" "$d/status"',
+  'sync "$d" 2>/dev/null || true',
+].join('\n');
+
+function startScript(id: string, command: string, prepare?: string): string {
+  const d = runDir(id);
+  if (command.split('\n').includes(RUN_EOF)) throw new AcpackError('BAD_ARGUMENT', `a detached command may not hold a line ${RUN_EOF}`);
+  return [
+    'set -e',
+    'umask 077',
+    `d=${d}`,
+    ALIVE,
+    'mkdir -p "$d"',
+    `if [ ! -f "$d/status" ] && alive; then echo "${id} is still running (process $pid)" >&2; exit 3; fi`,
+    ...(prepare ? [prepare] : []),
+    'rm -f "$d/status" "$d/pid" "$d/out" "$d/err"',
+    `cat > "$d/cmd" <<'${RUN_EOF}'`,
+    command,
+    RUN_EOF,
+    `setsid sh -c '${WRAPPER.replace(/'/g, `'\\''`)}' acpack-run "$d" < /dev/null > /dev/null 2>&1 &`,
+    // Back only once the run has recorded itself: a start is never lost between this session and it.
+    'i=0',
+    `while [ ! -f "$d/pid" ]; do i=$((i + 1)); if [ $i -gt 200 ]; then echo "${id} did not start" >&2; exit 1; fi; sleep 0.05; done`,
+  ].join('\n');
+}
+
+/** Prints the run's state on one line (waiting up to `waitS` while it runs), then what `probe` prints. */
+function waitScript(id: string, waitS: number, probe?: string): string {
+  const d = runDir(id);
+  return [
+    `d=${d}`,
+    ALIVE,
+    'b64() { base64 -w0 < "$1" 2>/dev/null || true; }',
+    `end=$(( $(date +%s) + ${waitS} ))`,
+    'if [ ! -f "$d/cmd" ]; then echo none',
+    'else',
+    '  while [ ! -f "$d/status" ] && alive && [ "$(date +%s)" -lt "$end" ]; do sleep 0.5; done',
+    '  if [ -f "$d/status" ]; then echo "finished $(cat "$d/status") $(b64 "$d/out") $(b64 "$d/err")"',
+    '  elif alive; then echo "running $pid"',
+    '  else echo "lost $(b64 "$d/out") $(b64 "$d/err")"; fi',
+    'fi',
+    ...(probe ? [probe] : []),
+  ].join('\n');
+}
+
+function parseRun(output: string): DetachedRun & { probe: string } {
+  const [line, ...rest] = output.split('\n');
+  const probe = rest.join('\n');
+  const out = line.trim().split(' ');
+  const text = (b64: string | undefined) => Buffer.from(b64 ?? '', 'base64').toString();
+  if (out[0] === 'finished') return { state: 'finished', code: Number(out[1]), stdout: text(out[2]), stderr: text(out[3]), probe };
+  if (out[0] === 'running') return { state: 'running', pid: Number(out[1]), probe };
+  if (out[0] === 'lost') return { state: 'lost', stdout: text(out[1]), stderr: text(out[2]), probe };
+  return { state: 'none', probe };
+}
+
+/**
  * Host keys recorded on first contact (trust on first use, as ssh does); a host whose key changed
  * is refused until its line is removed. Stored as JSON: { "ip:port": "SHA256:…" }.
  */
@@ -162,6 +260,29 @@ export class SshHost {
         redact(`--- ${new Date(t0).toISOString()} (${Date.now() - t0} ms, exit ${r.code})\n$ ${cut(command)}\n${stdin}${cut(r.stdout)}${r.stderr ? `[stderr]\n${cut(r.stderr)}` : ''}\n`),
       );
     }
+    return r;
+  }
+
+  /**
+   * Where the detached run `id` stands; while it runs, waits up to `waitMs` for it to end (one
+   * command on the node: nothing is lost if this connection drops meanwhile). `probe`, a shell
+   * snippet run on the node after the wait, adds what it prints.
+   */
+  async detachedRun(id: string, waitMs = 0, probe?: string): Promise<DetachedRun & { probe: string }> {
+    return parseRun(await this.check(waitScript(id, Math.ceil(waitMs / 1000), probe), `looking at ${id}`, waitMs + 60_000));
+  }
+
+  /**
+   * Runs `command` on the node detached from this SSH session — in a session of its own, its PID,
+   * output and exit status in files under RUNS_DIR/<id> — so that it runs on when the connection
+   * drops, and waits for its end (one round trip: the start, then the wait of detachedRun).
+   * `prepare` runs first, in this session (e.g. writing a file from `input`, standard input that is
+   * never logged). Refused while a run of that id is still going.
+   */
+  async runDetached(id: string, command: string, timeoutMs: number, prepare?: { script: string; input?: string }): Promise<DetachedRun> {
+    const script = [startScript(id, command, prepare?.script), 'set +e', waitScript(id, Math.ceil(timeoutMs / 1000))].join('\n');
+    const r = parseRun(await this.check(script, `running ${id}`, timeoutMs + 60_000, prepare?.input));
+    if (r.state === 'running') throw new AcpackError('SSH_TIMEOUT', `${this.spec.ip}: ${id} did not finish within ${Math.round(timeoutMs / 1000)} s (it runs on; a re-run waits for it)`);
     return r;
   }
 
