@@ -8,7 +8,8 @@ import type { FromOptions, NodeOutcome } from './from.js';
 import type { Journal } from './journal.js';
 import { KnownHosts, SshHost } from './ssh.js';
 import { API_SERVER_NAME, apiServerAddress, pointApiServer, settleApiServer } from './control-plane.js';
-import { joinInfoFrom, kubeadmConfig, kubeadmInit, kubeadmJoin, kubernetesVersion, type JoinInfo } from './kubeadm.js';
+import { checkKubeadmImages, joinInfoFrom, kubeadmConfig, kubeadmInit, kubeadmJoin, kubernetesVersion, uploadCerts, type JoinInfo } from './kubeadm.js';
+import { addonsFromCharts, skippedPhases } from './kubeadm-config.js';
 import { kubeadmUpgrade, planUpgrade, releaseHeldBinaries } from './upgrade.js';
 import { chartOrder, installChart } from './charts.js';
 import { postCheck } from './post-check.js';
@@ -34,7 +35,7 @@ export interface Versions {
  * (a downgrade, a skipped minor) is refused here, with no node touched.
  */
 export function nodeVersions(journal: Journal, spec: ClusterSpec, d: BundleDescriptor): Versions {
-  const wanted = kubernetesVersion(d) ?? 'kubeadm default';
+  const wanted = kubernetesVersion(d);
   const cluster = journal.doneDetail(firstMaster(spec).ip, 'kubernetes');
   const installed = (h: HostSpec) => isInstalled(journal, spec, h);
   const of = (h: HostSpec) => (installed(h) ? journal.doneDetail(h.ip, 'kubernetes') : undefined);
@@ -69,18 +70,28 @@ export async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal:
   }
   let joinInfo: JoinInfo | undefined;
   let host: SshHost | undefined;
+  const initPending = !journal.isDone(first.ip, 'kubeadm-init');
+  const connectFirst = () => SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
   try {
-    host = await SshHost.connect(first, known, { logDir: join(o.store, 'logs') });
+    host = await connectFirst();
+    const config = kubeadmConfig(o.spec, d);
+    // The bundle's own kubeadm says which images this configuration needs; a bundle without one
+    // of them is refused (BAD_BUNDLE, thrown on) before any kubeadm step runs on any node.
+    if (initPending || pending.length) await checkKubeadmImages(host, d, config);
     if (!journal.isDone(first.ip, 'api-endpoint')) settled(first, await settleApiServer(host, o.spec, first, lvscare));
-    if (!journal.isDone(first.ip, 'kubeadm-init')) {
+    if (initPending) {
       o.progress.node(first.ip, 'kubeadm init', 'running');
-      joinInfo = await kubeadmInit(host, kubeadmConfig(o.spec, d));
-      journal.record(first.ip, 'kubeadm-init', 'done', `control plane at ${joinInfo.endpoint}`);
+      // Addons the bundle's charts install are left to them: helm refuses objects it did not create.
+      const init = await kubeadmInit(host, config, skippedPhases(await addonsFromCharts(o.store, d, o.spec.network.cni)));
+      joinInfo = init.join;
+      const detail = `control plane at ${init.join?.endpoint ?? first.ip}${init.resumed ? ' (init had finished unobserved in an earlier run)' : ''}`;
+      journal.record(first.ip, 'kubeadm-init', 'done', detail);
       journal.record(first.ip, 'kubernetes', 'done', versions.wanted);
-      o.progress.node(first.ip, 'kubeadm init', 'done', joinInfo.endpoint);
+      o.progress.node(first.ip, 'kubeadm init', 'done', detail);
     }
     if (pending.length && !joinInfo) joinInfo = await joinInfoFrom(host);
   } catch (err) {
+    if (err instanceof AcpackError && err.code === 'BAD_BUNDLE') throw err;
     fail(first.ip, err);
     return;
   } finally {
@@ -140,10 +151,13 @@ export async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal:
       if (!joined) {
         o.progress.node(h.ip, 'kubeadm join', 'running', controlPlane ? 'control plane' : 'worker');
         await pointApiServer(node, apiServerAddress(o.spec, h, false));
-        await kubeadmJoin(node, joinInfo!, controlPlane);
-        journal.record(h.ip, 'kubeadm-join', 'done', controlPlane ? 'control plane' : 'worker');
+        // A master's certificates are uploaded just before it joins (their Secret lives two hours).
+        const key = controlPlane ? await connectFirst().then((f) => uploadCerts(f).finally(() => f.close())) : undefined;
+        const r = await kubeadmJoin(node, h, joinInfo!, key);
+        const detail = `${controlPlane ? 'control plane' : 'worker'}${r.resumed ? ' (the join had finished unobserved in an earlier run)' : ''}`;
+        journal.record(h.ip, 'kubeadm-join', 'done', detail);
         journal.record(h.ip, 'kubernetes', 'done', versions.wanted);
-        o.progress.node(h.ip, 'kubeadm join', 'done', controlPlane ? 'control plane' : 'worker');
+        o.progress.node(h.ip, 'kubeadm join', 'done', detail);
       }
       settled(h, await settleApiServer(node, o.spec, h, lvscare));
     } finally {

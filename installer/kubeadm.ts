@@ -1,95 +1,119 @@
-import { stringify } from 'yaml';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
-import { parseReference } from '../oci/reference.js';
 import { AcpackError } from '../oci/errors.js';
-import { isMaster, type ClusterSpec } from './cluster-spec.js';
-import type { SshHost } from './ssh.js';
-import { shq, writeFiles } from './node-setup.js';
-import { API_SERVER_NAME, controlPlaneEndpoint } from './control-plane.js';
+import type { HostSpec } from './cluster-spec.js';
+import type { DetachedRun, SshHost } from './ssh.js';
+import { redact } from './redact.js';
+import { shq } from './node-setup.js';
+import { CRI_SOCKET, joinConfig, KUBEADM_CONFIG, kubernetesVersion, missingImages, type JoinInfo } from './kubeadm-config.js';
 
-export const KUBEADM_CONFIG = '/etc/kubernetes/acpack-kubeadm.yaml';
+export { KUBEADM_CONFIG, kubeadmConfig, kubernetesVersion, type JoinInfo } from './kubeadm-config.js';
+
 /** kubeadm waits minutes for a control plane to come up. */
 const KUBEADM_TIMEOUT = 600_000;
-
-/** What a node needs to join. Secrets: kept in memory, never logged or journaled. */
-export interface JoinInfo {
-  endpoint: string;
-  token: string;
-  caCertHash: string;
-  certificateKey?: string;
-}
-
-/**
- * The kubeadm configuration: images from their ORIGINAL repository (served through the containerd
- * mirror configuration), the bundle's Kubernetes version, the cluster's CIDRs, the control-plane
- * endpoint by name (see control-plane.ts), every master and the virtual IP in the API server certificate.
- */
-export function kubeadmConfig(spec: ClusterSpec, d: BundleDescriptor): string {
-  const ref = apiServerImage(d);
-  const masters = spec.hosts.filter(isMaster).map((h) => h.ip);
-  const docs = [
-    {
-      apiVersion: 'kubeadm.k8s.io/v1beta3',
-      kind: 'InitConfiguration',
-      nodeRegistration: { criSocket: 'unix:///run/containerd/containerd.sock' },
-    },
-    {
-      apiVersion: 'kubeadm.k8s.io/v1beta3',
-      kind: 'ClusterConfiguration',
-      ...(ref?.tag ? { kubernetesVersion: ref.tag } : {}),
-      controlPlaneEndpoint: controlPlaneEndpoint(),
-      ...(ref ? { imageRepository: `${ref.host}/${ref.repository.replace(/\/kube-apiserver$/, '')}` } : {}),
-      networking: { podSubnet: spec.network.podCIDR, serviceSubnet: spec.network.serviceCIDR },
-      apiServer: { certSANs: [...masters, '127.0.0.1', API_SERVER_NAME, spec.network.apiServerVIP] },
-    },
-    { apiVersion: 'kubelet.config.k8s.io/v1beta1', kind: 'KubeletConfiguration', cgroupDriver: 'systemd' },
-  ];
-  return docs.map((x) => stringify(x)).join('---\n');
-}
-
-function apiServerImage(d: BundleDescriptor) {
-  const api = d.images.find((i) => /\/kube-apiserver:[^/]+$/.test(i.ref));
-  return api ? parseReference(api.ref) : undefined;
-}
-
-/** The Kubernetes version a bundle installs: its kube-apiserver image's tag. */
-export function kubernetesVersion(d: BundleDescriptor): string | undefined {
-  return apiServerImage(d)?.tag;
-}
+/** A join's configuration holds its token and certificate key: root's only, and gone once joined. */
+const JOIN_CONFIG = '/etc/kubernetes/acpack-join.yaml';
 
 /** Parses `kubeadm join …` as kubeadm prints it (init output or `token create --print-join-command`). */
 export function parseJoin(text: string): JoinInfo | undefined {
   const flat = text.replace(/\\\n/g, ' ');
   const m = /kubeadm join (\S+) --token (\S+)\s+--discovery-token-ca-cert-hash (\S+)/.exec(flat);
-  if (!m) return undefined;
-  const key = /--certificate-key (\S+)/.exec(flat)?.[1];
-  return { endpoint: m[1], token: m[2], caCertHash: m[3], ...(key ? { certificateKey: key } : {}) };
+  return m ? { endpoint: m[1], token: m[2], caCertHash: m[3] } : undefined;
 }
 
+/** Shell that writes `path` from standard input (never logged), whole or not at all. */
+function fileFromInput(path: string): string {
+  return `mkdir -p "$(dirname ${shq(path)})" && cat > ${shq(`${path}.acpack-tmp`)} && mv ${shq(`${path}.acpack-tmp`)} ${shq(path)}`;
+}
 
+/**
+ * Asks the bundle's own kubeadm, on the first master, which images the configuration needs, and
+ * refuses — naming each — when the bundle lacks one: kubeadm's preflight would fail pulling it on a
+ * site with no way out (or, with a tag kubeadm picked itself, run an image nobody bundled).
+ */
+export async function checkKubeadmImages(host: SshHost, d: BundleDescriptor, config: string): Promise<void> {
+  const listed = await host.check(`umask 077 && ${fileFromInput(KUBEADM_CONFIG)} && kubeadm config images list --config ${KUBEADM_CONFIG}`, 'kubeadm config images list', 120_000, config);
+  let missing: string[];
+  try {
+    missing = missingImages(d, listed);
+  } catch (err) {
+    throw new AcpackError('NODE_STEP', `${host.spec.ip}: kubeadm config images list printed what is not an image list (${(err as Error).message})`);
+  }
+  if (missing.length) {
+    throw new AcpackError(
+      'BAD_BUNDLE',
+      `kubeadm needs ${missing.length === 1 ? 'an image' : `${missing.length} images`} to install Kubernetes ${kubernetesVersion(d)} that ${d.name} ${d.version} does not carry:\n${missing.map((m) => `  ${m}`).join('\n')}\n(asked with kubeadm config images list --config ${KUBEADM_CONFIG} on ${host.spec.ip}): add ${missing.length === 1 ? 'it' : 'them'} to the manifest's images (no kubeadm step was started on any node)`,
+    );
+  }
+}
 
-export async function kubeadmInit(host: SshHost, config: string): Promise<JoinInfo> {
-  await writeFiles(host, { [KUBEADM_CONFIG]: config });
-  const out = await host.check(`kubeadm init --config ${KUBEADM_CONFIG} --upload-certs`, 'kubeadm init', KUBEADM_TIMEOUT);
-  const join = parseJoin(out);
+/** Files a kubeadm init or join writes, whose presence makes the next one's preflight fail. */
+const LEFT_BEHIND = [
+  'ls /etc/kubernetes/manifests/*.yaml',
+  ...['kubelet.conf', 'bootstrap-kubelet.conf', 'admin.conf', 'pki/ca.crt'].map((f) => `test -e /etc/kubernetes/${f}`),
+  'ls -A /var/lib/etcd 2>/dev/null | grep -q .',
+];
+
+/**
+ * Runs a kubeadm init or join detached from the SSH session, so that a dropped connection neither
+ * kills it nor leaves it unobserved, and picks up where an earlier run stopped: a run still going is
+ * waited for; one that finished well (and whose work is still on the node: `proof`) is done; one that
+ * failed or died with its node (files written, no success) is undone with `kubeadm reset -f` and run
+ * again. Files no run of ours explains are left to kubeadm's own preflight to report.
+ */
+async function resumable(host: SshHost, id: string, command: string, what: string, proof: string, file: { path: string; content: string }): Promise<{ stdout: string; resumed: boolean }> {
+  const probe = [`if test -e ${shq(proof)}; then echo proof; fi`, `if ${LEFT_BEHIND.map((c) => `${c} >/dev/null 2>&1`).join(' || ')}; then echo left-behind; fi`].join('\n');
+  const earlier = await host.detachedRun(id, KUBEADM_TIMEOUT, probe);
+  if (earlier.state === 'running') throw new AcpackError('NODE_STEP', `${host.spec.ip}: the ${what} of an earlier run is still going after ${KUBEADM_TIMEOUT / 60_000} minutes: run again later`);
+  const found = earlier.probe.split('\n');
+  if (earlier.state === 'finished' && earlier.code === 0 && found.includes('proof')) return { stdout: earlier.stdout, resumed: true };
+  if (earlier.state !== 'none' && found.includes('left-behind')) {
+    const why = earlier.state === 'lost' ? 'died with its node or was killed' : earlier.state === 'finished' && earlier.code === 0 ? 'was undone since' : 'failed';
+    await host.check(`kubeadm reset -f --cri-socket ${CRI_SOCKET}`, `kubeadm reset (the ${what} of an earlier run ${why})`, 300_000);
+  }
+  const run: DetachedRun = await host.runDetached(id, command, KUBEADM_TIMEOUT, { script: fileFromInput(file.path), input: file.content });
+  if (run.state === 'finished' && run.code === 0) return { stdout: run.stdout, resumed: false };
+  const said = run.state === 'finished' || run.state === 'lost' ? redact(run.stderr.trim() || run.stdout.trim()).slice(-500) : '';
+  throw new AcpackError('NODE_STEP', `${host.spec.ip}: ${what} failed (${run.state === 'finished' ? run.code : 'killed'}): ${said}`);
+}
+
+/**
+ * `kubeadm init` on the first master, without uploading the control-plane certificates (they wait,
+ * encrypted, in a Secret for two hours: uploaded only when a master joins, see uploadCerts).
+ * Returns the join material it printed, or nothing when it had finished in an earlier, interrupted
+ * run (that token may be old: the caller asks for a fresh one).
+ */
+export async function kubeadmInit(host: SshHost, config: string, skipPhases: string[]): Promise<{ join?: JoinInfo; resumed: boolean }> {
+  const skip = skipPhases.length ? ` --skip-phases=${skipPhases.join(',')}` : '';
+  const r = await resumable(host, 'kubeadm-init', `kubeadm init --config ${KUBEADM_CONFIG}${skip}`, 'kubeadm init', '/etc/kubernetes/admin.conf', { path: KUBEADM_CONFIG, content: config });
+  if (r.resumed) return { resumed: true };
+  const join = parseJoin(r.stdout);
   if (!join) throw new AcpackError('NODE_STEP', `${host.spec.ip}: kubeadm init did not print a join command`);
-  return join;
+  return { join, resumed: false };
 }
 
 /** Fresh join material from an initialized first master (a re-run after init). */
 export async function joinInfoFrom(host: SshHost): Promise<JoinInfo> {
   const join = parseJoin(await host.check('kubeadm token create --print-join-command', 'kubeadm token create', KUBEADM_TIMEOUT));
   if (!join) throw new AcpackError('NODE_STEP', `${host.spec.ip}: kubeadm token create printed no join command`);
-  const certs = await host.check(`kubeadm init phase upload-certs --upload-certs --config ${KUBEADM_CONFIG}`, 'kubeadm upload-certs', KUBEADM_TIMEOUT);
-  const key = certs.trim().split('\n').pop()?.trim();
-  return { ...join, ...(key && /^[a-f0-9]{64}$/.test(key) ? { certificateKey: key } : {}) };
+  return join;
 }
 
-export async function kubeadmJoin(host: SshHost, join: JoinInfo, controlPlane: boolean): Promise<void> {
-  const args = [`kubeadm join ${shq(join.endpoint)} --token ${shq(join.token)} --discovery-token-ca-cert-hash ${shq(join.caCertHash)}`];
-  if (controlPlane) {
-    if (!join.certificateKey) throw new AcpackError('NODE_STEP', 'no certificate key to join a master with');
-    args.push(`--control-plane --certificate-key ${shq(join.certificateKey)}`);
-  }
-  await host.check(args.join(' '), controlPlane ? 'kubeadm join (control plane)' : 'kubeadm join', KUBEADM_TIMEOUT);
+/** Uploads the control-plane certificates for a master about to join; returns the key that decrypts them. */
+export async function uploadCerts(host: SshHost): Promise<string> {
+  const out = await host.check(`kubeadm init phase upload-certs --upload-certs --config ${KUBEADM_CONFIG}`, 'kubeadm upload-certs', KUBEADM_TIMEOUT);
+  const key = out.trim().split('\n').pop()?.trim();
+  if (!key || !/^[a-f0-9]{64}$/.test(key)) throw new AcpackError('NODE_STEP', `${host.spec.ip}: kubeadm init phase upload-certs printed no certificate key`);
+  return key;
+}
+
+/**
+ * `kubeadm join --config` with a JoinConfiguration (its token and key go on standard input, never
+ * into a command line or a log, and the file goes once kubeadm is done with it), resumable like
+ * init. A master joins with `certificateKey`.
+ */
+export async function kubeadmJoin(host: SshHost, node: HostSpec, join: JoinInfo, certificateKey?: string): Promise<{ resumed: boolean }> {
+  const what = certificateKey ? 'kubeadm join (control plane)' : 'kubeadm join';
+  const command = `kubeadm join --config ${JOIN_CONFIG}\ncode=$?\nrm -f ${JOIN_CONFIG}\nexit $code`;
+  const r = await resumable(host, 'kubeadm-join', command, what, '/etc/kubernetes/kubelet.conf', { path: JOIN_CONFIG, content: joinConfig(node, join, certificateKey) });
+  return { resumed: r.resumed };
 }

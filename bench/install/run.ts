@@ -21,6 +21,7 @@ import { bundle, createReporter } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { acinstallOn, inHost, labDown, labUp, ssh, type Lab } from '../../test/hosts/lab.js';
 import { numberOption, randomLayer, ROOT } from '../common.js';
+import { pushKubeadmImages } from '../../test/helpers/kubeadm-images.js';
 
 const run = promisify(execFile);
 const IMAGES = numberOption('images', 6);
@@ -58,6 +59,8 @@ async function main(): Promise<void> {
     }
     bins.push({ name, version: 'v1', url: join(work, 'bin', `${name}-{arch}`), sha256: sums, install: `/usr/bin/${name}` });
   }
+  // What kubeadm v1.22.15 asks for: acinstall checks the bundle carries it before kubeadm runs.
+  const kubeadmImages = await pushKubeadmImages(source.host);
   const kubeadm = join(ROOT, 'test/hosts/standins/kubeadm');
   const kubeadmSha = (await run('sha256sum', [kubeadm])).stdout.split(' ')[0];
   const manifest = join(work, 'm.yaml');
@@ -67,7 +70,7 @@ async function main(): Promise<void> {
       apiVersion: 'acpack/v1',
       kind: 'Bundle',
       metadata: { name: 'bench', version: 'v1' },
-      spec: { images: refs, binaries: [...bins, { name: 'kubeadm', version: 'v1', url: kubeadm, sha256: kubeadmSha, install: '/usr/bin/kubeadm' }] },
+      spec: { images: [...refs, ...kubeadmImages], binaries: [...bins, { name: 'kubeadm', version: 'v1.22.15', url: kubeadm, sha256: kubeadmSha, install: '/usr/bin/kubeadm' }] },
     }),
   );
   const bundlePath = join(work, 'b.tar.zst');

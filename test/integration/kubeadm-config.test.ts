@@ -1,0 +1,190 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { parse as parseYaml } from 'yaml';
+import { bundle } from '../../packer/index.js';
+import { parsePlatformList } from '../../arch/platform.js';
+import { acinstallOn, inHost, labDown, labUp, ssh, type Lab, type LabHost } from '../hosts/lab.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { kubeadmBinary } from '../hosts/standins/kubeadm-standin.js';
+import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
+import { writeManifest } from '../helpers/fixtures.js';
+import { helmBinary } from '../helpers/helm.js';
+import { pushKubeadmImages } from '../helpers/kubeadm-images.js';
+
+const run = promisify(execFile);
+
+/**
+ * kubeadm's configuration tied to the bundle (issue 9, item 3), on test hosts with the kubeadm
+ * stand-in of the bundled release (its image rules are kubeadm v1.22.15's). An ACK Distro-shaped
+ * bundle (etcd 3.5.4 and coredns v1.8.4.5-… where kubeadm would pick 3.5.0-0 and v1.8.4) on a master
+ * and a worker that each have a second interface holding the default route; on a third host, bundles
+ * kubeadm's image check refuses, then one whose kube-core chart installs CoreDNS and kube-proxy itself.
+ * The two-host install runs while the third host's tests do.
+ */
+let lab: Lab;
+let work: Awaited<ReturnType<typeof tempDir>>;
+let upstream: string;
+let ackBundle: string;
+let chartsBundle: string;
+let lackingBundle: string;
+let noApiServerBundle: string;
+let ackRun: Promise<{ code: number; stdout: string; stderr: string }>;
+const ETCD = '3.5.4';
+const COREDNS = 'v1.8.4.5-2ce07fd2-aliyun';
+const VERSION = 'v1.22.15-aliyun.1';
+const IGNORE = ['--ignore-preflight', 'disk,ip_forward,br_netfilter'];
+
+beforeAll(async () => {
+  work = await tempDir();
+  const source = await withRegistry();
+  upstream = source.registry.host;
+  const sha = async (f: string) => (await run('sha256sum', [f])).stdout.split(' ')[0];
+  const kubeadm = await kubeadmBinary(join(work.dir, 'bin'), 'v1.22.15');
+  const helm = { name: 'helm', version: 'v4', url: helmBinary(), sha256: await sha(helmBinary()), install: '/usr/bin/helm' };
+  const platforms = parsePlatformList('amd64');
+  const build = async (name: string, spec: Record<string, unknown>) => {
+    const out = join(work.dir, `${name}.tar.zst`);
+    await bundle({ manifestFile: await writeManifest(join(work.dir, name), spec), platforms, cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out });
+    return out;
+  };
+
+  // ACK Distro's shape: every image under ecp_builder, with its own etcd and CoreDNS tags.
+  const ack = await pushKubeadmImages(upstream, { version: VERSION, etcd: ETCD, coredns: COREDNS, arches: ['amd64'] });
+  ackBundle = await build('ack', { images: ack, binaries: [kubeadm] });
+  // kubeadm v1.22.15's own tags; without etcd and CoreDNS, the check names both.
+  const full = await pushKubeadmImages(upstream, { arches: ['amd64'] });
+  const plain = full.filter((r) => !/\/(etcd|coredns):/.test(r));
+  lackingBundle = await build('lacking', { images: plain, binaries: [kubeadm] });
+  // No kube-apiserver at all: the version is the bundled kubeadm's, never a placeholder.
+  noApiServerBundle = await build('no-apiserver', { images: plain.filter((r) => !r.includes('/kube-')), binaries: [kubeadm] });
+  // kube-core renders CoreDNS's Deployment and Service and kube-proxy's DaemonSet, as ACK Distro's
+  // build/v1.22.15-aliyun.1/chart/kube-core does; hybridnet is the CNI the charts step wants.
+  const charts = join(work.dir, 'charts');
+  await mkdir(join(charts, 'hybridnet/templates'), { recursive: true });
+  await writeFile(join(charts, 'hybridnet/Chart.yaml'), 'apiVersion: v2\nname: hybridnet\nversion: 0.6.8\n');
+  await writeFile(join(charts, 'hybridnet/templates/cm.yaml'), 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hybridnet\ndata: {}\n');
+  await mkdir(join(charts, 'kube-core/templates'), { recursive: true });
+  await writeFile(join(charts, 'kube-core/Chart.yaml'), `apiVersion: v2\nname: kube-core\nversion: 0.1.0\nappVersion: ${VERSION}\n`);
+  await writeFile(
+    join(charts, 'kube-core/templates/coredns.yaml'),
+    [
+      'apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: coredns\n  namespace: kube-system\n',
+      `apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  labels:\n    k8s-app: kube-dns\n  name: coredns\n  namespace: kube-system\nspec:\n  template:\n    spec:\n      containers:\n      - name: coredns\n        image: {{ .Values.global.RegistryURL }}/ecp_builder/coredns:${COREDNS}\n`,
+      'apiVersion: v1\nkind: Service\nmetadata:\n  name: kube-dns\n  namespace: kube-system\n',
+    ].join('---\n'),
+  );
+  await writeFile(join(charts, 'kube-core/templates/kube-proxy.yaml'), 'apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: kube-proxy\n  namespace: kube-system\n');
+  await writeFile(join(charts, 'kube-core/values.yaml'), 'global:\n  RegistryURL: sea.hub:5000\n');
+  chartsBundle = await build('charts', { images: full, binaries: [kubeadm, helm], charts: [{ path: join(charts, 'kube-core') }, { path: join(charts, 'hybridnet') }] });
+  await source.cleanup();
+  lab = await labUp(3, { dir: join(work.dir, 'lab') });
+  const [master, worker] = lab.hosts;
+  await secondInterface(master, master.ip.replace(/\.\d+$/, '.201'));
+  await secondInterface(worker, worker.ip.replace(/\.\d+$/, '.202'));
+  ackRun = acinstallOn(master, ['from', ackBundle, '-m', master.ip, '-n', worker.ip, '-i', lab.key, '--store', join(work.dir, 'site'), ...IGNORE], ROOT);
+  // The third host's tests start once this install's registry answers: two registries starting at
+  // once on two busy cores can outlast the time a registry is given to start.
+  for (let i = 0; i < 600; i++) {
+    if (await inHost(master, 'sh', ['-c', "ss -ltn | grep -q ':5000 '"]).then(() => true, () => false)) break;
+    await sleep(100);
+  }
+}, 180_000);
+
+afterAll(async () => {
+  await ackRun?.catch(() => undefined);
+  if (lab) await labDown(lab);
+  await work?.cleanup();
+});
+
+const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const calls = async (h: LabHost) => (await ssh(lab, h, h, 'cat /var/log/acpack-standins/kubeadm.calls 2>/dev/null || true')).stdout.trim().split('\n').filter(Boolean);
+
+/**
+ * A second interface holding the default route, as on hosts with a management and a cluster
+ * network: left to itself, kubeadm advertises the default route's address. Its peer stays down and
+ * in the same namespace: nothing sent there goes anywhere.
+ */
+async function secondInterface(h: LabHost, address: string): Promise<void> {
+  const ip = (...args: string[]) => run('ip', ['-n', h.netns, ...args]);
+  await ip('link', 'add', 'acp-extra', 'type', 'veth', 'peer', 'name', 'acp-peer');
+  await ip('addr', 'add', `${address}/32`, 'dev', 'acp-extra');
+  await ip('link', 'set', 'acp-extra', 'up');
+  await ip('route', 'add', 'default', 'dev', 'acp-extra');
+}
+
+describe('kubeadm configured from the bundle', () => {
+  it('refuses a bundle that lacks an image kubeadm needs, naming each, before any kubeadm step on any node', async () => {
+    const node = lab.hosts[2];
+    const r = await acinstallOn(node, ['from', lackingBundle, '-m', node.ip, '-i', lab.key, '--store', join(work.dir, 'site-alone'), ...IGNORE], ROOT);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`kubeadm needs 2 images to install Kubernetes v1.22.15 that test v1 does not carry:\n  ${upstream}/ecp_builder/etcd:3.5.0-0\n  ${upstream}/ecp_builder/coredns:v1.8.4\n`);
+    expect(r.stderr).toContain('(no kubeadm step was started on any node)');
+    // The bundle's own kubeadm was asked, and nothing else ran.
+    expect(await calls(node)).toEqual(['config images list --config /etc/kubernetes/acpack-kubeadm.yaml']);
+  });
+
+  it('names the Kubernetes version of the bundled kubeadm when the bundle has no kube-apiserver, never "kubeadm default"', async () => {
+    const node = lab.hosts[2];
+    const r = await acinstallOn(node, ['from', noApiServerBundle, '-m', node.ip, '-i', lab.key, '--store', join(work.dir, 'site-alone'), ...IGNORE], ROOT);
+    expect(`${r.stdout}${r.stderr}`).not.toContain('kubeadm default');
+    expect(r.code).toBe(1);
+    // No repository in the configuration: kubeadm v1.22.15's default names, at its own version.
+    expect(r.stderr).toContain('kubeadm needs 7 images to install Kubernetes v1.22.15 that test v1 does not carry:\n  k8s.gcr.io/kube-apiserver:v1.22.15\n');
+    expect(r.stderr).toContain('  k8s.gcr.io/coredns/coredns:v1.8.4\n');
+    expect((await calls(node)).filter((c) => !c.startsWith('config images list'))).toEqual([]);
+  });
+
+  it('leaves the CoreDNS and kube-proxy addons to the bundle\'s charts (kubeadm init --skip-phases)', async () => {
+    const node = lab.hosts[2];
+    const r = await acinstallOn(node, ['from', chartsBundle, '-m', node.ip, '-i', lab.key, '--store', join(work.dir, 'site-alone'), ...IGNORE], ROOT);
+    // The install stops at the charts: no API server can run here (see charts.test.ts).
+    expect(r.stderr).toMatch(new RegExp(`1 of 1 nodes failed:\\n  ${esc(node.ip)}: chart hybridnet: helm install failed`));
+    expect((await calls(node)).filter((x) => x.startsWith('init '))).toEqual(['init --config /etc/kubernetes/acpack-kubeadm.yaml --skip-phases=addon/coredns,addon/kube-proxy']);
+    // kubeadm applied neither addon: helm will find no CoreDNS or kube-proxy object it did not make.
+    expect((await ssh(lab, node, node, 'cat /var/lib/acpack-standins/addons')).stdout).toBe('');
+  });
+
+  describe('an ACK Distro-shaped bundle on hosts with two interfaces', () => {
+    let out: { code: number; stdout: string; stderr: string };
+    beforeAll(async () => {
+      out = await ackRun;
+    }, 180_000);
+
+    it('runs kubeadm with the bundle\'s etcd and CoreDNS tags, after asking it which images they make', async () => {
+      const [master] = lab.hosts;
+      expect(out.code, out.stderr).toBe(0);
+      const [cfgText, etcd, api] = (await ssh(lab, master, master, 'cat /etc/kubernetes/acpack-kubeadm.yaml; echo ===; cat /etc/kubernetes/manifests/etcd.yaml; echo ===; cat /etc/kubernetes/manifests/kube-apiserver.yaml')).stdout.split('===\n');
+      const cluster = cfgText.split('---\n').map((d) => parseYaml(d)).find((d) => d.kind === 'ClusterConfiguration');
+      expect(cluster).toMatchObject({ kubernetesVersion: VERSION, imageRepository: `${upstream}/ecp_builder`, etcd: { local: { imageTag: ETCD } }, dns: { imageTag: COREDNS } });
+      expect(cluster.etcd.local.imageRepository).toBeUndefined(); // the same repository: not repeated
+      expect(parseYaml(etcd).spec.containers[0].image).toBe(`${upstream}/ecp_builder/etcd:${ETCD}`);
+      expect(parseYaml(api).spec.containers[0].image).toBe(`${upstream}/ecp_builder/kube-apiserver:${VERSION}`);
+      const c = await calls(master);
+      expect(c).toEqual(['config images list --config /etc/kubernetes/acpack-kubeadm.yaml', 'init --config /etc/kubernetes/acpack-kubeadm.yaml']);
+    });
+
+    it('advertises the API server and registers each kubelet on the address acinstall reached the node at, not the default route\'s', async () => {
+      const [master, worker] = lab.hosts;
+      const [api, flags] = (await ssh(lab, master, master, 'cat /etc/kubernetes/manifests/kube-apiserver.yaml; echo ===; cat /var/lib/kubelet/kubeadm-flags.env')).stdout.split('===\n');
+      expect(parseYaml(api).spec.containers[0].command).toContain(`--advertise-address=${master.ip}`);
+      expect(flags).toContain(`--node-ip=${master.ip}`);
+      expect((await ssh(lab, master, worker, 'cat /var/lib/kubelet/kubeadm-flags.env')).stdout).toContain(`--node-ip=${worker.ip}`);
+      // The worker joined with a JoinConfiguration (kubeadm refuses --config beside the join flags):
+      // its token never sat in a command line or a log, and the file is gone once joined.
+      expect(await calls(worker)).toEqual(['join --config /etc/kubernetes/acpack-join.yaml']);
+      await expect(ssh(lab, master, worker, 'test -e /etc/kubernetes/acpack-join.yaml')).rejects.toThrow();
+      const log = await readFile(join(work.dir, 'site', 'logs', `${worker.ip}.log`), 'utf8');
+      expect(log).not.toContain('0123456789abcdef');
+      expect(log).toContain('bytes on standard input, not logged');
+    });
+
+    it('uploads no control-plane certificates when the cluster has one master', async () => {
+      // init ran without --upload-certs (the calls above), and nothing uploaded them after it.
+      expect((await calls(lab.hosts[0])).filter((x) => x.includes('upload-certs'))).toEqual([]);
+      await expect(ssh(lab, lab.hosts[0], lab.hosts[0], 'test -e /var/lib/acpack-standins/uploaded-certificate-keys')).rejects.toThrow();
+    });
+  });
+});
