@@ -183,7 +183,10 @@ export function serviceFiles(): Record<string, string> {
   };
 }
 
-/** What acinstall records on a node once it has seen containerd run its configuration: "<fingerprint> <pid>". */
+/**
+ * What containerd last ran on a node when acinstall looked: "<fingerprint> <pid>". The running
+ * daemon is proved every time; this only spares a restart when nothing changed since.
+ */
 export const CONTAINERD_APPLIED = '/etc/acpack/containerd.applied';
 
 /** The line containerd's CRI plugin logs at start, with the whole configuration it took (pkg/cri/cri.go). */
@@ -192,18 +195,19 @@ const CRI_LINE = 'Start cri plugin with config';
 /**
  * The node's side of containerd's start: the unit systemd has, a fingerprint of what containerd
  * runs (the binary of its ExecStart=, its unit and drop-ins, its config.toml), and a restart when
- * containerd is not running, when the fingerprint is not the one recorded when acinstall last saw
- * it run our configuration, or when `force`. Then, up to 60 s, the running daemon's CRI line in
- * its journal (journald keeps a service's output by PID). Prints key=value lines.
+ * containerd is not running, when the fingerprint is not the one recorded last time, or when
+ * `force`. Then, up to 60 s, the running daemon's CRI line in its journal (journald keeps a
+ * service's output by PID), and the fingerprint recorded. Prints key=value lines.
  */
 function containerdScript(force: boolean): string {
   return [
     'set -e',
-    `exe=$(systemctl show -p ExecStart containerd | sed -n 's/^ExecStart={ path=\\([^ ;]*\\) .*/\\1/p' | head -n 1)`,
+    'unit=$(systemctl show -p ExecStart -p MainPID -p ActiveState containerd)',
+    `exe=$(printf '%s\\n' "$unit" | sed -n 's/^ExecStart={ path=\\([^ ;]*\\) .*/\\1/p' | head -n 1)`,
+    `old=$(printf '%s\\n' "$unit" | sed -n 's/^MainPID=//p')`,
     `fp=$( { printf '%s\\n' "$exe"; sha256sum "$exe" 2>&1; systemctl cat containerd 2>&1; sha256sum /etc/containerd/config.toml 2>&1; } | sha256sum | cut -d' ' -f1)`,
-    'old=$(systemctl show -p MainPID containerd | cut -d= -f2)',
     'restarted=0',
-    `if [ ${force ? 1 : 0} = 1 ] || ! systemctl is-active -q containerd || [ "$(cut -d' ' -f1 ${CONTAINERD_APPLIED} 2>/dev/null)" != "$fp" ]; then systemctl restart containerd; restarted=1; fi`,
+    `if [ ${force ? 1 : 0} = 1 ] || ! printf '%s\\n' "$unit" | grep -qx ActiveState=active || [ "$(cut -d' ' -f1 ${CONTAINERD_APPLIED} 2>/dev/null)" != "$fp" ]; then systemctl restart containerd; restarted=1; fi`,
     'pid=0; line=; end=$(( $(date +%s) + 60 ))',
     'while [ "$(date +%s)" -lt "$end" ]; do',
     '  pid=$(systemctl show -p MainPID containerd | cut -d= -f2)',
@@ -211,6 +215,7 @@ function containerdScript(force: boolean): string {
     '  sleep 0.5',
     'done',
     'started=0; if [ "$pid" != 0 ]; then started=$(( $(date +%s) - $(ps -o etimes= -p "$pid" || echo 0) )); fi',
+    `mkdir -p ${CONTAINERD_APPLIED.replace(/\/[^/]*$/, '')} && echo "$fp $pid" > ${CONTAINERD_APPLIED}.tmp && mv -f ${CONTAINERD_APPLIED}.tmp ${CONTAINERD_APPLIED}`,
     `echo "fp=$fp"; echo "old=$old"; echo "pid=$pid"; echo "restarted=$restarted"; echo "started=$started"`,
     'echo "config=$(stat -c %Y /etc/containerd/config.toml)"',
     `echo "sandbox=$(sed -n 's/^ *sandbox_image *= *"\\(.*\\)" *$/\\1/p' /etc/containerd/config.toml | head -n 1)"`,
@@ -277,16 +282,14 @@ export async function startServices(host: SshHost): Promise<void> {
     `head -c ${Buffer.byteLength(CONTAINERD_UNIT)} > ${unit}.acpack-tmp`,
     `if ${unitDirs.map((d) => `! [ -f ${d}/containerd.service ]`).join(' && ')}; then mv -f ${unit}.acpack-tmp ${unit}; else rm -f ${unit}.acpack-tmp; fi`,
     'systemctl daemon-reload',
-    'systemctl enable containerd',
-    'systemctl enable kubelet',
+    'systemctl enable containerd kubelet',
   ].join('\n');
   let r = await runContainerd(host, false, { script: enabling, input: CONTAINERD_UNIT });
   let problem = containerdProblem(r);
-  // Running from before with what was recorded, yet not proved: restart it once and look again.
+  // Running from before with what was recorded, yet not proved (changed by hand, or never proved): restart it once and look again.
   if (problem && !r.restarted) problem = containerdProblem((r = await runContainerd(host, true)));
   if (problem) {
     const tail = (await host.exec('journalctl -u containerd -n 8 -o cat --no-pager 2>&1', 30_000)).stdout.split('\n').map((l) => (l.length > 300 ? `${l.slice(0, 300)}…` : l)).join('\n').trim();
     throw new AcpackError('NODE_STEP', `${host.spec.ip}: ${problem}${tail ? `\nits journal (journalctl -u containerd) ends:\n${tail}` : ''}`);
   }
-  await host.check(`mkdir -p ${shq(CONTAINERD_APPLIED.replace(/\/[^/]*$/, ''))} && echo ${shq(`${r.fp} ${r.pid}`)} > ${CONTAINERD_APPLIED}.tmp && mv -f ${CONTAINERD_APPLIED}.tmp ${CONTAINERD_APPLIED}`, "recording containerd's configuration");
 }

@@ -71,7 +71,7 @@ describe("containerd's hosts.toml", () => {
     const d = { images: [{ ref: `${origin}/library/app:1.0` }], binaries: [] } as unknown as BundleDescriptor;
     const ca = await readFile(join(tlsDir(join(t.work.dir, 'site')), 'ca.crt'), 'utf8');
     const files = containerdFiles(d, `https://${h1.ip}:5000`, ca, 'sea.hub:5000');
-    expect(await nodeSteps(t.lab, h1, h2, { files })).toEqual({ ok: true });
+    expect(await nodeSteps(t.lab, h1, h2, [{ files }])).toEqual([{ ok: true }]);
     const fetch = await ssh(
       t.lab,
       h1,
@@ -100,7 +100,7 @@ describe("containerd's hosts.toml", () => {
     const big = `${randomBytes(150 * 1024).toString('base64')}ünïcödé\n`;
     const files = { '/var/tmp/acpack-big.txt': big, '/var/tmp/acpack-small.txt': 'small ✓\n' };
     expect(Buffer.byteLength(big)).toBeGreaterThan(200 * 1024);
-    expect(await nodeSteps(t.lab, h1, h2, { files })).toEqual({ ok: true });
+    expect(await nodeSteps(t.lab, h1, h2, [{ files }])).toEqual([{ ok: true }]);
     const sums = (await ssh(t.lab, h1, h2, 'sha256sum /var/tmp/acpack-big.txt /var/tmp/acpack-small.txt; ls /var/tmp | grep -c acpack-tmp || true')).stdout;
     const hex = (s: string) => createHash('sha256').update(s).digest('hex');
     expect(sums).toBe(`${hex(big)}  /var/tmp/acpack-big.txt\n${hex(files['/var/tmp/acpack-small.txt'])}  /var/tmp/acpack-small.txt\n0\n`);

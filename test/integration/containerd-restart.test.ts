@@ -16,6 +16,8 @@ let lab: Lab;
 let work: Awaited<ReturnType<typeof tempDir>>;
 let bundlePath: string;
 let pauseRef: string;
+/** The containerd that from left running on the worker. */
+let ran: { pid: number };
 
 beforeAll(async () => {
   work = await tempDir();
@@ -47,11 +49,15 @@ afterAll(async () => {
 const IGNORE = ['--ignore-preflight', 'disk,ip_forward,br_netfilter'];
 const nodes = () => ['-m', lab.hosts[0].ip, '-n', lab.hosts[1].ip, '-i', lab.key, '--store', join(work.dir, 'site')];
 const on = (i: number, command: string) => ssh(lab, lab.hosts[0], lab.hosts[i], command, 60_000).then((r) => r.stdout);
-/** The running containerd's PID and the CRI configuration it logged at start. */
-async function running(i: number): Promise<{ pid: number; line: string }> {
-  const out = await on(i, "pid=$(systemctl show -p MainPID --value containerd); echo $pid; journalctl -u containerd _PID=$pid -o cat | grep -m 1 'Start cri plugin with config' || true");
-  const [pid, line = ''] = out.split('\n');
-  return { pid: Number(pid), line };
+/** Prints the running containerd's PID, the CRI configuration it logged at start, and the PID acinstall recorded. */
+const RUNNING = [
+  'pid=$(systemctl show -p MainPID --value containerd); echo "pid=$pid"',
+  `echo "line=$(journalctl -u containerd _PID=$pid -o cat | grep -m 1 'Start cri plugin with config')"`,
+  'echo "applied=$(cut -d" " -f2 /etc/acpack/containerd.applied 2>/dev/null)"',
+].join('; ');
+function parse(out = ''): { pid: number; line: string; applied: number } {
+  const kv = Object.fromEntries(out.split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  return { pid: Number(kv.pid), line: kv.line ?? '', applied: Number(kv.applied) };
 }
 
 describe('containerd on the nodes', () => {
@@ -75,41 +81,46 @@ describe('containerd on the nodes', () => {
   it('restarts the containerd that ran the distribution configuration, and the new one runs ours', async () => {
     // The distribution's containerd, started as its unit with its own configuration (and no obstacle
     // to from's preflight).
-    await on(1, 'systemctl start containerd');
-    const before = await running(1);
+    const before = parse(await on(1, `systemctl start containerd; ${RUNNING}`));
     expect(before.pid).toBeGreaterThan(0);
     expect(before.line).not.toContain('SystemdCgroup:true'); // the distribution's configuration
     const r = await acinstallOn(lab.hosts[0], ['from', bundlePath, ...nodes(), ...IGNORE], ROOT);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('preflight passed on 2 nodes');
     for (const i of [1, 0]) {
-      const now = await running(i);
+      const now = parse(await on(i, RUNNING));
+      if (i === 1) ran = now;
       expect(now.pid).toBeGreaterThan(0);
       if (i === 1) expect(now.pid).not.toBe(before.pid);
       expect(now.line).toContain('ConfigPath:/etc/containerd/certs.d ');
       expect(now.line).toContain(`SandboxImage:${pauseRef} `);
       expect(now.line).toContain('SystemdCgroup:true');
-      expect(await on(i, 'cut -d" " -f2 /etc/acpack/containerd.applied')).toBe(`${now.pid}\n`);
+      expect(now.applied).toBe(now.pid);
     }
   }, 150_000);
 
   it('leaves containerd running when nothing changed, restarts it when its unit changed, and fails a node whose containerd does not take the configuration', async () => {
     const [h1, h2] = lab.hosts;
-    const first = await running(1);
-    expect(await nodeSteps(lab, h1, h2, { startServices: true })).toEqual({ ok: true });
-    expect((await running(1)).pid).toBe(first.pid);
-    // A drop-in pointing containerd at another configuration: restarted, and the proof fails, saying why.
+    // A drop-in pointing containerd at another configuration, then gone again.
     const other = { '/etc/containerd/other.toml': 'version = 2\n', '/etc/systemd/system/containerd.service.d/50-other.conf': '[Service]\nExecStart=\nExecStart=/usr/bin/containerd --config /etc/containerd/other.toml\n' };
-    const failed = await nodeSteps(lab, h1, h2, { files: other, startServices: true });
+    const [unchanged, failed, mended] = await nodeSteps(lab, h1, h2, [
+      { startServices: true, after: RUNNING },
+      { files: other, startServices: true, after: RUNNING },
+      { before: 'rm /etc/systemd/system/containerd.service.d/50-other.conf', startServices: true, after: RUNNING },
+    ]);
+    // Nothing changed: the same containerd.
+    expect(unchanged.ok).toBe(true);
+    expect(parse(unchanged.after).pid).toBe(ran.pid);
+    // The drop-in: restarted, and the proof fails, saying why.
     expect(failed.ok).toBe(false);
     const error = (failed as { error: string }).error;
     expect(error).toContain(`${h2.ip}: containerd (pid `);
     expect(error).toMatch(/does not run \/etc\/containerd\/config\.toml: its CRI configuration lacks ConfigPath:\/etc\/containerd\/certs\.d, SystemdCgroup:true, SandboxImage:\S+ \(it took ConfigPath: SandboxImage:\S+ SystemdCgroup:false\): does a drop-in or a --config in its unit point it elsewhere/);
     expect(error).toContain('its journal (journalctl -u containerd) ends:');
-    expect((await running(1)).pid).not.toBe(first.pid);
+    expect(parse(failed.after).pid).not.toBe(ran.pid);
     // The drop-in gone: restarted again, with ours.
-    await on(1, 'rm /etc/systemd/system/containerd.service.d/50-other.conf');
-    expect(await nodeSteps(lab, h1, h2, { startServices: true })).toEqual({ ok: true });
-    expect((await running(1)).line).toContain('SystemdCgroup:true');
+    expect(mended.ok).toBe(true);
+    expect(parse(mended.after).line).toContain('SystemdCgroup:true');
+    expect(parse(mended.after).pid).not.toBe(parse(failed.after).pid);
   }, 120_000);
 });

@@ -141,7 +141,7 @@ describe('acinstall from on test hosts', () => {
     const [master, worker] = lab.hosts;
     // What changes the node's services (the rest asks systemctl questions): containerd (re)started to run its configuration.
     const calls = (await ssh(lab, master, worker, 'cat /var/log/acpack-standins/systemctl.calls')).stdout.trim().split('\n');
-    expect(calls.filter((c) => !/^(show|cat|is-active|is-enabled) /.test(c))).toEqual(['daemon-reload', 'enable containerd', 'enable kubelet', 'restart containerd']);
+    expect(calls.filter((c) => !/^(show|cat|is-active|is-enabled) /.test(c))).toEqual(['daemon-reload', 'enable containerd kubelet', 'restart containerd']);
     expect((await ssh(lab, master, worker, 'systemctl is-active containerd && systemctl is-enabled kubelet')).stdout).toBe('active\nenabled\n');
     expect((await ssh(lab, master, worker, 'cat /etc/systemd/system/kubelet.service.d/10-kubeadm.conf')).stdout).toContain('--kubeconfig=/etc/kubernetes/kubelet.conf');
     // The namespace's own forwarding was switched on from the written sysctl file.
@@ -317,7 +317,7 @@ describe('acinstall from on test hosts', () => {
     for (const w of [w1, w2]) {
       const all = await commands(w);
       // This run's binaries step staged the new kubelet beside the old one, without swapping it in…
-      const staged = all.filter((c) => c.text.includes('sha256sum')).pop()!;
+      const staged = all.filter((c) => c.text.includes('curl -fsS')).pop()!;
       expect(staged.text).toContain(`'/usr/bin/kubelet.acpack-new'`);
       expect(staged.text).not.toContain(`mv -f -T '/usr/bin/kubelet.acpack-new'`);
       // …and the swap and restart came after the control plane's upgrade.
