@@ -7,7 +7,7 @@ import { firstMaster, isMaster, type ClusterSpec, type HostSpec } from './cluste
 import type { FromOptions, NodeOutcome } from './from.js';
 import type { Journal } from './journal.js';
 import { KnownHosts, SshHost } from './ssh.js';
-import { API_SERVER_NAME, apiServerAddress, pointApiServer, settleApiServer } from './control-plane.js';
+import { API_SERVER_NAME, apiServerAddress, controlPlaneEndpoint, pointApiServer, settleApiServer } from './control-plane.js';
 import { checkKubeadmImages, joinInfoFrom, kubeadmConfig, kubeadmInit, kubeadmJoin, kubernetesVersion, uploadCerts, type JoinInfo } from './kubeadm.js';
 import { addonsFromCharts, skippedPhases } from './kubeadm-config.js';
 import { kubeadmUpgrade, planUpgrade, releaseHeldBinaries } from './upgrade.js';
@@ -84,7 +84,7 @@ export async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal:
       // Addons the bundle's charts install are left to them: helm refuses objects it did not create.
       const init = await kubeadmInit(host, config, skippedPhases(await addonsFromCharts(o.store, d, o.spec.network.cni)));
       joinInfo = init.join;
-      const detail = `control plane at ${init.join?.endpoint ?? first.ip}${init.resumed ? ' (init had finished unobserved in an earlier run)' : ''}`;
+      const detail = `control plane at ${controlPlaneEndpoint()}${init.resumed ? ' (init had finished unobserved in an earlier run)' : ''}`;
       journal.record(first.ip, 'kubeadm-init', 'done', detail);
       journal.record(first.ip, 'kubernetes', 'done', versions.wanted);
       o.progress.node(first.ip, 'kubeadm init', 'done', detail);
@@ -93,6 +93,7 @@ export async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal:
   } catch (err) {
     if (err instanceof AcpackError && err.code === 'BAD_BUNDLE') throw err;
     fail(first.ip, err);
+    for (const h of pending) if (byIp.get(h.ip)!.ok) fail(h.ip, new AcpackError('NODE_STEP', `waiting for the first master ${first.ip}`));
     return;
   } finally {
     host?.close();
@@ -152,7 +153,7 @@ export async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal:
         o.progress.node(h.ip, 'kubeadm join', 'running', controlPlane ? 'control plane' : 'worker');
         await pointApiServer(node, apiServerAddress(o.spec, h, false));
         // A master's certificates are uploaded just before it joins (their Secret lives two hours).
-        const key = controlPlane ? await connectFirst().then((f) => uploadCerts(f).finally(() => f.close())) : undefined;
+        const key = controlPlane ? () => connectFirst().then((f) => uploadCerts(f).finally(() => f.close())) : undefined;
         const r = await kubeadmJoin(node, h, joinInfo!, key);
         const detail = `${controlPlane ? 'control plane' : 'worker'}${r.resumed ? ' (the join had finished unobserved in an earlier run)' : ''}`;
         journal.record(h.ip, 'kubeadm-join', 'done', detail);

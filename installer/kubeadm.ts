@@ -60,7 +60,7 @@ const LEFT_BEHIND = [
  * failed or died with its node (files written, no success) is undone with `kubeadm reset -f` and run
  * again. Files no run of ours explains are left to kubeadm's own preflight to report.
  */
-async function resumable(host: SshHost, id: string, command: string, what: string, proof: string, file: { path: string; content: string }): Promise<{ stdout: string; resumed: boolean }> {
+async function resumable(host: SshHost, id: string, command: string, what: string, proof: string, file: { path: string; content: () => Promise<string> }): Promise<{ stdout: string; resumed: boolean }> {
   const probe = [`if test -e ${shq(proof)}; then echo proof; fi`, `if ${LEFT_BEHIND.map((c) => `${c} >/dev/null 2>&1`).join(' || ')}; then echo left-behind; fi`].join('\n');
   const earlier = await host.detachedRun(id, KUBEADM_TIMEOUT, probe);
   if (earlier.state === 'running') throw new AcpackError('NODE_STEP', `${host.spec.ip}: the ${what} of an earlier run is still going after ${KUBEADM_TIMEOUT / 60_000} minutes: run again later`);
@@ -70,7 +70,7 @@ async function resumable(host: SshHost, id: string, command: string, what: strin
     const why = earlier.state === 'lost' ? 'died with its node or was killed' : earlier.state === 'finished' && earlier.code === 0 ? 'was undone since' : 'failed';
     await host.check(`kubeadm reset -f --cri-socket ${CRI_SOCKET}`, `kubeadm reset (the ${what} of an earlier run ${why})`, 300_000);
   }
-  const run: DetachedRun = await host.runDetached(id, command, KUBEADM_TIMEOUT, { script: fileFromInput(file.path), input: file.content });
+  const run: DetachedRun = await host.runDetached(id, command, KUBEADM_TIMEOUT, { script: fileFromInput(file.path), input: await file.content() });
   if (run.state === 'finished' && run.code === 0) return { stdout: run.stdout, resumed: false };
   const said = run.state === 'finished' || run.state === 'lost' ? redact(run.stderr.trim() || run.stdout.trim()).slice(-500) : '';
   throw new AcpackError('NODE_STEP', `${host.spec.ip}: ${what} failed (${run.state === 'finished' ? run.code : 'killed'}): ${said}`);
@@ -84,7 +84,7 @@ async function resumable(host: SshHost, id: string, command: string, what: strin
  */
 export async function kubeadmInit(host: SshHost, config: string, skipPhases: string[]): Promise<{ join?: JoinInfo; resumed: boolean }> {
   const skip = skipPhases.length ? ` --skip-phases=${skipPhases.join(',')}` : '';
-  const r = await resumable(host, 'kubeadm-init', `kubeadm init --config ${KUBEADM_CONFIG}${skip}`, 'kubeadm init', '/etc/kubernetes/admin.conf', { path: KUBEADM_CONFIG, content: config });
+  const r = await resumable(host, 'kubeadm-init', `kubeadm init --config ${KUBEADM_CONFIG}${skip}`, 'kubeadm init', '/etc/kubernetes/admin.conf', { path: KUBEADM_CONFIG, content: async () => config });
   if (r.resumed) return { resumed: true };
   const join = parseJoin(r.stdout);
   if (!join) throw new AcpackError('NODE_STEP', `${host.spec.ip}: kubeadm init did not print a join command`);
@@ -109,11 +109,13 @@ export async function uploadCerts(host: SshHost): Promise<string> {
 /**
  * `kubeadm join --config` with a JoinConfiguration (its token and key go on standard input, never
  * into a command line or a log, and the file goes once kubeadm is done with it), resumable like
- * init. A master joins with `certificateKey`.
+ * init. A master joins with a certificate key, asked for (`certificateKey`: uploading the
+ * certificates) only when a join is about to run, not when an earlier one had finished.
  */
-export async function kubeadmJoin(host: SshHost, node: HostSpec, join: JoinInfo, certificateKey?: string): Promise<{ resumed: boolean }> {
+export async function kubeadmJoin(host: SshHost, node: HostSpec, join: JoinInfo, certificateKey?: () => Promise<string>): Promise<{ resumed: boolean }> {
   const what = certificateKey ? 'kubeadm join (control plane)' : 'kubeadm join';
   const command = `kubeadm join --config ${JOIN_CONFIG}\ncode=$?\nrm -f ${JOIN_CONFIG}\nexit $code`;
-  const r = await resumable(host, 'kubeadm-join', command, what, '/etc/kubernetes/kubelet.conf', { path: JOIN_CONFIG, content: joinConfig(node, join, certificateKey) });
+  const content = async () => joinConfig(node, join, certificateKey ? await certificateKey() : undefined);
+  const r = await resumable(host, 'kubeadm-join', command, what, '/etc/kubernetes/kubelet.conf', { path: JOIN_CONFIG, content });
   return { resumed: r.resumed };
 }
