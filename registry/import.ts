@@ -52,13 +52,13 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
         blobs++;
         if (entry.manifest) parsed.set(entry.digest, entry.manifest as ImageIndex & ImageManifest);
         const count = (chunk: Buffer) => onBytes?.(chunk.length);
-        if (await store.has(entry.digest)) {
+        if (await takeUp(store, entry.digest)) {
           await checkPassing(store, entry, source, count);
           continue;
         }
         // Another import may be writing the same blob: wait for it, then find the blob there.
         const w = await store.writer(`import-${entry.digest}`, { digest: entry.digest, size: entry.size, source }, { waitMs: SAME_BLOB_WAIT_MS });
-        if (await store.has(entry.digest)) {
+        if (await takeUp(store, entry.digest)) {
           await w.discard();
           await checkPassing(store, entry, source, count);
           continue;
@@ -99,9 +99,20 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
   }
 }
 
-/** A blob the store holds already passes by: its bytes in the bundle are still hashed, and it is marked as in use. */
+/** A blob the store holds already passes by: its bytes in the bundle are still hashed. */
+/**
+ * Marks a blob the store holds as in use again, under the store lock, so that neither a gc step nor
+ * another import's rollback can take it between the look and the mark; false when it is not there.
+ */
+function takeUp(store: ContentStore, digest: Digest): Promise<boolean> {
+  return store.exclusive(async () => {
+    if (!(await store.has(digest))) return false;
+    await store.touch(digest);
+    return true;
+  });
+}
+
 async function checkPassing(store: ContentStore, entry: { digest: Digest; size: number; stream: Readable }, source: string, count: (c: Buffer) => void): Promise<void> {
-  await store.touch(entry.digest); // in use again: a collection running now must not take it
   const hash = newHash();
   let seen = 0;
   for await (const chunk of entry.stream) {

@@ -45,8 +45,8 @@ describe('cluster spec', () => {
 describe('kubeadm join material', () => {
   const out = 'kubeadm join 10.0.0.1:6443 --token abcdef.0123456789abcdef \\\n\t--discovery-token-ca-cert-hash sha256:' + 'a'.repeat(64) + ' \\\n\t--control-plane --certificate-key ' + 'b'.repeat(64);
 
-  it('is parsed from kubeadm output', () => {
-    expect(parseJoin(out)).toEqual({ endpoint: '10.0.0.1:6443', token: 'abcdef.0123456789abcdef', caCertHash: `sha256:${'a'.repeat(64)}`, certificateKey: 'b'.repeat(64) });
+  it('is parsed from kubeadm output (a certificate key comes from upload-certs just before a master joins, never from this line)', () => {
+    expect(parseJoin(out)).toEqual({ endpoint: '10.0.0.1:6443', token: 'abcdef.0123456789abcdef', caCertHash: `sha256:${'a'.repeat(64)}` });
   });
 
   it('never survives redaction', () => {
