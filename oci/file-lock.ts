@@ -69,13 +69,22 @@ export class FileLock {
     }
   }
 
-  /** Takes the lock on `path`, retrying asynchronously until `timeoutMs`; then a BUSY error naming `what`. */
-  static async acquire(path: string, what: string, timeoutMs = 60_000): Promise<FileLock> {
-    const deadline = Date.now() + timeoutMs;
+  /**
+   * Takes the lock on `path`, retrying asynchronously (never blocking the event loop) until
+   * `timeoutMs` (0: one try); then `busy()` is thrown. `prepare` runs before each try: it makes the
+   * lock's directory, which a holder may remove when it is done (the try then sees ENOENT and retries).
+   */
+  static async acquire(path: string, o: { busy: () => Error; timeoutMs?: number; prepare?: () => Promise<unknown> }): Promise<FileLock> {
+    const deadline = Date.now() + (o.timeoutMs ?? 60_000);
     for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
-      const lock = await FileLock.try(path);
+      const lock = await (o.prepare ? o.prepare() : Promise.resolve())
+        .then(() => FileLock.try(path))
+        .catch((err: NodeJS.ErrnoException) => {
+          if (o.prepare && err.code === 'ENOENT') return undefined;
+          throw err;
+        });
       if (lock) return lock;
-      if (Date.now() >= deadline) throw new AcpackError('BUSY', `${what} stayed locked by another process for ${Math.round(timeoutMs / 1000)} s (${path}): is one stuck?`);
+      if (Date.now() >= deadline) throw o.busy();
       await new Promise((r) => setTimeout(r, wait));
     }
   }

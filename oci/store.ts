@@ -50,7 +50,6 @@ export type OnCommitted = (digest: Digest, created: boolean) => void | Promise<v
  * A commit never replaces a blob: a digest already there keeps its file.
  */
 export class ContentStore {
-  private readonly active = new Set<string>();
   private puts = 0;
   private queue: Promise<unknown> = Promise.resolve();
   private readonly inLock = new AsyncLocalStorage<true>();
@@ -100,7 +99,9 @@ export class ContentStore {
   async exclusive<T>(fn: () => Promise<T> | T): Promise<T> {
     if (this.inLock.getStore()) return fn();
     const turn = this.queue.then(async () => {
-      const lock = await FileLock.acquire(join(this.root, 'store.lock'), `the store ${this.root}`);
+      const lock = await FileLock.acquire(join(this.root, 'store.lock'), {
+        busy: () => new AcpackError('BUSY', `the store ${this.root} stayed locked by another process for a minute (store.lock): is one stuck?`),
+      });
       try {
         return await this.inLock.run(true, fn);
       } finally {
@@ -134,10 +135,8 @@ export class ContentStore {
    */
   async writer(ref: string, expected: Expected, opts: WriterOptions = {}): Promise<BlobWriter> {
     const key = ingestKey(ref);
-    if (this.active.has(key) && !opts.waitMs) throw locked(ref);
     const dir = join(this.root, 'ingest', key);
     const lock = await this.lockIngest(dir, ref, opts.waitMs ?? 0);
-    this.active.add(key);
     let fh: FileHandle | undefined;
     try {
       await writeFile(join(dir, 'ref'), ref, { mode: PRIVATE_FILE_MODE });
@@ -151,33 +150,17 @@ export class ContentStore {
         offset = 0;
       }
       if (offset > 0 && hash) await feedHash(hash, dataPath, offset);
-      return new BlobWriter(this, dir, fh, hash, offset, expected, async () => {
-        this.active.delete(key);
-        await lock.release();
-      });
+      return new BlobWriter(this, dir, fh, hash, offset, expected, () => lock.release());
     } catch (err) {
       await fh?.close();
-      this.active.delete(key);
       await lock.release();
       throw err;
     }
   }
 
   /** Takes the lock of one ingest directory (made if absent), waiting up to `waitMs` for another holder. */
-  private async lockIngest(dir: string, ref: string, waitMs: number): Promise<FileLock> {
-    const deadline = Date.now() + waitMs;
-    for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
-      // ENOENT: a holder finished and removed the directory while it was being made or locked: try again.
-      const lock = await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE })
-        .then(() => FileLock.try(join(dir, 'lock')))
-        .catch((err: NodeJS.ErrnoException) => {
-          if (err.code === 'ENOENT') return undefined;
-          throw err;
-        });
-      if (lock) return lock;
-      if (Date.now() >= deadline) throw locked(ref);
-      await new Promise((r) => setTimeout(r, wait));
-    }
+  private lockIngest(dir: string, ref: string, waitMs: number): Promise<FileLock> {
+    return FileLock.acquire(join(dir, 'lock'), { timeoutMs: waitMs, prepare: () => mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE }), busy: () => locked(ref) });
   }
 
   /** Bytes an in-flight write named `ref` holds, or undefined when there is none. */
