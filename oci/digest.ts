@@ -37,15 +37,15 @@ export function digestOfHash(h: Hash): Digest {
   return `sha256:${h.digest('hex')}`;
 }
 
-/** Hashes a file with large reads; returns the digest and the size. */
-export async function hashFile(path: string): Promise<{ digest: Digest; size: number }> {
+/** Hashes a file with large reads; returns the digest and the size. `each` hears every chunk read (to pace a scrub). */
+export async function hashFile(path: string, each?: (n: number) => Promise<void>): Promise<{ digest: Digest; size: number }> {
   const hash = newHash();
-  const size = await feedHash(hash, path);
+  const size = await feedHash(hash, path, Infinity, each);
   return { digest: digestOfHash(hash), size };
 }
 
 /** Feeds a file's first `limit` bytes into a running hash (to resume a partial write); returns the bytes read. */
-export async function feedHash(hash: Hash, path: string, limit = Infinity): Promise<number> {
+export async function feedHash(hash: Hash, path: string, limit = Infinity, each?: (n: number) => Promise<void>): Promise<number> {
   const fh = await open(path, 'r');
   try {
     const buf = Buffer.allocUnsafe(READ_CHUNK);
@@ -55,6 +55,7 @@ export async function feedHash(hash: Hash, path: string, limit = Infinity): Prom
       if (bytesRead === 0) break;
       hash.update(buf.subarray(0, bytesRead));
       size += bytesRead;
+      await each?.(bytesRead);
     }
     return size;
   } finally {

@@ -244,10 +244,14 @@ export class ContentStore {
     await this.exclusive(() => rm(this.path(digest), { force: true }));
   }
 
-  /** Re-hashes a committed blob; true when its bytes still match its name. */
-  async check(digest: Digest): Promise<boolean> {
-    const { digest: actual } = await hashFile(this.path(digest));
-    return actual === digest;
+  /** Re-hashes a committed blob: the digest of its bytes now (its name, unless it rotted), or undefined when it is gone. */
+  async rehash(digest: Digest, each?: (n: number) => Promise<void>): Promise<Digest | undefined> {
+    try {
+      return (await hashFile(this.path(digest), each)).digest;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
   }
 
   /**

@@ -1,6 +1,6 @@
-import { mkdir, open, readdir, rename, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { digestOfHash, hexOf, isDigest, newHash, READ_CHUNK, shortDigest, type Digest } from '../oci/digest.js';
+import { hexOf, isDigest, shortDigest, type Digest } from '../oci/digest.js';
 import type { ContentStore } from '../oci/store.js';
 import { isManifestType, type Descriptor } from '../oci/media-types.js';
 import type { IndexDb } from './index-db.js';
@@ -45,7 +45,7 @@ export async function scrubStore(store: ContentStore, db: IndexDb, opts: ScrubOp
       continue;
     }
     const before = await stat(store.path(digest)).catch(() => undefined);
-    const actual = await hashBlob(store, digest, async (n) => {
+    const actual = await store.rehash(digest, async (n) => {
       report.bytes += n;
       opts.onBytes?.(n);
       await pace(n);
@@ -91,28 +91,6 @@ export async function scrubStore(store: ContentStore, db: IndexDb, opts: ScrubOp
     problem({ kind: 'dangling', what: `${repo} links blob ${digest}, which is not in the store`, repaired });
   }
   return report;
-}
-
-/** The digest of a committed blob's bytes, or undefined when it is gone; `each` hears every chunk read. */
-async function hashBlob(store: ContentStore, digest: Digest, each?: (n: number) => Promise<void>): Promise<Digest | undefined> {
-  const fh = await open(store.path(digest), 'r').catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return undefined;
-    throw err;
-  });
-  if (!fh) return undefined;
-  try {
-    const hash = newHash();
-    const buf = Buffer.allocUnsafe(READ_CHUNK);
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      hash.update(buf.subarray(0, bytesRead));
-      await each?.(bytesRead);
-    }
-    return digestOfHash(hash);
-  } finally {
-    await fh.close();
-  }
 }
 
 /** Moves a file out of blobs/ into quarantine/, where it is kept for a person to look at. */

@@ -4,6 +4,7 @@ import { promisify } from 'node:util';
 import { chmod, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import Database from 'better-sqlite3';
 import { ContentStore } from '../../oci/store.js';
@@ -112,6 +113,22 @@ describe('the content store across processes', () => {
       expect(stdout).toBe('');
     } finally {
       process.umask(old);
+    }
+  });
+});
+
+describe('the scrub', () => {
+  it('paces its reads with a rate (to run beside a serving registry) and still finds what it must', async () => {
+    const store = await ContentStore.open(t.dir);
+    const db = new IndexDb(t.dir);
+    try {
+      await store.put(randomBytes(8 << 20));
+      const started = Date.now();
+      const r = await scrubStore(store, db, { rate: 4e6 });
+      expect(r).toMatchObject({ blobs: 1, bytes: 8 << 20, problems: [] });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1500); // 8 MiB at 4 MB/s: ~2 s, never faster
+    } finally {
+      db.close();
     }
   });
 });
