@@ -195,13 +195,3 @@ export const indexJsonSchema = {
     manifests: { type: 'array', items: descriptorSchema },
   },
 } as const;
-
-/** A manifest or index blob: whichever of these fields it has must have this shape. */
-export const manifestBlobSchema = {
-  type: 'object',
-  properties: {
-    manifests: { type: 'array', items: descriptorSchema },
-    config: descriptorSchema,
-    layers: { type: 'array', items: descriptorSchema },
-  },
-} as const;

@@ -1,7 +1,8 @@
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { Ajv } from 'ajv';
+import { manifestShapeProblem, schemaProblem } from './manifest-shape.js';
 import { AcpackError, formatBytes } from './errors.js';
 import { isDigest, sha256, shortDigest, type Digest } from './digest.js';
 import {
@@ -13,7 +14,6 @@ import {
   bundleJsonSchema,
   INDEX_ENTRY,
   indexJsonSchema,
-  manifestBlobSchema,
   manifestDigests,
   OCI_LAYOUT_ENTRY,
   type BundleDescriptor,
@@ -220,16 +220,16 @@ class Ledger {
     if (actual !== digest) throw new AcpackError('DIGEST_MISMATCH', `${this.label}: blob ${digest} is corrupt: its ${data.length} bytes hash to ${shortDigest(actual)}`);
     const what = `manifest ${shortDigest(digest)}`;
     const m = parseJson(data, what, this.bad) as Partial<ImageManifest & ImageIndex>;
-    if (!validateManifest(m)) throw this.bad(`${what} ${schemaProblem(validateManifest.errors)}`);
+    const shape = manifestShapeProblem(m, Array.isArray(m?.manifests));
+    if (shape) throw this.bad(`${what} ${shape}`);
     if (Array.isArray(m.manifests)) {
       const by = `index ${shortDigest(digest)}`;
       // Only the children bundle.json lists were bundled (the requested platforms); the others are not here.
       for (const child of m.manifests) if (this.manifests.has(child.digest)) this.declare(child.digest, child.size, by);
       return m as ImageIndex;
     }
-    if (!m.config || !Array.isArray(m.layers)) throw this.bad(`${what} is neither an image manifest (config and layers) nor an index (manifests)`);
     const by = `manifest ${shortDigest(digest)}`;
-    for (const blob of [m.config, ...m.layers]) this.declare(blob.digest, blob.size, by);
+    for (const blob of [m.config!, ...m.layers!]) this.declare(blob.digest, blob.size, by);
     return m as ImageManifest;
   }
 
@@ -257,7 +257,6 @@ class Ledger {
 const ajv = new Ajv({ allErrors: false });
 const validateDescriptor = ajv.compile<BundleDescriptor>(bundleJsonSchema);
 const validateIndex = ajv.compile<ImageIndex>(indexJsonSchema);
-const validateManifest = ajv.compile<Partial<ImageManifest & ImageIndex>>(manifestBlobSchema);
 
 function parseDescriptor(data: Buffer, bad: Bad): BundleDescriptor {
   const d = parseJson(data, BUNDLE_JSON_ENTRY, bad) as Partial<BundleDescriptor> | null;
@@ -308,19 +307,6 @@ function jsonBounds(data: Uint8Array, maxDepth: number = BUNDLE_LIMITS.jsonDepth
     }
   }
   return undefined;
-}
-
-/** A schema error as a user reads it: "binaries[0].size must be integer". */
-function schemaProblem(errors: ErrorObject[] | null | undefined): string {
-  const e = errors?.[0];
-  if (!e) return 'does not have the shape of format v1';
-  const path = e.instancePath.replace(/\/(\d+)/g, '[$1]').replace(/\//g, '.').replace(/^\./, '');
-  if (e.keyword === 'required') return `${path ? `${path} ` : ''}has no ${(e.params as { missingProperty: string }).missingProperty}`;
-  if (e.keyword === 'pattern' && /(digest|manifest|index|chart|source)$/.test(path)) {
-    return `${path.includes('[') ? 'has a descriptor without a valid digest: ' : ''}${path} is not a sha256 digest (sha256: and 64 lowercase hex digits)`;
-  }
-  if (e.keyword === 'const') return `${path} must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`;
-  return `${path || 'its top level'} ${e.message ?? 'is malformed'}`;
 }
 
 function preview(v: unknown): string {

@@ -2,7 +2,8 @@ import type { Request, Response } from 'express';
 import { randomUUID } from 'node:crypto';
 import { AcpackError } from '../oci/errors.js';
 import { isDigest, sha256, type Digest } from '../oci/digest.js';
-import { isIndexType, isManifestType, type Descriptor, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
+import { isIndexType, isManifestType, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
+import { manifestShapeProblem } from '../oci/manifest-shape.js';
 import type { BlobWriter, ContentStore } from '../oci/store.js';
 import { childrenOf, type IndexDb } from './index-db.js';
 import { sendError } from './errors.js';
@@ -234,8 +235,8 @@ export class UploadHandlers {
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return sendError(res, 'MANIFEST_INVALID', 'the manifest is not a JSON object');
     const mediaType = parsed.mediaType ?? String(req.headers['content-type'] ?? '').split(';')[0];
     if (!isManifestType(mediaType) && !isIndexType(mediaType)) return sendError(res, 'MANIFEST_INVALID', `unsupported manifest media type "${mediaType}"`);
-    const shape = shapeProblem(parsed, mediaType);
-    if (shape) return sendError(res, 'MANIFEST_INVALID', shape);
+    const shape = manifestShapeProblem(parsed, isIndexType(mediaType));
+    if (shape) return sendError(res, 'MANIFEST_INVALID', `the ${isIndexType(mediaType) ? 'index' : 'manifest'} ${shape}`);
     const tag = isTag ? reference : undefined;
     // Checked and recorded under the store lock: a gc step cannot take a blob between the two.
     const refused = await this.store.exclusive(async () => {
@@ -312,22 +313,4 @@ export class UploadHandlers {
 
 function unknownUpload(res: Response, uuid: string): void {
   sendError(res, 'BLOB_UPLOAD_UNKNOWN', `upload ${uuid} is unknown`);
-}
-
-const isDescriptor = (d: unknown): d is Descriptor => {
-  const x = d as Descriptor | null;
-  return typeof x === 'object' && x !== null && typeof x.mediaType === 'string' && typeof x.digest === 'string' && isDigest(x.digest) && Number.isSafeInteger(x.size) && x.size >= 0;
-};
-
-/** Why a parsed manifest or index is not one (OCI image spec, schema 2), or undefined. */
-function shapeProblem(m: ImageManifest & ImageIndex, mediaType: string): string | undefined {
-  if (m.schemaVersion !== 2) return `schemaVersion is ${JSON.stringify(m.schemaVersion)}; only 2 is supported`;
-  if (isManifestType(mediaType)) {
-    if (!isDescriptor(m.config)) return 'the config is not a descriptor (mediaType, a sha256 digest, a size)';
-    if (!Array.isArray(m.layers) || !m.layers.every(isDescriptor)) return '"layers" is not a list of descriptors (mediaType, a sha256 digest, a size)';
-  } else if (!Array.isArray(m.manifests) || !m.manifests.every(isDescriptor)) {
-    return '"manifests" is not a list of descriptors (mediaType, a sha256 digest, a size)';
-  }
-  if (m.subject !== undefined && !isDescriptor(m.subject)) return 'the subject is not a descriptor';
-  return undefined;
 }
