@@ -1,9 +1,15 @@
 import { afterAll, beforeAll } from 'vitest';
-import { tempDir, withRegistry } from './env.js';
+import { silent, tempDir, withRegistry } from './env.js';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { writeFile, mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
+import { bundle } from '../../packer/index.js';
+import { parsePlatformList } from '../../arch/platform.js';
 import { buildIndexImage, buildLayer, buildSingleImage, noise, pushImage, type Layer, type SampleImage } from '../../demo/samples.js';
+import { kubeadmBinary } from '../hosts/standins/kubeadm-standin.js';
+import { pushKubeadmImages } from './kubeadm-images.js';
 
 /**
  * The integration tests' source content: two multi-arch images sharing a base layer (so dedupe
@@ -42,6 +48,42 @@ export async function writeManifest(dir: string, spec: Record<string, unknown>, 
   await mkdir(dirname(file), { recursive: true });
   await writeFile(file, stringify({ apiVersion: 'acpack/v1', kind: 'Bundle', metadata: { name: 'test', version: 'v1' }, spec }));
   return file;
+}
+
+/**
+ * Writes `spec` as the manifest `dir`/m.yaml (its relative paths are relative to `dir`) and bundles
+ * it to `out` for `platforms`, with the build cache beside `out`; returns `out`.
+ */
+export async function bundleSpec(dir: string, spec: Record<string, unknown>, out: string, platforms = 'amd64'): Promise<string> {
+  await bundle({ manifestFile: await writeManifest(dir, spec), platforms: parsePlatformList(platforms), cacheDir: join(dirname(out), 'cache'), reporter: silent, sourceDateEpoch: 0, out });
+  return out;
+}
+
+/** A manifest's binaries entry for a local file, pinned to the sha256 of what it holds now. */
+export function localBinary(name: string, version: string, file: string, install: string) {
+  return { name, version, url: file, sha256: createHash('sha256').update(readFileSync(file)).digest('hex'), install };
+}
+
+/** A one-layer amd64 image `<host>/<repository>:<tag>` pushed to `host`; returns its reference. */
+export async function pushSmallImage(host: string, repository: string, tag: string): Promise<string> {
+  await pushImage(host, buildIndexImage(repository, tag, { amd64: [await buildLayer([{ path: repository, content: `${repository}:${tag} amd64` }])] }));
+  return `${host}/${repository}:${tag}`;
+}
+
+/**
+ * What a kubeadm lab test's bundle carries: every image kubeadm v1.22.15 names for amd64 (pushed to
+ * `host` under ecp_builder: its pause among them), and the kubeadm stand-in of v1.22.15 (written into
+ * `dir`) as /usr/bin/kubeadm.
+ */
+export async function kubeadmContent(host: string, dir: string): Promise<{ images: string[]; pause: string; kubeadm: Awaited<ReturnType<typeof kubeadmBinary>> }> {
+  const images = await pushKubeadmImages(host, { arches: ['amd64'] });
+  return { images, pause: images.find((i) => /\/pause:[^/]+$/.test(i))!, kubeadm: await kubeadmBinary(join(dir, 'bin'), 'v1.22.15') };
+}
+
+/** The bundle most kubeadm lab tests install, kubeadmContent and nothing else, as `dir`/b.tar.zst (a useLab `prepare`). */
+export async function kubeadmBundle({ host, dir }: { host: string; dir: string }): Promise<{ path: string; pause: string }> {
+  const { images, pause, kubeadm } = await kubeadmContent(host, dir);
+  return { path: await bundleSpec(dir, { images, binaries: [kubeadm] }, join(dir, 'b.tar.zst')), pause };
 }
 
 /**

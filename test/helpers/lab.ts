@@ -1,15 +1,31 @@
 import { afterAll, beforeAll } from 'vitest';
 import { join } from 'node:path';
 import { labDown, labUp, type Lab } from '../hosts/lab.js';
-import { tempDir } from './env.js';
+import { tempDir, withRegistry } from './env.js';
 
-/** A test file's test hosts and work directory, up before its tests and gone after them. */
-export function useLab(count: number) {
-  const ctx = {} as { lab: Lab; work: Awaited<ReturnType<typeof tempDir>> };
-  beforeAll(async () => {
-    ctx.work = await tempDir();
-    ctx.lab = await labUp(count, { dir: join(ctx.work.dir, 'lab') });
-  }, 120_000);
+/**
+ * A test file's test hosts and work directory, up before its tests and gone after them. With
+ * `prepare`, a source registry runs first for it to push images to and build bundles from, in the
+ * work directory; that registry is gone before the hosts come up (the site has no upstream), and
+ * what `prepare` returns is `built`.
+ */
+export function useLab<T = undefined>(count: number, prepare?: (source: { host: string; dir: string }) => Promise<T>) {
+  const ctx = {} as { lab: Lab; work: Awaited<ReturnType<typeof tempDir>>; built: T };
+  beforeAll(
+    async () => {
+      ctx.work = await tempDir();
+      if (prepare) {
+        const source = await withRegistry();
+        try {
+          ctx.built = await prepare({ host: source.registry.host, dir: ctx.work.dir });
+        } finally {
+          await source.cleanup();
+        }
+      }
+      ctx.lab = await labUp(count, { dir: join(ctx.work.dir, 'lab') });
+    },
+    prepare ? 180_000 : 120_000,
+  );
   afterAll(async () => {
     if (ctx.lab) await labDown(ctx.lab);
     await ctx.work?.cleanup();

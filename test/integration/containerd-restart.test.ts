@@ -1,54 +1,22 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { bundle } from '../../packer/index.js';
-import { parsePlatformList } from '../../arch/platform.js';
-import { buildIndexImage, buildLayer, pushImage } from '../../demo/samples.js';
-import { acinstallOn, labDown, labUp, ssh, type Lab } from '../hosts/lab.js';
+import { acinstallOn, ssh } from '../hosts/lab.js';
 import { nodeSteps } from '../hosts/node-steps.js';
-import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
-import { writeManifest } from '../helpers/fixtures.js';
+import { ROOT } from '../helpers/env.js';
+import { kubeadmBundle } from '../helpers/fixtures.js';
+import { useLab } from '../helpers/lab.js';
 
 // containerd runs the configuration acinstall wrote: restarted when it changed, and proved from what
 // the running daemon logged at start (containerd is real on test hosts, run by the systemctl stand-in).
 
-let lab: Lab;
-let work: Awaited<ReturnType<typeof tempDir>>;
-let bundlePath: string;
-let pauseRef: string;
+// The bundle: every image kubeadm v1.22.15 asks for (under the bundle's repository) and its stand-in.
+const t = useLab(2, kubeadmBundle);
 /** The containerd that from left running on the worker. */
 let ran: { pid: number };
 
-beforeAll(async () => {
-  work = await tempDir();
-  const source = await withRegistry();
-  const upstream = source.registry.host;
-  const image = async (name: string, tag: string) => {
-    await pushImage(upstream, buildIndexImage(`ecp_builder/${name}`, tag, { amd64: [await buildLayer([{ path: name, content: `${name} ${tag}` }])] }));
-    return `${upstream}/ecp_builder/${name}:${tag}`;
-  };
-  // Every image kubeadm v1.22.15 asks for, under the bundle's repository.
-  pauseRef = await image('pause', '3.5');
-  const images = [pauseRef];
-  for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kube-proxy']) images.push(await image(c, 'v1.22.15'));
-  images.push(await image('etcd', '3.5.0-0'), await image('coredns', 'v1.8.4'));
-  const kubeadm = join(ROOT, 'test/hosts/standins/kubeadm');
-  const kubeadmSha = execFileSync('sha256sum', [kubeadm]).toString().split(' ')[0];
-  const m = await writeManifest(work.dir, { images, binaries: [{ name: 'kubeadm', version: 'v1.22.15', url: kubeadm, sha256: kubeadmSha, install: '/usr/bin/kubeadm' }] });
-  bundlePath = join(work.dir, 'b.tar.zst');
-  await bundle({ manifestFile: m, platforms: parsePlatformList('amd64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: bundlePath });
-  await source.cleanup();
-  lab = await labUp(2, { dir: join(work.dir, 'lab') });
-}, 180_000);
-
-afterAll(async () => {
-  if (lab) await labDown(lab);
-  await work?.cleanup();
-});
-
 const IGNORE = ['--ignore-preflight', 'disk,ip_forward,br_netfilter'];
-const nodes = () => ['-m', lab.hosts[0].ip, '-n', lab.hosts[1].ip, '-i', lab.key, '--store', join(work.dir, 'site')];
-const on = (i: number, command: string) => ssh(lab, lab.hosts[0], lab.hosts[i], command, 60_000).then((r) => r.stdout);
+const nodes = () => ['-m', t.lab.hosts[0].ip, '-n', t.lab.hosts[1].ip, '-i', t.lab.key, '--store', join(t.work.dir, 'site')];
+const on = (i: number, command: string) => ssh(t.lab, t.lab.hosts[0], t.lab.hosts[i], command, 60_000).then((r) => r.stdout);
 /** Prints the running containerd's PID, the CRI configuration it logged at start, and the PID acinstall recorded. */
 const RUNNING = [
   'pid=$(systemctl show -p MainPID --value containerd); echo "pid=$pid"',
@@ -69,10 +37,10 @@ describe('containerd on the nodes', () => {
     ].join('\n');
     const other = Number(await on(1, started));
     try {
-      const r = await acinstallOn(lab.hosts[0], ['preflight', ...nodes(), ...IGNORE], ROOT);
+      const r = await acinstallOn(t.lab.hosts[0], ['preflight', ...nodes(), ...IGNORE], ROOT);
       expect(r.code).toBe(1);
-      expect(r.stderr).toMatch(new RegExp(`${lab.hosts[1].ip.replace(/\./g, '\\.')}\\s+containerd\\s+/run/containerd/containerd\\.sock held by pid ${other} \\(containerd\\), not by containerd\\.service`));
-      expect(r.stderr).not.toMatch(new RegExp(`${lab.hosts[0].ip.replace(/\./g, '\\.')}\\s+containerd`));
+      expect(r.stderr).toMatch(new RegExp(`${t.lab.hosts[1].ip.replace(/\./g, '\\.')}\\s+containerd\\s+/run/containerd/containerd\\.sock held by pid ${other} \\(containerd\\), not by containerd\\.service`));
+      expect(r.stderr).not.toMatch(new RegExp(`${t.lab.hosts[0].ip.replace(/\./g, '\\.')}\\s+containerd`));
     } finally {
       await on(1, `kill ${other}; i=0; while kill -0 ${other} 2>/dev/null; do i=$((i+1)); [ $i -lt 100 ] || break; sleep 0.1; done`);
     }
@@ -84,7 +52,7 @@ describe('containerd on the nodes', () => {
     const before = parse(await on(1, `systemctl start containerd; ${RUNNING}`));
     expect(before.pid).toBeGreaterThan(0);
     expect(before.line).not.toContain('SystemdCgroup:true'); // the distribution's configuration
-    const r = await acinstallOn(lab.hosts[0], ['from', bundlePath, ...nodes(), ...IGNORE], ROOT);
+    const r = await acinstallOn(t.lab.hosts[0], ['from', t.built.path, ...nodes(), ...IGNORE], ROOT);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('preflight passed on 2 nodes');
     for (const i of [1, 0]) {
@@ -93,17 +61,17 @@ describe('containerd on the nodes', () => {
       expect(now.pid).toBeGreaterThan(0);
       if (i === 1) expect(now.pid).not.toBe(before.pid);
       expect(now.line).toContain('ConfigPath:/etc/containerd/certs.d ');
-      expect(now.line).toContain(`SandboxImage:${pauseRef} `);
+      expect(now.line).toContain(`SandboxImage:${t.built.pause} `);
       expect(now.line).toContain('SystemdCgroup:true');
       expect(now.applied).toBe(now.pid);
     }
   }, 150_000);
 
   it('leaves containerd running when nothing changed, restarts it when its unit changed, and fails a node whose containerd does not take the configuration', async () => {
-    const [h1, h2] = lab.hosts;
+    const [h1, h2] = t.lab.hosts;
     // A drop-in pointing containerd at another configuration, then gone again.
     const other = { '/etc/containerd/other.toml': 'version = 2\n', '/etc/systemd/system/containerd.service.d/50-other.conf': '[Service]\nExecStart=\nExecStart=/usr/bin/containerd --config /etc/containerd/other.toml\n' };
-    const [unchanged, failed, mended] = await nodeSteps(lab, h1, h2, [
+    const [unchanged, failed, mended] = await nodeSteps(t.lab, h1, h2, [
       { startServices: true, after: RUNNING },
       { files: other, startServices: true, after: RUNNING },
       { before: 'rm /etc/systemd/system/containerd.service.d/50-other.conf', startServices: true, after: RUNNING },

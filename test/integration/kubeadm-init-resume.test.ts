@@ -1,12 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { bundle } from '../../packer/index.js';
-import { parsePlatformList } from '../../arch/platform.js';
-import { acinstallOn, killHost, labDown, labUp, reviveHost, ssh, type Lab, type LabHost } from '../hosts/lab.js';
-import { kubeadmBinary } from '../hosts/standins/kubeadm-standin.js';
-import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
-import { writeManifest } from '../helpers/fixtures.js';
-import { pushKubeadmImages } from '../helpers/kubeadm-images.js';
+import { acinstallOn, killHost, reviveHost, ssh, type LabHost } from '../hosts/lab.js';
+import { ROOT } from '../helpers/env.js';
+import { kubeadmBundle } from '../helpers/fixtures.js';
+import { useLab } from '../helpers/lab.js';
 import { acinstallProcess, kubeadmCalls, kubeadmWaiting, slowKubeadm } from '../helpers/kubeadm-runs.js';
 
 /**
@@ -17,62 +14,44 @@ import { acinstallProcess, kubeadmCalls, kubeadmWaiting, slowKubeadm } from '../
  * done (static pods, certificates, etcd data, no success), which the re-run resets and initializes
  * again. (Interrupted joins: kubeadm-join-resume.test.ts.)
  */
-let lab: Lab;
-let work: Awaited<ReturnType<typeof tempDir>>;
-let bundlePath: string;
+const t = useLab(2, kubeadmBundle);
 
-beforeAll(async () => {
-  work = await tempDir();
-  const source = await withRegistry();
-  const images = await pushKubeadmImages(source.registry.host, { arches: ['amd64'] });
-  const kubeadm = await kubeadmBinary(join(work.dir, 'bin'), 'v1.22.15');
-  bundlePath = join(work.dir, 'b.tar.zst');
-  await bundle({ manifestFile: await writeManifest(work.dir, { images, binaries: [kubeadm] }), platforms: parsePlatformList('amd64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: bundlePath });
-  await source.cleanup();
-  lab = await labUp(2, { dir: join(work.dir, 'lab') });
-}, 180_000);
-
-afterAll(async () => {
-  if (lab) await labDown(lab);
-  await work?.cleanup();
-});
-
-const fromArgs = (node: LabHost) => ['from', bundlePath, '-m', node.ip, '-i', lab.key, '--store', join(work.dir, `site-${node.name}`), '--ignore-preflight', 'disk,ip_forward,br_netfilter'];
+const fromArgs = (node: LabHost) => ['from', t.built.path, '-m', node.ip, '-i', t.lab.key, '--store', join(t.work.dir, `site-${node.name}`), '--ignore-preflight', 'disk,ip_forward,br_netfilter'];
 const INIT = 'init --config /etc/kubernetes/acpack-kubeadm.yaml';
 
 describe('an interrupted kubeadm init is resumed', () => {
   it('init: acinstall cut off mid-init (its connection gone with it), kubeadm finishes unobserved and the re-run waits for it rather than running init again', async () => {
-    const node = lab.hosts[0];
-    await slowKubeadm(lab, node, 10);
+    const node = t.lab.hosts[0];
+    await slowKubeadm(t.lab, node, 10);
     const first = acinstallProcess(node, fromArgs(node));
-    await kubeadmWaiting(lab, node, 'init', first);
+    await kubeadmWaiting(t.lab, node, 'init', first);
     first.child.kill('SIGKILL');
     expect((await first.done).signal).toBe('SIGKILL');
     // kubeadm init runs on, detached from the session that started it, and the re-run (started
     // while it still runs) waits for it.
-    expect((await ssh(lab, node, node, 'cat /var/lib/acpack-standins/kubeadm.waiting')).stdout).toMatch(/^init /);
-    await slowKubeadm(lab, node, 0);
+    expect((await ssh(t.lab, node, node, 'cat /var/lib/acpack-standins/kubeadm.waiting')).stdout).toMatch(/^init /);
+    await slowKubeadm(t.lab, node, 0);
     const r = await acinstallOn(node, fromArgs(node), ROOT);
     expect(r.code, r.stderr).toBe(0);
-    expect(await kubeadmCalls(lab, node)).toEqual([INIT]);
-    expect((await ssh(lab, node, node, 'test -e /var/lib/acpack-standins/kubeadm.waiting || cat /etc/kubernetes/admin.conf')).stdout).toContain('apiserver.cluster.local:6443');
-    const status = (await acinstallOn(node, ['status', '--store', join(work.dir, `site-${node.name}`)], ROOT)).stdout;
+    expect(await kubeadmCalls(t.lab, node)).toEqual([INIT]);
+    expect((await ssh(t.lab, node, node, 'test -e /var/lib/acpack-standins/kubeadm.waiting || cat /etc/kubernetes/admin.conf')).stdout).toContain('apiserver.cluster.local:6443');
+    const status = (await acinstallOn(node, ['status', '--store', join(t.work.dir, `site-${node.name}`)], ROOT)).stdout;
     expect(status).toMatch(/kubeadm-init\s+done\s+.*\(init had finished unobserved in an earlier run\)/);
   }, 240_000);
 
   it('init: a power cut mid-init leaves a half-done master, which the re-run resets and initializes again', async () => {
-    const node = lab.hosts[1];
-    await slowKubeadm(lab, node, 60);
+    const node = t.lab.hosts[1];
+    await slowKubeadm(t.lab, node, 60);
     // acinstall runs on the first master: the power cut takes it (and the registry) down too.
     const first = acinstallProcess(node, fromArgs(node));
-    await kubeadmWaiting(lab, node, 'init', first);
+    await kubeadmWaiting(t.lab, node, 'init', first);
     await killHost(node);
     expect((await first.done).signal).toBe('SIGKILL');
     await reviveHost(node);
-    await slowKubeadm(lab, node, 0);
-    expect((await ssh(lab, node, node, 'ls /etc/kubernetes/manifests')).stdout).toContain('kube-apiserver.yaml');
+    await slowKubeadm(t.lab, node, 0);
+    expect((await ssh(t.lab, node, node, 'ls /etc/kubernetes/manifests')).stdout).toContain('kube-apiserver.yaml');
     const r = await acinstallOn(node, fromArgs(node), ROOT);
     expect(r.code, r.stderr).toBe(0);
-    expect(await kubeadmCalls(lab, node)).toEqual([INIT, 'reset -f --cri-socket unix:///run/containerd/containerd.sock', INIT]);
+    expect(await kubeadmCalls(t.lab, node)).toEqual([INIT, 'reset -f --cri-socket unix:///run/containerd/containerd.sock', INIT]);
   }, 240_000);
 });

@@ -1,14 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { bundle } from '../../packer/index.js';
-import { parsePlatformList } from '../../arch/platform.js';
-import { acinstallOn, killHost, labDown, labUp, reviveHost, ssh, type Lab, type LabHost } from '../hosts/lab.js';
-import { kubeadmBinary } from '../hosts/standins/kubeadm-standin.js';
-import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
-import { writeManifest } from '../helpers/fixtures.js';
-import { pushKubeadmImages } from '../helpers/kubeadm-images.js';
+import { acinstallOn, killHost, reviveHost, ssh, type LabHost } from '../hosts/lab.js';
+import { ROOT } from '../helpers/env.js';
+import { kubeadmBundle } from '../helpers/fixtures.js';
+import { useLab } from '../helpers/lab.js';
 import { acinstallProcess, kubeadmCalls, kubeadmWaiting, slowKubeadm, type AcinstallProcess } from '../helpers/kubeadm-runs.js';
 
 const run = promisify(execFile);
@@ -20,38 +17,20 @@ const run = promisify(execFile);
  * re-run must see that instead of joining again; the power cut leaves a half-done node, which the
  * re-run resets and joins again. (Interrupted inits: kubeadm-init-resume.test.ts.)
  */
-let lab: Lab;
-let work: Awaited<ReturnType<typeof tempDir>>;
-let bundlePath: string;
-
-beforeAll(async () => {
-  work = await tempDir();
-  const source = await withRegistry();
-  const images = await pushKubeadmImages(source.registry.host, { arches: ['amd64'] });
-  const kubeadm = await kubeadmBinary(join(work.dir, 'bin'), 'v1.22.15');
-  bundlePath = join(work.dir, 'b.tar.zst');
-  await bundle({ manifestFile: await writeManifest(work.dir, { images, binaries: [kubeadm] }), platforms: parsePlatformList('amd64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: bundlePath });
-  await source.cleanup();
-  lab = await labUp(3, { dir: join(work.dir, 'lab') });
-}, 180_000);
-
-afterAll(async () => {
-  if (lab) await labDown(lab);
-  await work?.cleanup();
-});
+const t = useLab(3, kubeadmBundle);
 
 const IGNORE = ['--ignore-preflight', 'disk,ip_forward,br_netfilter'];
-const sh = (to: LabHost, command: string) => ssh(lab, lab.hosts[0], to, command);
-const calls = (h: LabHost) => kubeadmCalls(lab, h);
-const slow = (h: LabHost, seconds: number) => slowKubeadm(lab, h, seconds);
-const waiting = (h: LabHost, what: 'init' | 'join', acinstall: AcinstallProcess) => kubeadmWaiting(lab, h, what, acinstall);
+const sh = (to: LabHost, command: string) => ssh(t.lab, t.lab.hosts[0], to, command);
+const calls = (h: LabHost) => kubeadmCalls(t.lab, h);
+const slow = (h: LabHost, seconds: number) => slowKubeadm(t.lab, h, seconds);
+const waiting = (h: LabHost, what: 'init' | 'join', acinstall: AcinstallProcess) => kubeadmWaiting(t.lab, h, what, acinstall);
 
 describe('an interrupted kubeadm join is resumed', () => {
-  const store = () => join(work.dir, 'site');
-  const fromArgs = () => ['from', bundlePath, '-m', lab.hosts[0].ip, '-n', `${lab.hosts[1].ip},${lab.hosts[2].ip}`, '-i', lab.key, '--store', store(), ...IGNORE];
+  const store = () => join(t.work.dir, 'site');
+  const fromArgs = () => ['from', t.built.path, '-m', t.lab.hosts[0].ip, '-n', `${t.lab.hosts[1].ip},${t.lab.hosts[2].ip}`, '-i', t.lab.key, '--store', store(), ...IGNORE];
 
   it('join: a worker whose link is cut finishes its join unobserved and is not joined again; a worker whose power is cut is reset and joined again', async () => {
-    const [master, w1, w2] = lab.hosts;
+    const [master, w1, w2] = t.lab.hosts;
     // Each worker waits in kubeadm join where the kubelet's TLS bootstrap would…
     await slow(w1, 20);
     await slow(w2, 20);
