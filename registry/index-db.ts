@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import { chmodSync, existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { hexOf, isDigest, type Digest } from '../oci/digest.js';
+import { AcpackError } from '../oci/errors.js';
 import type { NameQuery } from './naming.js';
 
 export interface ManifestRow {
@@ -50,7 +51,12 @@ export class IndexDb {
     this.db.pragma('synchronous = NORMAL');
     // Explicit modes: the index must not be writable by others, whatever the umask.
     for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f) && statSync(f).mode & 0o022) chmodSync(f, 0o644);
-    this.migrate();
+    try {
+      this.migrate();
+    } catch (err) {
+      this.db.close();
+      throw err;
+    }
     // Prepared once: a registry asks these on every request.
     this.q = {
       repoExists: this.db.prepare('SELECT 1 FROM repo_manifests WHERE repo = ? UNION ALL SELECT 1 FROM blob_links WHERE repo = ? LIMIT 1'),
@@ -90,7 +96,7 @@ export class IndexDb {
       .transaction(() => {
         const from = version();
         if (from === SCHEMA_VERSION) return;
-        if (from > SCHEMA_VERSION) throw new Error(`index.db has schema ${from}, newer than this acinstall (${SCHEMA_VERSION}): use the newer acinstall`);
+        if (from > SCHEMA_VERSION) throw new AcpackError('STORE_TOO_NEW', `${join(this.storeRoot, 'index.db')} has schema ${from}, newer than this acinstall reads (${SCHEMA_VERSION}): use the acinstall that wrote it`);
         this.db.exec(`
           CREATE TABLE IF NOT EXISTS manifests (digest TEXT PRIMARY KEY, media_type TEXT NOT NULL, size INTEGER NOT NULL);
           CREATE TABLE IF NOT EXISTS tags (repo TEXT NOT NULL, path TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo, tag));

@@ -123,6 +123,11 @@ export class UploadHandlers {
     // Append only: the digest is checked once, at the PUT, not re-hashed from disk for every chunk.
     const w = await this.openUpload(uuid, {}, true);
     if (!w) return outOfRange(`another request is writing upload ${uuid}`);
+    if (w.offset !== size) {
+      // Another request added a chunk between the look above and taking the upload: check the range again.
+      await w.close();
+      return outOfRange(`upload ${uuid} changed while this chunk waited: it holds ${w.offset} bytes`, w.offset);
+    }
     try {
       for await (const chunk of req) await w.write(chunk as Buffer);
       if (length !== undefined && w.offset - size !== length) {

@@ -298,6 +298,17 @@ describe('imports and scrubs of a real bundle', () => {
 });
 
 describe('stores written by the previous release', () => {
+  it('a store written by a newer acinstall is refused, not rewritten', async () => {
+    new IndexDb(t.dir).close();
+    const raw = new Database(join(t.dir, 'index.db'));
+    raw.pragma('user_version = 99');
+    raw.close();
+    expect(() => new IndexDb(t.dir)).toThrow(expect.objectContaining({ code: 'STORE_TOO_NEW' }));
+    const again = new Database(join(t.dir, 'index.db'));
+    expect(again.pragma('user_version', { simple: true })).toBe(99);
+    again.close();
+  });
+
   it('open and are migrated in place: blob links and manifest references rebuilt, every blob still served', async () => {
     await run('tar', ['-xf', join(ROOT, 'test/fixtures/store-v1.tar'), '-C', t.dir]);
     const raw = new Database(join(t.dir, 'index.db'));
