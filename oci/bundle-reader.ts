@@ -4,7 +4,7 @@ import tar from 'tar-stream';
 import { Ajv } from 'ajv';
 import { manifestShapeProblem, schemaProblem } from './manifest-shape.js';
 import { AcpackError, formatBytes } from './errors.js';
-import { isDigest, sha256, shortDigest, type Digest } from './digest.js';
+import { digestOfHash, isDigest, newHash, sha256, shortDigest, type Digest } from './digest.js';
 import {
   BLOB_PREFIX,
   BUNDLE_FORMAT,
@@ -119,6 +119,25 @@ export async function* bundleEntries(input: Readable | string, label = typeof in
     decompress.destroy();
     extract.destroy();
   }
+}
+
+/**
+ * Reads a blob entry to its end, checking that its bytes hash to its name (a manifest the reader
+ * parsed was checked already); `onBytes` hears each chunk. Returns the bytes read.
+ */
+export async function drainVerified(entry: Extract<BundleEntry, { kind: 'blob' }>, label: string, onBytes?: (n: number) => void): Promise<number> {
+  const hash = entry.manifest ? undefined : newHash();
+  let seen = 0;
+  for await (const chunk of entry.stream) {
+    hash?.update(chunk as Buffer);
+    seen += (chunk as Buffer).length;
+    onBytes?.((chunk as Buffer).length);
+  }
+  const actual = hash ? digestOfHash(hash) : entry.digest;
+  if (actual !== entry.digest || seen !== entry.size) {
+    throw new AcpackError('DIGEST_MISMATCH', `${label}: blob ${entry.digest} is corrupt: its ${seen} bytes hash to ${shortDigest(actual)}`);
+  }
+  return seen;
 }
 
 /** Reads just bundle.json, stopping right after it: cheap whatever the bundle's size. */

@@ -1,6 +1,6 @@
 import { AcpackError } from './errors.js';
-import { digestOfHash, newHash, shortDigest, type Digest } from './digest.js';
-import { bundleEntries } from './bundle-reader.js';
+import type { Digest } from './digest.js';
+import { bundleEntries, drainVerified } from './bundle-reader.js';
 import { manifestDigests, type BundleDescriptor } from './bundle-format.js';
 import type { ImageIndex, ImageManifest } from './media-types.js';
 import { graphOf, walkBundle } from './bundle-graph.js';
@@ -29,17 +29,7 @@ export async function verifyBundle(path: string, onBytes?: (n: number) => void):
     if (entry.kind === 'descriptor') descriptor = entry.descriptor;
     else if (entry.kind === 'index') index = entry.index;
     else if (entry.kind === 'blob') {
-      const hash = newHash();
-      let seen = 0;
-      for await (const chunk of entry.stream) {
-        hash.update(chunk as Buffer);
-        seen += (chunk as Buffer).length;
-        onBytes?.((chunk as Buffer).length);
-      }
-      const actual = digestOfHash(hash);
-      if (actual !== entry.digest || seen !== entry.size) {
-        throw new AcpackError('DIGEST_MISMATCH', `${path}: blob ${entry.digest} is corrupt: its ${seen} bytes hash to ${shortDigest(actual)}`);
-      }
+      const seen = await drainVerified(entry, path, onBytes);
       sizes.set(entry.digest, seen);
       bytes += seen;
       if (entry.manifest) manifests.set(entry.digest, graphOf(entry.manifest));

@@ -1,9 +1,9 @@
 import type { Readable } from 'node:stream';
 import { AcpackError, formatBytes } from '../oci/errors.js';
-import { digestOfHash, newHash, shortDigest, type Digest } from '../oci/digest.js';
+import { shortDigest, type Digest } from '../oci/digest.js';
 import { walkBundle } from '../oci/bundle-graph.js';
 import { ContentStore } from '../oci/store.js';
-import { bundleEntries } from '../oci/bundle-reader.js';
+import { bundleEntries, drainVerified } from '../oci/bundle-reader.js';
 import { BUNDLE_LIMITS, manifestDigests, type BundleDescriptor } from '../oci/bundle-format.js';
 import { ANNOTATION_REF_NAME, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
 import { childrenOf, IndexDb, type ManifestRow, type Recorded, type TagRow } from './index-db.js';
@@ -51,23 +51,22 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
       } else if (entry.kind === 'blob') {
         blobs++;
         if (entry.manifest) parsed.set(entry.digest, entry.manifest as ImageIndex & ImageManifest);
-        const count = (chunk: Buffer) => onBytes?.(chunk.length);
         if (await takeUp(store, entry.digest)) {
-          await checkPassing(store, entry, source, count);
+          await drainVerified(entry, source, onBytes); // the store's copy is good; the bundle's bytes are still checked
           continue;
         }
         // Another import may be writing the same blob: wait for it, then find the blob there.
         const w = await store.writer(`import-${entry.digest}`, { digest: entry.digest, size: entry.size, source }, { waitMs: SAME_BLOB_WAIT_MS });
         if (await takeUp(store, entry.digest)) {
           await w.discard();
-          await checkPassing(store, entry, source, count);
+          await drainVerified(entry, source, onBytes); // the store's copy is good; the bundle's bytes are still checked
           continue;
         }
         try {
           if (w.offset > 0) await w.reset(); // a bundle stream cannot resume mid-blob
           for await (const chunk of entry.stream) {
             await w.write(chunk as Buffer);
-            count(chunk as Buffer);
+            onBytes?.((chunk as Buffer).length);
           }
           await w.commit();
         } catch (err) {
@@ -99,7 +98,6 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
   }
 }
 
-/** A blob the store holds already passes by: its bytes in the bundle are still hashed. */
 /**
  * Marks a blob the store holds as in use again, under the store lock, so that neither a gc step nor
  * another import's rollback can take it between the look and the mark; false when it is not there.
@@ -110,20 +108,6 @@ function takeUp(store: ContentStore, digest: Digest): Promise<boolean> {
     await store.touch(digest);
     return true;
   });
-}
-
-async function checkPassing(store: ContentStore, entry: { digest: Digest; size: number; stream: Readable }, source: string, count: (c: Buffer) => void): Promise<void> {
-  const hash = newHash();
-  let seen = 0;
-  for await (const chunk of entry.stream) {
-    hash.update(chunk as Buffer);
-    seen += (chunk as Buffer).length;
-    count(chunk as Buffer);
-  }
-  const actual = digestOfHash(hash);
-  if (actual !== entry.digest || seen !== entry.size) {
-    throw new AcpackError('DIGEST_MISMATCH', `${source}: blob ${entry.digest} is corrupt: its ${formatBytes(seen)} hash to ${shortDigest(actual)}`);
-  }
 }
 
 /** Removes the blobs this import created, unless something linked, reached or touched them since. */
