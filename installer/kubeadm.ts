@@ -1,9 +1,9 @@
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { AcpackError } from '../oci/errors.js';
 import type { HostSpec } from './cluster-spec.js';
-import type { DetachedRun, SshHost } from './ssh.js';
+import { RUNS_DIR, type DetachedRun, type SshHost } from './ssh.js';
 import { redact } from './redact.js';
-import { shq } from './node-setup.js';
+import { shq, writeFilesScript } from './node-setup.js';
 import { CRI_SOCKET, joinConfig, KUBEADM_CONFIG, kubernetesVersion, missingImages, type JoinInfo } from './kubeadm-config.js';
 
 export { KUBEADM_CONFIG, kubeadmConfig, kubernetesVersion, type JoinInfo } from './kubeadm-config.js';
@@ -20,18 +20,14 @@ export function parseJoin(text: string): JoinInfo | undefined {
   return m ? { endpoint: m[1], token: m[2], caCertHash: m[3] } : undefined;
 }
 
-/** Shell that writes `path` from standard input (never logged), whole or not at all. */
-function fileFromInput(path: string): string {
-  return `mkdir -p "$(dirname ${shq(path)})" && cat > ${shq(`${path}.acpack-tmp`)} && mv ${shq(`${path}.acpack-tmp`)} ${shq(path)}`;
-}
-
 /**
  * Asks the bundle's own kubeadm, on the first master, which images the configuration needs, and
  * refuses — naming each — when the bundle lacks one: kubeadm's preflight would fail pulling it on a
  * site with no way out (or, with a tag kubeadm picked itself, run an image nobody bundled).
  */
 export async function checkKubeadmImages(host: SshHost, d: BundleDescriptor, config: string): Promise<void> {
-  const listed = await host.check(`umask 077 && ${fileFromInput(KUBEADM_CONFIG)} && kubeadm config images list --config ${KUBEADM_CONFIG}`, 'kubeadm config images list', 120_000, config);
+  const write = writeFilesScript({ [KUBEADM_CONFIG]: config });
+  const listed = await host.check(`umask 077\n${write.script}\nkubeadm config images list --config ${KUBEADM_CONFIG}`, 'kubeadm config images list', 120_000, write.input);
   let missing: string[];
   try {
     missing = missingImages(d, listed);
@@ -52,6 +48,19 @@ const LEFT_BEHIND = [
   ...['kubelet.conf', 'bootstrap-kubelet.conf', 'admin.conf', 'pki/ca.crt'].map((f) => `test -e /etc/kubernetes/${f}`),
   'ls -A /var/lib/etcd 2>/dev/null | grep -q .',
 ];
+/** Shell: true when the node holds any of them. */
+const LEFT_BEHIND_TEST = LEFT_BEHIND.map((c) => `${c} >/dev/null 2>&1`).join(' || ');
+/** The detached runs (SshHost.runDetached) of kubeadm init and join. */
+const INIT_RUN = 'kubeadm-init';
+const JOIN_RUN = 'kubeadm-join';
+
+/**
+ * Shell: true on a node where acinstall started a kubeadm init or join whose work is still there —
+ * installed, or cut off halfway (finished unobserved, failed, died with its node). Its kubelet, API
+ * server and etcd may hold Kubernetes's ports; the kubeadm step takes the run as done or resets it
+ * (kubeadm reset frees them), and kubeadm's own preflight checks them before it runs again.
+ */
+export const KUBEADM_STARTED_HERE = `{ { ${[INIT_RUN, JOIN_RUN].map((id) => `test -f ${RUNS_DIR}/${id}/cmd`).join(' || ')}; } && { ${LEFT_BEHIND_TEST}; }; }`;
 
 /**
  * Runs a kubeadm init or join detached from the SSH session, so that a dropped connection neither
@@ -61,7 +70,7 @@ const LEFT_BEHIND = [
  * again. Files no run of ours explains are left to kubeadm's own preflight to report.
  */
 async function resumable(host: SshHost, id: string, command: string, what: string, proof: string, file: { path: string; content: () => Promise<string> }): Promise<{ stdout: string; resumed: boolean }> {
-  const probe = [`if test -e ${shq(proof)}; then echo proof; fi`, `if ${LEFT_BEHIND.map((c) => `${c} >/dev/null 2>&1`).join(' || ')}; then echo left-behind; fi`].join('\n');
+  const probe = [`if test -e ${shq(proof)}; then echo proof; fi`, `if ${LEFT_BEHIND_TEST}; then echo left-behind; fi`].join('\n');
   const earlier = await host.detachedRun(id, KUBEADM_TIMEOUT, probe);
   if (earlier.state === 'running') throw new AcpackError('NODE_STEP', `${host.spec.ip}: the ${what} of an earlier run is still going after ${KUBEADM_TIMEOUT / 60_000} minutes: run again later`);
   const found = earlier.probe.split('\n');
@@ -70,7 +79,7 @@ async function resumable(host: SshHost, id: string, command: string, what: strin
     const why = earlier.state === 'lost' ? 'died with its node or was killed' : earlier.state === 'finished' && earlier.code === 0 ? 'was undone since' : 'failed';
     await host.check(`kubeadm reset -f --cri-socket ${CRI_SOCKET}`, `kubeadm reset (the ${what} of an earlier run ${why})`, 300_000);
   }
-  const run: DetachedRun = await host.runDetached(id, command, KUBEADM_TIMEOUT, { script: fileFromInput(file.path), input: await file.content() });
+  const run: DetachedRun = await host.runDetached(id, command, KUBEADM_TIMEOUT, writeFilesScript({ [file.path]: await file.content() }));
   if (run.state === 'finished' && run.code === 0) return { stdout: run.stdout, resumed: false };
   const said = run.state === 'finished' || run.state === 'lost' ? redact(run.stderr.trim() || run.stdout.trim()).slice(-500) : '';
   throw new AcpackError('NODE_STEP', `${host.spec.ip}: ${what} failed (${run.state === 'finished' ? run.code : 'killed'}): ${said}`);
@@ -84,7 +93,7 @@ async function resumable(host: SshHost, id: string, command: string, what: strin
  */
 export async function kubeadmInit(host: SshHost, config: string, skipPhases: string[]): Promise<{ join?: JoinInfo; resumed: boolean }> {
   const skip = skipPhases.length ? ` --skip-phases=${skipPhases.join(',')}` : '';
-  const r = await resumable(host, 'kubeadm-init', `kubeadm init --config ${KUBEADM_CONFIG}${skip}`, 'kubeadm init', '/etc/kubernetes/admin.conf', { path: KUBEADM_CONFIG, content: async () => config });
+  const r = await resumable(host, INIT_RUN, `kubeadm init --config ${KUBEADM_CONFIG}${skip}`, 'kubeadm init', '/etc/kubernetes/admin.conf', { path: KUBEADM_CONFIG, content: async () => config });
   if (r.resumed) return { resumed: true };
   const join = parseJoin(r.stdout);
   if (!join) throw new AcpackError('NODE_STEP', `${host.spec.ip}: kubeadm init did not print a join command`);
@@ -116,6 +125,6 @@ export async function kubeadmJoin(host: SshHost, node: HostSpec, join: JoinInfo,
   const what = certificateKey ? 'kubeadm join (control plane)' : 'kubeadm join';
   const command = `kubeadm join --config ${JOIN_CONFIG}\ncode=$?\nrm -f ${JOIN_CONFIG}\nexit $code`;
   const content = async () => joinConfig(node, join, certificateKey ? await certificateKey() : undefined);
-  const r = await resumable(host, 'kubeadm-join', command, what, '/etc/kubernetes/kubelet.conf', { path: JOIN_CONFIG, content });
+  const r = await resumable(host, JOIN_RUN, command, what, '/etc/kubernetes/kubelet.conf', { path: JOIN_CONFIG, content });
   return { resumed: r.resumed };
 }

@@ -109,12 +109,12 @@ export function containerdFiles(d: BundleDescriptor, registry: string, ca?: stri
 }
 
 /**
- * Writes files on a node atomically (temp + rename), in one round trip. The contents travel on the
- * command's standard input, one after the other (`head -c` takes each one's exact byte count), never
- * in the command line: Linux caps one argument at 128 KiB. Each is checked by its sha256 before it
- * replaces anything.
+ * The shell that writes files on a node atomically (temp + rename), and the standard input it reads:
+ * the contents one after the other (`head -c` takes each one's exact byte count), never in the
+ * command line (Linux caps one argument at 128 KiB, and a file may hold a secret). Each is checked by
+ * its sha256 before it replaces anything. For a caller that runs it inside a command of its own.
  */
-export async function writeFiles(host: SshHost, files: Record<string, string>): Promise<void> {
+export function writeFilesScript(files: Record<string, string>): { script: string; input: string } {
   const script = ['set -e'];
   for (const [path, content] of Object.entries(files)) {
     const tmp = shq(`${path}.acpack-tmp`);
@@ -125,7 +125,13 @@ export async function writeFiles(host: SshHost, files: Record<string, string>): 
       `mv -f ${tmp} ${shq(path)}`,
     );
   }
-  await host.check(script.join('\n'), `writing ${Object.keys(files).join(', ')}`, 60_000, Object.values(files).join(''));
+  return { script: script.join('\n'), input: Object.values(files).join('') };
+}
+
+/** Writes files on a node (see writeFilesScript), in one round trip. */
+export async function writeFiles(host: SshHost, files: Record<string, string>): Promise<void> {
+  const { script, input } = writeFilesScript(files);
+  await host.check(script, `writing ${Object.keys(files).join(', ')}`, 60_000, input);
 }
 
 const KUBELET_UNIT = `[Unit]

@@ -3,6 +3,7 @@ import { AcpackError } from '../oci/errors.js';
 import { textTable } from '../oci/text-table.js';
 import { isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import type { SshHost } from './ssh.js';
+import { KUBEADM_STARTED_HERE } from './kubeadm.js';
 
 /** The socket kubelet and crictl talk to: acinstall's containerd (containerd.service) must own it. */
 export const CONTAINERD_SOCKET = '/run/containerd/containerd.sock';
@@ -28,6 +29,7 @@ const FACTS = [
   'echo "containerd_sock=$s"',
   'echo "containerd_unit=$(systemctl show -p MainPID containerd 2>/dev/null | cut -d= -f2)"',
   `echo "containerd_cmd=$( [ -n "$s" ] && tr '\\0' ' ' < /proc/$s/cmdline 2>/dev/null | cut -c1-160)"`,
+  `echo "kubeadm_started=$(if ${KUBEADM_STARTED_HERE}; then echo 1; else echo 0; fi)"`,
 ].join('; ');
 
 export interface Facts {
@@ -48,6 +50,8 @@ export interface Facts {
   ipForward: boolean;
   /** The process listening on CONTAINERD_SOCKET (its PID and command line), and containerd.service's main PID (0: not running). */
   containerdSocket?: { pid: number; cmd: string; unitPid: number };
+  /** A kubeadm init or join of acinstall's left its work here (see KUBEADM_STARTED_HERE). */
+  kubeadmStarted: boolean;
 }
 
 export async function gatherFacts(host: SshHost): Promise<Facts> {
@@ -68,6 +72,7 @@ export async function gatherFacts(host: SshHost): Promise<Facts> {
     ports: (kv.ports ?? '').split(',').filter(Boolean).map(Number),
     brNetfilter: kv.br_netfilter === '1',
     ipForward: kv.ip_forward === '1',
+    kubeadmStarted: kv.kubeadm_started === '1',
     containerdSocket: kv.containerd_sock ? { pid: Number(kv.containerd_sock), cmd: (kv.containerd_cmd ?? '').trim(), unitPid: Number(kv.containerd_unit) || 0 } : undefined,
   };
 }
@@ -112,7 +117,9 @@ export function evaluate(spec: ClusterSpec, facts: Map<HostSpec, Facts>, opts: {
     if (f.memKb < (master ? 1.7 : 1) * 1024 * 1024) fail(h, 'memory', `${(f.memKb / 1048576).toFixed(1)} GiB`, master ? '1.7 GiB for a master' : '1 GiB');
     if (f.diskKb < 20 * 1024 * 1024) fail(h, 'disk', `${(f.diskKb / 1048576).toFixed(1)} GiB free on /`, '20 GiB free');
     if (f.swaps > 0) fail(h, 'swap', 'on', 'off (swapoff -a, and remove it from /etc/fstab)');
-    const wanted = master ? [6443, 10250, 2379, 2380] : [10250];
+    // Where acinstall's kubeadm init or join ran (installed, or cut off halfway), its own kubelet, API
+    // server and etcd hold these: the kubeadm step resumes or resets that run, never on top of it.
+    const wanted = f.kubeadmStarted ? [] : master ? [6443, 10250, 2379, 2380] : [10250];
     if (h === firstMaster && opts.registryPort) wanted.push(opts.registryPort);
     const busy = wanted.filter((p) => f.ports.includes(p));
     if (busy.length) fail(h, 'ports', `in use: ${busy.join(', ')}`, `free: ${wanted.join(', ')}`);

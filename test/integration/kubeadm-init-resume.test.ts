@@ -30,6 +30,8 @@ describe('an interrupted kubeadm init is resumed', () => {
     // kubeadm init runs on, detached from the session that started it, and the re-run (started
     // while it still runs) waits for it.
     expect((await ssh(t.lab, node, node, 'cat /var/lib/acpack-standins/kubeadm.waiting')).stdout).toMatch(/^init /);
+    // As on a real node, its kubelet and control plane hold their ports by now: not held against the re-run.
+    expect((await ssh(t.lab, node, node, 'ss -ltnH')).stdout).toMatch(/:6443\s/);
     await slowKubeadm(t.lab, node, 0);
     const r = await acinstallOn(node, fromArgs(node), ROOT);
     expect(r.code, r.stderr).toBe(0);
