@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ssh } from '../hosts/lab.js';
 import { useLab } from '../helpers/lab.js';
@@ -22,7 +23,7 @@ describe('systemctl on test hosts runs units', () => {
       '/etc/systemd/system/probe.service': '[Service]\nExecStartPre=-/bin/false\nEnvironment="GREETING=hello world" ONE=1\nExecStart=/bin/false\n',
       // A drop-in resets ExecStart= and adds an optional EnvironmentFile that does not exist.
       '/etc/systemd/system/probe.service.d/10-real.conf':
-        '[Service]\nEnvironmentFile=-/etc/default/probe-missing\nExecStart=\nExecStart=/bin/sh -c \'echo "args=$0 $1 ${GREETING} %% %n"; echo "ns=$(readlink /proc/self/ns/net) root=$(readlink /proc/self/root) sid=$(ps -o sid= -p $$$$ | tr -d " ")"; exec sleep 600\' $GREETING\n',
+        '[Service]\nEnvironmentFile=-/etc/default/probe-missing\nExecStart=\nExecStart=/bin/sh -c \'echo "args=$0 $1 ${GREETING} %% %n"; echo "ns=$(readlink /proc/self/ns/net) root=$(stat -c %%d:%%i /) sid=$(ps -o sid= -p $$$$ | tr -d " ")"; exec sleep 600\' $GREETING\n',
     };
     const out = kv(
       await sh(
@@ -33,7 +34,7 @@ describe('systemctl on test hosts runs units', () => {
           until('journalctl -u probe _PID=$pid -o cat | grep -q ns=', 'its output in the journal'),
           'echo "pid=$pid"; echo "active=$(systemctl is-active probe)"',
           'journalctl -u probe _PID=$pid -o cat',
-          'echo "mine=ns=$(readlink /proc/self/ns/net) root=$(readlink /proc/self/root) sid=$(ps -o sid= -p $$ | tr -d " ")"',
+          'echo "mine=ns=$(readlink /proc/self/ns/net) root=$(stat -c %d:%i /) sid=$(ps -o sid= -p $$ | tr -d " ")"',
         ].join('\n'),
       ),
     );
@@ -42,10 +43,15 @@ describe('systemctl on test hosts runs units', () => {
     // $GREETING alone splits into two words ($0 and $1 of sh -c), ${GREETING} in a word stays one.
     expect(out.args).toBe('hello world hello world % probe.service');
     // The same network namespace and root as an SSH session on the host, but a session of its own.
+    // The root is told by the device and inode of / (readlink /proc/self/root says / in any chroot):
+    // the host's overlay, not the machine's own root.
     const field = (s: string, k: string) => new RegExp(`${k}=(\\S+)`).exec(s)?.[1];
     const unit = `ns=${out.ns}`;
     expect(field(unit, 'ns')).toBe(field(out.mine, 'ns'));
-    expect(field(unit, 'root')).toBe('/');
+    expect(field(unit, 'root')).toMatch(/^\d+:\d+$/);
+    expect(field(unit, 'root')).toBe(field(out.mine, 'root'));
+    const machine = statSync('/');
+    expect(field(unit, 'root')).not.toBe(`${machine.dev}:${machine.ino}`);
     expect(field(unit, 'sid')).not.toBe(field(out.mine, 'sid'));
     // Still there after the session that started it ended; gone once killed, and is-active says so.
     const after = await sh([`kill -0 ${out.pid} && echo alive`, `kill -9 ${out.pid}`, until('[ "$(systemctl is-active probe)" = failed ]', 'is-active failed'), 'systemctl show -p MainPID probe'].join('\n'));
