@@ -1,56 +1,25 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { parse as parseYaml, stringify } from 'yaml';
 import { readFile, writeFile } from 'node:fs/promises';
-import { bundle } from '../../packer/index.js';
-import { parsePlatformList } from '../../arch/platform.js';
-import { buildIndexImage, buildLayer, pushImage } from '../../demo/samples.js';
-import { acinstallOn, inHost, labDown, labUp, ssh, type Lab } from '../hosts/lab.js';
+import { acinstallOn, inHost, ssh } from '../hosts/lab.js';
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stopChild } from '../../demo/processes.js';
-import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
-import { writeManifest } from '../helpers/fixtures.js';
-import { pushKubeadmImages } from '../helpers/kubeadm-images.js';
+import { ROOT } from '../helpers/env.js';
+import { bundleSpec, kubeadmContent, pushSmallImage } from '../helpers/fixtures.js';
+import { useLab } from '../helpers/lab.js';
 
 /** Two masters and a worker: the worker reaches the masters through lvscare's virtual IP. */
-let lab: Lab;
-let work: Awaited<ReturnType<typeof tempDir>>;
-let withLvscare: string;
-let withoutLvscare: string;
-let lvscareRef: string;
-
-beforeAll(async () => {
-  work = await tempDir();
-  const source = await withRegistry();
-  const upstream = source.registry.host;
-  const image = async (name: string, tag: string) => {
-    const img = buildIndexImage(name, tag, { amd64: [await buildLayer([{ path: name, content: `${name} amd64` }])] });
-    await pushImage(upstream, img);
-    return `${upstream}/${name}:${tag}`;
+const t = useLab(3, async ({ host, dir }) => {
+  // What kubeadm v1.22.15 asks for (acinstall checks with `kubeadm config images list`), with and without lvscare.
+  const { images, kubeadm } = await kubeadmContent(host, dir);
+  const lvscare = await pushSmallImage(host, 'sealerio/lvscare', 'v1.1.3-beta.8');
+  return {
+    lvscare,
+    withLvscare: await bundleSpec(join(dir, 'ha'), { images: [lvscare, ...images], binaries: [kubeadm] }, join(dir, 'ha.tar.zst')),
+    withoutLvscare: await bundleSpec(join(dir, 'plain'), { images, binaries: [kubeadm] }, join(dir, 'plain.tar.zst')),
   };
-  const pause = await image('ecp_builder/pause', '3.5');
-  lvscareRef = await image('sealerio/lvscare', 'v1.1.3-beta.8');
-  // The rest of what kubeadm v1.22.15 asks for (acinstall checks with `kubeadm config images list`).
-  const kubeadmImages = await pushKubeadmImages(upstream, { arches: ['amd64'], leaveOut: ['pause'] });
-  const kubeadmSha = execFileSync('sha256sum', [join(ROOT, 'test/hosts/standins/kubeadm')]).toString().split(' ')[0];
-  const binaries = [{ name: 'kubeadm', version: 'v1.22.15', url: join(ROOT, 'test/hosts/standins/kubeadm'), sha256: kubeadmSha, install: '/usr/bin/kubeadm' }];
-  const build = async (name: string, images: string[]) => {
-    const m = await writeManifest(join(work.dir, name), { images, binaries });
-    const out = join(work.dir, `${name}.tar.zst`);
-    await bundle({ manifestFile: m, platforms: parsePlatformList('amd64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out });
-    return out;
-  };
-  withLvscare = await build('ha', [pause, lvscareRef, ...kubeadmImages]);
-  withoutLvscare = await build('plain', [pause, ...kubeadmImages]);
-  await source.cleanup();
-  lab = await labUp(3, { dir: join(work.dir, 'lab') });
-}, 180_000);
-
-afterAll(async () => {
-  if (lab) await labDown(lab);
-  await work?.cleanup();
 });
 
 // Not sealer's default (10.103.97.2): the cluster spec's own, to see it used everywhere.
@@ -58,42 +27,42 @@ const VIP = '10.103.97.9';
 
 describe('acinstall from with two masters', () => {
   const args = (bundlePath: string) => {
-    const [m1, m2, w] = lab.hosts;
-    return ['from', bundlePath, '-m', `${m1.ip},${m2.ip}`, '-n', w.ip, '-i', lab.key, '--store', join(work.dir, 'site'), '--ignore-preflight', 'disk,ip_forward,br_netfilter'];
+    const [m1, m2, w] = t.lab.hosts;
+    return ['from', bundlePath, '-m', `${m1.ip},${m2.ip}`, '-n', w.ip, '-i', t.lab.key, '--store', join(t.work.dir, 'site'), '--ignore-preflight', 'disk,ip_forward,br_netfilter'];
   };
 
   it('refuses to run anywhere but on the first master', async () => {
-    const [m1, m2] = lab.hosts;
-    const r = await acinstallOn(m2, args(withLvscare), ROOT);
+    const [m1, m2] = t.lab.hosts;
+    const r = await acinstallOn(m2, args(t.built.withLvscare), ROOT);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain(`acinstall runs on the first master (${m1.ip}, the first of the masters), and this machine is not it (its addresses: ${m2.ip})`);
   });
 
   it('refuses a bundle without lvscare before touching any node', async () => {
-    const [m1, m2, w] = lab.hosts;
-    const r = await acinstallOn(m1, args(withoutLvscare), ROOT);
+    const [m1, m2, w] = t.lab.hosts;
+    const r = await acinstallOn(m1, args(t.built.withoutLvscare), ROOT);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/2 masters: workers reach them through 10\.103\.97\.2, kept by lvscare, and .* carries no lvscare image/); // the flags' default VIP
-    for (const h of [m1, m2, w]) await expect(ssh(lab, m1, h, 'test -e /var/log/acpack-standins/kubeadm.calls')).rejects.toThrow();
+    for (const h of [m1, m2, w]) await expect(ssh(t.lab, m1, h, 'test -e /var/log/acpack-standins/kubeadm.calls')).rejects.toThrow();
   });
 
   it('says why the registry could not start (its port taken), before touching any node', async () => {
-    const [m1, m2, w] = lab.hosts;
+    const [m1, m2, w] = t.lab.hosts;
     const squatter = spawn('nsenter', [`--net=/run/netns/${m1.netns}`, '--', 'python3', '-m', 'http.server', '5000'], { stdio: 'ignore' });
     try {
       for (let i = 0; i < 50 && !(await inHost(m1, 'sh', ['-c', "ss -ltn | grep -q ':5000 '"]).then(() => true, () => false)); i++) await sleep(100);
-      const r = await acinstallOn(m1, args(withLvscare), ROOT);
+      const r = await acinstallOn(m1, args(t.built.withLvscare), ROOT);
       expect(r.code).not.toBe(0);
       expect(r.stderr).toMatch(/the site registry \(background process \d+ .*\) did not start on https:\/\/[\d.]+:5000:\n.*cannot listen on 0\.0\.0\.0:5000: EADDRINUSE/);
-      for (const h of [m1, m2, w]) await expect(ssh(lab, m1, h, 'test -e /var/log/acpack-standins/kubeadm.calls')).rejects.toThrow();
+      for (const h of [m1, m2, w]) await expect(ssh(t.lab, m1, h, 'test -e /var/log/acpack-standins/kubeadm.calls')).rejects.toThrow();
     } finally {
       await stopChild(squatter);
     }
   });
 
   it('joins the second master as control plane and puts the worker behind the virtual IP (from a kind: Cluster spec)', async () => {
-    const [m1, m2, w] = lab.hosts;
-    const clusterFile = join(work.dir, 'cluster.yaml');
+    const [m1, m2, w] = t.lab.hosts;
+    const clusterFile = join(t.work.dir, 'cluster.yaml');
     await writeFile(
       clusterFile,
       stringify({
@@ -101,7 +70,7 @@ describe('acinstall from with two masters', () => {
         kind: 'Cluster',
         metadata: { name: 'ha' },
         spec: {
-          ssh: { user: 'root', pk: lab.key },
+          ssh: { user: 'root', pk: t.lab.key },
           hosts: [
             { ips: [m1.ip, m2.ip], roles: ['master'] },
             { ips: [w.ip], roles: ['node'] },
@@ -110,12 +79,12 @@ describe('acinstall from with two masters', () => {
         },
       }),
     );
-    const r = await acinstallOn(m1, ['from', withLvscare, '--cluster', clusterFile, '--store', join(work.dir, 'site'), '--ignore-preflight', 'disk,ip_forward,br_netfilter'], ROOT);
+    const r = await acinstallOn(m1, ['from', t.built.withLvscare, '--cluster', clusterFile, '--store', join(t.work.dir, 'site'), '--ignore-preflight', 'disk,ip_forward,br_netfilter'], ROOT);
     expect(r.code, r.stderr).toBe(0);
     const esc = (x: string) => x.replace(/\./g, '\\.');
     expect(r.stdout).toMatch(new RegExp(`${esc(m1.ip)}\\s+first master\\s+init \\(Kubernetes v1\\.22\\.15\\)\\s+apiserver\\.cluster\\.local is ${esc(m1.ip)}`));
     expect(r.stdout).toMatch(new RegExp(`${esc(w.ip)}\\s+worker\\s+joined\\s+apiserver\\.cluster\\.local is ${esc(VIP)}`));
-    const calls = async (h: typeof m1) => (await ssh(lab, m1, h, 'cat /var/log/acpack-standins/kubeadm.calls')).stdout.trim().split('\n');
+    const calls = async (h: typeof m1) => (await ssh(t.lab, m1, h, 'cat /var/log/acpack-standins/kubeadm.calls')).stdout.trim().split('\n');
     // init uploaded no control-plane certificates; they were uploaded just before the second master
     // joined (their Secret lives two hours), and it joined with that very key.
     expect(await calls(m1)).toEqual([
@@ -125,10 +94,10 @@ describe('acinstall from with two masters', () => {
     ]);
     expect(await calls(m2)).toEqual(['join --config /etc/kubernetes/acpack-join.yaml']);
     expect(await calls(w)).toEqual(['join --config /etc/kubernetes/acpack-join.yaml']);
-    const uploaded = (await ssh(lab, m1, m1, 'cat /var/lib/acpack-standins/uploaded-certificate-keys')).stdout.trim().split('\n');
+    const uploaded = (await ssh(t.lab, m1, m1, 'cat /var/lib/acpack-standins/uploaded-certificate-keys')).stdout.trim().split('\n');
     expect(uploaded).toHaveLength(1);
-    expect((await ssh(lab, m1, m2, 'cat /var/lib/acpack-standins/certificate-key')).stdout.trim()).toBe(uploaded[0].split(' ')[1]);
-    const logOf = async (h: typeof m1) => (await readFile(join(work.dir, 'site', 'logs', `${h.ip}.log`), 'utf8')).split(/^--- /m).slice(1);
+    expect((await ssh(t.lab, m1, m2, 'cat /var/lib/acpack-standins/certificate-key')).stdout.trim()).toBe(uploaded[0].split(' ')[1]);
+    const logOf = async (h: typeof m1) => (await readFile(join(t.work.dir, 'site', 'logs', `${h.ip}.log`), 'utf8')).split(/^--- /m).slice(1);
     const at = (block: string) => Date.parse(block.slice(0, block.indexOf(' ')));
     const upload = (await logOf(m1)).find((b) => b.includes('$ kubeadm init phase upload-certs'))!;
     const joined = (await logOf(m2)).find((b) => b.includes('kubeadm join --config'))!;
@@ -136,16 +105,16 @@ describe('acinstall from with two masters', () => {
     expect(at(upload)).toBeLessThan(at(joined));
 
     // Each master is its own API server; the worker goes through the VIP, which lvscare keeps.
-    const entry = async (h: typeof m1) => (await ssh(lab, m1, h, 'grep apiserver.cluster.local /etc/hosts')).stdout;
+    const entry = async (h: typeof m1) => (await ssh(t.lab, m1, h, 'grep apiserver.cluster.local /etc/hosts')).stdout;
     expect(await entry(m1)).toBe(`${m1.ip} apiserver.cluster.local # acpack\n`);
     expect(await entry(m2)).toBe(`${m2.ip} apiserver.cluster.local # acpack\n`);
     expect(await entry(w)).toBe(`${VIP} apiserver.cluster.local # acpack\n`);
-    const pod = parseYaml((await ssh(lab, m1, w, 'cat /etc/kubernetes/manifests/kube-lvscare.yaml')).stdout);
-    expect(pod.spec.containers[0].image).toBe(lvscareRef);
+    const pod = parseYaml((await ssh(t.lab, m1, w, 'cat /etc/kubernetes/manifests/kube-lvscare.yaml')).stdout);
+    expect(pod.spec.containers[0].image).toBe(t.built.lvscare);
     expect(pod.spec.containers[0].args).toEqual(['care', '--vs', `${VIP}:6443`, '--health-path', '/healthz', '--health-schem', 'https', '--rs', `${m1.ip}:6443`, '--rs', `${m2.ip}:6443`]);
-    for (const m of [m1, m2]) await expect(ssh(lab, m1, m, 'test -e /etc/kubernetes/manifests/kube-lvscare.yaml')).rejects.toThrow();
+    for (const m of [m1, m2]) await expect(ssh(t.lab, m1, m, 'test -e /etc/kubernetes/manifests/kube-lvscare.yaml')).rejects.toThrow();
 
-    const cfg = (await ssh(lab, m1, m1, 'cat /etc/kubernetes/acpack-kubeadm.yaml')).stdout;
+    const cfg = (await ssh(t.lab, m1, m1, 'cat /etc/kubernetes/acpack-kubeadm.yaml')).stdout;
     expect(cfg).toContain('controlPlaneEndpoint: apiserver.cluster.local:6443');
     for (const san of [m1.ip, m2.ip, VIP, 'apiserver.cluster.local']) expect(cfg).toContain(`- ${san}`);
   }, 180_000); // a whole three-node install (containerd really restarted on each), on a machine that may be busy

@@ -4,13 +4,11 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
-import { bundle } from '../../packer/index.js';
-import { parsePlatformList } from '../../arch/platform.js';
 import { acinstallOn, inHost, labDown, labUp, ssh, type Lab, type LabHost } from '../hosts/lab.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { kubeadmBinary } from '../hosts/standins/kubeadm-standin.js';
-import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
-import { writeManifest } from '../helpers/fixtures.js';
+import { ROOT, tempDir, withRegistry } from '../helpers/env.js';
+import { bundleSpec, localBinary } from '../helpers/fixtures.js';
 import { helmBinary } from '../helpers/helm.js';
 import { pushKubeadmImages } from '../helpers/kubeadm-images.js';
 import { acinstallProcess } from '../helpers/kubeadm-runs.js';
@@ -39,15 +37,9 @@ beforeAll(async () => {
   work = await tempDir();
   const source = await withRegistry();
   upstream = source.registry.host;
-  const sha = async (f: string) => (await run('sha256sum', [f])).stdout.split(' ')[0];
   const kubeadm = await kubeadmBinary(join(work.dir, 'bin'), 'v1.22.15');
-  const helm = { name: 'helm', version: 'v4', url: helmBinary(), sha256: await sha(helmBinary()), install: '/usr/bin/helm' };
-  const platforms = parsePlatformList('amd64');
-  const build = async (name: string, spec: Record<string, unknown>) => {
-    const out = join(work.dir, `${name}.tar.zst`);
-    await bundle({ manifestFile: await writeManifest(join(work.dir, name), spec), platforms, cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out });
-    return out;
-  };
+  const helm = localBinary('helm', 'v4', helmBinary(), '/usr/bin/helm');
+  const build = (name: string, spec: Record<string, unknown>) => bundleSpec(join(work.dir, name), spec, join(work.dir, `${name}.tar.zst`));
 
   // No kube-apiserver, etcd or CoreDNS (only pause): the check names each image kubeadm wants, at
   // the bundled kubeadm's own version (never a placeholder).
