@@ -112,10 +112,14 @@ export class ContentStore {
     return turn;
   }
 
-  /** Stores a small blob held in memory (a manifest, a config). */
+  /** Stores a small blob held in memory (a manifest, a config); one already there is marked as just used, as a commit does. */
   async put(data: Uint8Array, expected?: Expected): Promise<Digest> {
     const digest = expected?.digest ?? sha256(data);
-    if (await this.has(digest)) return digest;
+    if (await this.has(digest)) {
+      // A manifest pushed again (an index's child, before its index) must outlive gc's grace period from now.
+      await this.touch(digest);
+      return digest;
+    }
     // A private ingest name: two puts of the same bytes at once both commit, the second keeping the first's file.
     const w = await this.writer(`put-${hexOf(digest)}-${process.pid}-${++this.puts}`, { ...expected, digest, size: data.length });
     try {

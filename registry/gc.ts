@@ -1,6 +1,6 @@
 import type { Digest } from '../oci/digest.js';
 import type { ContentStore } from '../oci/store.js';
-import type { IndexDb } from './index-db.js';
+import type { HeldManifest, IndexDb } from './index-db.js';
 
 /** An upload nobody has written to for this long is abandoned (distribution waits a week; a site day is enough). */
 export const UPLOAD_MAX_AGE_MS = 24 * 3600_000;
@@ -8,33 +8,95 @@ export const UPLOAD_MAX_AGE_MS = 24 * 3600_000;
 export const GC_MIN_AGE_MS = 3600_000;
 
 export interface Collected {
+  /** Untagged manifests dropped from a repository because no index of it names them any more (what a deleted index left). */
+  manifests: number;
   blobs: number;
   bytes: number;
   uploads: number;
+  /** Blobs nothing live reaches, kept because they, or a manifest above them, were used within the grace period. */
+  spared: number;
+}
+
+export interface GcOptions {
+  dryRun?: boolean;
+  now?: number;
+  /** The grace period (default GC_MIN_AGE_MS). Shorter is safe only while nothing pushes or imports. */
+  minAgeMs?: number;
 }
 
 /**
- * Mark and sweep. The mark is one query over the index (what the manifests that repositories hold
- * reach) and takes no lock. Each deletion is its own short step under the store lock, and re-checks
- * first, since pushes and imports go on meanwhile: the blob is kept if a manifest now reaches it, or
- * if it was written, found (HEAD), reused or linked within GC_MIN_AGE_MS. Then abandoned uploads.
- * `dryRun` only counts.
+ * Mark and sweep, in two passes, neither holding the store lock for long:
+ * 1. Manifests a repository holds that are not live (an index's untagged children once no index of
+ *    that repository names them, see IndexDb.orphanedManifests) are dropped from it, each under the
+ *    lock after a re-check. One used within the grace period is kept: a client pushing an index
+ *    pushes its children first, and the index PUT needs them there.
+ * 2. The mark (what the live manifests reach) is a query without the lock. Each deletion is its own
+ *    short step under the lock, and re-checks first, since pushes and imports go on meanwhile: the
+ *    blob is kept if a manifest now reaches it, or if it was written, found (HEAD), reused or linked
+ *    within the grace period.
+ * Then abandoned uploads. `dryRun` only counts, as if pass 1 had dropped what it would drop.
  */
-export async function collectGarbage(store: ContentStore, db: IndexDb, opts: { dryRun?: boolean; now?: number } = {}): Promise<Collected> {
+export async function collectGarbage(store: ContentStore, db: IndexDb, opts: GcOptions = {}): Promise<Collected> {
   const now = () => opts.now ?? Date.now();
-  const live = db.reachableBlobs();
-  const out: Collected = { blobs: 0, bytes: 0, uploads: 0 };
+  const minAge = opts.minAgeMs ?? GC_MIN_AGE_MS;
+  const young = (digest: Digest, mtimeMs: number) => recentlyUsed(db, digest, mtimeMs, now(), minAge);
+  const out: Collected = { manifests: 0, blobs: 0, bytes: 0, uploads: 0, spared: 0 };
+
+  // Pass 1: what deleted indexes left in their repositories.
+  const dropped: HeldManifest[] = [];
+  let kept: HeldManifest[] = [];
+  // Liveness runs down from the roots, so the order does not matter: a nested index's children are orphans with it.
+  for (const row of db.orphanedManifests()) {
+    const seen = await store.stat(row.digest);
+    if (seen && young(row.digest, seen.mtimeMs)) {
+      kept.push(row);
+      continue;
+    }
+    if (opts.dryRun) {
+      dropped.push(row);
+      continue;
+    }
+    const gone = await store.exclusive(async () => {
+      const s = await store.stat(row.digest);
+      if ((s && young(row.digest, s.mtimeMs)) || db.manifestLive(row.repo, row.digest)) return false;
+      return db.deleteManifest(row.repo, row.digest);
+    });
+    if (gone) dropped.push(row);
+  }
+  out.manifests = dropped.length;
+  // After a real pass 1, the orphans left are the young ones and any a DELETE made since.
+  if (!opts.dryRun) kept = db.orphanedManifests();
+
+  // Pass 2: blobs. `live`: what live manifests reach. `held`: also what the orphans kept for their
+  // age reach, and the indexes naming them (their record is what makes them orphans; it goes after them).
+  const gone = opts.dryRun ? dropped : [];
+  const live = db.reachableBlobs([...gone, ...kept]);
+  const held = db.reachableBlobs(gone);
+  for (const row of kept) for (const index of db.indexesNaming(row.digest)) held.add(index);
   for (const digest of await store.list()) {
     if (live.has(digest)) continue;
+    if (held.has(digest)) {
+      out.spared++;
+      continue;
+    }
     // A first look without the lock: most unreached blobs of a busy store are young, and the lock is for deletions.
     const seen = await store.stat(digest);
-    if (!seen || recentlyUsed(db, digest, seen.mtimeMs, now())) continue;
+    if (!seen) continue;
+    if (young(digest, seen.mtimeMs)) {
+      out.spared++;
+      continue;
+    }
+    if (opts.dryRun) {
+      out.blobs++;
+      out.bytes += seen.size;
+      continue;
+    }
     await store.exclusive(async () => {
       const s = await store.stat(digest);
-      if (!s || recentlyUsed(db, digest, s.mtimeMs, now()) || db.reachable(digest)) return;
+      // Reached now: a push or an import recorded a manifest since the mark; names an orphan: an index deleted since.
+      if (!s || young(digest, s.mtimeMs) || db.reachable(digest) || db.namesOrphan(digest)) return;
       out.blobs++;
       out.bytes += s.size;
-      if (opts.dryRun) return;
       await store.delete(digest);
       db.forgetBlob(digest);
     });
@@ -43,9 +105,9 @@ export async function collectGarbage(store: ContentStore, db: IndexDb, opts: { d
   return out;
 }
 
-function recentlyUsed(db: IndexDb, digest: Digest, mtimeMs: number, now: number): boolean {
+function recentlyUsed(db: IndexDb, digest: Digest, mtimeMs: number, now: number, minAgeMs: number): boolean {
   const linked = db.lastLinked(digest);
-  return now - mtimeMs < GC_MIN_AGE_MS || (linked !== undefined && now - linked < GC_MIN_AGE_MS);
+  return now - mtimeMs < minAgeMs || (linked !== undefined && now - linked < minAgeMs);
 }
 
 /** Removes uploads untouched for UPLOAD_MAX_AGE_MS (never one a writer holds); returns how many. */

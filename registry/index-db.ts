@@ -3,6 +3,7 @@ import { chmodSync, existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { hexOf, isDigest, type Digest } from '../oci/digest.js';
 import { AcpackError } from '../oci/errors.js';
+import { MT } from '../oci/media-types.js';
 import type { NameQuery } from './naming.js';
 
 export interface ManifestRow {
@@ -28,6 +29,22 @@ export interface Recorded {
   manifestRefs?: { manifest: Digest; children: Digest[] }[];
 }
 
+/** A manifest as one repository holds it. */
+export interface HeldManifest {
+  repo: string;
+  digest: Digest;
+}
+
+/**
+ * SQL: whether the repository row `h` (of repo_manifests) is a root of a collection: it is tagged
+ * there, or no index names it (a manifest pushed by digest on its own). An index's untagged child is
+ * not a root: it lives only through an index its repository still holds, so that deleting the index
+ * leaves it to gc rather than kept forever by the row its push needed.
+ */
+const ROOT_ROW = `(EXISTS (SELECT 1 FROM tags t WHERE t.repo = h.repo AND t.digest = h.digest)
+  OR NOT EXISTS (SELECT 1 FROM manifest_refs p JOIN manifests pm ON pm.digest = p.manifest
+                 WHERE p.child = h.digest AND pm.media_type IN ('${MT.ociIndex}', '${MT.dockerList}')))`;
+
 /** The schema this code writes; older stores are migrated in place when opened. */
 const SCHEMA_VERSION = 2;
 
@@ -40,7 +57,7 @@ const SCHEMA_VERSION = 2;
 export class IndexDb {
   private readonly db: Database.Database;
   private readonly q: Record<
-    'repoExists' | 'reposByPath' | 'untaggedReposByPath' | 'tag' | 'manifest' | 'tags' | 'allRepos' | 'blobLinked' | 'lastLinked' | 'reachable',
+    'repoExists' | 'reposByPath' | 'untaggedReposByPath' | 'tag' | 'manifest' | 'tags' | 'allRepos' | 'blobLinked' | 'lastLinked' | 'reachable' | 'manifestLive' | 'heldChildren',
     Database.Statement
   >;
 
@@ -77,6 +94,16 @@ export class IndexDb {
       reachable: this.db.prepare(`
         WITH RECURSIVE up(d) AS (SELECT ? UNION SELECT r.manifest FROM manifest_refs r JOIN up ON r.child = up.d)
         SELECT 1 FROM up JOIN repo_manifests m ON m.digest = up.d LIMIT 1`),
+      // Whether @repo's row of @digest is live: a root, or a child of a live index of @repo. Only the
+      // manifests above @digest can make it live, so the walk down is kept within them.
+      manifestLive: this.db.prepare(`
+        WITH RECURSIVE up(d) AS (SELECT @digest UNION SELECT r.manifest FROM manifest_refs r JOIN up ON r.child = up.d),
+        live(d) AS (
+          SELECT h.digest FROM repo_manifests h JOIN up ON up.d = h.digest WHERE h.repo = @repo AND ${ROOT_ROW}
+          UNION SELECT r.child FROM live JOIN manifest_refs r ON r.manifest = live.d JOIN up ON up.d = r.child
+                JOIN repo_manifests h ON h.repo = @repo AND h.digest = r.child)
+        SELECT 1 FROM live WHERE d = @digest LIMIT 1`),
+      heldChildren: this.db.prepare('SELECT h.repo, h.digest FROM manifest_refs r JOIN repo_manifests h ON h.digest = r.child WHERE r.manifest = ?'),
     };
   }
 
@@ -199,15 +226,58 @@ export class IndexDb {
     return this.q.reachable.get(digest) !== undefined;
   }
 
-  /** Every blob some repository's manifest reaches: the manifests themselves, their configs, layers and children. */
-  reachableBlobs(): Set<Digest> {
-    const rows = this.db
+  /**
+   * Every blob the manifests repositories hold reach (the manifests themselves, their configs,
+   * layers and children), leaving out the rows in `except` as starting points.
+   */
+  reachableBlobs(except: HeldManifest[] = []): Set<Digest> {
+    const skip = new Set(except.map((r) => `${r.repo} ${r.digest}`));
+    // One read transaction: the roots and the walk from them see the same index.
+    return this.db.transaction(() => {
+      const roots = new Set(this.allRepoManifests().filter((r) => !skip.has(`${r.repo} ${r.digest}`)).map((r) => r.digest));
+      const rows = this.db
+        .prepare(
+          `WITH RECURSIVE live(d) AS (SELECT value FROM json_each(?) UNION SELECT r.child FROM manifest_refs r JOIN live ON r.manifest = live.d)
+           SELECT d FROM live`,
+        )
+        .all(JSON.stringify([...roots])) as { d: Digest }[];
+      return new Set(rows.map((r) => r.d));
+    })();
+  }
+
+  /**
+   * Manifests repositories hold that are no longer live: untagged children of an index that no
+   * index of their repository still names (see ROOT_ROW), typically what a deleted index left.
+   */
+  orphanedManifests(): HeldManifest[] {
+    return this.db
       .prepare(
-        `WITH RECURSIVE live(d) AS (SELECT digest FROM repo_manifests UNION SELECT r.child FROM manifest_refs r JOIN live ON r.manifest = live.d)
-         SELECT d FROM live`,
+        `WITH RECURSIVE live(repo, d) AS (
+           SELECT h.repo, h.digest FROM repo_manifests h WHERE ${ROOT_ROW}
+           UNION SELECT h.repo, h.digest FROM live JOIN manifest_refs r ON r.manifest = live.d
+                 JOIN repo_manifests h ON h.repo = live.repo AND h.digest = r.child)
+         SELECT repo, digest FROM repo_manifests EXCEPT SELECT repo, d FROM live ORDER BY 1, 2`,
       )
-      .all() as { d: Digest }[];
-    return new Set(rows.map((r) => r.d));
+      .all() as HeldManifest[];
+  }
+
+  /** Whether `repo`'s row of manifest `digest` is live (a root, or below a live index of `repo`); false when `repo` does not hold it. */
+  manifestLive(repo: string, digest: Digest): boolean {
+    return this.q.manifestLive.get({ repo, digest }) !== undefined;
+  }
+
+  /** Whether blob `digest` is a manifest naming one that a repository holds but is not live: its record is what tells gc so. */
+  namesOrphan(digest: Digest): boolean {
+    return (this.q.heldChildren.all(digest) as HeldManifest[]).some((c) => !this.manifestLive(c.repo, c.digest));
+  }
+
+  /** The indexes the index records name `digest` in. */
+  indexesNaming(digest: Digest): Digest[] {
+    return (
+      this.db
+        .prepare(`SELECT r.manifest AS d FROM manifest_refs r JOIN manifests m ON m.digest = r.manifest WHERE r.child = ? AND m.media_type IN ('${MT.ociIndex}', '${MT.dockerList}')`)
+        .all(digest) as { d: Digest }[]
+    ).map((r) => r.d);
   }
 
   /** Forgets everything about a blob that was deleted from the store: its links, and its rows as a manifest no repository holds. */
