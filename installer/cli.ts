@@ -106,20 +106,31 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
     .description('Reclaim space: blobs no manifest reaches any more (after manifest deletes), and abandoned uploads')
     .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)
     .option('--dry-run', 'only tell what would go')
+    .option('--grace <minutes>', 'spare what was used this recently (shorter only while nothing pushes or imports)', '60')
+    .option('--json', 'print the result as JSON')
     .addHelpText(
       'after',
-      `\nA blob is kept while a manifest that some repository holds reaches it, and while it was written,
-found (HEAD), mounted or linked in the last hour (a push may be about to name it). Uploads untouched
-for a day are abandoned. Safe while the registry serves and while an import runs: each deletion
-re-checks under the store lock.`,
+      `\nA blob is kept while a live manifest reaches it: one a repository holds, except an index's untagged
+child once no index of that repository names it (what a deleted index leaves goes too). Anything
+written, found (HEAD), mounted or linked within the grace period is spared (a push may be about to
+name it). Uploads untouched for a day are abandoned. Safe while the registry serves and while an
+import runs: each deletion re-checks under the store lock.`,
     )
     .action(async (o) => {
+      const grace = Number(o.grace);
+      if (o.grace === '' || !(grace >= 0)) throw new AcpackError('BAD_ARGUMENT', `--grace must be a number of minutes, not "${o.grace}"`);
       const store = await ContentStore.open(o.store);
       const db = new IndexDb(o.store);
       try {
-        const r = await collectGarbage(store, db, { dryRun: !!o.dryRun });
+        const r = await collectGarbage(store, db, { dryRun: !!o.dryRun, minAgeMs: grace * 60_000 });
         const n = (count: number, what: string) => `${count} ${what}${count === 1 ? '' : 's'}`;
-        process.stdout.write(`${o.dryRun ? 'would remove' : 'removed'} ${n(r.blobs, 'blob')} (${formatBytes(r.bytes)}) and ${n(r.uploads, 'abandoned upload')}\n`);
+        const verb = o.dryRun ? 'would remove' : 'removed';
+        if (o.json) process.stdout.write(`${JSON.stringify({ event: 'gc', dryRun: !!o.dryRun, graceMinutes: grace, ...r })}\n`);
+        else {
+          process.stdout.write(`${verb} ${n(r.blobs, 'blob')} (${formatBytes(r.bytes)}) and ${n(r.uploads, 'abandoned upload')}\n`);
+          if (r.manifests) process.stdout.write(`${verb} ${n(r.manifests, 'manifest')} from repositories: untagged children of deleted indexes\n`);
+          process.stdout.write(`spared ${n(r.spared, 'blob')} nothing needs, used within the last ${n(grace, 'minute')}\n`);
+        }
       } finally {
         db.close();
       }
