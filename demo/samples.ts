@@ -155,3 +155,18 @@ export async function demoImages(): Promise<SampleImage[]> {
     buildSingleImage('ecp_builder/nvidia-device-plugin', 'v0.9', 'amd64', [base, await buildLayer([{ path: 'usr/bin/nvidia-device-plugin', content: noise('nv', 128 * 1024), mode: 0o755 }])]),
   ];
 }
+
+/**
+ * The rest of what kubeadm v1.22.15 asks for beside the demo's pause and coredns (its `config images
+ * list`): the control plane, kube-proxy and etcd, as small images under ecp_builder. Nothing runs them
+ * here; they are there so that the installer's image check passes as it would for ACK Distro.
+ */
+export async function controlPlaneImages(): Promise<SampleImage[]> {
+  const tags: [string, string][] = [['kube-apiserver', 'v1.22.15'], ['kube-controller-manager', 'v1.22.15'], ['kube-scheduler', 'v1.22.15'], ['kube-proxy', 'v1.22.15'], ['etcd', '3.5.0-0']];
+  const images: SampleImage[] = [];
+  for (const [name, tag] of tags) {
+    const layer = async (arch: Arch) => [await buildLayer([{ path: `usr/local/bin/${name}`, content: `${name} ${tag} ${arch}\n`, mode: 0o755 }])];
+    images.push(buildIndexImage(`ecp_builder/${name}`, tag, { amd64: await layer('amd64'), arm64: await layer('arm64') }));
+  }
+  return images;
+}
