@@ -213,7 +213,9 @@ export class SshHost {
     if (spec.password) config.password = spec.password;
     await new Promise<void>((resolve, reject) => {
       h.client.once('ready', () => resolve());
-      h.client.once('error', (err: Error & { level?: string }) => {
+      // on, not once: ssh2 may emit a second error for one failure (ECONNRESET, then "Connection lost
+      // before handshake"), and an 'error' without a listener crashes the process.
+      h.client.on('error', (err: Error & { level?: string }) => {
         if (refusal) return reject(refusal);
         if (err.level === 'client-authentication') {
           return reject(new AcpackError('SSH_AUTH', `${spec.user}@${name} refused the ${spec.keyFile ? 'key' : 'password'}: check the credentials`));
