@@ -1,5 +1,5 @@
 import type { BundleDescriptor, BundledChart } from '../oci/bundle-format.js';
-import { AcpackError } from '../oci/errors.js';
+import { AcpackError, plural } from '../oci/errors.js';
 import { NODE_CA, sha256Check, shq } from './node-setup.js';
 import type { SshHost } from './ssh.js';
 
@@ -21,7 +21,7 @@ export function chartOrder(d: BundleDescriptor, cni: string): BundledChart[] {
 export function helmCommand(d: BundleDescriptor, cni: string): string | undefined {
   if (d.charts.length === 0) return undefined;
   const helm = d.binaries.find((b) => b.name === 'helm');
-  if (!helm) throw new AcpackError('BAD_BUNDLE', `${d.name} ${d.version} carries ${d.charts.length} charts but no helm binary to install them with: add helm to the manifest's binaries`);
+  if (!helm) throw new AcpackError('BAD_BUNDLE', `${d.name} ${d.version} carries ${plural(d.charts.length, 'chart')} but no helm binary to install them with: add helm to the manifest's binaries`);
   if (!d.charts.some((c) => c.name === cni)) throw new AcpackError('BAD_BUNDLE', `the cluster's CNI is ${cni} (network.cni) and ${d.name} ${d.version} carries no ${cni} chart`);
   if (helm.install) return shq(helm.install);
   return `"$(find ${shq(helm.extract ?? '/')} -type f -name helm -perm -u+x | head -1)"`;

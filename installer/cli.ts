@@ -2,7 +2,7 @@ import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import { parsePlatform } from '../arch/platform.js';
-import { AcpackError, formatBytes } from '../oci/errors.js';
+import { AcpackError, formatBytes, plural } from '../oci/errors.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readDescriptor } from '../oci/bundle-reader.js';
@@ -40,7 +40,7 @@ export function buildProgram(): Command {
       const r = await importBundle(input, o.store, (n) => reporter.bytes(n), file === '-' ? 'standard input' : file);
       reporter.end();
       if (o.json) process.stdout.write(`${JSON.stringify({ event: 'imported', ...r })}\n`);
-      else process.stdout.write(`imported ${r.name} ${r.version}: ${r.refs} references, ${r.blobs} blobs (${r.added} new, ${formatBytes(r.addedBytes)})\n`);
+      else process.stdout.write(`imported ${r.name} ${r.version}: ${plural(r.refs, 'reference')}, ${plural(r.blobs, 'blob')} (${r.added} new, ${formatBytes(r.addedBytes)})\n`);
     });
 
   program
@@ -154,7 +154,7 @@ import runs: each deletion re-checks under the store lock.`,
         if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
         else {
           for (const p of r.problems) process.stdout.write(`${p.kind}${p.repaired ? ' (repaired)' : ''}: ${p.what}\n`);
-          process.stdout.write(`checked ${r.blobs} blobs (${formatBytes(r.bytes)}): ${r.problems.length ? `${r.problems.length} problem${r.problems.length > 1 ? 's' : ''}` : 'all good'}\n`);
+          process.stdout.write(`checked ${plural(r.blobs, 'blob')} (${formatBytes(r.bytes)}): ${r.problems.length ? plural(r.problems.length, 'problem') : 'all good'}\n`);
         }
         if (r.problems.some((p) => !p.repaired)) process.exitCode = 1;
       } finally {
@@ -171,7 +171,7 @@ import runs: each deletion re-checks under the store lock.`,
       const arches = o.bundle ? (await readDescriptor(o.bundle)).platforms.map((p: string) => parsePlatform(p).architecture) : String(o.arch).split(',');
       const { failures } = await runPreflight({ spec, arches, stateDir: o.store, ignore: ignoreList(o) });
       if (failures.length) throw preflightError(failures);
-      process.stdout.write(`preflight passed on ${spec.hosts.length} node${spec.hosts.length > 1 ? 's' : ''}\n`);
+      process.stdout.write(`preflight passed on ${plural(spec.hosts.length, 'node')}\n`);
     });
 
   withNodeOptions(program.command('from'))

@@ -2,7 +2,7 @@ import pLimit from 'p-limit';
 import { join } from 'node:path';
 import { archFromUname } from '../arch/platform.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
-import { AcpackError } from '../oci/errors.js';
+import { AcpackError, plural } from '../oci/errors.js';
 import { firstMaster, isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import type { FromOptions, NodeOutcome } from './from.js';
 import type { Journal } from './journal.js';
@@ -200,7 +200,7 @@ export async function checkCluster(o: FromOptions, journal: Journal, known: Know
   if (outcomes.some((x) => !x.ok)) return; // the re-run checks, once every node is in
   await onFirstMaster(o, journal, known, outcomes, 'post-check', async (host) => {
     const r = await postCheck(host, o.spec, kubectl);
-    return `${r.nodes} nodes Ready, ${r.pods} kube-system pods running`;
+    return `${plural(r.nodes, 'node')} Ready, ${plural(r.pods, 'kube-system pod')} running`;
   });
 }
 

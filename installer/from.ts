@@ -3,7 +3,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { archFromUname, parsePlatform } from '../arch/platform.js';
-import { AcpackError } from '../oci/errors.js';
+import { AcpackError, plural } from '../oci/errors.js';
 import { readDescriptor } from '../oci/bundle-reader.js';
 import { ensureTls, importBundle } from '../registry/index.js';
 import { firstMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
@@ -131,7 +131,7 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
             if (!journal.isDone(h.ip, 'binaries', bundleId)) {
               o.progress.node(h.ip, 'binaries', 'running', arch);
               const n = await installBinaries(host, d, arch, registry, heldBinaries(versions.of(h), versions.wanted));
-              journal.record(h.ip, 'binaries', 'done', `${n} binaries for ${arch}`, bundleId);
+              journal.record(h.ip, 'binaries', 'done', `${plural(n, 'binary', 'binaries')} for ${arch}`, bundleId);
             }
             if (!journal.isDone(h.ip, 'services', bundleId)) {
               o.progress.node(h.ip, 'services', 'running');

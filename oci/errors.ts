@@ -13,10 +13,15 @@ export class AcpackError extends Error {
   }
 }
 
+/** A count and its noun, singular for exactly one: 1 chart, 2 charts, 0 charts (`many` for irregular plurals). */
+export function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 /** Formats a byte count the way messages and summaries show it: 1,204 bytes / 3.2 MB. */
 export function formatBytes(n: number): string {
   // Not toLocaleString: its first call loads ICU data (~70 ms), noticeable in a CLI.
-  if (n < 1000) return `${n} bytes`;
+  if (n < 1000) return plural(n, 'byte');
   const units = ['kB', 'MB', 'GB', 'TB'];
   let v = n / 1000;
   let i = 0;

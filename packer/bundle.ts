@@ -1,12 +1,13 @@
 import { access, constants } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { formatPlatform } from '../arch/platform.js';
-import { AcpackError, formatBytes } from '../oci/errors.js';
+import { AcpackError, formatBytes, plural } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
 import { BUNDLE_FORMAT, type BundleDescriptor } from '../oci/bundle-format.js';
 import { writeBundle, type BundleBlob } from '../oci/bundle-writer.js';
 import { bundleIndex, resolveManifestContent, type Resolution, type ResolveOptions } from './pack.js';
 import { chartKey, writeLock, type LockFile } from './lock.js';
+import { percent } from './progress.js';
 
 export interface BundleSummary {
   out: string;
@@ -119,15 +120,15 @@ function undeduplicatedBytes(r: Resolution): number {
 }
 
 export function formatSummary(s: BundleSummary): string {
-  const saved = s.undeduplicatedBytes - s.bytes;
-  const pct = s.undeduplicatedBytes > 0 ? Math.round((saved / s.undeduplicatedBytes) * 100) : 0;
+  // The bundle's own indexes are not in the per-image sum: with nothing shared it is a little larger.
+  const saved = Math.max(0, s.undeduplicatedBytes - s.bytes);
   return [
     `wrote ${s.out}`,
     `  images:   ${s.images} (${s.imagePlatforms} image × platform)`,
-    `  binaries: ${s.binaries} (${s.binaryFiles} files)`,
+    `  binaries: ${s.binaries} (${plural(s.binaryFiles, 'file')})`,
     `  charts:   ${s.charts}`,
     `  blobs:    ${s.blobs} unique, ${formatBytes(s.bytes)}`,
-    `  dedupe:   ${formatBytes(s.undeduplicatedBytes)} if stored per image and arch; saved ${formatBytes(Math.max(saved, 0))} (${pct}%)`,
+    `  dedupe:   ${formatBytes(s.undeduplicatedBytes)} if stored per image and arch; saved ${formatBytes(saved)} (${percent(saved, s.undeduplicatedBytes) ?? 0}%)`,
     `  fetched:  ${formatBytes(s.fetchedBytes)} this run (the rest was in the cache)`,
   ].join('\n');
 }

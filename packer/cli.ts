@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { readFileSync, rmSync } from 'node:fs';
 import { ARCHES, formatPlatform, parsePlatformList, type Platform } from '../arch/platform.js';
-import { AcpackError, formatBytes } from '../oci/errors.js';
+import { AcpackError, formatBytes, plural } from '../oci/errors.js';
 import { textTable } from '../oci/text-table.js';
 import { readDescriptor } from '../oci/bundle-reader.js';
 import { verifyBundle } from '../oci/bundle-verify.js';
@@ -11,6 +11,7 @@ import { partialBundles } from '../oci/bundle-writer.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { loadManifest } from '../manifests/index.js';
 import { bundle, formatSummary, lock } from './bundle.js';
+import { contents } from './pack.js';
 import { createReporter, reporterMode } from './progress.js';
 
 function defaultCache(): string {
@@ -102,7 +103,7 @@ Example:
       const { path, lock: l } = await lock({ manifestFile: o.file, platforms, cacheDir: o.cache, insecure: o.insecureRegistry, reporter, sourceDateEpoch: sourceDateEpoch() });
       const counts = { images: Object.keys(l.images).length, binaries: Object.keys(l.binaries).length, charts: Object.keys(l.charts).length };
       if (o.json) process.stdout.write(`${JSON.stringify({ event: 'locked', path, ...counts })}\n`);
-      else process.stdout.write(`wrote ${path}: ${counts.images} images, ${counts.binaries} binaries, ${counts.charts} charts\n`);
+      else process.stdout.write(`wrote ${path}: ${contents(counts.images, counts.binaries, counts.charts)}\n`);
     });
 
   program
@@ -111,7 +112,7 @@ Example:
     .requiredOption('-f, --file <manifest>', 'the bundle manifest')
     .action(async (o) => {
       const m = await loadManifest(o.file);
-      process.stdout.write(`${o.file}: valid (${m.name} ${m.version}: ${m.images.length} images, ${m.binaries.length} binaries, ${m.charts.length} charts)\n`);
+      process.stdout.write(`${o.file}: valid (${m.name} ${m.version}: ${contents(m.images.length, m.binaries.length, m.charts.length)})\n`);
     });
 
   program
@@ -135,20 +136,20 @@ Example:
       const report = await verifyBundle(file, (n) => reporter.bytes(n));
       reporter.end();
       const ok = { ok: true, blobs: report.blobs, bytes: report.bytes, name: report.descriptor.name, version: report.descriptor.version };
-      process.stdout.write(o.json ? `${JSON.stringify(ok)}\n` : `${file}: OK, ${report.blobs} blobs (${formatBytes(report.bytes)}) verified\n`);
+      process.stdout.write(o.json ? `${JSON.stringify(ok)}\n` : `${file}: OK, ${plural(report.blobs, 'blob')} (${formatBytes(report.bytes)}) verified\n`);
     });
 
   return program;
 }
 
 export function formatInspect(d: BundleDescriptor): string {
-  const out = [`${d.name} ${d.version} (bundle format ${d.format}) for ${d.platforms.join(', ')}`, `${d.blobs.count} blobs, ${formatBytes(d.blobs.bytes)}`, ''];
+  const out = [`${d.name} ${d.version} (bundle format ${d.format}) for ${d.platforms.join(', ')}`, `${plural(d.blobs.count, 'blob')}, ${formatBytes(d.blobs.bytes)}`, ''];
   if (d.images.length) {
     out.push(`IMAGES (${d.images.length})`);
     out.push(textTable([['REFERENCE', 'PLATFORMS', 'SIZE'], ...d.images.map((i) => [i.ref, i.platforms.map((p) => p.platform).join(','), i.platforms.map((p) => formatBytes(p.size)).join(' / ')])]), '');
   }
   if (d.binaries.length) {
-    out.push(`BINARIES (${d.binaries.length} files)`);
+    out.push(`BINARIES (${plural(d.binaries.length, 'file')})`);
     out.push(textTable([['NAME', 'VERSION', 'ARCH', 'SIZE', 'INSTALL'], ...d.binaries.map((b) => [b.name, b.version, b.arch, formatBytes(b.size), b.install ?? `unpack into ${b.extract}`])]), '');
   }
   if (d.charts.length) {

@@ -1,7 +1,7 @@
 import { resolve as resolvePath } from 'node:path';
 import pLimit from 'p-limit';
 import { formatPlatform, parsePlatform, type Platform } from '../arch/platform.js';
-import { AcpackError } from '../oci/errors.js';
+import { AcpackError, plural } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
 import { ANNOTATION_REF_NAME, MT, type Descriptor, type ImageIndex } from '../oci/media-types.js';
 import { ContentStore } from '../oci/store.js';
@@ -54,6 +54,11 @@ export function hostPlatform(): Platform {
   return parsePlatform(process.arch === 'x64' ? 'linux/amd64' : `linux/${process.arch}`);
 }
 
+/** What a manifest or bundle holds, as messages say it: 2 images, 1 binary, 0 charts. */
+export function contents(images: number, binaries: number, charts: number): string {
+  return `${plural(images, 'image')}, ${plural(binaries, 'binary', 'binaries')}, ${plural(charts, 'chart')}`;
+}
+
 /**
  * Resolves a manifest into the content store: every image manifest (byte-for-byte), every binary
  * and chart, and starts downloading the image blobs of the wanted platforms (`downloads`), so the
@@ -72,7 +77,7 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
   const fetcher = new Fetcher(store, client, opts.concurrency ?? 8, (n) => reporter.bytes(n));
   const limit = pLimit(opts.concurrency ?? 8);
   reporter.info(
-    `${manifest.name} ${manifest.version}: ${manifest.images.length} images, ${manifest.binaries.length} binaries, ${manifest.charts.length} charts for ${platforms.map(formatPlatform).join(', ')}`,
+    `${manifest.name} ${manifest.version}: ${contents(manifest.images.length, manifest.binaries.length, manifest.charts.length)} for ${platforms.map(formatPlatform).join(', ')}`,
   );
 
   if (opts.locked) await checkLockedImages(manifest, lock!, client, limit);

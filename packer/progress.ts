@@ -38,6 +38,15 @@ class SilentReporter implements Reporter {
   end(): void {}
 }
 
+/**
+ * `done` as a whole percent of `total`, within 0–100 (undefined without a total). Counts can pass
+ * either end: a restarted download takes back what it had counted, possibly in a later phase.
+ */
+export function percent(done: number, total: number): number | undefined {
+  if (!(total > 0)) return undefined;
+  return Math.min(100, Math.max(0, Math.floor((done / total) * 100)));
+}
+
 /** Rate over the phase so far; ETA from it. */
 class Meter {
   name = '';
@@ -47,6 +56,10 @@ class Meter {
 
   start(name: string, total: number): void {
     Object.assign(this, { name, total, done: 0, started: Date.now() });
+  }
+
+  add(n: number): void {
+    this.done = Math.max(0, this.done + n);
   }
 
   get rate(): number {
@@ -60,7 +73,8 @@ class Meter {
   }
 
   line(): string {
-    const pct = this.total > 0 ? ` (${Math.floor((this.done / this.total) * 100)}%)` : '';
+    const p = percent(this.done, this.total);
+    const pct = p === undefined ? '' : ` (${p}%)`;
     const eta = this.etaSeconds;
     const of = this.total > 0 ? ` of ${formatBytes(this.total)}` : '';
     return `${this.name}: ${formatBytes(this.done)}${of}${pct}, ${formatBytes(Math.round(this.rate))}/s${eta !== undefined ? `, ETA ${eta}s` : ''}`;
@@ -92,7 +106,7 @@ class LineReporter implements Reporter {
   }
 
   bytes(n: number): void {
-    this.meter.done += n;
+    this.meter.add(n);
     if (Date.now() - this.lastPrint >= this.interval) this.flush();
   }
 
@@ -143,7 +157,7 @@ class TtyReporter implements Reporter {
   }
 
   bytes(n: number): void {
-    this.meter.done += n;
+    this.meter.add(n);
     this.bar?.update(Math.min(this.meter.done, Math.max(this.meter.total, 1)), this.payload());
   }
 

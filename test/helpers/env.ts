@@ -34,9 +34,21 @@ export interface CliResult {
   stderr: string;
 }
 
+type CliOptions = { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number };
+type RunningCli = Promise<CliResult> & { pid?: number; kill: (s?: NodeJS.Signals) => void };
+
 /** Runs the acpack CLI from source (tsx), as a user would run it. */
-export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> & { pid?: number; kill: (s?: NodeJS.Signals) => void } {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'packer/main.ts'), ...args], {
+export function runCli(args: string[], opts: CliOptions = {}): RunningCli {
+  return runMain('packer/main.ts', args, opts);
+}
+
+/** Runs the acinstall CLI from source (tsx), as a user would run it. */
+export function runAcinstall(args: string[], opts: CliOptions = {}): RunningCli {
+  return runMain('installer/main.ts', args, opts);
+}
+
+function runMain(main: string, args: string[], opts: CliOptions): RunningCli {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, main), ...args], {
     cwd: opts.cwd ?? ROOT,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -51,7 +63,7 @@ export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: st
       clearTimeout(timer);
       resolvePromise({ code, stdout, stderr });
     });
-  }) as Promise<CliResult> & { pid?: number; kill: (s?: NodeJS.Signals) => void };
+  }) as RunningCli;
   p.pid = child.pid;
   p.kill = (s = 'SIGKILL') => child.kill(s);
   return p;

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import tar from 'tar-stream';
-import { runCli, tempDir, withRegistry } from '../helpers/env.js';
-import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
+import { runAcinstall, runCli, tempDir, withRegistry } from '../helpers/env.js';
+import { buildFixture, imageRef, pushFixture, pushSmallImage, writeManifest, type Fixture } from '../helpers/fixtures.js';
 import { zstdCompress } from '../../oci/zstd.js';
 import { verifyBundle } from '../../oci/bundle-verify.js';
 import { OCI_LAYOUT_BYTES } from '../../oci/bundle-format.js';
@@ -85,6 +85,20 @@ describe('acpack CLI', () => {
     const bad = await runCli(['verify', cut]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/error: .*cut\.tar\.zst/);
+  });
+
+  it('counts one as one, and never shows a negative saving, for a bundle of one image on one arch', async () => {
+    const m = await writeManifest(work.dir, { images: [await pushSmallImage(env.registry.host, 'one/small', 'v1')] }, 'one.yaml');
+    expect((await runCli(['validate', '-f', m])).stdout).toContain('(test v1: 1 image, 0 binaries, 0 charts)');
+    const out = join(work.dir, 'one.tar.zst');
+    const r = await runCli(['bundle', '-f', m, '--arch', 'amd64', '--cache', join(work.dir, 'cache'), '-o', out]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('test v1: 1 image, 0 binaries, 0 charts for linux/amd64');
+    // Nothing is shared, and the image's index is in the bundle but not in the per-arch sum: the
+    // bundle is the larger (989 bytes to 700), which once showed as "saved 0 bytes (-41%)".
+    expect(r.stdout).toMatch(/\n {2}dedupe: {3}.* if stored per image and arch; saved 0 bytes \(0%\)\n/);
+    const imported = await runAcinstall(['import', out, '--store', join(work.dir, 'one-store')]);
+    expect(imported.stdout).toMatch(/^imported test v1: 1 reference, \d+ blobs \(\d+ new, /);
   });
 
   it('zstd -d and tar read the bundle too', async () => {

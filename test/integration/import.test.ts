@@ -136,7 +136,7 @@ describe('acinstall import from standard input', () => {
     child.stderr.on('data', (c: Buffer) => (err += c));
     const code = await new Promise((r) => child.on('close', r));
     expect(code, err).toBe(0);
-    expect(out).toMatch(/imported test v1: 1 references, \d+ blobs/);
+    expect(out).toMatch(/imported test v1: 1 reference, \d+ blobs/);
     expect((await snapshot(store)).tags).toEqual([imageRef(sourceHost, fx.web)]);
   });
 });

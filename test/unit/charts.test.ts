@@ -14,7 +14,7 @@ it('installs the chosen CNI first, then the manifest order, and leaves the other
 
 it('refuses charts without helm or without the chosen CNI before any node is touched', () => {
   expect(helmCommand(bundle([]), 'hybridnet')).toBeUndefined();
-  expect(() => helmCommand(bundle(['hybridnet']), 'hybridnet')).toThrow(/carries 1 charts but no helm binary/);
+  expect(() => helmCommand(bundle(['hybridnet']), 'hybridnet')).toThrow(/carries 1 chart but no helm binary/);
   expect(() => helmCommand(bundle(['calico'], { install: '/usr/bin/helm' }), 'hybridnet')).toThrow(/CNI is hybridnet .* carries no hybridnet chart/);
   expect(helmCommand(bundle(['hybridnet'], { install: '/usr/bin/helm' }), 'hybridnet')).toBe(`'/usr/bin/helm'`);
   // ACK Distro's helm comes as a tarball unpacked under /opt/helm (linux-<arch>/helm).
