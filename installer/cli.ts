@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { readDescriptor } from '../oci/bundle-reader.js';
 import { isMaster, loadClusterFile, parseIpList, parsePort, specFromFlags, type HostSpec } from './cluster-spec.js';
 import { textTable } from '../oci/text-table.js';
-import { CHECKS, preflightError } from './preflight.js';
+import { parseIgnoreList, preflightError, SKIPPABLE } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
 import { deleteNodes, installFrom, type NodeOutcome } from './from.js';
 import { loadClusterState, saveClusterState, withNodes } from './cluster-state.js';
@@ -169,7 +169,7 @@ import runs: each deletion re-checks under the store lock.`,
     .action(async (o) => {
       const spec = await specFrom(o);
       const arches = o.bundle ? (await readDescriptor(o.bundle)).platforms.map((p: string) => parsePlatform(p).architecture) : String(o.arch).split(',');
-      const { failures } = await runPreflight({ spec, arches, stateDir: o.store, ignore: ignoreList(o) });
+      const { failures } = await runPreflight({ spec, arches, stateDir: o.store, ignore: o.ignorePreflight });
       if (failures.length) throw preflightError(failures);
       process.stdout.write(`preflight passed on ${plural(spec.hosts.length, 'node')}\n`);
     });
@@ -196,7 +196,7 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
       const maxUnavailable = Number(o.maxUnavailable);
       if (!Number.isInteger(maxUnavailable) || maxUnavailable < 1) throw new AcpackError('BAD_ARGUMENT', `--max-unavailable must be a whole number of workers, 1 or more, not "${o.maxUnavailable}"`);
       const spec = await specFrom(o);
-      const outcomes = await installFrom({ bundle, spec, store: o.store, ignore: ignoreList(o), progress, maxUnavailable }).finally(() => progress.end());
+      const outcomes = await installFrom({ bundle, spec, store: o.store, ignore: o.ignorePreflight, progress, maxUnavailable }).finally(() => progress.end());
       reportOutcomes(outcomes);
       process.stdout.write(installSummary(o.store, spec.hosts));
     });
@@ -210,7 +210,7 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
     .option('--user <user>', 'SSH user for the new nodes (default: the first master\'s)')
     .option('--port <port>', 'SSH port for the new nodes (default: the first master\'s)')
     .option('--cluster-password <password>', 'SSH password of the hosts already in the cluster that logged in with one at install (or ACINSTALL_SSH_PASSWORD)')
-    .option('--ignore-preflight <checks>', `checks to skip, comma-separated: ${CHECKS.join(', ')}`, '')
+    .option('--ignore-preflight <checks>', `checks to skip, comma-separated, of: ${SKIPPABLE.join(', ')}`, addIgnored, [])
     .option('--store <dir>', 'acinstall\'s state on this master', DEFAULT_STORE)
     .addHelpText('after', '\nEach host keeps its own login: the new nodes use -p/-i/--user/--port, the hosts already in the cluster\nthe key recorded at install, or --cluster-password where they logged in with a password.')
     .action(async (o) => {
@@ -221,7 +221,7 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
       const progress = createInstallProgress();
       // The content is in the store already: the bundle's medium need not be there any more.
       const bundle = state.descriptor ? { file: state.bundle, descriptor: state.descriptor } : state.bundle;
-      const outcomes = await installFrom({ bundle, spec, store: o.store, ignore: ignoreList(o), progress }).finally(() => progress.end());
+      const outcomes = await installFrom({ bundle, spec, store: o.store, ignore: o.ignorePreflight, progress }).finally(() => progress.end());
       reportOutcomes(outcomes);
       process.stdout.write(`joined ${ips.join(', ')}\n`);
     });
@@ -327,7 +327,7 @@ function withNodeOptions(cmd: Command): Command {
     .option('--user <user>', 'SSH user', 'root')
     .option('--port <port>', 'SSH port', '22')
     .option('--cluster <file>', 'a cluster spec (kind: Cluster) instead of the flags')
-    .option('--ignore-preflight <checks>', `checks to skip, comma-separated: ${CHECKS.join(', ')}`, '')
+    .option('--ignore-preflight <checks>', `checks to skip, comma-separated, of: ${SKIPPABLE.join(', ')}`, addIgnored, [])
     .option('--store <dir>', 'the content store and acinstall\'s state (journal, recorded host keys)', DEFAULT_STORE);
 }
 
@@ -370,9 +370,8 @@ function reportOutcomes(outcomes: NodeOutcome[]): void {
   }
 }
 
-function ignoreList(o: { ignorePreflight?: string }): string[] {
-  return String(o.ignorePreflight ?? '').split(',').filter(Boolean);
-}
+/** Checked as the command line is parsed, so a wrong name stops the run before any node is reached. */
+const addIgnored = (v: string, prev: string[]) => [...prev, ...parseIgnoreList(v)];
 
 const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').filter(Boolean)];
 

@@ -1,5 +1,5 @@
 import { archFromUname } from '../arch/platform.js';
-import { AcpackError } from '../oci/errors.js';
+import { AcpackError, plural } from '../oci/errors.js';
 import { textTable } from '../oci/text-table.js';
 import { isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import type { SshHost } from './ssh.js';
@@ -86,6 +86,30 @@ export interface Failure {
 
 export const CHECKS = ['arch', 'os', 'kernel', 'cpu', 'memory', 'disk', 'swap', 'ports', 'clock', 'hostname', 'br_netfilter', 'ip_forward', 'containerd'] as const;
 
+/** Failures no --ignore-preflight can skip: the install itself could not go on past them. */
+const UNSKIPPABLE = new Map([
+  ['arch', 'a node gets binaries only for an arch the bundle carries'],
+  ['os', 'acinstall runs systemd units and curl, sha256sum, tar, base64 and mktemp on every node'],
+  ['ssh', 'nothing can be installed on a node acinstall cannot log in to'],
+]);
+
+/** The checks --ignore-preflight can skip. */
+export const SKIPPABLE: readonly string[] = CHECKS.filter((c) => !UNSKIPPABLE.has(c));
+
+/**
+ * The value of --ignore-preflight, checked before any node is reached: a misspelt name would
+ * otherwise skip nothing, and the run would fail on the very check the user meant to skip.
+ */
+export function parseIgnoreList(value: string): string[] {
+  const names = value.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const name of names) {
+    if (SKIPPABLE.includes(name)) continue;
+    const why = UNSKIPPABLE.has(name) ? `"${name}" cannot be skipped: ${UNSKIPPABLE.get(name)}` : `there is no check "${name}"`;
+    throw new AcpackError('BAD_ARGUMENT', `--ignore-preflight: ${why}; the checks it can skip are ${SKIPPABLE.join(', ')}`);
+  }
+  return names;
+}
+
 /**
  * Every check on every node, all failures at once (fixing one node at a time is slow on a real site).
  * `arches`: what the bundle carries (amd64/arm64); `now`: this machine's clock, in seconds;
@@ -147,8 +171,10 @@ export function formatFailures(failures: Failure[]): string {
 
 export function preflightError(failures: Failure[]): AcpackError {
   const nodes = new Set(failures.map((f) => f.node)).size;
+  // Offer to skip only what --ignore-preflight accepts (not arch, os, or a node out of reach).
+  const skippable = [...new Set(failures.map((f) => f.check))].filter((c) => SKIPPABLE.includes(c));
   return new AcpackError(
     'PREFLIGHT',
-    `preflight failed on ${nodes} node${nodes > 1 ? 's' : ''}:\n${formatFailures(failures)}\nfix these, or skip checks with --ignore-preflight ${[...new Set(failures.map((f) => f.check))].join(',')}`,
+    `preflight failed on ${plural(nodes, 'node')}:\n${formatFailures(failures)}\nfix these${skippable.length ? `, or skip checks with --ignore-preflight ${skippable.join(',')}` : ''}`,
   );
 }
