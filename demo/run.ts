@@ -59,8 +59,13 @@ async function cleanUp(): Promise<void> {
   }
 }
 
+// Ctrl-C under npm reaches this process twice (from the terminal, and relayed by tsx): the teardown
+// must not be cut short by the second, so the handler stays and only the first one acts.
+let stopping = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
     process.stderr.write(`\ndemo: ${signal}, tearing down\n`);
     void cleanUp().finally(() => process.exit(130));
   });

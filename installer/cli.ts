@@ -3,7 +3,8 @@ import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import { parsePlatform } from '../arch/platform.js';
 import { AcpackError, formatBytes, plural } from '../oci/errors.js';
-import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readDescriptor } from '../oci/bundle-reader.js';
 import { isMaster, loadClusterFile, parseIpList, parsePort, specFromFlags, type HostSpec } from './cluster-spec.js';
@@ -71,6 +72,7 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
       if (!Number.isInteger(workers) || workers < 1) throw new AcpackError('BAD_ARGUMENT', `--workers must be a positive number, not "${o.workers}"`);
       if (o.authenticatedPull && !o.htpasswd) throw new AcpackError('BAD_ARGUMENT', '--authenticated-pull needs --htpasswd');
       if (o.htpasswd && cluster.isPrimary) new Htpasswd(o.htpasswd); // a bad file fails here, not in a worker loop
+      await checkServedStore(o.store, !!o.htpasswd && !o.readOnly);
       const tls = await tlsFrom(o);
       if (cluster.isPrimary) keepSweepingUploads(o.store);
       if (workers > 1 && cluster.isPrimary) return superviseWorkers(workers, o.store, o.listen, tls ? 'https' : 'http');
@@ -246,10 +248,12 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
     .description('Show the install journal: every step on every node')
     .option('--store <dir>', 'where acinstall keeps its state', DEFAULT_STORE)
     .action((o) => {
-      const j = new Journal(o.store);
-      const rows = j.entries();
-      j.close();
-      if (rows.length === 0) return void process.stdout.write('nothing installed yet\n');
+      // Opening a journal creates it: look first, so that a wrong --store stays untouched.
+      if (!existsSync(o.store)) throw new AcpackError('NOT_INSTALLED', `no store at ${o.store} (it does not exist): acinstall keeps its state in the store on the first master; run status there, with the --store that from used`);
+      const j = existsSync(join(o.store, 'journal.db')) ? new Journal(o.store) : undefined;
+      const rows = j?.entries() ?? [];
+      j?.close();
+      if (rows.length === 0) throw new AcpackError('NOT_INSTALLED', `no install has run with the store ${o.store}: install with acinstall from <bundle> -m <masters> --store ${o.store}`);
       // One line each: a long detail (an error) keeps its first line; the per-node log has the rest.
       const table = rows.map((r) => [r.node, r.step, r.status, r.at.replace('T', ' ').slice(0, 19), r.detail.split('\n')[0]]);
       process.stdout.write(`${textTable([['NODE', 'STEP', 'STATUS', 'AT (UTC)', 'DETAIL'], ...table])}\n`);
@@ -307,6 +311,17 @@ function superviseWorkers(n: number, store: string, listen: string, scheme: stri
   process.once('SIGINT', stop);
 }
 
+/**
+ * A store to serve must exist unless pushes can fill it: a mistyped --store would otherwise be
+ * created empty and answer every pull with a 404.
+ */
+async function checkServedStore(store: string, takesPushes: boolean): Promise<void> {
+  const found = await stat(store).catch(() => undefined);
+  if (found && !found.isDirectory()) throw new AcpackError('BAD_ARGUMENT', `--store ${store} is not a directory: it names the content store that acinstall import fills`);
+  if (!found && !takesPushes) {
+    throw new AcpackError('NOT_FOUND', `no store at ${store} (it does not exist), so there is nothing to serve: import a bundle into it first (acinstall import <bundle> --store ${store}) or check --store; to start an empty registry to push into, give --htpasswd`);
+  }
+}
 /** Abandoned uploads go at start and then hourly; one process of a registry does it. */
 function keepSweepingUploads(storeRoot: string): void {
   const sweep = () =>

@@ -1,5 +1,5 @@
-import { access, constants } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { access, constants, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { formatPlatform } from '../arch/platform.js';
 import { AcpackError, formatBytes, plural } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
@@ -25,6 +25,10 @@ export interface BundleSummary {
 
 /** `acpack bundle`: resolve into the store, then stream bundle.tar.zst out of it. */
 export async function bundle(opts: ResolveOptions & { out: string }): Promise<BundleSummary> {
+  // The finished bundle is renamed onto -o: a directory there would fail that only after every download.
+  if ((await stat(opts.out).catch(() => undefined))?.isDirectory()) {
+    throw new AcpackError('BAD_OUTPUT', `-o ${opts.out} is a directory: name the bundle file to write, e.g. -o ${join(opts.out, 'bundle.tar.zst')}; nothing was fetched or written`);
+  }
   await checkWritableDir(dirname(resolve(opts.out)), 'the output');
   const r = await resolveManifestContent(opts);
   const descriptor = bundleDescriptor(r);

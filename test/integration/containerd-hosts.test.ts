@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ssh, type LabHost } from '../hosts/lab.js';
@@ -44,6 +44,7 @@ async function inNamespace(host: LabHost, args: string[], ready: RegExp, onLine:
 
 beforeAll(async () => {
   const [h1, h2] = t.lab.hosts;
+  await mkdir(join(t.work.dir, 'site'), { recursive: true }); // an empty store, made on purpose: serve refuses a missing one
   registry = await inNamespace(
     h1,
     [process.execPath, '--import', 'tsx', join(ROOT, 'installer/main.ts'), 'serve', '--store', join(t.work.dir, 'site'), '--listen', `${h1.ip}:5000`, '--tls', 'auto', '--ip', h1.ip, '--hostname', 'sea.hub', '--workers', '1'],

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../../demo/source-registry.js';
@@ -14,6 +15,7 @@ beforeAll(async () => {
   work = await tempDir();
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
+  await mkdir(join(work.dir, 'store')); // an empty store, made on purpose: serve refuses a missing one
   child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), 'serve', '--store', join(work.dir, 'store'), '--listen', `127.0.0.1:${port}`, '--workers', '2', '--quiet'], {
     stdio: 'ignore',
   });

@@ -119,12 +119,14 @@ describe('systemctl on test hosts runs units', () => {
   it("runs the site registry's unit with a % and a $ in its command line: systemd runs that very command line", async () => {
     const store = '/var/lib/acpack 100%s/$store';
     const command = registryCommand(store);
+    await sh(`mkdir -p '${store}'`); // serve refuses a store that does not exist; it makes blobs/ in it
     const { cmdline } = await startRegistry(command);
     expect(cmdline).toEqual(command);
     expect(await sh(`test -d '${store}/blobs' && echo yes; systemctl stop acpack-registry`)).toBe('yes\n');
   }, 120_000);
 
   it("the registry's primary exits 1 when its workers keep dying, and the unit's Restart= brings it back", async () => {
+    await sh('mkdir -p /var/lib/acpack-crashing');
     const { pid: primary } = await startRegistry(registryCommand('/var/lib/acpack-crashing'));
     // Workers crash again and again (killed as soon as they appear): the primary gives up with 1...
     const out = await sh(
