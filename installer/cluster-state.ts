@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../oci/atomic-file.js';
 import { join, resolve } from 'node:path';
 import { AcpackError } from '../oci/errors.js';
-import { checkSpec, firstMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
+import { checkSpec, firstMaster, isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 
 /**
@@ -55,4 +55,31 @@ export function withNodes(state: ClusterState, ips: string[], login: Partial<Hos
     return { ...h, password: clusterPassword };
   });
   return checkSpec({ ...state.spec, hosts: [...hosts, ...added] }, 'the nodes to join');
+}
+
+/**
+ * `from` on a cluster already installed from this store must name the same nodes in the same roles:
+ * a node left out would be forgotten (still in the cluster, no longer managed), a new one joined
+ * with whatever role the flags happen to give it, and kubeadm cannot change a node's role in place.
+ * `installed(ip)` says whether a node of the saved cluster is in it. Returns what differs, each with
+ * the command that does it; empty when nothing does.
+ */
+export function hostListChanges(state: ClusterState, spec: ClusterSpec, installed: (h: HostSpec) => boolean, store: string): string[] {
+  const members = state.spec.hosts.filter(installed);
+  if (members.length === 0) return [];
+  const role = (h: HostSpec) => (isMaster(h) ? 'master' : 'worker');
+  const wanted = new Map(spec.hosts.map((h) => [h.ip, h]));
+  const had = new Map(members.map((h) => [h.ip, h]));
+  const changes: string[] = [];
+  const was = firstMaster(state.spec);
+  if (installed(was) && firstMaster(spec).ip !== was.ip) changes.push(`the first master is ${was.ip} (it holds the cluster's CA and this store); it must come first among the masters`);
+  for (const h of members) {
+    const now = wanted.get(h.ip);
+    if (!now) changes.push(`${h.ip} is a ${role(h)} of the cluster and not named here: to remove it, acinstall delete -n ${h.ip} --store ${store}`);
+    else if (role(now) !== role(h)) changes.push(`${h.ip} is a ${role(h)} of the cluster and a ${role(now)} here: a node's role cannot change in place (acinstall delete -n ${h.ip}, then install it again)`);
+  }
+  for (const h of spec.hosts.filter((x) => !had.has(x.ip) && !state.spec.hosts.some((s) => s.ip === x.ip && !installed(s)))) {
+    changes.push(isMaster(h) ? `${h.ip} is not in the cluster, and acinstall adds masters only when it installs one: to add it as a worker, acinstall join -n ${h.ip} --store ${store}` : `${h.ip} is not in the cluster: to add it, acinstall join -n ${h.ip} --store ${store}`);
+  }
+  return changes;
 }
