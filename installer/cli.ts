@@ -11,10 +11,13 @@ import { isMaster, loadClusterFile, parseIpList, parsePort, specFromFlags, type 
 import { textTable } from '../oci/text-table.js';
 import { parseIgnoreList, preflightError, SKIPPABLE } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
-import { deleteNodes, installFrom, type NodeOutcome } from './from.js';
+import { checkHostList, deleteNodes, installFrom, type NodeOutcome } from './from.js';
 import { loadClusterState, saveClusterState, withNodes } from './cluster-state.js';
 import { Journal } from './journal.js';
 import { createInstallProgress } from './progress-board.js';
+import { ensureRegistry, registryStatus, siteRegistry, stopRegistry } from './registry-service.js';
+import { resetCluster } from './reset.js';
+import { createInterface } from 'node:readline/promises';
 import { collectGarbage, scrubStore, ensureTls, Htpasswd, importBundle, IndexDb, serveClusterMetrics, serveLoginThrottle, startRegistry, sweepUploads, tlsDir } from '../registry/index.js';
 import { ContentStore } from '../oci/store.js';
 import { createReporter, reporterMode, runProgram } from '../packer/index.js';
@@ -194,10 +197,11 @@ master, from the site registry over oci://: the CNI (network.cni) first, then th
 Last, with the bundle's kubectl, the post-check: every node Ready, every kube-system pod running.`,
     )
     .action(async (bundle: string, o) => {
-      const progress = createInstallProgress();
       const maxUnavailable = Number(o.maxUnavailable);
       if (!Number.isInteger(maxUnavailable) || maxUnavailable < 1) throw new AcpackError('BAD_ARGUMENT', `--max-unavailable must be a whole number of workers, 1 or more, not "${o.maxUnavailable}"`);
       const spec = await specFrom(o);
+      await checkHostList(o.store, spec);
+      const progress = createInstallProgress();
       const outcomes = await installFrom({ bundle, spec, store: o.store, ignore: o.ignorePreflight, progress, maxUnavailable }).finally(() => progress.end());
       reportOutcomes(outcomes);
       process.stdout.write(installSummary(o.store, spec.hosts));
@@ -244,6 +248,52 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
     });
 
   program
+    .command('reset')
+    .description('Take the whole cluster down: kubeadm reset and acinstall\'s files removed on every node, the registry stopped')
+    .option('--yes', 'do not ask for confirmation (for scripts)')
+    .option('--purge-store', 'remove the store too: the imported content, the site CA and the logs (kept by default)')
+    .option('-p, --password <password>', 'SSH password of the hosts that logged in with one at install (or ACINSTALL_SSH_PASSWORD); the others use the key recorded at install')
+    .option('--store <dir>', 'acinstall\'s state on this master', DEFAULT_STORE)
+    .addHelpText('after', '\nWorkers first, the first master last. On each node: kubeadm reset, the kubelet stopped and its unit\nremoved, containerd\'s configuration and the site CA removed (containerd runs on its defaults again),\nthe bundle\'s binaries removed where they are still the bundle\'s bytes. A node that cannot be reached\nfails the reset and stays recorded: run it again once the node answers.')
+    .action(async (o) => {
+      const state = await loadClusterState(o.store);
+      const spec = withNodes(state, [], {}, o.password ?? process.env.ACINSTALL_SSH_PASSWORD);
+      const ips = spec.hosts.map((h) => h.ip).join(', ');
+      await confirm(o.yes, `This removes Kubernetes from ${ips} and stops the site registry${o.purgeStore ? `, and deletes ${o.store}` : ''}.`);
+      const left = (rest: typeof spec) => saveClusterState(o.store, state.bundle, state.descriptor, rest);
+      await resetCluster(o.store, spec, state.descriptor, { purgeStore: !!o.purgeStore, left, log: (l) => process.stderr.write(`${l}\n`) });
+      process.stdout.write(`reset ${ips}${o.purgeStore ? `; ${o.store} removed` : `; the store ${o.store} keeps the content (acinstall from installs again, --purge-store removes it)`}\n`);
+    });
+
+  const registry = program.command('registry').description('The site registry of the installed cluster: status, start, stop');
+  const siteOf = async (store: string) => siteRegistry(store, (await loadClusterState(store)).spec);
+  registry
+    .command('status')
+    .description('Whether the registry answers, and what runs it (exit 3 when it does not answer)')
+    .option('--store <dir>', 'acinstall\'s state on this master', DEFAULT_STORE)
+    .action(async (o) => {
+      const site = await siteOf(o.store);
+      const s = await registryStatus(site);
+      process.stdout.write(`${s.running ? 'running' : 'stopped'}: ${site.url} (${s.how})\n`);
+      if (!s.running) process.exitCode = 3;
+    });
+  registry
+    .command('start')
+    .description('Start the registry as from does (a systemd unit where systemd runs, else a background process)')
+    .option('--store <dir>', 'acinstall\'s state on this master', DEFAULT_STORE)
+    .action(async (o) => {
+      const site = await siteOf(o.store);
+      process.stdout.write(`running: ${site.url} (${await ensureRegistry(site)})\n`);
+    });
+  registry
+    .command('stop')
+    .description('Stop the registry (its unit is disabled too): nodes cannot pull until it starts again')
+    .option('--store <dir>', 'acinstall\'s state on this master', DEFAULT_STORE)
+    .action(async (o) => {
+      process.stdout.write(`${await stopRegistry((await siteOf(o.store)).store)}\n`);
+    });
+
+  program
     .command('status')
     .description('Show the install journal: every step on every node')
     .option('--store <dir>', 'where acinstall keeps its state', DEFAULT_STORE)
@@ -260,6 +310,19 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
     });
 
   return program;
+}
+
+/**
+ * Asks before something that cannot be undone. Without a terminal to ask on (a script, a pipe) it
+ * is refused unless --yes says so up front: a prompt nobody sees would hang, or a stray "y" in a
+ * pipe would answer it.
+ */
+async function confirm(yes: boolean | undefined, what: string): Promise<void> {
+  if (yes) return;
+  if (!process.stdin.isTTY) throw new AcpackError('NOT_CONFIRMED', `${what}\nNo terminal to ask on: add --yes to go ahead.`);
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  const answer = await rl.question(`${what}\nType yes to go ahead: `).finally(() => rl.close());
+  if (answer.trim() !== 'yes') throw new AcpackError('NOT_CONFIRMED', 'not confirmed: nothing was changed');
 }
 
 /**
@@ -322,6 +385,7 @@ async function checkServedStore(store: string, takesPushes: boolean): Promise<vo
     throw new AcpackError('NOT_FOUND', `no store at ${store} (it does not exist), so there is nothing to serve: import a bundle into it first (acinstall import <bundle> --store ${store}) or check --store; to start an empty registry to push into, give --htpasswd`);
   }
 }
+
 /** Abandoned uploads go at start and then hourly; one process of a registry does it. */
 function keepSweepingUploads(storeRoot: string): void {
   const sweep = () =>

@@ -1,17 +1,18 @@
 import { mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { archFromUname, parsePlatform } from '../arch/platform.js';
 import { AcpackError, plural } from '../oci/errors.js';
 import { readDescriptor } from '../oci/bundle-reader.js';
-import { ensureTls, importBundle } from '../registry/index.js';
+import { importBundle } from '../registry/index.js';
 import { firstMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import { Journal } from './journal.js';
-import { saveClusterState } from './cluster-state.js';
+import { hostListChanges, loadClusterState, saveClusterState } from './cluster-state.js';
 import type { InstallProgress } from './progress-board.js';
 import { KnownHosts, SshHost } from './ssh.js';
-import { ensureRegistry } from './registry-service.js';
+import { ensureRegistry, siteRegistry } from './registry-service.js';
 import { heldBinaries } from './upgrade.js';
 import { withStoreLock } from './store-lock.js';
 import { helmCommand } from './charts.js';
@@ -53,6 +54,22 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
   return withStoreLock(o.store, `installing ${file}`, () => install(o));
 }
 
+/**
+ * `from` on a cluster installed from this store: refused, before any node is touched, when its host
+ * list differs from the cluster's (see hostListChanges); `join` and `delete` change the nodes.
+ */
+export async function checkHostList(store: string, spec: ClusterSpec): Promise<void> {
+  if (!existsSync(join(store, 'cluster.json'))) return;
+  const state = await loadClusterState(store);
+  const journal = new Journal(store);
+  try {
+    const changes = hostListChanges(state, spec, (h) => isInstalled(journal, state.spec, h), store);
+    if (changes.length) throw new AcpackError('HOSTS_CHANGED', `the cluster installed from ${store} has other nodes than this command names; nothing was changed:\n  ${changes.join('\n  ')}`);
+  } finally {
+    journal.close();
+  }
+}
+
 /** The registry runs here and nodes fetch from the first master's address: they must be one machine. */
 function assertOnFirstMaster(ip: string): void {
   const mine = Object.values(networkInterfaces()).flatMap((list) => list ?? []);
@@ -73,8 +90,8 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
     const bundleId = `${d.name} ${d.version} ${d.source}`;
     const master = firstMaster(o.spec);
     // The registry speaks TLS with the site CA (made once, kept in the store); nodes get the CA.
-    const tls = await ensureTls(o.store, { hostnames: [o.spec.registry.domain], ips: [master.ip] });
-    const registry = `https://${master.ip}:${o.spec.registry.port}`;
+    const site = await siteRegistry(o.store, o.spec);
+    const { url: registry, ca } = site;
 
     // Importing, starting the registry and checking the nodes overlap: none needs another's result.
     const importing = async () => {
@@ -84,8 +101,7 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
       journal.record(master.ip, 'import', 'done', `${d.name} ${d.version}: ${imported.added} new blobs`);
     };
     const serving = async () => {
-      const tlsArgs = ['--tls', 'auto', '--ip', master.ip, '--hostname', o.spec.registry.domain];
-      const how = await ensureRegistry({ store: o.store, listen: `0.0.0.0:${o.spec.registry.port}`, url: registry, ca: tls.ca, tlsArgs });
+      const how = await ensureRegistry(site);
       journal.record(master.ip, 'registry', 'done', `${registry}, ${how}`);
       o.progress.master(`registry serving on ${registry} (${how})`);
     };
@@ -125,7 +141,7 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
             // The registry's CA comes with containerd's configuration, and the binaries' downloads need it.
             if (!journal.isDone(h.ip, 'containerd-config', bundleId)) {
               o.progress.node(h.ip, 'containerd-config', 'running');
-              await writeFiles(host, containerdFiles(d, registry, tls.ca, `${o.spec.registry.domain}:${o.spec.registry.port}`));
+              await writeFiles(host, containerdFiles(d, registry, ca, `${o.spec.registry.domain}:${o.spec.registry.port}`));
               journal.record(h.ip, 'containerd-config', 'done', 'config.toml and hosts.toml', bundleId);
             }
             if (!journal.isDone(h.ip, 'binaries', bundleId)) {

@@ -1,11 +1,13 @@
 import { execFile, spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readlinkSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { Agent, request } from 'undici';
 import { AcpackError } from '../oci/errors.js';
+import { ensureTls } from '../registry/index.js';
+import { firstMaster, type ClusterSpec } from './cluster-spec.js';
 
 const run = promisify(execFile);
 export const REGISTRY_UNIT = 'acpack-registry.service';
@@ -52,6 +54,79 @@ function systemdManagesThisNetwork(): boolean {
   }
 }
 
+/** Where and how the site registry of a cluster serves: on the first master, TLS with the store's site CA. */
+export interface SiteRegistry {
+  store: string;
+  url: string;
+  /** The site CA (PEM), which nodes and clients trust. */
+  ca: string;
+  listen: string;
+  tlsArgs: string[];
+}
+
+/** The site registry of `spec`, its CA made once and kept in the store. */
+export async function siteRegistry(store: string, spec: ClusterSpec): Promise<SiteRegistry> {
+  const master = firstMaster(spec);
+  const tls = await ensureTls(store, { hostnames: [spec.registry.domain], ips: [master.ip] });
+  return {
+    store,
+    url: `https://${master.ip}:${spec.registry.port}`,
+    ca: tls.ca,
+    listen: `0.0.0.0:${spec.registry.port}`,
+    tlsArgs: ['--tls', 'auto', '--ip', master.ip, '--hostname', spec.registry.domain],
+  };
+}
+
+async function answers(r: SiteRegistry, agent: Agent): Promise<boolean> {
+  return (await request(`${r.url}/v2/`, { dispatcher: agent }).then(async (res) => (await res.body.dump(), res.statusCode), () => 0)) === 200;
+}
+
+/**
+ * The PID of the registry acinstall started in the background for this store, while that process
+ * runs: checked by its command line, as a PID file outlives its process and PIDs are reused.
+ */
+async function backgroundPid(store: string): Promise<number | undefined> {
+  const pid = Number((await readFile(join(store, 'registry.pid'), 'utf8').catch(() => '')).trim());
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  const args = cmd.split('\0');
+  return args.includes('serve') && args.includes(store) ? pid : undefined;
+}
+
+const unitFile = join('/etc/systemd/system', REGISTRY_UNIT);
+
+/** How the site registry runs now, for `acinstall registry status`: whether it answers, and what runs it. */
+export async function registryStatus(r: SiteRegistry): Promise<{ running: boolean; how: string }> {
+  const agent = new Agent({ connect: { ca: r.ca } });
+  try {
+    const up = await answers(r, agent);
+    const pid = await backgroundPid(r.store);
+    const how = systemdManagesThisNetwork() && existsSync(unitFile) ? `systemd unit ${REGISTRY_UNIT}` : pid ? `background process ${pid}` : 'no process of acinstall\'s';
+    return { running: up, how };
+  } finally {
+    await agent.close();
+  }
+}
+
+/**
+ * Stops the site registry however acinstall started it: its unit is stopped and disabled (it would
+ * come back at boot), or its background process is ended (SIGTERM, then SIGKILL after 10 s).
+ * Returns what it did.
+ */
+export async function stopRegistry(store: string): Promise<string> {
+  if (systemdManagesThisNetwork() && existsSync(unitFile)) {
+    await run('systemctl', ['disable', '--now', REGISTRY_UNIT]);
+    return `stopped and disabled ${REGISTRY_UNIT}`;
+  }
+  const pid = await backgroundPid(store);
+  if (!pid) return 'not running';
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 100 && (await backgroundPid(store)); i++) await sleep(100);
+  if (await backgroundPid(store)) process.kill(pid, 'SIGKILL');
+  await rm(join(store, 'registry.pid'), { force: true });
+  return `stopped background process ${pid}`;
+}
+
 /**
  * Makes sure the site registry answers on `url`. A registry already answering is left alone (a
  * re-run). Where systemd is the init system (of this network), a unit owns it; elsewhere (containers,
@@ -59,11 +134,10 @@ function systemdManagesThisNetwork(): boolean {
  * after a reboot.
  * Returns how it runs, for the summary.
  */
-export async function ensureRegistry(opts: { store: string; listen: string; url: string; ca: string; tlsArgs: string[] }): Promise<string> {
+export async function ensureRegistry(opts: SiteRegistry): Promise<string> {
   const agent = new Agent({ connect: { ca: opts.ca } });
-  const answers = async () => (await request(`${opts.url}/v2/`, { dispatcher: agent }).then(async (r) => (await r.body.dump(), r.statusCode), () => 0)) === 200;
   try {
-    if (await answers()) return 'already running';
+    if (await answers(opts, agent)) return 'already running';
     const command = serveCommand(opts.store, opts.listen, opts.tlsArgs);
     const logFile = join(opts.store, 'registry.log');
     let exited: Promise<boolean> = new Promise(() => {});
@@ -85,7 +159,7 @@ export async function ensureRegistry(opts: { store: string; listen: string; url:
     }
     // Up to ~30 s: a busy or slow first master takes a while to start node and the workers.
     for (let i = 0; i < 300; i++) {
-      if (await answers()) return how;
+      if (await answers(opts, agent)) return how;
       if (await Promise.race([exited, sleep(100).then(() => false)])) break;
     }
     const said = how.startsWith('systemd')

@@ -1,122 +1,101 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { bundle } from '../../packer/index.js';
-import { parsePlatformList } from '../../arch/platform.js';
+import { existsSync, writeFileSync } from 'node:fs';
 import { sha256 } from '../../oci/digest.js';
 import { buildIndexImage, buildLayer, pushImage } from '../../demo/samples.js';
-import { acinstallOn, killHost, labDown, labUp, reviveHost, ssh, type Lab } from '../hosts/lab.js';
+import { acinstallOn, killHost, reviveHost, ssh } from '../hosts/lab.js';
+import { KUBEADM_STANDIN } from '../hosts/standins/kubeadm-standin.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
-import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
+import { ROOT } from '../helpers/env.js';
+import { buildFixture, bundleSpec, imageRef, localBinary, pushFixture } from '../helpers/fixtures.js';
 import { pushKubeadmImages } from '../helpers/kubeadm-images.js';
+import { useLab } from '../helpers/lab.js';
 
-let lab: Lab;
-let work: Awaited<ReturnType<typeof tempDir>>;
-let fx: Fixture;
-let upstream: string;
-let bundlePath: string;
-let bundle2Path: string;
-let bundle3Path: string;
-let pauseRef: string;
-let apiRef: string;
-
-beforeAll(async () => {
-  work = await tempDir();
-  const source = await withRegistry();
-  upstream = source.registry.host;
-  fx = await buildFixture('from');
+const t = useLab(3, async ({ host: upstream, dir }) => {
+  const fx = await buildFixture('from');
   await pushFixture(upstream, fx);
   const pause = buildIndexImage('ecp_builder/pause', '3.5', { amd64: [await buildLayer([{ path: 'pause', content: 'pause amd64' }])], arm64: [await buildLayer([{ path: 'pause', content: 'pause arm64' }])] });
   await pushImage(upstream, pause);
-  pauseRef = `${upstream}/ecp_builder/pause:3.5`;
+  const pauseRef = `${upstream}/ecp_builder/pause:3.5`;
   const api = buildIndexImage('ecp_builder/kube-apiserver', 'v1.22.15', { amd64: [await buildLayer([{ path: 'api', content: 'apiserver' }])], arm64: [await buildLayer([{ path: 'api', content: 'apiserver arm' }])] });
   await pushImage(upstream, api);
-  apiRef = `${upstream}/ecp_builder/kube-apiserver:v1.22.15`;
+  const apiRef = `${upstream}/ecp_builder/kube-apiserver:v1.22.15`;
   // The rest of what kubeadm v1.22.15 asks for (acinstall checks with `kubeadm config images list`).
   const kubeadmImages = await pushKubeadmImages(upstream, { leaveOut: ['pause', 'kube-apiserver'] });
-  const bin = join(work.dir, 'bin');
+  const bin = join(dir, 'bin');
   await mkdir(join(bin, 'pkg'), { recursive: true });
   await writeFile(join(bin, 'tool-amd64'), '#!/bin/sh\necho tool amd64\n');
   await writeFile(join(bin, 'tool-arm64'), '#!/bin/sh\necho tool arm64\n');
   await writeFile(join(bin, 'pkg/hello.txt'), 'from a tarball\n');
   execFileSync('tar', ['-czf', join(bin, 'pkg.tar.gz'), '-C', join(bin, 'pkg'), 'hello.txt']);
   const pkgSha = execFileSync('sha256sum', [join(bin, 'pkg.tar.gz')]).toString().split(' ')[0];
-  const kubeadmSha = execFileSync('sha256sum', [join(ROOT, 'test/hosts/standins/kubeadm')]).toString().split(' ')[0];
+  // kubeadm cannot run here: an honest stand-in that records its calls and writes what kubeadm would
+  // (v1.22.15's, also under another version's name for the bundle acinstall must not half-apply).
+  const kubeadm = (version: string) => localBinary('kubeadm', version, KUBEADM_STANDIN, '/usr/bin/kubeadm');
   // kubelet cannot run here either: a script that says its version is enough to see which one is in place.
-  const kubeletBinary = (version: string) => {
+  const kubelet = (version: string) => {
     const file = join(bin, `kubelet-${version}`);
-    const text = `#!/bin/sh\necho kubelet ${version}\n`;
-    writeFileSync(file, text);
-    return { name: 'kubelet', version, url: file, sha256: sha256(text).slice(7), install: '/usr/bin/kubelet' };
+    writeFileSync(file, `#!/bin/sh\necho kubelet ${version}\n`);
+    return localBinary('kubelet', version, file, '/usr/bin/kubelet');
   };
-  const m = await writeManifest(work.dir, {
-    images: [pauseRef, apiRef, ...kubeadmImages, imageRef(upstream, fx.web)],
-    binaries: [
-      { name: 'tool', version: 'v1', url: 'bin/tool-{arch}', sha256: { amd64: sha256('#!/bin/sh\necho tool amd64\n').slice(7), arm64: sha256('#!/bin/sh\necho tool arm64\n').slice(7) }, install: '/usr/bin/acpack-tool' },
-      { name: 'pkg', version: 'v1', url: 'bin/pkg.tar.gz', sha256: pkgSha, extract: '/opt/acpack-pkg' },
-      // kubeadm cannot run here: an honest stand-in that records its calls and writes what kubeadm would.
-      { name: 'kubeadm', version: 'v1.22.15', url: join(ROOT, 'test/hosts/standins/kubeadm'), sha256: kubeadmSha, install: '/usr/bin/kubeadm' },
-      kubeletBinary('v1.22.15'),
-    ],
-  });
-  bundlePath = join(work.dir, 'b.tar.zst');
-  await bundle({ manifestFile: m, platforms: parsePlatformList('amd64,arm64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: bundlePath });
+  const first = await bundleSpec(
+    dir,
+    {
+      images: [pauseRef, apiRef, ...kubeadmImages, imageRef(upstream, fx.web)],
+      binaries: [
+        { name: 'tool', version: 'v1', url: 'bin/tool-{arch}', sha256: { amd64: sha256('#!/bin/sh\necho tool amd64\n').slice(7), arm64: sha256('#!/bin/sh\necho tool arm64\n').slice(7) }, install: '/usr/bin/acpack-tool' },
+        { name: 'pkg', version: 'v1', url: 'bin/pkg.tar.gz', sha256: pkgSha, extract: '/opt/acpack-pkg' },
+        kubeadm('v1.22.15'),
+        kubelet('v1.22.15'),
+      ],
+    },
+    join(dir, 'b.tar.zst'),
+    'amd64,arm64',
+  );
   // The next release: the same content but a new tool, for the upgrade test.
   await writeFile(join(bin, 'tool-amd64'), '#!/bin/sh\necho tool amd64 v2\n');
   await writeFile(join(bin, 'tool-arm64'), '#!/bin/sh\necho tool arm64 v2\n');
-  const m2 = await writeManifest(join(work.dir, 'v2'), {
-    images: [pauseRef, apiRef, ...kubeadmImages, imageRef(upstream, fx.web)],
-    binaries: [
-      { name: 'tool', version: 'v2', url: join(bin, 'tool-{arch}'), sha256: { amd64: sha256('#!/bin/sh\necho tool amd64 v2\n').slice(7), arm64: sha256('#!/bin/sh\necho tool arm64 v2\n').slice(7) }, install: '/usr/bin/acpack-tool' },
-      { name: 'kubeadm', version: 'v1.22.15', url: join(ROOT, 'test/hosts/standins/kubeadm'), sha256: kubeadmSha, install: '/usr/bin/kubeadm' },
-      kubeletBinary('v1.22.15'),
-    ],
-  });
-  bundle2Path = join(work.dir, 'b2.tar.zst');
-  await bundle({ manifestFile: m2, platforms: parsePlatformList('amd64,arm64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: bundle2Path });
+  const next = await bundleSpec(
+    join(dir, 'v2'),
+    {
+      images: [pauseRef, apiRef, ...kubeadmImages, imageRef(upstream, fx.web)],
+      binaries: [
+        { name: 'tool', version: 'v2', url: join(bin, 'tool-{arch}'), sha256: { amd64: sha256('#!/bin/sh\necho tool amd64 v2\n').slice(7), arm64: sha256('#!/bin/sh\necho tool arm64 v2\n').slice(7) }, install: '/usr/bin/acpack-tool' },
+        kubeadm('v1.22.15'),
+        kubelet('v1.22.15'),
+      ],
+    },
+    join(dir, 'b2.tar.zst'),
+    'amd64,arm64',
+  );
   // A bundle of another Kubernetes version, which acinstall must not half-apply.
   const api2 = buildIndexImage('ecp_builder/kube-apiserver', 'v1.22.16', { amd64: [await buildLayer([{ path: 'api', content: 'apiserver 16' }])] });
   await pushImage(upstream, api2);
-  const m3 = await writeManifest(join(work.dir, 'v3'), {
-    images: [pauseRef, `${upstream}/ecp_builder/kube-apiserver:v1.22.16`],
-    binaries: [
-      { name: 'kubeadm', version: 'v1.22.16', url: join(ROOT, 'test/hosts/standins/kubeadm'), sha256: kubeadmSha, install: '/usr/bin/kubeadm' },
-      kubeletBinary('v1.22.16'),
-    ],
-  });
-  bundle3Path = join(work.dir, 'b3.tar.zst');
-  await bundle({ manifestFile: m3, platforms: parsePlatformList('amd64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: bundle3Path });
-  await source.cleanup(); // the site has no upstream
-  lab = await labUp(3, { dir: join(work.dir, 'lab') });
-}, 180_000);
-
-afterAll(async () => {
-  if (lab) await labDown(lab);
-  await work?.cleanup();
+  const other = await bundleSpec(join(dir, 'v3'), { images: [pauseRef, `${upstream}/ecp_builder/kube-apiserver:v1.22.16`], binaries: [kubeadm('v1.22.16'), kubelet('v1.22.16')] }, join(dir, 'b3.tar.zst'));
+  return { upstream, fx, pauseRef, bundle: first, bundle2: next, bundle3: other };
 });
 
-const acinstall = (args: string[]) => acinstallOn(lab.hosts[0], args, ROOT);
+const acinstall = (args: string[]) => acinstallOn(t.lab.hosts[0], args, ROOT);
 
-const store = () => join(work.dir, 'site');
-const fromArgs = () => ['from', bundlePath, '-m', lab.hosts[0].ip, '-n', `${lab.hosts[1].ip},${lab.hosts[2].ip}`, '-i', lab.key, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter'];
+const store = () => join(t.work.dir, 'site');
+const fromArgs = () => ['from', t.built.bundle, '-m', t.lab.hosts[0].ip, '-n', `${t.lab.hosts[1].ip},${t.lab.hosts[2].ip}`, '-i', t.lab.key, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter'];
 
 describe('acinstall from on test hosts', () => {
   it('gives every node its binaries and a containerd configuration that pulls only from the site', async () => {
     const r = await acinstall(fromArgs());
     expect(r.code, r.stderr).toBe(0);
-    const [master, worker] = lab.hosts;
-    expect((await ssh(lab, master, worker, '/usr/bin/acpack-tool')).stdout.trim()).toBe('tool amd64');
-    expect((await ssh(lab, master, worker, 'stat -c %a /usr/bin/acpack-tool')).stdout.trim()).toBe('755');
-    expect((await ssh(lab, master, worker, 'cat /opt/acpack-pkg/hello.txt')).stdout).toBe('from a tarball\n');
-    const hostsToml = (await ssh(lab, master, worker, `cat /etc/containerd/certs.d/${upstream}/hosts.toml`)).stdout;
+    const [master, worker] = t.lab.hosts;
+    expect((await ssh(t.lab, master, worker, '/usr/bin/acpack-tool')).stdout.trim()).toBe('tool amd64');
+    expect((await ssh(t.lab, master, worker, 'stat -c %a /usr/bin/acpack-tool')).stdout.trim()).toBe('755');
+    expect((await ssh(t.lab, master, worker, 'cat /opt/acpack-pkg/hello.txt')).stdout).toBe('from a tarball\n');
+    const hostsToml = (await ssh(t.lab, master, worker, `cat /etc/containerd/certs.d/${t.built.upstream}/hosts.toml`)).stdout;
     expect(hostsToml).toContain(`server = "https://${master.ip}:5000"`);
     expect(hostsToml).toContain('ca = "/etc/acpack/registry-ca.crt"');
-    expect((await ssh(lab, master, worker, 'cat /etc/acpack/registry-ca.crt')).stdout).toContain('BEGIN CERTIFICATE');
-    const config = (await ssh(lab, master, worker, 'cat /etc/containerd/config.toml')).stdout;
-    expect(config).toContain(`sandbox_image = "${pauseRef}"`);
+    expect((await ssh(t.lab, master, worker, 'cat /etc/acpack/registry-ca.crt')).stdout).toContain('BEGIN CERTIFICATE');
+    const config = (await ssh(t.lab, master, worker, 'cat /etc/containerd/config.toml')).stdout;
+    expect(config).toContain(`sandbox_image = "${t.built.pauseRef}"`);
     expect(config).toContain('config_path = "/etc/containerd/certs.d"');
     expect(config).toContain('SystemdCgroup = true');
     // No join secret reaches the output.
@@ -126,49 +105,49 @@ describe('acinstall from on test hosts', () => {
   it('keeps a log per node with every command, and no secret in it', async () => {
     const { readFile } = await import('node:fs/promises');
     const certKey = sha256('certkey').slice(7);
-    for (const h of lab.hosts) {
+    for (const h of t.lab.hosts) {
       const log = await readFile(join(store(), 'logs', `${h.ip}.log`), 'utf8');
       expect(log).toContain('curl -fsS');
       expect(log).not.toContain('abcdef.0123456789abcdef');
       expect(log).not.toContain(certKey);
     }
-    expect(await readFile(join(store(), 'logs', `${lab.hosts[0].ip}.log`), 'utf8')).toContain('kubeadm init --config');
+    expect(await readFile(join(store(), 'logs', `${t.lab.hosts[0].ip}.log`), 'utf8')).toContain('kubeadm init --config');
     // A join's token travels in its JoinConfiguration, on standard input: never in a command line.
-    expect(await readFile(join(store(), 'logs', `${lab.hosts[1].ip}.log`), 'utf8')).toContain('kubeadm join --config /etc/kubernetes/acpack-join.yaml');
+    expect(await readFile(join(store(), 'logs', `${t.lab.hosts[1].ip}.log`), 'utf8')).toContain('kubeadm join --config /etc/kubernetes/acpack-join.yaml');
   });
 
   it('writes the kubelet units and kernel settings, starts containerd and enables kubelet (systemctl stand-in)', async () => {
-    const [master, worker] = lab.hosts;
+    const [master, worker] = t.lab.hosts;
     // What changes the node's services (the rest asks systemctl questions): containerd (re)started to run its configuration.
-    const calls = (await ssh(lab, master, worker, 'cat /var/log/acpack-standins/systemctl.calls')).stdout.trim().split('\n');
+    const calls = (await ssh(t.lab, master, worker, 'cat /var/log/acpack-standins/systemctl.calls')).stdout.trim().split('\n');
     expect(calls.filter((c) => !/^(show|cat|is-active|is-enabled) /.test(c))).toEqual(['daemon-reload', 'enable containerd kubelet', 'restart containerd']);
-    expect((await ssh(lab, master, worker, 'systemctl is-active containerd && systemctl is-enabled kubelet')).stdout).toBe('active\nenabled\n');
-    expect((await ssh(lab, master, worker, 'cat /etc/systemd/system/kubelet.service.d/10-kubeadm.conf')).stdout).toContain('--kubeconfig=/etc/kubernetes/kubelet.conf');
+    expect((await ssh(t.lab, master, worker, 'systemctl is-active containerd && systemctl is-enabled kubelet')).stdout).toBe('active\nenabled\n');
+    expect((await ssh(t.lab, master, worker, 'cat /etc/systemd/system/kubelet.service.d/10-kubeadm.conf')).stdout).toContain('--kubeconfig=/etc/kubernetes/kubelet.conf');
     // The namespace's own forwarding was switched on from the written sysctl file.
-    expect((await ssh(lab, master, worker, 'cat /proc/sys/net/ipv4/ip_forward')).stdout.trim()).toBe('1');
+    expect((await ssh(t.lab, master, worker, 'cat /proc/sys/net/ipv4/ip_forward')).stdout.trim()).toBe('1');
   });
 
   it('runs kubeadm init once on the master and joins both workers, with the original image repository', async () => {
-    const [master, w1, w2] = lab.hosts;
-    const calls = (h: typeof master) => ssh(lab, master, h, 'cat /var/log/acpack-standins/kubeadm.calls').then((r) => r.stdout.trim().split('\n'));
+    const [master, w1, w2] = t.lab.hosts;
+    const calls = (h: typeof master) => ssh(t.lab, master, h, 'cat /var/log/acpack-standins/kubeadm.calls').then((r) => r.stdout.trim().split('\n'));
     // kubeadm's image list asked first; one master: no control-plane certificates uploaded.
     expect(await calls(master)).toEqual(['config images list --config /etc/kubernetes/acpack-kubeadm.yaml', 'init --config /etc/kubernetes/acpack-kubeadm.yaml']);
     for (const w of [w1, w2]) expect(await calls(w)).toEqual(['join --config /etc/kubernetes/acpack-join.yaml']);
     // One master: apiserver.cluster.local is that master everywhere, and no node runs lvscare.
     for (const h of [master, w1, w2]) {
-      expect((await ssh(lab, master, h, 'grep apiserver.cluster.local /etc/hosts')).stdout).toBe(`${master.ip} apiserver.cluster.local # acpack\n`);
-      await expect(ssh(lab, master, h, 'test -e /etc/kubernetes/manifests/kube-lvscare.yaml')).rejects.toThrow();
+      expect((await ssh(t.lab, master, h, 'grep apiserver.cluster.local /etc/hosts')).stdout).toBe(`${master.ip} apiserver.cluster.local # acpack\n`);
+      await expect(ssh(t.lab, master, h, 'test -e /etc/kubernetes/manifests/kube-lvscare.yaml')).rejects.toThrow();
     }
-    const cfg = (await ssh(lab, master, master, 'cat /etc/kubernetes/acpack-kubeadm.yaml')).stdout;
-    expect(cfg).toContain(`imageRepository: ${upstream}/ecp_builder`);
+    const cfg = (await ssh(t.lab, master, master, 'cat /etc/kubernetes/acpack-kubeadm.yaml')).stdout;
+    expect(cfg).toContain(`imageRepository: ${t.built.upstream}/ecp_builder`);
     expect(cfg).toContain('kubernetesVersion: v1.22.15');
     expect(cfg).toContain('podSubnet: 100.64.0.0/16');
     expect(cfg).toContain('controlPlaneEndpoint: apiserver.cluster.local:6443');
-    expect((await ssh(lab, master, w2, 'cat /etc/kubernetes/kubelet.conf')).stdout).toContain('server: https://apiserver.cluster.local:6443');
+    expect((await ssh(t.lab, master, w2, 'cat /etc/kubernetes/kubelet.conf')).stdout).toContain('server: https://apiserver.cluster.local:6443');
   });
 
   it('a real containerd on a node pulls by the original name (and the sea.hub site name) through the written hosts.toml', async () => {
-    const [master, worker] = lab.hosts;
+    const [master, worker] = t.lab.hosts;
     const d = '/tmp/acpack-ctrd';
     // containerd is started detached from the SSH session (all fds redirected), its PID kept to stop it.
     const setup = [
@@ -177,20 +156,20 @@ describe('acinstall from on test hosts', () => {
       `{ containerd --config ${d}/config.toml > ${d}/log 2>&1 < /dev/null & echo $! > ${d}/pid; }`,
       `for i in $(seq 50); do [ -S ${d}/sock ] && break; sleep 0.1; done`,
     ].join('; ');
-    await ssh(lab, master, worker, setup);
+    await ssh(t.lab, master, worker, setup);
     try {
-      const ref = imageRef(upstream, fx.web);
-      await ssh(lab, master, worker, `ctr --address ${d}/sock -n acpack content fetch --hosts-dir /etc/containerd/certs.d --platform linux/amd64 ${ref}`);
-      const images = (await ssh(lab, master, worker, `ctr --address ${d}/sock -n acpack images ls`)).stdout;
+      const ref = imageRef(t.built.upstream, t.built.fx.web);
+      await ssh(t.lab, master, worker, `ctr --address ${d}/sock -n acpack content fetch --hosts-dir /etc/containerd/certs.d --platform linux/amd64 ${ref}`);
+      const images = (await ssh(t.lab, master, worker, `ctr --address ${d}/sock -n acpack images ls`)).stdout;
       expect(images).toContain(ref);
-      expect(images).toContain(fx.web.top.digest);
+      expect(images).toContain(t.built.fx.web.top.digest);
       // The sealer-style site name (what ACK Distro's charts use) finds the same image, re-rooted.
-      const siteRef = `sea.hub:5000/${fx.web.repository}:${fx.web.tag}`;
-      await ssh(lab, master, worker, `ctr --address ${d}/sock -n acpack content fetch --hosts-dir /etc/containerd/certs.d --platform linux/amd64 ${siteRef}`);
-      const again = (await ssh(lab, master, worker, `ctr --address ${d}/sock -n acpack images ls`)).stdout.split('\n').find((l) => l.startsWith(siteRef));
-      expect(again).toContain(fx.web.top.digest);
+      const siteRef = `sea.hub:5000/${t.built.fx.web.repository}:${t.built.fx.web.tag}`;
+      await ssh(t.lab, master, worker, `ctr --address ${d}/sock -n acpack content fetch --hosts-dir /etc/containerd/certs.d --platform linux/amd64 ${siteRef}`);
+      const again = (await ssh(t.lab, master, worker, `ctr --address ${d}/sock -n acpack images ls`)).stdout.split('\n').find((l) => l.startsWith(siteRef));
+      expect(again).toContain(t.built.fx.web.top.digest);
     } finally {
-      await ssh(lab, master, worker, `kill $(cat ${d}/pid)`).catch(() => {});
+      await ssh(t.lab, master, worker, `kill $(cat ${d}/pid)`).catch(() => {});
     }
   });
 
@@ -199,11 +178,11 @@ describe('acinstall from on test hosts', () => {
     expect(r.code, r.stderr).toBe(0);
     // Installed nodes are not preflighted again (their kubelet and API server hold the checked ports).
     expect(r.stderr).toContain('preflight passed on 0 nodes (3 already installed)');
-    const [master, w1] = lab.hosts;
-    expect((await ssh(lab, master, master, "grep -c '^init ' /var/log/acpack-standins/kubeadm.calls")).stdout.trim()).toBe('1');
-    expect((await ssh(lab, master, w1, 'wc -l < /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('1');
+    const [master, w1] = t.lab.hosts;
+    expect((await ssh(t.lab, master, master, "grep -c '^init ' /var/log/acpack-standins/kubeadm.calls")).stdout.trim()).toBe('1');
+    expect((await ssh(t.lab, master, w1, 'wc -l < /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('1');
     const status = await acinstall(['status', '--store', store()]);
-    for (const h of lab.hosts) {
+    for (const h of t.lab.hosts) {
       expect(status.stdout).toMatch(new RegExp(`${h.ip.replace(/\./g, '\\.')}\\s+binaries\\s+done\\s+[\\d-]+ [\\d:]+\\s+4 binaries for amd64`));
       expect(status.stdout).toMatch(new RegExp(`${h.ip.replace(/\./g, '\\.')}\\s+containerd-config\\s+done`));
     }
@@ -212,69 +191,109 @@ describe('acinstall from on test hosts', () => {
     expect(status.stdout).toMatch(new RegExp(`${w1.ip.replace(/\./g, '\\.')}\\s+kubeadm-join\\s+done\\s+[\\d-]+ [\\d:]+\\s+worker`));
   });
 
+  it('registry status, stop and start: the nodes reach it only while it runs', async () => {
+    const [master, w1] = t.lab.hosts;
+    const reach = () => ssh(t.lab, master, w1, `curl -fsS -o /dev/null --cacert /etc/acpack/registry-ca.crt https://${master.ip}:5000/v2/`).then(() => true, () => false);
+    const status = await acinstall(['registry', 'status', '--store', store()]);
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).toMatch(new RegExp(`^running: https://${master.ip.replace(/\./g, '\\.')}:5000 \\(background process \\d+\\)`));
+    expect(await reach()).toBe(true);
+    const stop = await acinstall(['registry', 'stop', '--store', store()]);
+    expect(stop.stdout).toMatch(/^stopped background process \d+/);
+    // The primary and its workers are gone: nothing answers on the port.
+    expect(await reach()).toBe(false);
+    const stopped = await acinstall(['registry', 'status', '--store', store()]);
+    expect(stopped.code).toBe(3);
+    expect(stopped.stdout).toMatch(/^stopped: /);
+    const start = await acinstall(['registry', 'start', '--store', store()]);
+    expect(start.code, start.stderr).toBe(0);
+    expect(await reach()).toBe(true);
+  });
+
+  it('refuses another host list on the installed cluster, naming the delete or join to run, before touching any node', async () => {
+    const [master, w1, w2] = t.lab.hosts;
+    const touched = () => Promise.all(t.lab.hosts.map(async (h) => (await ssh(t.lab, master, h, 'cat /var/log/acpack-standins/*.calls | wc -l')).stdout));
+    const before = await touched();
+    const esc = (ip: string) => ip.replace(/\./g, '\\.');
+    const withNodes = (masters: string, nodes: string) => {
+      const args = fromArgs();
+      args[3] = masters;
+      args[5] = nodes;
+      return args;
+    };
+    const dropped = await acinstall(withNodes(master.ip, w1.ip));
+    expect(dropped.code).toBe(1);
+    expect(dropped.stderr).toMatch(new RegExp(`${esc(w2.ip)} is a worker of the cluster and not named here: to remove it, acinstall delete -n ${esc(w2.ip)} --store `));
+    const promoted = await acinstall(withNodes(`${master.ip},${w1.ip}`, w2.ip));
+    expect(promoted.code).toBe(1);
+    expect(promoted.stderr).toContain(`${w1.ip} is a worker of the cluster and a master here: a node's role cannot change in place`);
+    expect(await touched()).toEqual(before);
+  });
+
   it('deletes a worker (kubeadm reset) and joins it back', async () => {
-    const [master, , w2] = lab.hosts;
+    const [master, , w2] = t.lab.hosts;
     // Every IP is checked before any node is touched: an unknown one, or the first master, stops it all.
     for (const [ips, why] of [[`${w2.ip},10.213.99.99`, '10.213.99.99 is not a node of this cluster'], [master.ip, 'is the first master']]) {
       const refused = await acinstall(['delete', '-n', ips, '--store', store()]);
       expect(refused.code).toBe(1);
       expect(refused.stderr).toContain(why);
     }
-    expect((await ssh(lab, master, w2, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout).toMatch(/^join /);
+    expect((await ssh(t.lab, master, w2, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout).toMatch(/^join /);
     const del = await acinstall(['delete', '-n', w2.ip, '--store', store()]);
     expect(del.code, del.stderr).toBe(0);
-    expect((await ssh(lab, master, w2, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('reset -f');
-    await expect(ssh(lab, master, w2, 'test -e /etc/kubernetes/kubelet.conf')).rejects.toThrow();
-    await expect(ssh(lab, master, w2, 'grep apiserver.cluster.local /etc/hosts')).rejects.toThrow();
+    expect((await ssh(t.lab, master, w2, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('reset -f');
+    await expect(ssh(t.lab, master, w2, 'test -e /etc/kubernetes/kubelet.conf')).rejects.toThrow();
+    await expect(ssh(t.lab, master, w2, 'grep apiserver.cluster.local /etc/hosts')).rejects.toThrow();
     expect((await acinstall(['status', '--store', store()])).stdout).not.toContain(w2.ip);
 
     // Weeks later the USB stick is gone: join works from the store alone.
-    await rename(bundlePath, `${bundlePath}.away`);
+    await rename(t.built.bundle, `${t.built.bundle}.away`);
     try {
       const join = await acinstall(['join', '-n', w2.ip, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter']);
       expect(join.code, join.stderr).toBe(0);
     } finally {
-      await rename(`${bundlePath}.away`, bundlePath);
+      await rename(`${t.built.bundle}.away`, t.built.bundle);
     }
-    expect((await ssh(lab, master, w2, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout).toMatch(/^join /);
+    expect((await ssh(t.lab, master, w2, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout).toMatch(/^join /);
     expect((await acinstall(['status', '--store', store()])).stdout).toMatch(new RegExp(`${w2.ip.replace(/\./g, '\\.')}\\s+kubeadm-join\\s+done`));
   });
 
   it('a node that fails mid-install fails alone, and the re-run finishes it', async () => {
-    const [master, w1, w2] = lab.hosts;
+    const [master, w1, w2] = t.lab.hosts;
     expect((await acinstall(['delete', '-n', w2.ip, '--store', store()])).code).toBe(0);
     // Break the node: where a binary goes there is now a directory, so installing it fails.
-    await ssh(lab, master, w2, 'rm -f /usr/bin/acpack-tool && mkdir /usr/bin/acpack-tool');
+    await ssh(t.lab, master, w2, 'rm -f /usr/bin/acpack-tool && mkdir /usr/bin/acpack-tool');
     const failing = await acinstall(['join', '-n', w2.ip, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter']);
     expect(failing.code).toBe(1);
     expect(failing.stderr).toMatch(new RegExp(`1 of 3 nodes failed:\\n  ${w2.ip.replace(/\./g, '\\.')}: .*installing binaries failed`));
-    expect((await ssh(lab, master, w1, 'cat /etc/kubernetes/kubelet.conf')).stdout).toContain('apiserver.cluster.local');
-    await ssh(lab, master, w2, 'rmdir /usr/bin/acpack-tool');
+    expect((await ssh(t.lab, master, w1, 'cat /etc/kubernetes/kubelet.conf')).stdout).toContain('apiserver.cluster.local');
+    await ssh(t.lab, master, w2, 'rmdir /usr/bin/acpack-tool');
     const again = await acinstall(['join', '-n', w2.ip, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter']);
     expect(again.code, again.stderr).toBe(0);
-    expect((await ssh(lab, master, w2, '/usr/bin/acpack-tool')).stdout.trim()).toBe('tool amd64');
-    expect((await ssh(lab, master, master, "grep -c '^init --config' /var/log/acpack-standins/kubeadm.calls")).stdout.trim()).toBe('1');
+    expect((await ssh(t.lab, master, w2, '/usr/bin/acpack-tool')).stdout.trim()).toBe('tool amd64');
+    expect((await ssh(t.lab, master, master, "grep -c '^init --config' /var/log/acpack-standins/kubeadm.calls")).stdout.trim()).toBe('1');
   });
 
   it('a newer bundle on an installed cluster redoes the bundle steps, not kubeadm', async () => {
-    const [master, w1] = lab.hosts;
+    const [master, w1] = t.lab.hosts;
     const args = fromArgs();
-    args[1] = bundle2Path;
+    args[1] = t.built.bundle2;
     const r = await acinstall(args);
     expect(r.code, r.stderr).toBe(0);
-    expect((await ssh(lab, master, w1, '/usr/bin/acpack-tool')).stdout.trim()).toBe('tool amd64 v2');
-    expect((await ssh(lab, master, master, "grep -c '^init --config' /var/log/acpack-standins/kubeadm.calls")).stdout.trim()).toBe('1');
+    expect((await ssh(t.lab, master, w1, '/usr/bin/acpack-tool')).stdout.trim()).toBe('tool amd64 v2');
+    expect((await ssh(t.lab, master, master, "grep -c '^init --config' /var/log/acpack-standins/kubeadm.calls")).stdout.trim()).toBe('1');
   });
 
   it('a worker killed mid-install (power cut) fails alone and soon, and the re-run after it is back finishes it', async () => {
-    const [master, , w2] = lab.hosts;
+    const [master, , w2] = t.lab.hosts;
     expect((await acinstall(['delete', '-n', w2.ip, '--store', store()])).code).toBe(0);
     // A slow download on w2, so that the cut lands while its binaries are being fetched.
-    await ssh(lab, master, w2, `printf '#!/bin/sh\ntouch /tmp/curl-started\nsleep 60\nexec /usr/bin/curl "$@"\n' > /usr/local/bin/curl && chmod +x /usr/local/bin/curl && rm -f /tmp/curl-started`);
+    await ssh(t.lab, master, w2, `printf '#!/bin/sh\ntouch /tmp/curl-started\nsleep 60\nexec /usr/bin/curl "$@"\n' > /usr/local/bin/curl && chmod +x /usr/local/bin/curl && rm -f /tmp/curl-started`);
     const t0 = Date.now();
-    const running = acinstall(fromArgs());
+    // join, not from: from names the cluster's nodes, and w2 is not one of them any more.
+    const running = acinstall(['join', '-n', w2.ip, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter']);
     for (let i = 0; i < 300; i++) {
-      if ((await ssh(lab, master, w2, 'test -f /tmp/curl-started').then(() => true, () => false))) break;
+      if ((await ssh(t.lab, master, w2, 'test -f /tmp/curl-started').then(() => true, () => false))) break;
       await sleep(100);
     }
     await killHost(w2);
@@ -286,26 +305,47 @@ describe('acinstall from on test hosts', () => {
     expect((await acinstall(['status', '--store', store()])).stdout).not.toMatch(new RegExp(`${w2.ip.replace(/\./g, '\\.')}\\s+kubeadm-join\\s+done`));
 
     await reviveHost(w2);
-    await ssh(lab, master, w2, 'rm -f /usr/local/bin/curl');
+    await ssh(t.lab, master, w2, 'rm -f /usr/local/bin/curl');
+    // The failed join left w2 in the cluster's list, not yet installed: from with every node finishes it.
     const again = await acinstall(fromArgs());
     expect(again.code, again.stderr).toBe(0);
-    expect((await ssh(lab, master, w2, '/usr/bin/acpack-tool')).stdout.trim()).toMatch(/^tool amd64/);
+    expect((await ssh(t.lab, master, w2, '/usr/bin/acpack-tool')).stdout.trim()).toMatch(/^tool amd64/);
+    expect((await acinstall(['status', '--store', store()])).stdout).toMatch(new RegExp(`${w2.ip.replace(/\./g, '\\.')}\\s+kubeadm-join\\s+done`));
+  }, 120_000);
+
+  it('joins a node that takes only a password while the hosts already there keep their key', async () => {
+    const [master, , w2] = t.lab.hosts;
+    expect((await acinstall(['delete', '-n', w2.ip, '--store', store()])).code).toBe(0);
+    // w2 now refuses the lab's key and takes a password the others do not have (root has none there).
+    const password = 'w2-only-pässword';
+    await ssh(t.lab, master, w2, `echo 'root:${password}' | chpasswd`);
+    const keys = join(t.lab.dir, w2.name, 'authorized_keys');
+    const saved = await readFile(keys);
+    await writeFile(keys, '');
+    try {
+      const joined = await acinstall(['join', '-n', w2.ip, '-p', password, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter']);
+      expect(joined.code, joined.stderr).toBe(0);
+      expect(`${joined.stdout}${joined.stderr}`).not.toContain(password);
+    } finally {
+      await writeFile(keys, saved);
+    }
+    expect((await ssh(t.lab, master, w2, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout).toMatch(/^join /);
     expect((await acinstall(['status', '--store', store()])).stdout).toMatch(new RegExp(`${w2.ip.replace(/\./g, '\\.')}\\s+kubeadm-join\\s+done`));
   }, 120_000);
 
   it('upgrades Kubernetes with a newer bundle: the control plane first, then each kubelet, and never back', async () => {
-    const [master, w1, w2] = lab.hosts;
-    for (const h of lab.hosts) expect((await ssh(lab, master, h, '/usr/bin/kubelet')).stdout.trim()).toBe('kubelet v1.22.15');
+    const [master, w1, w2] = t.lab.hosts;
+    for (const h of t.lab.hosts) expect((await ssh(t.lab, master, h, '/usr/bin/kubelet')).stdout.trim()).toBe('kubelet v1.22.15');
     const args = fromArgs();
-    args[1] = bundle3Path;
+    args[1] = t.built.bundle3;
     const r = await acinstall(args);
     expect(r.code, r.stderr).toBe(0);
-    const calls = async (h: typeof master) => (await ssh(lab, master, h, 'cat /var/log/acpack-standins/kubeadm.calls')).stdout.trim().split('\n');
+    const calls = async (h: typeof master) => (await ssh(t.lab, master, h, 'cat /var/log/acpack-standins/kubeadm.calls')).stdout.trim().split('\n');
     expect((await calls(master)).filter((c) => c.startsWith('upgrade'))).toEqual(['upgrade apply v1.22.16 -y']);
     for (const w of [w1, w2]) expect((await calls(w)).filter((c) => c.startsWith('upgrade'))).toEqual(['upgrade node']);
-    for (const h of lab.hosts) {
-      expect((await ssh(lab, master, h, '/usr/bin/kubelet')).stdout.trim()).toBe('kubelet v1.22.16');
-      expect((await ssh(lab, master, h, 'tail -1 /var/log/acpack-standins/systemctl.calls')).stdout.trim()).toBe('restart kubelet');
+    for (const h of t.lab.hosts) {
+      expect((await ssh(t.lab, master, h, '/usr/bin/kubelet')).stdout.trim()).toBe('kubelet v1.22.16');
+      expect((await ssh(t.lab, master, h, 'tail -1 /var/log/acpack-standins/systemctl.calls')).stdout.trim()).toBe('restart kubelet');
     }
     // Order, from the per-node logs: the master's upgrade apply ended before any worker's kubelet changed.
     const commands = async (h: typeof master) =>
@@ -343,6 +383,34 @@ describe('acinstall from on test hosts', () => {
     expect(back.code).toBe(1);
     expect(back.stderr).toMatch(/runs Kubernetes v1\.22\.16 and .* carries v1\.22\.15: Kubernetes is never downgraded; nothing was changed/);
     expect(await calls(master)).toEqual(before);
-    expect((await ssh(lab, master, w1, '/usr/bin/kubelet')).stdout.trim()).toBe('kubelet v1.22.16');
+    expect((await ssh(t.lab, master, w1, '/usr/bin/kubelet')).stdout.trim()).toBe('kubelet v1.22.16');
+  }, 180_000); // an upgrade (workers one at a time) and a refused downgrade: over 60 s on CI's two cores
+
+  it('reset takes the whole cluster down once confirmed, and keeps the store', async () => {
+    const [master, w1] = t.lab.hosts;
+    // No terminal to ask on and no --yes: refused, nothing touched.
+    const refused = await acinstall(['reset', '--store', store()]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('No terminal to ask on: add --yes to go ahead.');
+    expect((await ssh(t.lab, master, w1, 'test -e /etc/kubernetes/kubelet.conf && echo there')).stdout).toBe('there\n');
+
+    const r = await acinstall(['reset', '--yes', '--store', store()]);
+    expect(r.code, r.stderr).toBe(0);
+    for (const h of t.lab.hosts) {
+      expect((await ssh(t.lab, master, h, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('reset -f --cri-socket unix:///run/containerd/containerd.sock');
+      // What acinstall put there is gone: Kubernetes's state, the node's files, the bundle's binaries, the hosts line.
+      const left = await ssh(t.lab, master, h, 'ls -d /etc/kubernetes /var/lib/kubelet /etc/containerd/certs.d /etc/containerd/config.toml /etc/acpack /usr/bin/kubeadm /usr/bin/kubelet /etc/systemd/system/kubelet.service 2>/dev/null; grep -c apiserver.cluster.local /etc/hosts || true');
+      expect(left.stdout).toBe('0\n');
+      // The node's own containerd (this machine's binary, not the bundle's) runs again, on its defaults.
+      expect((await ssh(t.lab, master, h, 'systemctl is-active containerd')).stdout).toBe('active\n');
+      // The kubelet stand-in's ports were let go (kubeadm reset stops the kubelet and the static pods).
+      expect((await ssh(t.lab, master, h, 'ss -ltnH')).stdout).not.toMatch(/:(6443|10250)\s/);
+    }
+    expect((await ssh(t.lab, master, w1, `curl -fsS -o /dev/null -k https://${master.ip}:5000/v2/`).then(() => 'answers', () => 'gone'))).toBe('gone');
+    const status = await acinstall(['status', '--store', store()]);
+    expect(status.code).toBe(1);
+    expect(status.stderr).toContain('no install has run with the store');
+    // The content stays for the next install.
+    expect(existsSync(join(store(), 'index.db'))).toBe(true);
   });
 });

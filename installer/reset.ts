@@ -1,0 +1,85 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AcpackError, plural } from '../oci/errors.js';
+import type { BundleDescriptor } from '../oci/bundle-format.js';
+import { firstMaster, isMaster, type ClusterSpec } from './cluster-spec.js';
+import { hostsEntryScript } from './control-plane.js';
+import { CRI_SOCKET } from './kubeadm-config.js';
+import { NODE_CA, serviceFiles, shq } from './node-setup.js';
+import { RUNS_DIR, KnownHosts, SshHost } from './ssh.js';
+import { stopRegistry } from './registry-service.js';
+import { withStoreLock } from './store-lock.js';
+import { Journal } from './journal.js';
+
+/**
+ * The shell that takes a node back to before acinstall: kubeadm reset (the control plane, etcd's
+ * data, the kubelet's state), the kubelet stopped and its unit gone, the files acinstall wrote
+ * (containerd's configuration and hosts.toml, the site CA, kernel settings, the runs and charts on
+ * the node, the apiserver.cluster.local line), and the bundle's binaries where they are still the
+ * bundle's bytes (a file changed since is someone else's now). containerd is started again on its
+ * own defaults where its binary stays (the distribution's), and disabled where it was the bundle's.
+ * Never the store: on the first master it lives under /var/lib/acpack too.
+ */
+export function resetScript(d: BundleDescriptor | undefined): string {
+  const installed = new Map<string, Set<string>>();
+  for (const b of d?.binaries ?? []) {
+    if (b.install) installed.set(b.install, (installed.get(b.install) ?? new Set()).add(b.digest.slice('sha256:'.length)));
+  }
+  const removeIfOurs = [...installed].map(([path, shas]) =>
+    `if [ -f ${shq(path)} ]; then case "$(sha256sum < ${shq(path)} | cut -c1-64)" in ${[...shas].join('|')}) rm -f ${shq(path)} ;; esac; fi`,
+  );
+  return [
+    'set -e',
+    `if command -v kubeadm >/dev/null; then kubeadm reset -f --cri-socket ${CRI_SOCKET}; fi`,
+    'systemctl disable --now kubelet 2>/dev/null || true',
+    'systemctl stop containerd 2>/dev/null || true',
+    `rm -rf /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d /etc/containerd/certs.d /etc/containerd/config.toml ${shq(NODE_CA.slice(0, NODE_CA.lastIndexOf('/')))} ${RUNS_DIR} /var/lib/acpack/charts`,
+    `rm -rf ${Object.keys(serviceFiles()).map(shq).join(' ')}`,
+    ...removeIfOurs,
+    'systemctl daemon-reload 2>/dev/null || true',
+    'if command -v containerd >/dev/null; then systemctl start containerd; else systemctl disable containerd 2>/dev/null || true; fi',
+    hostsEntryScript(undefined),
+  ].join('\n');
+}
+
+/**
+ * `acinstall reset`: every node reset (workers first, the first master last, one at a time so that
+ * a failure leaves a cluster that still says which nodes are left), the registry stopped, and the
+ * install's state (journal, cluster) removed from the store; its content too with `purgeStore`. A
+ * node that cannot be reached fails the reset, and stays in the state for the next try.
+ */
+export async function resetCluster(store: string, spec: ClusterSpec, d: BundleDescriptor | undefined, o: { purgeStore: boolean; left: (rest: ClusterSpec) => Promise<void>; log: (line: string) => void }): Promise<void> {
+  const first = firstMaster(spec);
+  const order = [...spec.hosts.filter((h) => !isMaster(h)), ...spec.hosts.filter((h) => isMaster(h) && h !== first), first];
+  await withStoreLock(store, 'resetting the cluster', async () => {
+    const known = await KnownHosts.inStore(store);
+    const failed: string[] = [];
+    let rest = spec;
+    for (const h of order) {
+      try {
+        const host = await SshHost.connect(h, known, { logDir: join(store, 'logs') });
+        try {
+          await host.check(resetScript(d), 'reset', 300_000);
+        } finally {
+          host.close();
+        }
+        rest = { ...rest, hosts: rest.hosts.filter((x) => x !== h) };
+        const journal = new Journal(store);
+        journal.forget(h.ip);
+        journal.close();
+        o.log(`${h.ip}: reset`);
+      } catch (err) {
+        failed.push(`${h.ip}: ${(err as Error).message.split('\n')[0]}`);
+      }
+    }
+    await known.save();
+    if (failed.length) {
+      await o.left(rest);
+      throw new AcpackError('NODE_STEP', `${plural(failed.length, 'node')} not reset (the cluster keeps them; run acinstall reset again once they answer):\n  ${failed.join('\n  ')}`);
+    }
+    o.log(`registry: ${await stopRegistry(store)}`);
+    const state = ['journal.db', 'journal.db-wal', 'journal.db-shm', 'cluster.json', 'registry.pid'];
+    if (o.purgeStore) await rm(store, { recursive: true, force: true });
+    else for (const f of state) await rm(join(store, f), { force: true });
+  });
+}
