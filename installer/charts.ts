@@ -2,15 +2,14 @@ import type { BundleDescriptor, BundledChart } from '../oci/bundle-format.js';
 import { AcpackError, plural } from '../oci/errors.js';
 import { NODE_CA, sha256Check, shq } from './node-setup.js';
 import type { SshHost } from './ssh.js';
+import { CNI_CHARTS } from '../kube/index.js';
 
-/** The CNI charts acinstall knows; the cluster spec picks one (network.cni) and the others are skipped. */
-const CNI_CHARTS = ['hybridnet', 'calico'];
 const CHART_DIR = '/var/lib/acpack/charts';
 
 /** The bundle's charts in install order: the chosen CNI first, then the manifest's order; other CNIs left out. */
 export function chartOrder(d: BundleDescriptor, cni: string): BundledChart[] {
   const cniChart = d.charts.filter((c) => c.name === cni);
-  return [...cniChart, ...d.charts.filter((c) => !CNI_CHARTS.includes(c.name))];
+  return [...cniChart, ...d.charts.filter((c) => !(CNI_CHARTS as readonly string[]).includes(c.name))];
 }
 
 /**

@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { Ajv } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { AcpackError } from '../oci/errors.js';
+import { CNI_CHARTS, DEFAULT_CNI } from '../kube/index.js';
 
 export type Role = 'master' | 'node';
 
@@ -35,7 +36,7 @@ export interface SshFlags {
 const DEFAULTS = {
   registry: { domain: 'sea.hub', port: 5000 },
   // sealer's virtual IP for the API servers, so clusters moved from sealer keep their addresses.
-  network: { podCIDR: '100.64.0.0/16', serviceCIDR: '10.96.0.0/16', cni: 'hybridnet', apiServerVIP: '10.103.97.2' },
+  network: { podCIDR: '100.64.0.0/16', serviceCIDR: '10.96.0.0/16', cni: DEFAULT_CNI, apiServerVIP: '10.103.97.2' },
 };
 
 /** A comma-separated IP list from a flag, each checked. */
@@ -91,7 +92,7 @@ export const clusterSchema = {
         network: {
           type: 'object',
           additionalProperties: false,
-          properties: { podCIDR: { type: 'string' }, serviceCIDR: { type: 'string' }, cni: { enum: ['hybridnet', 'calico'] }, apiServerVIP: { type: 'string' } },
+          properties: { podCIDR: { type: 'string' }, serviceCIDR: { type: 'string' }, cni: { enum: CNI_CHARTS }, apiServerVIP: { type: 'string' } },
         },
         env: { type: 'object', additionalProperties: { type: 'string' } },
       },

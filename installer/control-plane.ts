@@ -4,6 +4,7 @@ import { AcpackError } from '../oci/errors.js';
 import { isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import { shq, writeFiles } from './node-setup.js';
 import type { SshHost } from './ssh.js';
+import { isLvscareImage } from '../kube/index.js';
 
 /**
  * How every node reaches the API servers, the way sealer (and so ACK Distro) does it: kubeadm's
@@ -40,7 +41,7 @@ export function needsLvscare(spec: ClusterSpec): boolean {
 /** The bundle's lvscare image; with several masters and workers, its absence is an error before any node is touched. */
 export function lvscareImage(spec: ClusterSpec, d: BundleDescriptor): string | undefined {
   if (!needsLvscare(spec)) return undefined;
-  const image = d.images.find((i) => /\/lvscare:[^/]+$/.test(i.ref))?.ref;
+  const image = d.images.find((i) => isLvscareImage(i.ref))?.ref;
   if (!image) {
     throw new AcpackError(
       'BAD_BUNDLE',

@@ -2,60 +2,22 @@ import { gunzipSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { stringify } from 'yaml';
 import type { BundleDescriptor, BundledChart } from '../oci/bundle-format.js';
-import { formatReference, parseReference, type Reference } from '../oci/reference.js';
-import { AcpackError } from '../oci/errors.js';
 import { ContentStore } from '../oci/store.js';
 import { firstMaster, isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import { API_SERVER_NAME, API_SERVER_PORT, controlPlaneEndpoint } from './control-plane.js';
 import { chartOrder } from './charts.js';
+import { KUBEADM_API, imageSettings, kubernetesVersion, missingImages } from '../kube/index.js';
 
 // kubeadm's configuration, tied to the bundle: the Kubernetes version, the image repository and the
-// etcd and CoreDNS tags are the bundle's; the node addresses are those acinstall reached the nodes at.
+// etcd and CoreDNS tags are the bundle's (kube/bundle-images.ts, shared with acpack's own check); the
+// node addresses are those acinstall reached the nodes at.
 
+export { KUBEADM_API, imageSettings, kubernetesVersion, missingImages };
 export const KUBEADM_CONFIG = '/etc/kubernetes/acpack-kubeadm.yaml';
-export const KUBEADM_API = 'kubeadm.k8s.io/v1beta3';
 export const CRI_SOCKET = 'unix:///run/containerd/containerd.sock';
 
 /** The kubeadm addons a bundle's charts may install themselves. */
 export type Addon = 'coredns' | 'kube-proxy';
-
-/** The bundle's image named `…/<name>:<tag>`, preferring one beside the control plane's. */
-function bundledImage(d: BundleDescriptor, name: string, near?: Reference): Reference | undefined {
-  const all = d.images.map((i) => parseReference(i.ref)).filter((r) => r.tag && (r.repository === name || r.repository.endsWith(`/${name}`)));
-  const beside = near && all.find((r) => r.host === near.host && r.repository.replace(/[^/]+$/, '') === near.repository.replace(/[^/]+$/, ''));
-  return beside ?? all[0];
-}
-
-const apiServerImage = (d: BundleDescriptor) => bundledImage(d, 'kube-apiserver');
-/** `host/path` without the image's own name: what kubeadm calls an image repository. */
-const repositoryOf = (r: Reference, name: string) => `${r.host}/${r.repository.slice(0, -name.length - 1)}`.replace(/\/$/, '');
-
-/**
- * The Kubernetes version a bundle installs: its kube-apiserver image's tag, or else the version of
- * its kubeadm (which then uses its default image names). A bundle with neither cannot install one.
- */
-export function kubernetesVersion(d: BundleDescriptor): string {
-  const version = apiServerImage(d)?.tag ?? d.binaries.find((b) => b.name === 'kubeadm')?.version;
-  if (!version) throw new AcpackError('BAD_BUNDLE', `${d.name} ${d.version} carries neither a kube-apiserver image nor a kubeadm binary: it cannot install Kubernetes`);
-  return version;
-}
-
-/**
- * The ClusterConfiguration's image settings: the repository of the bundle's kube-apiserver, and the
- * bundle's own etcd and CoreDNS tags (ACK Distro: etcd 3.5.4, coredns v1.8.4.5-…, not kubeadm's
- * built-in 3.5.0-0 and v1.8.4), with their repositories where they live elsewhere.
- */
-export function imageSettings(d: BundleDescriptor): Record<string, unknown> {
-  const api = apiServerImage(d);
-  const out: Record<string, unknown> = {};
-  const repo = api ? repositoryOf(api, 'kube-apiserver') : undefined;
-  if (repo) out.imageRepository = repo;
-  const etcd = bundledImage(d, 'etcd', api);
-  if (etcd) out.etcd = { local: { ...(repositoryOf(etcd, 'etcd') !== repo ? { imageRepository: repositoryOf(etcd, 'etcd') } : {}), imageTag: etcd.tag } };
-  const dns = bundledImage(d, 'coredns', api);
-  if (dns) out.dns = { ...(repositoryOf(dns, 'coredns') !== repo ? { imageRepository: repositoryOf(dns, 'coredns') } : {}), imageTag: dns.tag };
-  return out;
-}
 
 /** What a node registers with: containerd, and the kubelet on the address acinstall reached the node at. */
 function nodeRegistration(h: HostSpec) {
@@ -82,6 +44,7 @@ export function kubeadmConfig(spec: ClusterSpec, d: BundleDescriptor): string {
     {
       apiVersion: KUBEADM_API,
       kind: 'ClusterConfiguration',
+      // The image part is kube/'s kubeadmImageConfig, which acpack checks the bundle against: same fields, this order.
       kubernetesVersion: kubernetesVersion(d),
       controlPlaneEndpoint: controlPlaneEndpoint(),
       ...imageSettings(d),
@@ -113,17 +76,6 @@ export function joinConfig(h: HostSpec, join: JoinInfo, certificateKey?: string)
     nodeRegistration: nodeRegistration(h),
     ...(certificateKey ? { controlPlane: { localAPIEndpoint: { advertiseAddress: h.ip, bindPort: API_SERVER_PORT }, certificateKey } } : {}),
   });
-}
-
-/**
- * The images `kubeadm config images list` named that the bundle does not carry (compared by
- * normalized name: `nginx` is `docker.io/library/nginx:latest`).
- */
-export function missingImages(d: BundleDescriptor, listed: string): string[] {
-  const key = (r: Reference) => formatReference({ host: r.host, repository: r.repository, tag: r.tag });
-  const have = new Set(d.images.map((i) => key(parseReference(i.ref))));
-  const wanted = listed.split('\n').map((l) => l.trim()).filter(Boolean);
-  return wanted.filter((w) => !have.has(key(parseReference(w))));
 }
 
 // kubeadm's addons create these objects in kube-system (cmd/kubeadm/app/phases/addons/dns and

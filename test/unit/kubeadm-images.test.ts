@@ -1,12 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { KUBEADM_STANDIN, kubeadmStandin, writeKubeadmStandin } from '../hosts/standins/kubeadm-standin.js';
+import { kubeadmImages, kubeadmRules, type ImageConfig } from '../../kube/index.js';
+import { AcpackError } from '../../oci/errors.js';
 
 const run = promisify(execFile);
 
@@ -167,5 +169,62 @@ describe('the kubeadm stand-in is strict', () => {
     expect((await tryJoin({ caCertHashes: [`sha256:${'0'.repeat(64)}`] })).stderr).toContain('none of the public keys');
     expect((await tryJoin({ unsafeSkipCAVerification: true }, { controlPlane: { certificateKey: 'nothex' } })).stderr).toContain('error decoding certificate key');
     expect((await tryJoin({ unsafeSkipCAVerification: true }, { nodeRegistration: { kubeletExtraArgs: [{ name: 'node-ip', value: '10.0.0.2' }] } })).stderr).toContain('cannot unmarshal array');
+  });
+});
+
+describe("acpack's own copy of kubeadm's image rules (kube/kubeadm-images.ts) answers as the stand-in does", () => {
+  // acpack checks a bundle with these where it cannot run the bundled kubeadm; the stand-in is
+  // generated from the same table but applies it in its own code, as kubeadm does.
+  const cases: [string, ImageConfig][] = [
+    ['v1.22.15', { kubernetesVersion: 'v1.22.15' }],
+    ['v1.22.15', { kubernetesVersion: 'v1.22.15', imageRepository: 'sea.hub:5000/ecp_builder' }],
+    ['v1.22.15', { kubernetesVersion: 'v1.22.15', imageRepository: 'k8s.gcr.io' }],
+    ['v1.22.15-aliyun.1', { kubernetesVersion: 'v1.22.15-aliyun.1', imageRepository: 'r.example/k', etcd: { local: { imageTag: '3.5.4' } }, dns: { imageTag: 'v1.8.4.5-2ce07fd2-aliyun' } }],
+    ['v1.22.15', { kubernetesVersion: 'v1.22.3+k3s1', etcd: { local: { imageRepository: 'b.example/etcd-io', imageTag: '3.5.4' } } }],
+    ['v1.22.15', { kubernetesVersion: 'v1.21.14', dns: { imageRepository: 'registry.cn-zhangjiakou.aliyuncs.com/acs', imageTag: 'v1' } }],
+    ['v1.22.15', { kubernetesVersion: 'v1.24.0' }],
+    ['v1.22.15', { kubernetesVersion: '1.22.15' }],
+    ['v1.22.15', {}],
+    ['v1.22.15', { kubernetesVersion: 'v1.22.15', etcd: { external: { endpoints: ['https://10.0.0.9:2379'] } } }],
+    ['v1.22.16', { kubernetesVersion: 'v1.22.16' }],
+    ['v1.22.17', { kubernetesVersion: 'v1.22.17' }],
+  ];
+
+  it.each(cases)('kubeadm %s with %j', async (version, cluster) => {
+    const rules = kubeadmRules(version)!;
+    const standin = version.startsWith('v1.22.15') ? 'v1.22.15' : version;
+    expect(kubeadmImages(rules, cluster)).toEqual(await imagesList(cluster as Record<string, unknown>, standin));
+  });
+
+  it('refuses what kubeadm refuses, and knows no release it was not given', async () => {
+    const rules = kubeadmRules('v1.22.15')!;
+    expect(() => kubeadmImages(rules, { kubernetesVersion: 'v1.20.15' })).toThrow(/only deploys a control plane >= 1\.21\.0/);
+    expect((await kubeadm(['config', 'images', 'list', '--config', await configFile({ kubernetesVersion: 'v1.20.15' })])).code).toBe(1);
+    expect(() => kubeadmImages(rules, { kubernetesVersion: 'one' })).toThrow(AcpackError);
+    expect((await kubeadm(['config', 'images', 'list', '--config', await configFile({ kubernetesVersion: 'one' })])).code).toBe(1);
+    expect(kubeadmRules('v1.25.0')).toBeUndefined();
+    expect(kubeadmRules('v1.22.15-aliyun.1')?.version).toBe('v1.22.15-aliyun.1');
+  });
+});
+
+describe('the kubeadm stand-in outside a test host', () => {
+  // acpack bundle runs the bundled kubeadm on the build machine: the stand-in must not leave its call
+  // log there (test hosts see this machine's files through their overlay) nor write anything else.
+  const bare = (args: string[]) =>
+    run(standins['v1.22.15'], args, { env: { ...process.env, ACPACK_STANDIN_ROOT: '' } }).then(
+      (r) => ({ code: 0, ...r }),
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    );
+
+  it.skipIf(existsSync('/usr/local/lib/acpack-standins'))('lists images and says its version, records nothing, and refuses the rest', async () => {
+    const before = existsSync('/var/log/acpack-standins');
+    const listed = await bare(['config', 'images', 'list', '--config', await configFile({ kubernetesVersion: 'v1.22.15' })]);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toContain('k8s.gcr.io/kube-apiserver:v1.22.15');
+    expect((await bare(['version', '-o', 'short'])).stdout.trim()).toBe('v1.22.15');
+    const init = await bare(['init', '--config', await configFile({ kubernetesVersion: 'v1.22.15' })]);
+    expect(init.code).toBe(1);
+    expect(init.stderr).toContain('only on a test host');
+    expect(existsSync('/var/log/acpack-standins')).toBe(before);
   });
 });

@@ -2,56 +2,28 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { kubeadmRules, type KubeadmRules } from '../../../kube/index.js';
+
+export { KUBEADM_RULES, type KubeadmRules } from '../../../kube/index.js';
 
 /**
  * The kubeadm stand-in of one kubeadm release: `standins/kubeadm` (a Python script, v1.22.15's as
- * committed) with the rules block rewritten for that release. The rules are the constants kubeadm's
- * image list is made of — cmd/kubeadm/app/images/images.go (GetControlPlaneImages, GetDNSImage,
- * GetEtcdImage, GetPauseImage; read in the release-1.22 form that imports kubeadmapiv1beta2) over
- * cmd/kubeadm/app/constants/constants.go of the same branch (PauseVersion, CoreDNSVersion,
- * DefaultEtcdVersion, SupportedEtcdVersion, MinimumControlPlaneVersion) and the default image
- * repository of apis/kubeadm/v1beta2|v1beta3 (k8s.gcr.io until v1.22.15; registry.k8s.io from
- * v1.22.16, kubernetes PR #113388, the release-1.22 backport of #109938). The etcd, CoreDNS and pause
- * tags per release agree with minikube's record of `kubeadm config images list` per version
- * (pkg/minikube/constants/constants_kubeadm_images.go: v1.22.15 → coredns/coredns v1.8.4, etcd 3.5.0-0,
- * pause 3.5; v1.22.17 → etcd 3.5.6-0). Another release needs its own entry, read from its own tag.
+ * committed) with the rules block rewritten for that release. The rules are acpack's own copy of
+ * kubeadm's image rules (kube/kubeadm-images.ts, where the upstream sources they were read from are
+ * cited), the same table acpack checks bundles against where it cannot run their kubeadm: the
+ * stand-in applies them as kubeadm does (its images()), and test/unit/kubeadm-images.test.ts holds
+ * the two to the same answers.
+ *
+ * Here: the committed stand-in (v1.22.15's rules).
  */
-export interface KubeadmRules {
-  version: string;
-  defaultImageRepository: string;
-  pause: string;
-  coreDNS: string;
-  defaultEtcd: string;
-  /** SupportedEtcdVersion: Kubernetes minor → etcd image tag; other minors take the nearest. */
-  supportedEtcd: Record<string, string>;
-  minimumControlPlane: string;
-  apiVersions: string[];
-}
-
-const ETCD_1_22 = { '13': '3.2.24', '14': '3.3.10', '15': '3.3.10', '16': '3.3.17-0', '17': '3.4.3-0', '18': '3.4.3-0', '19': '3.4.13-0', '20': '3.4.13-0', '21': '3.4.13-0' };
-const V1_22: Omit<KubeadmRules, 'version' | 'defaultImageRepository' | 'defaultEtcd' | 'supportedEtcd'> = {
-  pause: '3.5',
-  coreDNS: 'v1.8.4',
-  minimumControlPlane: 'v1.21.0',
-  apiVersions: ['kubeadm.k8s.io/v1beta2', 'kubeadm.k8s.io/v1beta3'],
-};
-
-export const KUBEADM_RULES: Record<string, KubeadmRules> = {
-  'v1.22.15': { ...V1_22, version: 'v1.22.15', defaultImageRepository: 'k8s.gcr.io', defaultEtcd: '3.5.0-0', supportedEtcd: { ...ETCD_1_22, '22': '3.5.0-0', '23': '3.5.0-0' } },
-  'v1.22.16': { ...V1_22, version: 'v1.22.16', defaultImageRepository: 'registry.k8s.io', defaultEtcd: '3.5.0-0', supportedEtcd: { ...ETCD_1_22, '22': '3.5.0-0', '23': '3.5.0-0' } },
-  'v1.22.17': { ...V1_22, version: 'v1.22.17', defaultImageRepository: 'registry.k8s.io', defaultEtcd: '3.5.6-0', supportedEtcd: { ...ETCD_1_22, '22': '3.5.6-0', '23': '3.5.6-0' } },
-};
-
-/** The committed stand-in (v1.22.15's rules). */
 export const KUBEADM_STANDIN = resolve(import.meta.dirname, 'kubeadm');
 const BLOCK = /^# --- rules \(kubeadm-standin\.ts rewrites this block per kubeadm version\) ---\n[\s\S]*?\n# --- end of rules ---$/m;
 
 /** kubeadm's own version for a bundled one: "v1.22.15-aliyun.1" is a v1.22.15 kubeadm. */
 function rulesFor(version: string): KubeadmRules {
-  const plain = /^v\d+\.\d+\.\d+/.exec(version)?.[0] ?? version;
-  const rules = KUBEADM_RULES[plain];
-  if (!rules) throw new Error(`no kubeadm image rules for ${version}: read images.go and constants.go at that tag and add them to KUBEADM_RULES`);
-  return { ...rules, version };
+  const rules = kubeadmRules(version);
+  if (!rules) throw new Error(`no kubeadm image rules for ${version}: read images.go and constants.go at that tag and add them to KUBEADM_RULES (kube/kubeadm-images.ts)`);
+  return rules;
 }
 
 /** The stand-in's text for a kubeadm release. */
