@@ -22,7 +22,7 @@ import { chartSteps, checkCluster, clusterSteps, isInstalled, nodeVersions } fro
 import { preflightError, type Facts } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
 import { containerdFiles, installBinaries, serviceFiles, startServices, writeFiles } from './node-setup.js';
-import type { BundleDescriptor } from '../oci/bundle-format.js';
+import { bundleIdentity, type BundleDescriptor } from '../oci/bundle-format.js';
 
 export interface FromOptions {
   /** A bundle file to import, or the descriptor of one already imported (join, from the cluster state). */
@@ -86,8 +86,9 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
     const lvscare = lvscareImage(o.spec, d);
     const helm = helmCommand(d, o.spec.network.cni);
     const versions = nodeVersions(journal, o.spec, d);
-    // Steps that depend on the bundle's content are redone when a different bundle is installed.
-    const bundleId = `${d.name} ${d.version} ${d.source}`;
+    // Steps that depend on the bundle's content are redone when a different bundle is installed
+    // (its platforms included: the same manifest bundled for other arches is another bundle).
+    const bundleId = bundleIdentity(d);
     const master = firstMaster(o.spec);
     // The registry speaks TLS with the site CA (made once, kept in the store); nodes get the CA.
     const site = await siteRegistry(o.store, o.spec);

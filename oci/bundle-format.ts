@@ -69,6 +69,15 @@ export interface BundleDescriptor {
   base?: { name: string; version: string; digest: Digest };
 }
 
+/**
+ * A bundle's identity on site, the key of the journal's "done for this bundle": its name, version,
+ * source manifest and platforms. The platforms belong to it: the same manifest bundled again for
+ * other arches (a corrected bundle) is another bundle, whose steps are not skipped as already done.
+ */
+export function bundleIdentity(d: Pick<BundleDescriptor, 'name' | 'version' | 'source' | 'platforms'>): string {
+  return `${d.name} ${d.version} ${d.source} ${[...d.platforms].sort().join(',')}`;
+}
+
 /** Every manifest and index digest the bundle promises, for verification and import. */
 export function manifestDigests(d: BundleDescriptor): Set<Digest> {
   const out = new Set<Digest>();
