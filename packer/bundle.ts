@@ -1,13 +1,15 @@
 import { access, constants, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { formatPlatform } from '../arch/platform.js';
+import { formatPlatform, isArch } from '../arch/platform.js';
 import { AcpackError, formatBytes, plural } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
 import { BUNDLE_FORMAT, type BundleDescriptor } from '../oci/bundle-format.js';
 import { writeBundle, type BundleBlob } from '../oci/bundle-writer.js';
-import { bundleIndex, resolveManifestContent, type Resolution, type ResolveOptions } from './pack.js';
+import { bundleIndex, hostPlatform, resolveManifestContent, type Resolution, type ResolveOptions } from './pack.js';
 import { chartKey, writeLock, type LockFile } from './lock.js';
-import { percent } from './progress.js';
+import { percent, type Reporter } from './progress.js';
+import { carriesKubeadm, incompleteError, lintManifest, lintResolved, type LintReport, type PendingLint } from './lint.js';
+import { bundledKubeadm } from './lint-kubeadm.js';
 
 export interface BundleSummary {
   out: string;
@@ -21,16 +23,27 @@ export interface BundleSummary {
   /** Bytes if every image × platform, binary and chart were stored on its own. */
   undeduplicatedBytes: number;
   fetchedBytes: number;
+  /** Why this bundle cannot lay a cluster down (written anyway: --allow-incomplete). */
+  incomplete?: string[];
+  /** What limits the sites it can install on (no lvscare: one master only). */
+  warnings?: string[];
+}
+
+export interface BundleOptions extends ResolveOptions {
+  out: string;
+  /** Write a bundle that carries kubeadm but cannot lay a cluster down, with a loud warning. */
+  allowIncomplete?: boolean;
 }
 
 /** `acpack bundle`: resolve into the store, then stream bundle.tar.zst out of it. */
-export async function bundle(opts: ResolveOptions & { out: string }): Promise<BundleSummary> {
+export async function bundle(opts: BundleOptions): Promise<BundleSummary> {
   // The finished bundle is renamed onto -o: a directory there would fail that only after every download.
   if ((await stat(opts.out).catch(() => undefined))?.isDirectory()) {
     throw new AcpackError('BAD_OUTPUT', `-o ${opts.out} is a directory: name the bundle file to write, e.g. -o ${join(opts.out, 'bundle.tar.zst')}; nothing was fetched or written`);
   }
   await checkWritableDir(dirname(resolve(opts.out)), 'the output');
-  const r = await resolveManifestContent(opts);
+  const lint = bundleLint(opts);
+  const r = await resolveManifestContent({ ...opts, checks: lint.checks });
   const descriptor = bundleDescriptor(r);
   const blobs = orderedBlobs(r);
   // Downloading and writing overlap: the writer takes each blob as soon as it is verified in the store,
@@ -59,7 +72,47 @@ export async function bundle(opts: ResolveOptions & { out: string }): Promise<Bu
     bytes: descriptor.blobs.bytes,
     undeduplicatedBytes: undeduplicatedBytes(r),
     fetchedBytes: r.fetcher.fetchedBytes,
+    incomplete: lint.found.problems,
+    warnings: lint.found.warnings,
   };
+}
+
+/**
+ * The lint of a bundle that carries kubeadm (packer/lint.ts), at the earliest point each check can
+ * be made: what the manifest decides, before anything is fetched; kubeadm's images once references
+ * and binaries are resolved (this machine's arch asked of the bundled kubeadm itself), before any
+ * image layer downloads and before the bundle file is begun. A bundle that cannot lay a cluster down
+ * is refused there (nothing is written at -o), or with allowIncomplete goes on with its problems
+ * said as warnings and in the summary.
+ */
+function bundleLint(opts: BundleOptions) {
+  const found: LintReport = { problems: [], warnings: [], notes: [] };
+  let pending: PendingLint | undefined;
+  const judge = (name: { name: string; version: string }, report: LintReport, after: string, reporter: Reporter) => {
+    for (const n of report.notes) reporter.info(n);
+    for (const w of report.warnings) reporter.warn(w);
+    found.warnings.push(...report.warnings);
+    if (report.problems.length === 0) return;
+    if (!opts.allowIncomplete) throw incompleteError(name, report.problems, `nothing was written at ${opts.out}; ${after}`);
+    for (const p of report.problems) reporter.warn(`INCOMPLETE (--allow-incomplete): ${p}`);
+    found.problems.push(...report.problems);
+  };
+  const host = hostPlatform();
+  const nativeArch = process.platform === 'linux' && isArch(host.architecture) ? host.architecture : undefined;
+  const checks: ResolveOptions['checks'] = {
+    manifest: async (m, platforms) => {
+      if (!carriesKubeadm(m)) return;
+      const early = await lintManifest(m, platforms, { images: 'later' });
+      pending = early.pending;
+      judge(m, early.report, 'nothing was fetched', opts.reporter);
+    },
+    resolved: async (r) => {
+      if (!pending) return;
+      const late = await lintResolved(pending, { charts: r.charts, nativeArch, run: bundledKubeadm(r.store, r.binaries, nativeArch!) });
+      judge(r.manifest, late, `image layers were not downloaded (what was fetched stays in ${opts.cacheDir})`, opts.reporter);
+    },
+  };
+  return { checks, found };
 }
 
 /** Fails before any download when a directory cannot take the result. */
@@ -134,6 +187,13 @@ export function formatSummary(s: BundleSummary): string {
     `  blobs:    ${s.blobs} unique, ${formatBytes(s.bytes)}`,
     `  dedupe:   ${formatBytes(s.undeduplicatedBytes)} if stored per image and arch; saved ${formatBytes(saved)} (${percent(saved, s.undeduplicatedBytes) ?? 0}%)`,
     `  fetched:  ${formatBytes(s.fetchedBytes)} this run (the rest was in the cache)`,
+    ...(s.warnings ?? []).map((w) => `warning: ${w}`),
+    ...(s.incomplete?.length
+      ? [
+          `WARNING: ${s.out} CANNOT LAY A CLUSTER DOWN as it is (written with --allow-incomplete):`,
+          ...s.incomplete.map((p) => `  - ${p}`),
+        ]
+      : []),
   ].join('\n');
 }
 

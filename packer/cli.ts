@@ -11,7 +11,8 @@ import { partialBundles } from '../oci/bundle-writer.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { loadManifest } from '../manifests/index.js';
 import { bundle, formatSummary, lock } from './bundle.js';
-import { contents } from './pack.js';
+import { contents, hostPlatform } from './pack.js';
+import { carriesKubeadm, incompleteError, lintManifest, uncheckedCharts } from './lint.js';
 import { createReporter, reporterMode } from './progress.js';
 
 function defaultCache(): string {
@@ -64,11 +65,16 @@ export function buildProgram(): Command {
     .description('Resolve every image, binary and chart of a manifest and write bundle format v1')
     .option('-o, --output <file>', 'where to write the bundle', 'bundle.tar.zst')
     .option('--locked', 'use only what the lock file (<manifest>.lock) pins, and fail if anything upstream moved')
+    .option('--allow-incomplete', 'write a bundle that carries kubeadm but cannot lay a cluster down (the lint\'s refusals become loud warnings)')
     .addHelpText(
       'after',
       `
 Fetched blobs are kept in the cache: an interrupted run resumes, and a second bundle only fetches what changed.
 The bundle is byte-identical for the same manifest and sources (entry times from SOURCE_DATE_EPOCH, default 0).
+A bundle that carries kubeadm must be able to lay a cluster down: kubeadm and kubelet for every arch,
+helm for the charts, the default CNI's chart (hybridnet), every image kubeadm names (asked of the
+bundled kubeadm on this machine's arch, by kubeadm's rules for the others); else nothing is written
+(see docs/manifest.md). Without lvscare, it warns that clusters with several masters will be refused.
 
 Example:
   acpack bundle -f manifests/ackdistro-v1.22.15.yaml --arch amd64,arm64 -o ackdistro.tar.zst`,
@@ -88,6 +94,7 @@ Example:
         reporter,
         sourceDateEpoch: sourceDateEpoch(),
         out: o.output,
+        allowIncomplete: !!o.allowIncomplete,
       });
       if (o.json) process.stdout.write(`${JSON.stringify({ event: 'summary', ...summary })}\n`);
       else process.stdout.write(`${formatSummary(summary)}\n`);
@@ -108,11 +115,32 @@ Example:
 
   program
     .command('validate')
-    .description('Check a manifest against the schema without fetching anything')
+    .description('Check a manifest against the schema, and a manifest carrying kubeadm with acpack bundle\'s lint, without fetching anything')
     .requiredOption('-f, --file <manifest>', 'the bundle manifest')
+    .option('--arch <list>', 'the architectures to check for (default: the manifest\'s spec.platforms, else this machine\'s)')
+    .option('--platform <list>', 'the same as OCI platforms, e.g. linux/arm64')
+    .option('--allow-incomplete', 'say what keeps a kubeadm bundle from laying a cluster down as warnings, and exit 0')
     .action(async (o) => {
       const m = await loadManifest(o.file);
-      process.stdout.write(`${o.file}: valid (${m.name} ${m.version}: ${contents(m.images.length, m.binaries.length, m.charts.length)})\n`);
+      const summary = `${m.name} ${m.version}: ${contents(m.images.length, m.binaries.length, m.charts.length)}`;
+      if (!carriesKubeadm(m)) return void process.stdout.write(`${o.file}: valid (${summary})\n`);
+      const platforms = platformsFrom(o) ?? m.platforms ?? [hostPlatform()];
+      const { report, pending } = await lintManifest(m, platforms, { images: 'rules' });
+      const notChecked = [
+        ...uncheckedCharts(pending),
+        'the bundled kubeadm itself (acpack bundle asks it on this machine\'s arch; validate fetches nothing, so kubeadm\'s images were checked by acpack\'s copy of its rules)',
+        'that every image exists for its platforms in its registry (acpack bundle resolves them)',
+      ];
+      const lines = [
+        ...report.warnings.map((w) => `warning: ${w}`),
+        ...report.problems.map((p) => `warning: INCOMPLETE (--allow-incomplete): ${p}`),
+        ...report.notes.map((n) => `checked: ${n}`),
+        ...notChecked.map((n) => `not checked: ${n}`),
+      ];
+      if (report.problems.length && !o.allowIncomplete) {
+        throw incompleteError(m, report.problems, `${o.file} is valid against the schema${lines.length ? `\n${lines.filter((l) => !l.includes('INCOMPLETE')).join('\n')}` : ''}\nacpack bundle would write nothing`);
+      }
+      process.stdout.write(`${o.file}: valid (${summary}), checked for ${platforms.map(formatPlatform).join(', ')} as a bundle that lays a cluster down (it carries kubeadm)\n${lines.join('\n')}\n`);
     });
 
   program

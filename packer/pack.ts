@@ -32,6 +32,15 @@ export interface ResolveOptions {
   reporter: Reporter;
   sourceDateEpoch: number;
   concurrency?: number;
+  /**
+   * Checks of the content (acpack bundle's lint, packer/lint.ts): `manifest` before anything is
+   * fetched, `resolved` once images, binaries and charts are resolved and before any image layer
+   * downloads. A throw stops the run there.
+   */
+  checks?: {
+    manifest?(manifest: BundleManifest, platforms: Platform[]): Promise<void>;
+    resolved?(r: Pick<Resolution, 'manifest' | 'platforms' | 'store' | 'images' | 'binaries' | 'charts'>): Promise<void>;
+  };
 }
 
 export interface Resolution {
@@ -71,6 +80,7 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
   const platforms = opts.platforms ?? manifest.platforms ?? [hostPlatform()];
   const lock = opts.ignoreLock ? undefined : await readLock(manifestFile);
   if (opts.locked && !lock) throw new AcpackError('NOT_LOCKED', `--locked needs ${manifestFile}.lock: run \`acpack lock -f ${opts.manifestFile}\` first`);
+  await opts.checks?.manifest?.(manifest, platforms);
 
   const store = await ContentStore.open(opts.cacheDir);
   const client = new RegistryClient({ insecure: [...manifest.insecureRegistries, ...(opts.insecure ?? [])] });
@@ -122,6 +132,8 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
       }),
     ),
   );
+
+  await opts.checks?.resolved?.({ manifest, platforms, store, images, binaries, charts });
 
   const blobs = new Map<Digest, { size: number; manifest: boolean }>();
   const add = (d: Descriptor, manifest: boolean) => blobs.set(d.digest, { size: d.size, manifest: manifest || (blobs.get(d.digest)?.manifest ?? false) });
