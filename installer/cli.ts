@@ -11,7 +11,7 @@ import { isMaster, loadClusterFile, parseIpList, parsePort, specFromFlags, type 
 import { textTable } from '../oci/text-table.js';
 import { parseIgnoreList, preflightError, SKIPPABLE } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
-import { checkHostList, deleteNodes, installFrom, type NodeOutcome } from './from.js';
+import { checkDeletable, checkHostList, deleteNodes, installFrom, type NodeOutcome } from './from.js';
 import { loadClusterState, saveClusterState, withNodes } from './cluster-state.js';
 import { Journal } from './journal.js';
 import { createInstallProgress } from './progress-board.js';
@@ -237,13 +237,17 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
     .description('Remove nodes from the installed cluster (kubeadm reset and clean-up on each)')
     .requiredOption('-n, --nodes <ips>', 'node IPs to remove, comma-separated')
     .option('-p, --password <password>', 'SSH password of the hosts that logged in with one at install (or ACINSTALL_SSH_PASSWORD); the others use the key recorded at install')
+    .option('--yes', 'do not ask for confirmation (for scripts)')
+    .option('--force', 'a node that cannot be reached is forgotten anyway (journal and cluster record), untouched')
     .option('--store <dir>', 'acinstall\'s state on this master', DEFAULT_STORE)
     .action(async (o) => {
       const state = await loadClusterState(o.store);
       const spec = withNodes(state, [], {}, o.password ?? process.env.ACINSTALL_SSH_PASSWORD);
       const ips = parseIpList(o.nodes, '-n/--nodes');
-      const saved = (rest: typeof spec) => saveClusterState(o.store, state.bundle, state.descriptor, rest);
-      await deleteNodes(o.store, spec, ips, saved, (l) => process.stderr.write(`${l}\n`));
+      checkDeletable(spec, ips);
+      await confirm(o.yes, `This runs kubeadm reset on ${ips.join(', ')} and removes ${ips.length === 1 ? 'it' : 'them'} from the cluster.`);
+      const removed = (rest: typeof spec) => saveClusterState(o.store, state.bundle, state.descriptor, rest);
+      await deleteNodes(o.store, spec, ips, { force: !!o.force, removed, log: (l) => process.stderr.write(`${l}\n`) });
       process.stdout.write(`removed ${ips.join(', ')}\n`);
     });
 
@@ -444,7 +448,7 @@ function reportOutcomes(outcomes: NodeOutcome[]): void {
   if (failed.length) {
     throw new AcpackError(
       'NODES_FAILED',
-      `${failed.length} of ${outcomes.length} nodes failed:\n${failed.map((f) => `  ${f.node}: ${f.detail.replace(`${f.node}: `, '')}`).join('\n')}\nfix them and run the same command again: finished steps are skipped`,
+      `${failed.length} of ${outcomes.length} nodes failed:\n${failed.map((f) => `  ${f.node}: ${f.detail.replace(`${f.node}: `, '')}`).join('\n')}\nfix them and run the same command again: finished steps are skipped; a node that will not come back: acinstall delete -n IP --force`,
     );
   }
 }

@@ -187,32 +187,47 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
  * and clean-up and is forgotten by the journal; `removed` hears the cluster after each one, so an
  * interruption loses nothing. (Removing the Node object needs the API server: not done.)
  */
-export async function deleteNodes(store: string, spec: ClusterSpec, ips: string[], removed: (rest: ClusterSpec) => Promise<void>, log: (line: string) => void): Promise<void> {
+/** Every IP is a node of the cluster, and none is the first master: checked before anything is asked or touched. */
+export function checkDeletable(spec: ClusterSpec, ips: string[]): void {
   const first = firstMaster(spec);
   for (const ip of ips) {
     if (!spec.hosts.some((h) => h.ip === ip)) throw new AcpackError('BAD_CLUSTER', `${ip} is not a node of this cluster`);
-    if (ip === first.ip) throw new AcpackError('BAD_CLUSTER', `${ip} is the first master (it runs acinstall and the registry): deleting it deletes the cluster`);
+    if (ip === first.ip) throw new AcpackError('BAD_CLUSTER', `${ip} is the first master (it runs acinstall and the registry): deleting it deletes the cluster (acinstall reset)`);
   }
+}
+
+export async function deleteNodes(store: string, spec: ClusterSpec, ips: string[], o: { force: boolean; removed: (rest: ClusterSpec) => Promise<void>; log: (line: string) => void }): Promise<void> {
+  checkDeletable(spec, ips);
   await withStoreLock(store, `deleting ${ips.join(', ')}`, async () => {
     const known = await KnownHosts.inStore(store);
     let rest = spec;
-    for (const ip of ips) {
-      const h = rest.hosts.find((x) => x.ip === ip);
-      if (!h) continue; // listed twice
-      const host = await SshHost.connect(h, known, { logDir: join(store, 'logs') });
-      try {
-        await host.check('kubeadm reset -f && rm -rf /etc/kubernetes /etc/containerd/certs.d /var/lib/kubelet /etc/cni/net.d', 'kubeadm reset', 300_000);
-        await pointApiServer(host, undefined);
-      } finally {
-        host.close();
+    try {
+      for (const ip of ips) {
+        const h = rest.hosts.find((x) => x.ip === ip);
+        if (!h) continue; // listed twice
+        try {
+          const host = await SshHost.connect(h, known, { logDir: join(store, 'logs') });
+          try {
+            // kubelet registers the node under its hostname, lowercased; kubeadm reset leaves the Node object.
+            const name = (await host.check('hostname', 'hostname')).trim().toLowerCase();
+            await host.check('kubeadm reset -f && rm -rf /etc/kubernetes /etc/containerd/certs.d /var/lib/kubelet /etc/cni/net.d', 'kubeadm reset', 300_000);
+            await pointApiServer(host, undefined);
+            o.log(`${ip}: reset and removed; its Node object stays in the API server until: kubectl delete node ${name}`);
+          } finally {
+            host.close();
+          }
+        } catch (err) {
+          if (!o.force) throw new AcpackError('NODE_STEP', `${(err as Error).message}\n${ip} was not removed; if it will not come back, acinstall delete -n ${ip} --force forgets it without reaching it`);
+          o.log(`${ip}: not reached (${(err as Error).message.split('\n')[0]}); forgotten by acinstall only. If it comes back, it still runs a kubelet of this cluster: run kubeadm reset -f on it. Remove it from the API server with kubectl delete node <its name>`);
+        }
+        const journal = new Journal(store);
+        journal.forget(ip);
+        journal.close();
+        rest = { ...rest, hosts: rest.hosts.filter((x) => x !== h) };
+        await o.removed(rest);
       }
-      const journal = new Journal(store);
-      journal.forget(ip);
-      journal.close();
-      rest = { ...rest, hosts: rest.hosts.filter((x) => x !== h) };
-      await removed(rest);
-      log(`${ip}: reset and removed`);
+    } finally {
+      await known.save();
     }
-    await known.save();
   });
 }
