@@ -30,7 +30,7 @@ export async function downloadInto(writer: BlobWriter, open: OpenSource, name: s
       throw new AcpackError('NOT_FOUND', `${name} was not found (HTTP 404)`);
     }
     if (!res.ok) {
-      const text = (await res.text().catch(() => '')).slice(0, 300).trim();
+      const text = await res.snippet();
       throw new AcpackError('SOURCE_ERROR', `${name}: HTTP ${res.status} ${res.statusText}${text ? `: ${text}` : ''}`);
     }
     if (offset > 0 && !resumedAt(res, offset)) {

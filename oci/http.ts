@@ -1,7 +1,6 @@
-import { Agent, interceptors, request, type Dispatcher } from 'undici';
+import { Agent, interceptors, request, type Dispatcher, type RetryHandler } from 'undici';
 import { STATUS_CODES } from 'node:http';
 import type { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { AcpackError } from './errors.js';
 
 export interface RetryPolicy {
@@ -50,16 +49,35 @@ const httpOnlyRedirects: Dispatcher.DispatcherComposeInterceptor = (dispatch) =>
     onResponseError: (controller, err) => handler.onResponseError?.(controller, err),
   });
 
+/** Network faults worth another try: undici's own list, plus timeouts and a temporary DNS failure. */
+const RETRIED_ERRORS = [
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'ENETDOWN',
+  'ENETUNREACH',
+  'EHOSTDOWN',
+  'EHOSTUNREACH',
+  'EPIPE',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+];
+
 // undici's request API with Node streams: several times less CPU per byte than fetch's web streams.
 // The redirect interceptor drops Authorization when a redirect leaves the origin (a registry sending a
-// blob to object storage must not hand it our token).
+// blob to object storage must not hand it our token). The retry interceptor is outermost: a retry
+// starts the redirect chain again, and a body cut mid-way is resumed with a Range request.
+// throwOnError: false hands back the last busy answer (HTTP 503 and its body) once the attempts are spent,
+// so the caller can say what the server said.
 const redirects = interceptors.redirect({ maxRedirections: 5 });
-const secureAgent = new Agent({ connect: { timeout: 30_000 }, headersTimeout: 60_000, bodyTimeout: 120_000 }).compose(httpOnlyRedirects, redirects);
-const insecureAgent = new Agent({
-  connect: { timeout: 30_000, rejectUnauthorized: false },
-  headersTimeout: 60_000,
-  bodyTimeout: 120_000,
-}).compose(httpOnlyRedirects, redirects);
+const retries = interceptors.retry({ throwOnError: false, methods: ['GET', 'HEAD'], statusCodes: [429, 500, 502, 503, 504], errorCodes: RETRIED_ERRORS });
+const timeouts = { headersTimeout: 60_000, bodyTimeout: 120_000 };
+const secureAgent = new Agent({ connect: { timeout: 30_000 }, ...timeouts }).compose(httpOnlyRedirects, redirects, retries);
+const insecureAgent = new Agent({ connect: { timeout: 30_000, rejectUnauthorized: false }, ...timeouts }).compose(httpOnlyRedirects, redirects, retries);
 
 export interface RequestOptions {
   method: string;
@@ -67,13 +85,15 @@ export interface RequestOptions {
   dispatcher: Dispatcher;
 }
 
-/** The part of an HTTP response the clients use. */
+type Body = Readable & { dump(opts?: { limit: number }): Promise<void> };
+
+/** The part of an HTTP response the clients use. Bodies are read with a cap: a server decides their length. */
 export class HttpResponse {
   constructor(
     readonly url: string,
     readonly status: number,
     private readonly rawHeaders: Record<string, string | string[] | undefined>,
-    readonly body: Readable & { text(): Promise<string>; json(): Promise<unknown>; arrayBuffer(): Promise<ArrayBuffer>; dump(): Promise<void> },
+    readonly body: Body,
   ) {}
 
   get ok(): boolean {
@@ -89,21 +109,53 @@ export class HttpResponse {
     return v === undefined ? null : Array.isArray(v) ? v.join(', ') : v;
   }
 
-  text(): Promise<string> {
-    return this.body.text();
+  /**
+   * The whole body, or undefined when it is (or says it is) longer than `max` bytes: then it is not
+   * read further and the connection is closed, whatever the server would have gone on sending.
+   */
+  async bytesUpTo(max: number): Promise<Buffer | undefined> {
+    if (Number(this.header('content-length') ?? 0) > max) {
+      this.close();
+      return undefined;
+    }
+    const chunks: Buffer[] = [];
+    let n = 0;
+    for await (const chunk of this.body as AsyncIterable<Buffer>) {
+      n += chunk.length;
+      if (n > max) {
+        this.close();
+        return undefined;
+      }
+      chunks.push(chunk);
+    }
+    return Buffer.concat(chunks);
   }
 
-  json(): Promise<unknown> {
-    return this.body.json();
+  /** The start of an error body, for a message (at most 300 characters; the rest is not read). */
+  async snippet(): Promise<string> {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    this.body.on('error', () => {}); // a cut error body: say what arrived
+    try {
+      for await (const chunk of this.body as AsyncIterable<Buffer>) {
+        chunks.push(chunk);
+        if ((n += chunk.length) >= 4096) break; // leaving the loop destroys the body
+      }
+    } catch {
+      // a cut error body: say what arrived
+    }
+    return Buffer.concat(chunks).toString('utf8').slice(0, 300).trim();
   }
 
-  async bytes(): Promise<Buffer> {
-    return Buffer.from(await this.body.arrayBuffer());
+  /** Stops reading the body and closes its connection (undici reports that as an error no one needs to hear). */
+  close(): void {
+    this.body.on('error', () => {});
+    this.body.destroy();
   }
 
-  /** Throws the body away (so the connection can be reused). */
+  /** Throws the body away (so the connection can be reused; a long one closes it instead). */
   async discard(): Promise<void> {
-    await this.body.dump().catch(() => {});
+    await this.body.dump({ limit: 128 << 10 }).catch(() => {});
   }
 }
 
@@ -111,25 +163,9 @@ export function agentFor(skipTlsVerify: boolean): Dispatcher {
   return skipTlsVerify ? insecureAgent : secureAgent;
 }
 
-/** Statuses worth another try: the server is busy or briefly broken. */
-function retryable(status: number): boolean {
-  return status === 429 || status === 502 || status === 503 || status === 504 || status === 500;
-}
-
-/** How long Retry-After asks us to wait, in ms (seconds or an HTTP date), capped. */
-export function retryAfterMs(header: string | null, capMs: number): number | undefined {
-  if (!header) return undefined;
-  const secs = Number(header);
-  const ms = Number.isFinite(secs) ? secs * 1000 : Date.parse(header) - Date.now();
-  return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), capMs) : undefined;
-}
-
-export function backoffMs(policy: RetryPolicy, attempt: number): number {
-  return Math.min(policy.baseDelayMs * 2 ** attempt, policy.maxDelayMs);
-}
-
 /**
- * fetch with bounded retries on network errors, 429 and 5xx (honouring Retry-After).
+ * A request with bounded retries (undici's retry interceptor on our agents) on network errors, 429
+ * and 5xx, honouring Retry-After; after the last attempt a busy answer is returned as it is.
  * Redirects are followed by the agent, which drops Authorization on a cross-origin hop
  * (a registry redirecting a blob to object storage must not receive our token) and follows
  * http(s) only; `url` itself must be http(s) too (a token realm, an index's chart URL).
@@ -142,23 +178,22 @@ export async function fetchWithRetry(url: string, init: RequestOptions, policy: 
     // reported below
   }
   if (!parsed || !isHttpUrl(parsed)) throw new AcpackError('BAD_URL', `${what}: ${url} is not an http or https URL`);
-  let lastError: unknown;
-  for (let attempt = 0; attempt < policy.attempts; attempt++) {
-    let wait = backoffMs(policy, attempt);
-    try {
-      const r = await request(url, { method: init.method as Dispatcher.HttpMethod, headers: init.headers, dispatcher: init.dispatcher });
-      const res = new HttpResponse(url, r.statusCode, r.headers, r.body as unknown as HttpResponse['body']);
-      if (!retryable(res.status) || attempt === policy.attempts - 1) return res;
-      wait = retryAfterMs(res.header('retry-after'), policy.maxDelayMs) ?? wait;
-      await res.discard();
-      lastError = new Error(`HTTP ${res.status}`);
-    } catch (err) {
-      if (err instanceof AcpackError) throw err; // a refusal (a redirect to file:), not a network fault
-      lastError = err;
-    }
-    if (attempt < policy.attempts - 1) await sleep(wait);
+  const retryOptions: RetryHandler.RetryOptions = { maxRetries: policy.attempts - 1, minTimeout: policy.baseDelayMs, maxTimeout: policy.maxDelayMs };
+  // retryOptions reaches the interceptor through the dispatch options (undici's types do not list it on request()).
+  const opts = { method: init.method as Dispatcher.HttpMethod, headers: init.headers, dispatcher: init.dispatcher, retryOptions };
+  try {
+    const r = await request(url, opts);
+    return new HttpResponse(url, r.statusCode, r.headers, r.body as unknown as Body);
+  } catch (err) {
+    if (err instanceof AcpackError) throw err; // a refusal (a redirect to file:), not a network fault
+    const retried = RETRIED_ERRORS.includes(networkCode(err) ?? '');
+    throw new AcpackError('UNREACHABLE', `${what}: ${describeNetworkError(err)}${retried ? ` (after ${policy.attempts} attempts)` : ''}`, { cause: err });
   }
-  throw new AcpackError('UNREACHABLE', `${what}: ${describeNetworkError(lastError)} (after ${policy.attempts} attempts)`, { cause: lastError });
+}
+
+function networkCode(err: unknown): string | undefined {
+  const e = err as { code?: string; cause?: { code?: string } };
+  return e?.cause?.code ?? e?.code;
 }
 
 export function describeNetworkError(err: unknown): string {

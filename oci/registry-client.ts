@@ -10,6 +10,8 @@ import { downloadInto } from './download.js';
 
 /** Manifests are small; anything bigger is not a manifest and is not read into memory. */
 const MAX_MANIFEST_BYTES = 4 << 20;
+/** A token response is a few KiB of JSON (a JWT or two): a realm that sends more is cut off here. */
+export const MAX_TOKEN_BYTES = 1 << 20;
 
 export interface RegistryClientOptions {
   /** Hosts reached over plain HTTP or with an unverified certificate. Loopback hosts always are. */
@@ -57,13 +59,8 @@ export class RegistryClient {
       throw new AcpackError('NOT_FOUND', `${name}: manifest ${target} not found on ${ref.host}`);
     }
     await this.expectOk(res, name);
-    const declared = Number(res.header('content-length') ?? '0');
-    if (declared > MAX_MANIFEST_BYTES) {
-      await res.discard();
-      throw new AcpackError('MANIFEST_TOO_LARGE', `${name}: the manifest is ${formatBytes(declared)}, more than a manifest can be`);
-    }
-    const bytes = await res.bytes();
-    if (bytes.length > MAX_MANIFEST_BYTES) throw new AcpackError('MANIFEST_TOO_LARGE', `${name}: the manifest is larger than a manifest can be`);
+    const bytes = await res.bytesUpTo(MAX_MANIFEST_BYTES);
+    if (!bytes) throw new AcpackError('MANIFEST_TOO_LARGE', `${name}: the manifest is larger than ${formatBytes(MAX_MANIFEST_BYTES)}, more than a manifest can be`);
     const mediaType = manifestMediaType(res, bytes);
     if (isSchema1(mediaType)) {
       throw new AcpackError(
@@ -150,9 +147,16 @@ export class RegistryClient {
       await res.discard();
       throw new AcpackError('AUTH_FAILED', `${url.host} refused a token for ${scope} (HTTP ${res.status})${creds ? ': check the credentials for ' + host : ''}`);
     }
-    const body = (await res.json()) as { token?: string; access_token?: string };
-    const token = body.token ?? body.access_token;
-    if (!token) throw new AcpackError('AUTH_FAILED', `${url.host} answered without a token`);
+    const bytes = await res.bytesUpTo(MAX_TOKEN_BYTES);
+    if (!bytes) throw new AcpackError('AUTH_FAILED', `the token from ${url.host} for ${host} is larger than ${formatBytes(MAX_TOKEN_BYTES)}: that is no token; the connection was closed`);
+    let body: { token?: unknown; access_token?: unknown };
+    try {
+      body = JSON.parse(bytes.toString('utf8')) as typeof body;
+    } catch {
+      throw new AcpackError('AUTH_FAILED', `${url.host} answered the token request for ${host} with something that is not JSON`);
+    }
+    const token = body?.token ?? body?.access_token;
+    if (typeof token !== 'string' || !token) throw new AcpackError('AUTH_FAILED', `${url.host} answered without a token`);
     return token;
   }
 
@@ -167,8 +171,8 @@ export class RegistryClient {
 
   private async expectOk(res: HttpResponse, what: string): Promise<void> {
     if (res.ok) return;
-    const text = (await res.text().catch(() => '')).slice(0, 300);
-    throw new AcpackError('REGISTRY_ERROR', `${what}: HTTP ${res.status} ${res.statusText}${text ? `: ${text.trim()}` : ''}`);
+    const text = await res.snippet();
+    throw new AcpackError('REGISTRY_ERROR', `${what}: HTTP ${res.status} ${res.statusText}${text ? `: ${text}` : ''}`);
   }
 
   /**

@@ -145,25 +145,13 @@ async function fetchRepoIndex(repo: string): Promise<RepoIndex> {
       await res.discard();
       throw new AcpackError('SOURCE_ERROR', `${url}: HTTP ${res.status}: is ${repo} a Helm repository?`);
     }
-    text = await readCapped(res.body, MAX_INDEX_BYTES, url);
+    const bytes = await res.bytesUpTo(MAX_INDEX_BYTES);
+    if (!bytes) throw new AcpackError('BAD_CHART', `${url} is larger than ${formatBytes(MAX_INDEX_BYTES)}: not a Helm repository index`);
+    text = bytes.toString('utf8');
   }
   try {
     return parseYaml(text, { maxAliasCount: 1000 }) as RepoIndex;
   } catch (err) {
     throw new AcpackError('BAD_CHART', `${url} is not a Helm repository index: ${(err as Error).message.split('\n')[0]}`);
   }
-}
-
-async function readCapped(body: AsyncIterable<Buffer> & { destroy(): void }, max: number, url: string): Promise<string> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const chunk of body) {
-    n += chunk.length;
-    if (n > max) {
-      body.destroy();
-      throw new AcpackError('BAD_CHART', `${url} is larger than ${formatBytes(max)}: not a Helm repository index`);
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString('utf8');
 }
