@@ -50,6 +50,8 @@ export interface BundleManifest {
   version: string;
   platforms?: Platform[];
   insecureRegistries: string[];
+  /** Per registry host, token services on other hosts that may receive its credentials. */
+  tokenHosts: Map<string, string[]>;
   images: ImageSpec[];
   binaries: BinarySpec[];
   charts: ChartSpec[];
@@ -59,7 +61,7 @@ interface RawManifest {
   metadata: { name: string; version: string };
   spec: {
     platforms?: string[];
-    registries?: Record<string, { insecure?: boolean }>;
+    registries?: Record<string, { insecure?: boolean; tokenHosts?: string[] }>;
     images?: (string | { ref: string; platforms?: string[] })[];
     imageLists?: string[];
     binaries?: { name: string; version: string; url: string; sha256?: string | Record<string, string>; platforms?: string[]; install?: string; extract?: string; mode?: string }[];
@@ -195,6 +197,7 @@ export async function loadManifest(file: string): Promise<BundleManifest> {
     insecureRegistries: Object.entries(spec.registries ?? {})
       .filter(([, r]) => r.insecure)
       .map(([host]) => host),
+    tokenHosts: new Map(Object.entries(spec.registries ?? {}).map(([host, r]) => [host, r.tokenHosts ?? []])),
     images: [...images.values()],
     binaries,
     charts,

@@ -30,7 +30,11 @@ export const bundleManifestSchema = {
           additionalProperties: {
             type: 'object',
             additionalProperties: false,
-            properties: { insecure: { type: 'boolean' } },
+            properties: {
+              insecure: { type: 'boolean' },
+              // host[:port] of a token service on another host that may receive this registry's credentials
+              tokenHosts: { type: 'array', items: { type: 'string', pattern: '^[A-Za-z0-9.\\-]+(:[0-9]+)?$|^\\[[0-9A-Fa-f:.]+\\](:[0-9]+)?$' } },
+            },
           },
         },
         images: {

@@ -3,7 +3,7 @@ import { AcpackError, formatBytes } from './errors.js';
 import { sha256, shortDigest, type Digest, isDigest } from './digest.js';
 import { apiHost, formatReference, isLoopbackHost, type Reference } from './reference.js';
 import { MANIFEST_ACCEPT, isSchema1 } from './media-types.js';
-import { loadCredentials, parseChallenge, type Credentials } from './auth.js';
+import { DockerCredentials, mayReceiveCredentials, parseChallenge, type CredentialSource, type Credentials } from './auth.js';
 import { agentFor, DEFAULT_RETRY, fetchWithRetry, type HttpResponse, type RetryPolicy } from './http.js';
 import type { BlobWriter } from './store.js';
 import { downloadInto } from './download.js';
@@ -16,7 +16,10 @@ export const MAX_TOKEN_BYTES = 1 << 20;
 export interface RegistryClientOptions {
   /** Hosts reached over plain HTTP or with an unverified certificate. Loopback hosts always are. */
   insecure?: Iterable<string>;
-  credentials?: Map<string, Credentials>;
+  /** Default: docker's and podman's auth files and credential helpers (`DockerCredentials`). */
+  credentials?: CredentialSource;
+  /** Per registry host, token services on other hosts that may receive its credentials (the manifest's `tokenHosts`). */
+  tokenHosts?: Map<string, string[]>;
   retry?: RetryPolicy;
 }
 
@@ -39,13 +42,15 @@ interface HostState {
  */
 export class RegistryClient {
   private readonly insecure: Set<string>;
-  private readonly credentials: Map<string, Credentials>;
+  private readonly credentials: CredentialSource;
+  private readonly tokenHosts: Map<string, string[]>;
   private readonly retry: RetryPolicy;
   private readonly hosts = new Map<string, HostState>();
 
   constructor(opts: RegistryClientOptions = {}) {
     this.insecure = new Set(opts.insecure ?? []);
-    this.credentials = opts.credentials ?? loadCredentials();
+    this.credentials = opts.credentials ?? new DockerCredentials();
+    this.tokenHosts = opts.tokenHosts ?? new Map();
     this.retry = opts.retry ?? DEFAULT_RETRY;
   }
 
@@ -61,7 +66,7 @@ export class RegistryClient {
     await this.expectOk(res, name);
     const bytes = await res.bytesUpTo(MAX_MANIFEST_BYTES);
     if (!bytes) throw new AcpackError('MANIFEST_TOO_LARGE', `${name}: the manifest is larger than ${formatBytes(MAX_MANIFEST_BYTES)}, more than a manifest can be`);
-    const mediaType = manifestMediaType(res, bytes);
+    const mediaType = manifestMediaType(bytes, res.header('content-type'), res.url);
     if (isSchema1(mediaType)) {
       throw new AcpackError(
         'SCHEMA1',
@@ -114,10 +119,14 @@ export class RegistryClient {
     if (res.status !== 401) return res;
     const challenge = parseChallenge(res.header('www-authenticate') ?? '');
     await res.discard();
-    const creds = this.credentials.get(ref.host);
+    const creds = await this.credentials.get(ref.host);
+    let withheldFrom: string | undefined;
     if (challenge?.scheme === 'bearer') {
-      state.tokens.set(scope, await this.fetchToken(ref.host, state, challenge.params, scope, creds));
+      const token = await this.fetchToken(ref.host, state, challenge.params, scope, creds);
+      state.tokens.set(scope, token.token);
+      withheldFrom = token.withheldFrom;
     } else if (challenge?.scheme === 'basic' && creds) {
+      // Basic goes to the registry's own URL only; the agent drops it on a redirect to another origin.
       state.basic = Buffer.from(`${creds.username}:${creds.password}`).toString('base64');
     } else {
       throw this.denied(ref, creds);
@@ -125,12 +134,23 @@ export class RegistryClient {
     res = await attempt();
     if (res.status === 401 || res.status === 403) {
       await res.discard();
-      throw this.denied(ref, creds);
+      throw this.denied(ref, creds, withheldFrom);
     }
     return res;
   }
 
-  private async fetchToken(host: string, state: HostState, params: Record<string, string>, scope: string, creds?: Credentials): Promise<string> {
+  /**
+   * A bearer token from the realm a challenge names. The registry's credentials go with the request
+   * only to a realm they may go to (`mayReceiveCredentials`); elsewhere the token is asked for
+   * anonymously (enough for public content), and `withheldFrom` names the realm for the message.
+   */
+  private async fetchToken(
+    host: string,
+    state: HostState,
+    params: Record<string, string>,
+    scope: string,
+    creds?: Credentials,
+  ): Promise<{ token: string; withheldFrom?: string }> {
     if (!params.realm) throw new AcpackError('AUTH_FAILED', `${host} asked for a bearer token but named no realm`);
     let url: URL;
     try {
@@ -140,12 +160,15 @@ export class RegistryClient {
     }
     if (params.service) url.searchParams.set('service', params.service);
     url.searchParams.set('scope', scope);
+    const send = creds !== undefined && mayReceiveCredentials(url, new URL(state.base!), host, this.tokenHosts.get(host));
+    const withheldFrom = creds && !send ? url.host : undefined;
     const headers: Record<string, string> = {};
-    if (creds) headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
+    if (send) headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
     const res = await fetchWithRetry(url.toString(), { method: 'GET', headers, dispatcher: state.dispatcher }, this.retry, `token from ${url.host}`);
     if (!res.ok) {
       await res.discard();
-      throw new AcpackError('AUTH_FAILED', `${url.host} refused a token for ${scope} (HTTP ${res.status})${creds ? ': check the credentials for ' + host : ''}`);
+      const hint = withheldFrom ? `: ${this.withheld(host, withheldFrom)}` : send ? `: check the credentials for ${host}` : '';
+      throw new AcpackError('AUTH_FAILED', `${url.host} refused a token for ${scope} (HTTP ${res.status})${hint}`);
     }
     const bytes = await res.bytesUpTo(MAX_TOKEN_BYTES);
     if (!bytes) throw new AcpackError('AUTH_FAILED', `the token from ${url.host} for ${host} is larger than ${formatBytes(MAX_TOKEN_BYTES)}: that is no token; the connection was closed`);
@@ -157,16 +180,20 @@ export class RegistryClient {
     }
     const token = body?.token ?? body?.access_token;
     if (typeof token !== 'string' || !token) throw new AcpackError('AUTH_FAILED', `${url.host} answered without a token`);
-    return token;
+    return { token, withheldFrom };
   }
 
-  private denied(ref: Reference, creds?: Credentials): AcpackError {
-    return new AcpackError(
-      'AUTH_FAILED',
-      creds
-        ? `${ref.host} refused the credentials for ${ref.repository}: check them in ~/.docker/config.json or REGISTRY_AUTH_FILE`
-        : `${ref.host} needs credentials for ${ref.repository}: log in (docker login / podman login) or set REGISTRY_AUTH_FILE`,
-    );
+  private withheld(host: string, realmHost: string): string {
+    return `${host} sends token requests to ${realmHost}, another host, so acpack did not send it the credentials for ${host}; if ${realmHost} is ${host}'s token service, list it in the manifest under spec.registries["${host}"].tokenHosts`;
+  }
+
+  private denied(ref: Reference, creds?: Credentials, withheldFrom?: string): AcpackError {
+    const where = this.credentials.where?.(ref.host) ?? '~/.docker/config.json or REGISTRY_AUTH_FILE';
+    let message: string;
+    if (withheldFrom) message = `${ref.host} refused access to ${ref.repository}: ${this.withheld(ref.host, withheldFrom)}`;
+    else if (creds) message = `${ref.host} refused the credentials for ${ref.repository}: check them in ${where}`;
+    else message = `${ref.host} needs credentials for ${ref.repository}: log in (docker login / podman login) or set REGISTRY_AUTH_FILE`;
+    return new AcpackError('AUTH_FAILED', message);
   }
 
   private async expectOk(res: HttpResponse, what: string): Promise<void> {
@@ -205,15 +232,18 @@ async function answersHttps(host: string, dispatcher: Dispatcher): Promise<boole
   }
 }
 
-/** The manifest's media type: its own `mediaType` field wins over a server's Content-Type. */
-function manifestMediaType(res: HttpResponse, bytes: Buffer): string {
+/**
+ * A manifest's media type: its own `mediaType` field wins over a server's Content-Type (`contentType`;
+ * none for a manifest read back from the store, whose own field or shape then says it).
+ */
+export function manifestMediaType(bytes: Buffer, contentType: string | null, from: string): string {
   try {
     const parsed = JSON.parse(bytes.toString('utf8')) as { mediaType?: string; schemaVersion?: number; manifests?: unknown };
     if (parsed.schemaVersion === 1) return 'application/vnd.docker.distribution.manifest.v1+json';
     if (parsed.mediaType) return parsed.mediaType;
     if (parsed.manifests) return 'application/vnd.oci.image.index.v1+json';
   } catch {
-    throw new AcpackError('BAD_MANIFEST', `the manifest from ${res.url} is not JSON`);
+    throw new AcpackError('BAD_MANIFEST', `the manifest from ${from} is not JSON`);
   }
-  return (res.header('content-type') ?? '').split(';')[0].trim() || 'application/vnd.oci.image.manifest.v1+json';
+  return (contentType ?? '').split(';')[0].trim() || 'application/vnd.oci.image.manifest.v1+json';
 }

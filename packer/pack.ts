@@ -83,7 +83,7 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
   await opts.checks?.manifest?.(manifest, platforms);
 
   const store = await ContentStore.open(opts.cacheDir);
-  const client = new RegistryClient({ insecure: [...manifest.insecureRegistries, ...(opts.insecure ?? [])] });
+  const client = new RegistryClient({ insecure: [...manifest.insecureRegistries, ...(opts.insecure ?? [])], tokenHosts: manifest.tokenHosts });
   const fetcher = new Fetcher(store, client, opts.concurrency ?? 8, (n) => reporter.bytes(n));
   const limit = pLimit(opts.concurrency ?? 8);
   reporter.info(
