@@ -70,7 +70,7 @@ export async function resolveBinary(
     const expected = pin ? (`sha256:${pin}` as Digest) : undefined;
     let digest: Digest;
     try {
-      digest = await fetcher.ensure({ kind: 'url', url, digest: expected });
+      digest = await fetcher.ensure({ kind: 'url', url, digest: expected, what: `binary ${spec.name} ${spec.version} for ${arch}` });
     } catch (err) {
       if (err instanceof AcpackError && err.code === 'DIGEST_MISMATCH') {
         throw new AcpackError(

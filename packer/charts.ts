@@ -1,18 +1,19 @@
 import { parse as parseYaml } from 'yaml';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { writeFileAtomic } from '../oci/atomic-file.js';
 import { fileURLToPath } from 'node:url';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { sha256, type Digest } from '../oci/digest.js';
 import { agentFor, DEFAULT_RETRY, fetchWithRetry } from '../oci/http.js';
 import { MT, type Descriptor } from '../oci/media-types.js';
 import type { ContentStore } from '../oci/store.js';
-import type { RegistryClient } from '../oci/registry-client.js';
 import { ARTIFACT_HOST } from '../oci/bundle-format.js';
 import type { ChartSpec } from '../manifests/index.js';
 import type { Fetcher } from './fetcher.js';
 import { putChartManifest } from './artifacts.js';
 import { packageChart } from './chart-package.js';
-import { resolveManifest } from './images.js';
+import { resolveManifest, type ManifestSource } from './images.js';
 
 export interface ResolvedChart {
   spec: ChartSpec;
@@ -40,7 +41,7 @@ const INDEX_ONLY_FIELDS = new Set(['urls', 'created', 'digest', 'removed']);
 export async function resolveChart(
   spec: ChartSpec,
   store: ContentStore,
-  client: RegistryClient,
+  client: ManifestSource,
   fetcher: Fetcher,
   lockPin: Digest | undefined,
   mtime: number,
@@ -73,34 +74,43 @@ export async function resolveChart(
   } else {
     name = spec.name!;
     version = spec.version!;
-    const index = await fetchRepoIndex(src.repo);
-    const entries = typeof index?.entries === 'object' && index.entries !== null ? index.entries : {};
-    const versions = (Array.isArray(entries[name]) ? entries[name] : []).filter((e) => typeof e === 'object' && e !== null);
-    const entry = versions.find((e) => String(e.version) === version);
-    if (!entry) {
-      const known = versions.map((e) => e.version).slice(0, 8);
-      throw new AcpackError(
-        'NOT_FOUND',
-        `chart ${name} ${version} (${spec.where}) is not in ${src.repo}/index.yaml${known.length ? ` (it has ${known.join(', ')})` : name in entries ? '' : `: no chart named ${name}`}`,
-      );
+    if (fetcher.offline) {
+      // --locked from the cache alone: the chart's metadata is what the index said when it was fetched.
+      const remembered = pinned && (await store.has(pinned)) ? await readChartMeta(store, src.repo, name, version, pinned) : undefined;
+      if (!remembered) throw new AcpackError('NOT_CACHED', `chart ${name} ${version} from ${src.repo} is not in the cache`);
+      meta = remembered;
+      chart = { mediaType: MT.helmChart, digest: pinned!, size: (await store.size(pinned!))! };
+    } else {
+      const index = await fetchRepoIndex(src.repo);
+      const entries = typeof index?.entries === 'object' && index.entries !== null ? index.entries : {};
+      const versions = (Array.isArray(entries[name]) ? entries[name] : []).filter((e) => typeof e === 'object' && e !== null);
+      const entry = versions.find((e) => String(e.version) === version);
+      if (!entry) {
+        const known = versions.map((e) => e.version).slice(0, 8);
+        throw new AcpackError(
+          'NOT_FOUND',
+          `chart ${name} ${version} (${spec.where}) is not in ${src.repo}/index.yaml${known.length ? ` (it has ${known.join(', ')})` : name in entries ? '' : `: no chart named ${name}`}`,
+        );
+      }
+      const rawUrl = Array.isArray(entry.urls) ? entry.urls[0] : undefined;
+      if (typeof rawUrl !== 'string' || !rawUrl) throw new AcpackError('BAD_CHART', `chart ${name} ${version} in ${src.repo}/index.yaml has no download URL`);
+      const what = `chart ${name} ${version} (${spec.where})`;
+      const url = chartUrl(rawUrl, src.repo, what);
+      const announced = entry.digest && /^[a-f0-9]{64}$/.test(entry.digest) ? (`sha256:${entry.digest}` as Digest) : undefined;
+      if (pinned && announced && pinned !== announced) {
+        throw new AcpackError('DIGEST_MISMATCH', `chart ${name} ${version}: ${src.repo}/index.yaml now says ${announced}, the pin says ${pinned}: the chart was re-published`);
+      }
+      // A chart beside a local repository's index is a file; anything else the index names must stay http(s).
+      const origin = src.repo.startsWith('file:') ? undefined : `${src.repo}/index.yaml`;
+      const digest = await fetcher.ensure({ kind: 'url', url, digest: pinned ?? announced, origin, what: `chart ${name} ${version}` }).catch((err) => {
+        // e.g. a redirect to file:, refused by the HTTP client: say which chart and repository led there
+        if (err instanceof AcpackError && err.code === 'BAD_URL') throw new AcpackError(err.code, `${what} from ${src.repo}: ${err.message}`, { cause: err });
+        throw err;
+      });
+      chart = { mediaType: MT.helmChart, digest, size: (await store.size(digest))! };
+      meta = Object.fromEntries(Object.entries(entry).filter(([k]) => !INDEX_ONLY_FIELDS.has(k)));
+      await rememberChartMeta(store, src.repo, name, version, digest, meta);
     }
-    const rawUrl = Array.isArray(entry.urls) ? entry.urls[0] : undefined;
-    if (typeof rawUrl !== 'string' || !rawUrl) throw new AcpackError('BAD_CHART', `chart ${name} ${version} in ${src.repo}/index.yaml has no download URL`);
-    const what = `chart ${name} ${version} (${spec.where})`;
-    const url = chartUrl(rawUrl, src.repo, what);
-    const announced = entry.digest && /^[a-f0-9]{64}$/.test(entry.digest) ? (`sha256:${entry.digest}` as Digest) : undefined;
-    if (pinned && announced && pinned !== announced) {
-      throw new AcpackError('DIGEST_MISMATCH', `chart ${name} ${version}: ${src.repo}/index.yaml now says ${announced}, the pin says ${pinned}: the chart was re-published`);
-    }
-    // A chart beside a local repository's index is a file; anything else the index names must stay http(s).
-    const origin = src.repo.startsWith('file:') ? undefined : `${src.repo}/index.yaml`;
-    const digest = await fetcher.ensure({ kind: 'url', url, digest: pinned ?? announced, origin }).catch((err) => {
-      // e.g. a redirect to file:, refused by the HTTP client: say which chart and repository led there
-      if (err instanceof AcpackError && err.code === 'BAD_URL') throw new AcpackError(err.code, `${what} from ${src.repo}: ${err.message}`, { cause: err });
-      throw err;
-    });
-    chart = { mediaType: MT.helmChart, digest, size: (await store.size(digest))! };
-    meta = Object.fromEntries(Object.entries(entry).filter(([k]) => !INDEX_ONLY_FIELDS.has(k)));
   }
   const { manifest, config } = await putChartManifest(store, meta, chart);
   return { spec, name, version, ref: chartRef(name, version), manifest, blobs: [config, chart], pin: chart.digest };
@@ -153,5 +163,29 @@ async function fetchRepoIndex(repo: string): Promise<RepoIndex> {
     return parseYaml(text, { maxAliasCount: 1000 }) as RepoIndex;
   } catch (err) {
     throw new AcpackError('BAD_CHART', `${url} is not a Helm repository index: ${(err as Error).message.split('\n')[0]}`);
+  }
+}
+
+/**
+ * What a repository's index said of a chart (its Chart.yaml fields, which become the chart's OCI
+ * config), kept beside the cache under charts/ for each chart file fetched, so that `--locked` can
+ * build the chart from the cache alone, byte for byte as from the repository.
+ */
+function chartMetaPath(store: ContentStore, repo: string, name: string, version: string, digest: Digest): string {
+  return join(store.root, 'charts', `${sha256(`${repo}\n${name}\n${version}\n${digest}`).slice(7)}.json`);
+}
+
+async function rememberChartMeta(store: ContentStore, repo: string, name: string, version: string, digest: Digest, meta: Record<string, unknown>): Promise<void> {
+  const path = chartMetaPath(store, repo, name, version, digest);
+  await mkdir(dirname(path), { recursive: true });
+  await writeFileAtomic(path, JSON.stringify(meta));
+}
+
+async function readChartMeta(store: ContentStore, repo: string, name: string, version: string, digest: Digest): Promise<Record<string, unknown> | undefined> {
+  try {
+    const meta = JSON.parse(await readFile(chartMetaPath(store, repo, name, version, digest), 'utf8')) as unknown;
+    return meta && typeof meta === 'object' && !Array.isArray(meta) ? (meta as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined; // none, or damaged: the repository is asked again
   }
 }

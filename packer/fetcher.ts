@@ -3,8 +3,8 @@ import { stat } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import pLimit from 'p-limit';
 import { AcpackError } from '../oci/errors.js';
-import type { Digest } from '../oci/digest.js';
-import { agentFor, DEFAULT_RETRY, fetchWithRetry } from '../oci/http.js';
+import { shortDigest, type Digest } from '../oci/digest.js';
+import { agentFor, DEFAULT_RETRY, describeNetworkError, fetchWithRetry, type RetryPolicy } from '../oci/http.js';
 import { downloadInto } from '../oci/download.js';
 import { formatReference, type Reference } from '../oci/reference.js';
 import type { BlobWriter, ContentStore } from '../oci/store.js';
@@ -13,8 +13,24 @@ import type { RegistryClient } from '../oci/registry-client.js';
 /** A blob to have in the store: where it comes from and what it must be. */
 export type BlobSource =
   | { kind: 'registry'; ref: Reference; digest: Digest; size: number }
-  /** `origin`: set when the URL came from content (a repository index), not from the user's manifest: http(s) only. */
-  | { kind: 'url'; url: string; digest?: Digest; size?: number; origin?: string };
+  /**
+   * `origin`: set when the URL came from content (a repository index), not from the user's manifest: http(s) only.
+   * `what`: what the file is, for messages ("binary kubeadm v1.22.15 for amd64").
+   */
+  | { kind: 'url'; url: string; digest?: Digest; size?: number; origin?: string; what?: string };
+
+export interface FetcherOptions {
+  /** Never go upstream: a blob the store lacks is NOT_CACHED (`acpack bundle --locked` tries the cache alone first). */
+  offline?: boolean;
+  /**
+   * Ask a URL whose file the store already holds whether it still serves it (HEAD), and say here
+   * when it does not: a cache must not hide a dead link until a build without it (CI, another machine) fails.
+   */
+  warnStaleUrl?: (message: string) => void;
+}
+
+/** The upstream check of a cached file is advice: one retry, not five. */
+const CHECK_RETRY: RetryPolicy = { attempts: 2, baseDelayMs: 250, maxDelayMs: 1000 };
 
 /**
  * Gets blobs into the store: each at most once however many images, arches or charts ask for
@@ -34,8 +50,13 @@ export class Fetcher {
     concurrency = 8,
     /** Progress of downloads; replaceable when another meter takes over. */
     public onBytes: (n: number) => void = () => {},
+    private readonly opts: FetcherOptions = {},
   ) {
     this.limit = pLimit(concurrency);
+  }
+
+  get offline(): boolean {
+    return this.opts.offline === true;
   }
 
   /** Ensures the blob is in the store; resolves to its digest (known only afterwards for an unpinned URL). */
@@ -52,8 +73,15 @@ export class Fetcher {
   }
 
   private async fetch(src: BlobSource): Promise<Digest> {
-    if (src.digest && (await this.store.has(src.digest))) return src.digest;
     const source = src.kind === 'registry' ? formatReference(src.ref) : src.url;
+    if (src.digest && (await this.store.has(src.digest))) {
+      if (src.kind === 'url' && this.opts.warnStaleUrl) {
+        const stale = await checkUpstream(src.url, (await this.store.size(src.digest))!);
+        if (stale) this.opts.warnStaleUrl(`${src.what ? `${src.what}: ` : ''}${stale}; used the cached copy ${shortDigest(src.digest)}: a build without this cache (another machine, a CI runner) would fail here`);
+      }
+      return src.digest;
+    }
+    if (this.opts.offline) throw new AcpackError('NOT_CACHED', `${src.digest ?? 'the file'} from ${source} is not in the cache`);
     const ingestRef = src.digest ?? `url:${src.url}`;
     const writer = await this.store.writer(ingestRef, { digest: src.digest, size: src.size, source });
     const count = (n: number) => {
@@ -109,3 +137,32 @@ async function downloadUrl(url: string, writer: BlobWriter, onBytes: (n: number)
   await downloadInto(writer, open, url, onBytes);
 }
 
+/**
+ * What is wrong upstream with a file the cache holds (`size` bytes), or undefined when its URL still
+ * serves it: a local file gone, an HTTP error, no answer, or another size (the file changed). A
+ * server that refuses HEAD is asked for its first byte instead.
+ */
+async function checkUpstream(url: string, size: number): Promise<string | undefined> {
+  const parsed = new URL(url);
+  if (parsed.protocol === 'file:') {
+    const s = await stat(fileURLToPath(parsed)).catch(() => undefined);
+    return s?.isFile() ? undefined : `${fileURLToPath(parsed)} is ${s ? 'not a regular file' : 'gone'}`;
+  }
+  const ask = (method: string, headers: Record<string, string> = {}) =>
+    fetchWithRetry(url, { method, headers, dispatcher: agentFor(false) }, CHECK_RETRY, `${method} ${url}`);
+  try {
+    let res = await ask('HEAD');
+    if (res.status === 405 || res.status === 501) {
+      await res.discard();
+      res = await ask('GET', { range: 'bytes=0-0' });
+    }
+    res.close(); // only the headers count
+    if (res.status >= 400) return `${url} answered HTTP ${res.status} ${res.statusText}`;
+    const total = res.status === 206 ? /\/(\d+)$/.exec(res.header('content-range') ?? '')?.[1] : res.header('content-length');
+    if (total !== undefined && total !== null && Number(total) !== size) return `${url} now serves ${Number(total)} bytes, not the ${size} of the pinned file: it changed upstream`;
+    return undefined;
+  } catch (err) {
+    const cause = err instanceof AcpackError && err.cause ? err.cause : err;
+    return `${url} did not answer (${describeNetworkError(cause)})`;
+  }
+}

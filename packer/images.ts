@@ -8,6 +8,9 @@ import type { RegistryClient } from '../oci/registry-client.js';
 import type { ImageSpec } from '../manifests/index.js';
 import type { Fetcher } from './fetcher.js';
 
+/** Where manifests come from: the registry client, or with --locked the cache alone (packer/locked.ts). */
+export type ManifestSource = Pick<RegistryClient, 'getManifest'>;
+
 /** One bundled platform of an image: its manifest, config and layers. */
 export interface PlatformPart {
   platform: string;
@@ -35,7 +38,7 @@ export function platformsFor(spec: { platforms?: Platform[] }, bundle: Platform[
 export async function resolveImage(
   spec: ImageSpec,
   bundlePlatforms: Platform[],
-  client: RegistryClient,
+  client: ManifestSource,
   store: ContentStore,
   fetcher: Fetcher,
   pinned?: Digest,
@@ -88,7 +91,7 @@ export async function resolveImage(
 }
 
 /** Fetches and stores one image (or artifact) manifest by digest; returns it with its blobs. */
-export async function resolveManifest(ref: Reference, name: string, digest: Digest | undefined, client: RegistryClient, store: ContentStore) {
+export async function resolveManifest(ref: Reference, name: string, digest: Digest | undefined, client: ManifestSource, store: ContentStore) {
   const got = await client.getManifest(ref, digest);
   if (!isManifestType(got.mediaType)) throw new AcpackError('UNSUPPORTED_MEDIA_TYPE', `${name}: expected an image manifest, got ${got.mediaType}`);
   await store.put(got.bytes, { digest: got.digest, source: name });

@@ -1,4 +1,4 @@
-import { resolve as resolvePath } from 'node:path';
+import { basename, resolve as resolvePath } from 'node:path';
 import pLimit from 'p-limit';
 import { formatPlatform, parsePlatform, type Platform } from '../arch/platform.js';
 import { AcpackError, plural } from '../oci/errors.js';
@@ -6,13 +6,14 @@ import type { Digest } from '../oci/digest.js';
 import { ANNOTATION_REF_NAME, MT, type Descriptor, type ImageIndex } from '../oci/media-types.js';
 import { ContentStore } from '../oci/store.js';
 import { RegistryClient } from '../oci/registry-client.js';
-import { loadManifest, type BundleManifest } from '../manifests/index.js';
+import { loadManifest, type BundleManifest, type ImageSpec } from '../manifests/index.js';
 import { Fetcher } from './fetcher.js';
 import { resolveImage, type ResolvedImage } from './images.js';
 import { resolveBinary, type ResolvedBinary } from './binaries.js';
 import { resolveChart, type ResolvedChart } from './charts.js';
 import { EMPTY_CONFIG } from './artifacts.js';
 import { chartKey, readLock, type LockFile } from './lock.js';
+import { CachedManifests, fromCache, requireCached } from './locked.js';
 import type { Reporter } from './progress.js';
 
 export interface ResolveOptions {
@@ -84,21 +85,40 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
 
   const store = await ContentStore.open(opts.cacheDir);
   const client = new RegistryClient({ insecure: [...manifest.insecureRegistries, ...(opts.insecure ?? [])], tokenHosts: manifest.tokenHosts });
-  const fetcher = new Fetcher(store, client, opts.concurrency ?? 8, (n) => reporter.bytes(n));
+  // A file the cache holds is still asked for upstream, so that a dead link is said, not hidden.
+  const fetcher = new Fetcher(store, client, opts.concurrency ?? 8, (n) => reporter.bytes(n), { warnStaleUrl: (m) => reporter.warn(m) });
   const limit = pLimit(opts.concurrency ?? 8);
   reporter.info(
     `${manifest.name} ${manifest.version}: ${contents(manifest.images.length, manifest.binaries.length, manifest.charts.length)} for ${platforms.map(formatPlatform).join(', ')}`,
   );
-
-  if (opts.locked) await checkLockedImages(manifest, lock!, client, limit);
+  // --locked: what the cache holds whole is built from it alone, asking nothing upstream (packer/locked.ts).
+  const cache = opts.locked ? { manifests: new CachedManifests(store), fetcher: new Fetcher(store, client, 1, () => {}, { offline: true }) } : undefined;
+  const fromCacheCount = { images: 0, binaries: 0, charts: 0 };
 
   reporter.phase('resolve images', 0);
+  const cachedImages = new Map<ImageSpec, ResolvedImage | undefined>();
+  if (cache) {
+    await settleAll(
+      manifest.images.map((spec) =>
+        limit(async () => {
+          const hit = await fromCache(async () => {
+            const img = await resolveImage(spec, platforms, cache.manifests, store, cache.fetcher, lock!.images[spec.name]);
+            for (const part of img?.parts ?? []) await requireCached(store, part.blobs.map((b) => b.digest), spec.name);
+            return img;
+          });
+          if (hit) cachedImages.set(spec, hit.value);
+        }),
+      ),
+    );
+    await checkLockedImages(manifest, lock!, manifest.images.filter((spec) => !cachedImages.has(spec)), client, limit);
+  }
   const images = (
     await settleAll(
       manifest.images.map((spec) =>
         limit(async () => {
-          const img = await resolveImage(spec, platforms, client, store, fetcher, lock?.images[spec.name]);
+          const img = cachedImages.has(spec) ? cachedImages.get(spec) : await resolveImage(spec, platforms, client, store, fetcher, lock?.images[spec.name]);
           if (!img) reporter.info(`skipping ${spec.name}: it is only for ${spec.platforms!.map(formatPlatform).join(', ')}`);
+          else if (cachedImages.has(spec)) fromCacheCount.images++;
           return img;
         }),
       ),
@@ -112,13 +132,26 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
     }
   }
   const binaries = (
-    await settleAll(manifest.binaries.map((spec) => limit(() => resolveBinary(spec, platforms, store, fetcher, lock?.binaries[spec.name] ?? {}, opts.trustOnFirstUse))))
+    await settleAll(
+      manifest.binaries.map((spec) =>
+        limit(async () => {
+          const pins = lock?.binaries[spec.name] ?? {};
+          const hit = cache && (await fromCache(() => resolveBinary(spec, platforms, store, cache.fetcher, pins)));
+          if (hit?.value) fromCacheCount.binaries++;
+          return hit ? hit.value : resolveBinary(spec, platforms, store, fetcher, pins, opts.trustOnFirstUse);
+        }),
+      ),
+    )
   ).filter((b): b is ResolvedBinary => b !== undefined);
   const charts = await settleAll(
     manifest.charts.map((spec) =>
       limit(async () => {
         const key = spec.name && spec.version ? chartKey(spec.name, spec.version) : undefined;
-        const chart = await resolveChart(spec, store, client, fetcher, key ? lock?.charts[key] : undefined, opts.sourceDateEpoch);
+        const pin = key ? lock?.charts[key] : undefined;
+        const hit = cache && (await fromCache(() => resolveChart(spec, store, cache.manifests, cache.fetcher, pin, opts.sourceDateEpoch)));
+        // A local chart directory has no upstream: it is packaged either way and is not counted.
+        if (hit && spec.source.kind !== 'path') fromCacheCount.charts++;
+        const chart = hit ? hit.value : await resolveChart(spec, store, client, fetcher, pin, opts.sourceDateEpoch);
         const locked = lock?.charts[chartKey(chart.name, chart.version)];
         if (opts.locked && locked !== chart.pin) {
           throw new AcpackError(
@@ -132,6 +165,13 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
       }),
     ),
   );
+  const cached = fromCacheCount.images + fromCacheCount.binaries + fromCacheCount.charts;
+  if (cached > 0) {
+    reporter.info(
+      `${cached} from cache, upstream not checked (${contents(fromCacheCount.images, fromCacheCount.binaries, fromCacheCount.charts)}, as ${basename(manifestFile)}.lock pins them; \`acpack lock\` asks upstream again)`,
+      { fromCache: cached, upstreamChecked: false },
+    );
+  }
 
   await opts.checks?.resolved?.({ manifest, platforms, store, images, binaries, charts });
 
@@ -184,15 +224,17 @@ async function settleAll<T>(tasks: Promise<T>[]): Promise<T[]> {
   return results.map((r) => (r as PromiseFulfilledResult<T>).value);
 }
 
-/** --locked: every image must be in the lock, and its tag must still point where the lock says. */
-async function checkLockedImages(manifest: BundleManifest, lock: LockFile, client: RegistryClient, limit: ReturnType<typeof pLimit>): Promise<void> {
-  const drift: string[] = [];
+/**
+ * --locked: every image must be in the lock, and the tags of those fetched from upstream (`upstream`:
+ * not whole in the cache) must still point where the lock says.
+ */
+async function checkLockedImages(manifest: BundleManifest, lock: LockFile, upstream: ImageSpec[], client: RegistryClient, limit: ReturnType<typeof pLimit>): Promise<void> {
+  const drift = manifest.images.filter((spec) => !lock.images[spec.name]).map((spec) => `${spec.name}: not in the lock file`);
   await Promise.all(
-    manifest.images.map((spec) =>
+    upstream.map((spec) =>
       limit(async () => {
         const locked = lock.images[spec.name];
-        if (!locked) return void drift.push(`${spec.name}: not in the lock file`);
-        if (spec.ref.digest) return;
+        if (!locked || spec.ref.digest) return;
         const now = await client.resolve(spec.ref);
         if (now !== locked) drift.push(`${spec.name}: moved from ${locked} to ${now}`);
       }),

@@ -65,7 +65,7 @@ function spec(extra: Record<string, unknown> = {}) {
 }
 
 describe('acpack lock and --locked', () => {
-  it('pins tags, binaries and charts, and --locked refuses a moved tag naming it', async () => {
+  it('pins tags, binaries and charts; --locked builds a whole cache without asking upstream, and refuses a moved tag it must fetch, naming it', async () => {
     const dir = join(work.dir, 'locked');
     const m = await writeManifest(dir, spec());
     const cache = join(dir, 'cache');
@@ -86,10 +86,15 @@ describe('acpack lock and --locked', () => {
       `kubeadm/arm64/${sha256('kubeadm for arm64\n')}`,
     ]);
 
-    // Re-tag web:1.0 to new content upstream: --locked names what moved.
+    // Re-tag web:1.0 to new content upstream. With everything in the cache, --locked builds what the
+    // lock pins without asking upstream, and says so; what it must fetch, it checks: it names what moved.
     const moved = buildIndexImage(fx.web.repository, fx.web.tag, { amd64: [await buildLayer([{ path: 'x', content: 'new' }])], arm64: [await buildLayer([{ path: 'x', content: 'new arm' }])] });
     await pushImage(host, moved);
-    const drift = await runCli(['bundle', '-f', m, '--arch', 'amd64,arm64', '--cache', cache, '-o', join(dir, 'b.tar.zst'), '--locked', '--allow-incomplete']);
+    const cached = await runCli(['bundle', '-f', m, '--arch', 'amd64,arm64', '--cache', cache, '-o', join(dir, 'b0.tar.zst'), '--locked', '--allow-incomplete']);
+    expect(cached.code, cached.stderr).toBe(0);
+    expect(cached.stderr).toContain('3 from cache, upstream not checked (1 image, 1 binary, 1 chart, as m.yaml.lock pins them');
+    expect((await readDescriptor(join(dir, 'b0.tar.zst'))).images[0].digest).toBe(fx.web.top.digest);
+    const drift = await runCli(['bundle', '-f', m, '--arch', 'amd64,arm64', '--cache', join(dir, 'fresh-cache'), '-o', join(dir, 'b.tar.zst'), '--locked', '--allow-incomplete']);
     expect(drift.code).toBe(1);
     expect(drift.stderr).toContain(`${imageRef(host, fx.web)}: moved from ${fx.web.top.digest} to ${moved.top.digest}`);
 
