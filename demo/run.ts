@@ -11,7 +11,7 @@ import { formatInspect } from '../packer/cli.js';
 import { controlPlaneImages, demoImages, pushImage } from './samples.js';
 import { startSourceRegistry, type SourceRegistry } from './source-registry.js';
 import { labUp, ssh, type Lab } from '../test/hosts/lab.js';
-import { claimLabState, describeLab, hostCommand, removeLab, saveLabState, type LabState } from '../test/hosts/lab-state.js';
+import { claimLabState, describeLab, hostCommand, loadLabState, removeLab, saveLabState, type LabState } from '../test/hosts/lab-state.js';
 import { kubeadmBinary } from '../test/hosts/standins/kubeadm-standin.js';
 
 const HELP = `npm run demo [-- --keep]
@@ -132,7 +132,7 @@ async function main(): Promise<number> {
   await claimLabState();
   lab = await labUp(3, { dir: join(work, 'lab') });
   await saveLabState(lab);
-  const state: LabState = { id: lab.id, subnet: lab.subnet, dir: lab.dir, key: lab.key, hosts: lab.hosts.map(({ name, ip, netns }) => ({ name, ip, netns })), pids: [] };
+  const state = (await loadLabState())!;
   process.stdout.write(`lab ${lab.id} on ${lab.subnet}, unreachable from the rest of the machine:\n${describeLab(state)}`);
 
   const [master, w1, w2] = lab.hosts;

@@ -170,3 +170,22 @@ export async function controlPlaneImages(): Promise<SampleImage[]> {
   }
   return images;
 }
+
+/** Pushes a packaged chart (.tgz) as `helm push` stores one: a Helm config and the chart as its one layer. Returns its manifest's digest. */
+export async function pushHelmChart(registry: string, repository: string, tag: string, tgz: Buffer, chart: { name: string; version: string }): Promise<Digest> {
+  const config = Buffer.from(JSON.stringify({ ...chart, apiVersion: 'v2' }));
+  const configDesc = { mediaType: MT.helmConfig, digest: sha256(config), size: config.length };
+  const chartDesc = { mediaType: MT.helmChart, digest: sha256(tgz), size: tgz.length };
+  const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, config: configDesc, layers: [chartDesc] }));
+  await pushImage(registry, {
+    repository,
+    tag,
+    blobs: [
+      { descriptor: configDesc, data: config },
+      { descriptor: chartDesc, data: tgz },
+    ],
+    manifests: [],
+    top: { digest: sha256(manifest), mediaType: MT.ociManifest, data: manifest },
+  });
+  return sha256(manifest);
+}

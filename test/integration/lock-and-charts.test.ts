@@ -9,7 +9,7 @@ import { MT } from '../../oci/media-types.js';
 import { bundleEntries, readDescriptor } from '../../oci/bundle-reader.js';
 import { verifyBundle } from '../../oci/bundle-verify.js';
 import { packageChart } from '../../packer/chart-package.js';
-import { buildIndexImage, buildLayer, pushImage } from '../../demo/samples.js';
+import { buildIndexImage, buildLayer, pushHelmChart, pushImage } from '../../demo/samples.js';
 import { runCli, ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
 import { serveFiles, type FileServer } from '../helpers/http-files.js';
 import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
@@ -139,24 +139,7 @@ describe('charts', () => {
   it('bundles a repo chart, an OCI chart and a local chart with Helm media types', async () => {
     // An OCI chart, pushed the way helm push stores one.
     const ociTgz = (await packageChart(join(work.dir, 'hello'), 1)).tgz;
-    const config = Buffer.from(JSON.stringify({ name: 'hello', version: '0.2.0', apiVersion: 'v2' }));
-    const chartManifest = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        config: { mediaType: MT.helmConfig, digest: sha256(config), size: config.length },
-        layers: [{ mediaType: MT.helmChart, digest: sha256(ociTgz), size: ociTgz.length }],
-      }),
-    );
-    await pushImage(host, {
-      repository: 'charts/hello',
-      tag: '0.2.0',
-      blobs: [
-        { descriptor: { mediaType: MT.helmConfig, digest: sha256(config), size: config.length }, data: config },
-        { descriptor: { mediaType: MT.helmChart, digest: sha256(ociTgz), size: ociTgz.length }, data: ociTgz },
-      ],
-      manifests: [],
-      top: { digest: sha256(chartManifest), mediaType: MT.ociManifest, data: chartManifest },
-    });
+    const ociManifest = await pushHelmChart(host, 'charts/hello', '0.2.0', ociTgz, { name: 'hello', version: '0.2.0' });
 
     const dir = join(work.dir, 'charts');
     await cp(join(work.dir, 'hello'), join(dir, 'local-chart'), { recursive: true });
@@ -179,7 +162,7 @@ describe('charts', () => {
       'local:1.2.3:acpack.local/charts/local:1.2.3',
     ]);
     expect(d.charts[0].chart).toBe(sha256(chartTgz));
-    expect(d.charts[1].digest).toBe(sha256(chartManifest));
+    expect(d.charts[1].digest).toBe(ociManifest);
 
     const blobs = new Map<string, Buffer>();
     for await (const e of bundleEntries(out)) {

@@ -4,8 +4,7 @@ import { cp, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { sha256 } from '../../oci/digest.js';
-import { MT } from '../../oci/media-types.js';
-import { pushImage } from '../../demo/samples.js';
+import { pushHelmChart } from '../../demo/samples.js';
 import { readDescriptor } from '../../oci/bundle-reader.js';
 import { packageChart } from '../../packer/chart-package.js';
 import { freePort } from '../../demo/source-registry.js';
@@ -78,24 +77,7 @@ beforeAll(async () => {
     stringify({ apiVersion: 'v1', entries: { hello: [{ apiVersion: 'v2', name: 'hello', version: '0.1.0', urls: ['hello-0.1.0.tgz'], digest: sha256(tgz).slice(7) }] } }),
   );
   // An OCI chart, pushed the way helm push stores one.
-  const config = Buffer.from(JSON.stringify({ name: 'oci-hello', version: '0.2.0', apiVersion: 'v2' }));
-  const chartManifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      config: { mediaType: MT.helmConfig, digest: sha256(config), size: config.length },
-      layers: [{ mediaType: MT.helmChart, digest: sha256(tgz), size: tgz.length }],
-    }),
-  );
-  await pushImage(env.registry.host, {
-    repository: 'charts/oci-hello',
-    tag: '0.2.0',
-    blobs: [
-      { descriptor: { mediaType: MT.helmConfig, digest: sha256(config), size: config.length }, data: config },
-      { descriptor: { mediaType: MT.helmChart, digest: sha256(tgz), size: tgz.length }, data: tgz },
-    ],
-    manifests: [],
-    top: { digest: sha256(chartManifest), mediaType: MT.ociManifest, data: chartManifest },
-  });
+  await pushHelmChart(env.registry.host, 'charts/oci-hello', '0.2.0', tgz, { name: 'oci-hello', version: '0.2.0' });
   files = await serveFiles(www);
   registryProxy = await countingProxy(env.registry.host);
   filesProxy = await countingProxy(new URL(files.url).host);
