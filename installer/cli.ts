@@ -11,7 +11,7 @@ import { isMaster, loadClusterFile, parseIpList, parsePort, specFromFlags, type 
 import { textTable } from '../oci/text-table.js';
 import { parseIgnoreList, preflightError, SKIPPABLE } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
-import { checkDeletable, checkHostList, deleteNodes, installFrom, type NodeOutcome } from './from.js';
+import { checkDeletable, checkHostList, checkNotOlder, deleteNodes, installFrom, type NodeOutcome } from './from.js';
 import { loadClusterState, saveClusterState, withNodes } from './cluster-state.js';
 import { Journal } from './journal.js';
 import { createInstallProgress } from './progress-board.js';
@@ -183,6 +183,7 @@ import runs: each deletion re-checks under the store lock.`,
     .description('Import a bundle, serve it, check every node, give each its binaries and containerd configuration, kubeadm init and join, install the charts')
     .argument('<bundle>', 'bundle.tar.zst')
     .option('--max-unavailable <n>', 'workers upgraded at once by a newer bundle (each is out while its kubelet restarts)', '1')
+    .option('--allow-downgrade', 'install an older release of the bundle the cluster runs (the same Kubernetes version: it is never downgraded)')
     .addHelpText(
       'after',
       `
@@ -201,6 +202,7 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
       if (!Number.isInteger(maxUnavailable) || maxUnavailable < 1) throw new AcpackError('BAD_ARGUMENT', `--max-unavailable must be a whole number of workers, 1 or more, not "${o.maxUnavailable}"`);
       const spec = await specFrom(o);
       await checkHostList(o.store, spec);
+      await checkNotOlder(o.store, bundle, !!o.allowDowngrade);
       const progress = createInstallProgress();
       const outcomes = await installFrom({ bundle, spec, store: o.store, ignore: o.ignorePreflight, progress, maxUnavailable }).finally(() => progress.end());
       reportOutcomes(outcomes);

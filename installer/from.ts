@@ -13,7 +13,7 @@ import { hostListChanges, loadClusterState, saveClusterState } from './cluster-s
 import type { InstallProgress } from './progress-board.js';
 import { KnownHosts, SshHost } from './ssh.js';
 import { ensureRegistry, siteRegistry } from './registry-service.js';
-import { heldBinaries } from './upgrade.js';
+import { checkBundleOrder, heldBinaries } from './upgrade.js';
 import { withStoreLock } from './store-lock.js';
 import { helmCommand } from './charts.js';
 import { kubectlCommand } from './post-check.js';
@@ -23,6 +23,7 @@ import { preflightError, type Facts } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
 import { containerdFiles, installBinaries, serviceFiles, startServices, writeFiles } from './node-setup.js';
 import { bundleIdentity, type BundleDescriptor } from '../oci/bundle-format.js';
+import { kubernetesVersion } from '../kube/index.js';
 
 export interface FromOptions {
   /** A bundle file to import, or the descriptor of one already imported (join, from the cluster state). */
@@ -59,7 +60,8 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
  * list differs from the cluster's (see hostListChanges); `join` and `delete` change the nodes.
  */
 export async function checkHostList(store: string, spec: ClusterSpec): Promise<void> {
-  if (!existsSync(join(store, 'cluster.json'))) return;
+  // No journal: no node was installed (and opening one would create it).
+  if (!existsSync(join(store, 'cluster.json')) || !existsSync(join(store, 'journal.db'))) return;
   const state = await loadClusterState(store);
   const journal = new Journal(store);
   try {
@@ -68,6 +70,16 @@ export async function checkHostList(store: string, spec: ClusterSpec): Promise<v
   } finally {
     journal.close();
   }
+}
+
+/** `from` with an older release of the bundle the cluster runs: refused unless `allowDowngrade` (see checkBundleOrder). */
+export async function checkNotOlder(store: string, bundle: string, allowDowngrade: boolean): Promise<void> {
+  if (!existsSync(join(store, 'cluster.json'))) return;
+  const installed = (await loadClusterState(store)).descriptor;
+  if (!installed) return;
+  const next = await readDescriptor(bundle);
+  const release = (d: BundleDescriptor) => ({ name: d.name, version: d.version, kubernetes: d.binaries.some((b) => b.name === 'kubeadm') ? kubernetesVersion(d) : '' });
+  checkBundleOrder(release(installed), release(next), allowDowngrade);
 }
 
 /** The registry runs here and nodes fetch from the first master's address: they must be one machine. */

@@ -52,3 +52,33 @@ export async function releaseHeldBinaries(host: SshHost, d: BundleDescriptor, ar
   const swaps = held.map((b) => `if [ -f ${shq(`${b.install}${STAGED}`)} ]; then mv -f -T ${shq(`${b.install}${STAGED}`)} ${shq(b.install!)}; fi`);
   await host.check(['set -e', ...swaps, 'systemctl daemon-reload', 'systemctl restart kubelet'].join('\n'), 'swapping in the new kubelet');
 }
+
+/**
+ * Release order of two version strings: runs of digits compare as numbers, the rest as text, so
+ * that v1.22.15-aliyun.10 comes after -aliyun.9; a version that extends another (v1.22.15-aliyun.1
+ * over v1.22.15, ACK Distro's rebuilds) comes after it.
+ */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.match(/\d+|\D+/g) ?? [];
+  const pb = b.match(/\d+|\D+/g) ?? [];
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    if (pa[i] === undefined) return -1;
+    if (pb[i] === undefined) return 1;
+    const numbers = /^\d/.test(pa[i]) && /^\d/.test(pb[i]);
+    const c = numbers ? Number(pa[i]) - Number(pb[i]) : pa[i] < pb[i] ? -1 : pa[i] > pb[i] ? 1 : 0;
+    if (c !== 0) return Math.sign(c);
+  }
+  return 0;
+}
+
+/**
+ * An older release of the installed bundle over it is refused unless `allowDowngrade`: its binaries
+ * and images would replace newer ones on every node. The Kubernetes version comes first: a bundle
+ * of another Kubernetes version is an upgrade or a refused downgrade (planUpgrade), whatever its
+ * own version says.
+ */
+export function checkBundleOrder(installed: { name: string; version: string; kubernetes: string }, next: { name: string; version: string; kubernetes: string }, allowDowngrade: boolean): void {
+  if (allowDowngrade || installed.name !== next.name || installed.kubernetes !== next.kubernetes) return;
+  if (compareVersions(next.version, installed.version) >= 0) return;
+  throw new AcpackError('DOWNGRADE', `${next.name} ${next.version} is older than ${installed.name} ${installed.version}, which this cluster runs: add --allow-downgrade to install it anyway (Kubernetes itself is never downgraded); nothing was changed`);
+}

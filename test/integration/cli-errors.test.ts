@@ -7,6 +7,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import bcrypt from 'bcryptjs';
 import { freePort } from '../../demo/source-registry.js';
 import { runAcinstall, runCli, tempDir } from '../helpers/env.js';
+import { bundleSpec } from '../helpers/fixtures.js';
+import { kubeadmBinary } from '../hosts/standins/kubeadm-standin.js';
+import { readDescriptor } from '../../oci/bundle-reader.js';
+import { saveClusterState } from '../../installer/cluster-state.js';
+import { specFromFlags } from '../../installer/cluster-spec.js';
 
 /**
  * The mistakes a new user makes on the command line end in one clear message and exit 1, before
@@ -158,5 +163,29 @@ describe('acpack bundle -o', () => {
     expect(connections).toBe(before);
     expect(await readdir(out)).toEqual([]);
     expect(existsSync(cache)).toBe(false);
+  });
+});
+
+describe('acinstall from with an older release of the bundle the cluster runs', () => {
+  it('is refused before any node is reached, naming --allow-downgrade', async () => {
+    const store = await emptyDir('store-downgrade');
+    const dir = join(work.dir, 'downgrade');
+    const kubeadm = await kubeadmBinary(join(dir, 'bin'), 'v1.22.15');
+    // A bundle of release v1 (kubeadm only: enough to name its Kubernetes version), over a cluster
+    // recorded as running release v2 of the same bundle.
+    const bundle = await bundleSpec(dir, { binaries: [kubeadm] }, join(dir, 'v1.tar.zst'), 'amd64', { allowIncomplete: true });
+    const d = await readDescriptor(bundle);
+    const spec = specFromFlags({ masters: '127.0.0.1', password: 'not-used' });
+    spec.hosts[0].port = port;
+    await saveClusterState(store, bundle, { ...d, version: 'v2' }, spec);
+    const args = ['from', bundle, '-m', '127.0.0.1', '--port', String(port), '-p', 'not-used', '--store', store];
+    const before = connections;
+    const refused = await runAcinstall(args);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('test v1 is older than test v2, which this cluster runs: add --allow-downgrade to install it anyway');
+    expect(connections).toBe(before);
+    expect((await readdir(store)).sort()).toEqual(['cluster.json']);
+    // Not run with --allow-downgrade here: from would go on to start the site registry on every
+    // address of this machine. That the flag lets it through is test/unit/upgrade.test.ts's.
   });
 });
