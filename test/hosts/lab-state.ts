@@ -27,7 +27,7 @@ export async function claimLabState(): Promise<void> {
   if (existsSync(LAB_STATE)) throw new Error(`a lab is already up (${LAB_STATE}); run npm run hosts:down first`);
 }
 
-export async function saveLabState(lab: Lab): Promise<void> {
+export async function saveLabState(lab: Lab, file = LAB_STATE): Promise<void> {
   const state: LabState = {
     id: lab.id,
     subnet: lab.subnet,
@@ -37,7 +37,7 @@ export async function saveLabState(lab: Lab): Promise<void> {
     hosts: lab.hosts.map(({ name, ip, netns }) => ({ name, ip, netns })),
     pids: lab.hosts.map((h) => h.sshd.pid!).filter(Boolean),
   };
-  await writeFile(LAB_STATE, `${JSON.stringify(state, null, 2)}\n`);
+  await writeFile(file, `${JSON.stringify(state, null, 2)}\n`);
 }
 
 export async function loadLabState(): Promise<LabState | undefined> {

@@ -4,6 +4,9 @@ import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { connect } from 'node:net';
 import { ssh } from '../hosts/lab.js';
+import { saveLabState } from '../hosts/lab-state.js';
+import { join } from 'node:path';
+import { ROOT } from '../helpers/env.js';
 import { useLab } from '../helpers/lab.js';
 
 const run = promisify(execFile);
@@ -42,5 +45,19 @@ describe('test hosts', () => {
       });
     });
     expect(err.code).toBe('EHOSTUNREACH');
+  });
+});
+
+describe('npm run hosts:exec', () => {
+  it('runs ssh NODE, acinstall and any command from a host of the lab that is up', async () => {
+    const state = join(t.lab.dir, 'state.json');
+    const exec = (args: string[]) => run('npm', ['run', '--silent', 'hosts:exec', '--', ...args], { cwd: ROOT, env: { ...process.env, ACPACK_LAB_STATE: state }, timeout: 60_000 });
+    await expect(exec(['ssh', 'node2', 'hostname'])).rejects.toThrow(/no lab is up/);
+    await saveLabState(t.lab, state); // as hosts:up and the demo do
+    expect((await exec(['ssh', 'node2', 'hostname'])).stdout.trim()).toBe('node2');
+    expect((await exec(['acinstall', '--version'])).stdout).toMatch(/^\d+\.\d+\.\d+/);
+    // Any other command runs in the first host's network (or the named host's), on this machine's files.
+    expect((await exec(['ip', '-4', '-o', 'addr', 'show', 'eth0'])).stdout).toContain(`${t.lab.hosts[0].ip}/24`);
+    expect((await exec(['node2', 'ip', '-4', '-o', 'addr', 'show', 'eth0'])).stdout).toContain(`${t.lab.hosts[1].ip}/24`);
   });
 });
