@@ -1,7 +1,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readlinkSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { Agent, request } from 'undici';
@@ -69,7 +69,8 @@ export async function siteRegistry(store: string, spec: ClusterSpec): Promise<Si
   const master = firstMaster(spec);
   const tls = await ensureTls(store, { hostnames: [spec.registry.domain], ips: [master.ip] });
   return {
-    store,
+    // Absolute: the registry's command line names it, and stop and status find the process by it.
+    store: resolve(store),
     url: `https://${master.ip}:${spec.registry.port}`,
     ca: tls.ca,
     listen: `0.0.0.0:${spec.registry.port}`,
@@ -86,6 +87,7 @@ async function answers(r: SiteRegistry, agent: Agent): Promise<boolean> {
  * runs: checked by its command line, as a PID file outlives its process and PIDs are reused.
  */
 async function backgroundPid(store: string): Promise<number | undefined> {
+  store = resolve(store);
   const pid = Number((await readFile(join(store, 'registry.pid'), 'utf8').catch(() => '')).trim());
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
   const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
