@@ -12,12 +12,17 @@ async function up(count: number): Promise<void> {
   const lab = await labUp(count, { id: 1, dir: '/tmp/acpack-lab' });
   await saveLabState(lab);
   process.stdout.write(`lab ${lab.id} up on ${lab.subnet} (unreachable from this namespace):\n${describeLab((await loadLabState())!)}Ctrl-C to tear it down.\n`);
+  // Ctrl-C under npm arrives twice (from the terminal and relayed by tsx): the first one tears down,
+  // and the handler stays so that the second cannot cut that short.
+  let stopping = false;
   const stop = async () => {
+    if (stopping) return;
+    stopping = true;
     await removeLab(lab);
     process.exit(0);
   };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
 }
 
 async function exec(argv: string[]): Promise<number> {
