@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pkg in docker-registry skopeo zstd containerd podman openssh-server openssh-client iproute2 wrk; do
+for pkg in docker-registry skopeo zstd containerd podman openssh-server openssh-client iproute2 wrk curl python3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
