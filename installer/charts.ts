@@ -4,7 +4,8 @@ import { NODE_CA, sha256Check, shq } from './node-setup.js';
 import type { SshHost } from './ssh.js';
 import { CNI_CHARTS } from '../kube/index.js';
 
-const CHART_DIR = '/var/lib/acpack/charts';
+/** Where the first master keeps the charts it pulled (reset removes it). */
+export const CHART_DIR = '/var/lib/acpack/charts';
 
 /** The bundle's charts in install order: the chosen CNI first, then the manifest's order; other CNIs left out. */
 export function chartOrder(d: BundleDescriptor, cni: string): BundledChart[] {

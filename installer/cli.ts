@@ -249,7 +249,7 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
       checkDeletable(spec, ips);
       await confirm(o.yes, `This runs kubeadm reset on ${ips.join(', ')} and removes ${ips.length === 1 ? 'it' : 'them'} from the cluster.`);
       const removed = (rest: typeof spec) => saveClusterState(o.store, state.bundle, state.descriptor, rest);
-      await deleteNodes(o.store, spec, ips, { force: !!o.force, removed, log: (l) => process.stderr.write(`${l}\n`) });
+      await deleteNodes(o.store, spec, ips, { descriptor: state.descriptor, force: !!o.force, removed, log: (l) => process.stderr.write(`${l}\n`) });
       process.stdout.write(`removed ${ips.join(', ')}\n`);
     });
 

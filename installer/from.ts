@@ -15,9 +15,10 @@ import { KnownHosts, SshHost } from './ssh.js';
 import { ensureRegistry, siteRegistry } from './registry-service.js';
 import { checkBundleOrder, heldBinaries } from './upgrade.js';
 import { withStoreLock } from './store-lock.js';
+import { resetScript } from './reset.js';
 import { helmCommand } from './charts.js';
 import { kubectlCommand } from './post-check.js';
-import { lvscareImage, pointApiServer } from './control-plane.js';
+import { lvscareImage } from './control-plane.js';
 import { chartSteps, checkCluster, clusterSteps, isInstalled, nodeVersions } from './cluster-steps.js';
 import { preflightError, type Facts } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
@@ -195,9 +196,10 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
 
 /**
  * `acinstall delete -n IP,…`: every IP is checked before any node is touched (each a node of the
- * cluster, and never the first master), then each node in turn gets kubeadm reset
- * and clean-up and is forgotten by the journal; `removed` hears the cluster after each one, so an
- * interruption loses nothing. (Removing the Node object needs the API server: not done.)
+ * cluster, and never the first master), then each node in turn is taken back to before acinstall
+ * (resetScript, as reset does for every node) and forgotten by the journal; `removed` hears the
+ * cluster after each one, so an interruption loses nothing. Removing the Node object needs the API
+ * server: the kubectl command is named instead.
  */
 /** Every IP is a node of the cluster, and none is the first master: checked before anything is asked or touched. */
 export function checkDeletable(spec: ClusterSpec, ips: string[]): void {
@@ -208,7 +210,7 @@ export function checkDeletable(spec: ClusterSpec, ips: string[]): void {
   }
 }
 
-export async function deleteNodes(store: string, spec: ClusterSpec, ips: string[], o: { force: boolean; removed: (rest: ClusterSpec) => Promise<void>; log: (line: string) => void }): Promise<void> {
+export async function deleteNodes(store: string, spec: ClusterSpec, ips: string[], o: { descriptor?: BundleDescriptor; force: boolean; removed: (rest: ClusterSpec) => Promise<void>; log: (line: string) => void }): Promise<void> {
   checkDeletable(spec, ips);
   await withStoreLock(store, `deleting ${ips.join(', ')}`, async () => {
     const known = await KnownHosts.inStore(store);
@@ -222,8 +224,7 @@ export async function deleteNodes(store: string, spec: ClusterSpec, ips: string[
           try {
             // kubelet registers the node under its hostname, lowercased; kubeadm reset leaves the Node object.
             const name = (await host.check('hostname', 'hostname')).trim().toLowerCase();
-            await host.check('kubeadm reset -f && rm -rf /etc/kubernetes /etc/containerd/certs.d /var/lib/kubelet /etc/cni/net.d', 'kubeadm reset', 300_000);
-            await pointApiServer(host, undefined);
+            await host.check(resetScript(o.descriptor), 'kubeadm reset', 300_000);
             o.log(`${ip}: reset and removed; its Node object stays in the API server until: kubectl delete node ${name}`);
           } finally {
             host.close();

@@ -48,6 +48,12 @@ const LEFT_BEHIND = [
   ...['kubelet.conf', 'bootstrap-kubelet.conf', 'admin.conf', 'pki/ca.crt'].map((f) => `test -e /etc/kubernetes/${f}`),
   'ls -A /var/lib/etcd 2>/dev/null | grep -q .',
 ];
+/**
+ * kubeadm reset as acinstall runs it, naming the CRI socket: on a node that also has docker's (or
+ * another runtime's) socket, kubeadm cannot choose and refuses without it.
+ */
+export const KUBEADM_RESET = `kubeadm reset -f --cri-socket ${CRI_SOCKET}`;
+
 /** Shell: true when the node holds any of them. */
 const LEFT_BEHIND_TEST = LEFT_BEHIND.map((c) => `${c} >/dev/null 2>&1`).join(' || ');
 /** The detached runs (SshHost.runDetached) of kubeadm init and join. */
@@ -77,7 +83,7 @@ async function resumable(host: SshHost, id: string, command: string, what: strin
   if (earlier.state === 'finished' && earlier.code === 0 && found.includes('proof')) return { stdout: earlier.stdout, resumed: true };
   if (earlier.state !== 'none' && found.includes('left-behind')) {
     const why = earlier.state === 'lost' ? 'died with its node or was killed' : earlier.state === 'finished' && earlier.code === 0 ? 'was undone since' : 'failed';
-    await host.check(`kubeadm reset -f --cri-socket ${CRI_SOCKET}`, `kubeadm reset (the ${what} of an earlier run ${why})`, 300_000);
+    await host.check(KUBEADM_RESET, `kubeadm reset (the ${what} of an earlier run ${why})`, 300_000);
   }
   const run: DetachedRun = await host.runDetached(id, command, KUBEADM_TIMEOUT, writeFilesScript({ [file.path]: await file.content() }));
   if (run.state === 'finished' && run.code === 0) return { stdout: run.stdout, resumed: false };

@@ -4,7 +4,8 @@ import { AcpackError, plural } from '../oci/errors.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { firstMaster, isMaster, type ClusterSpec } from './cluster-spec.js';
 import { hostsEntryScript } from './control-plane.js';
-import { CRI_SOCKET } from './kubeadm-config.js';
+import { KUBEADM_RESET } from './kubeadm.js';
+import { CHART_DIR } from './charts.js';
 import { NODE_CA, serviceFiles, shq } from './node-setup.js';
 import { RUNS_DIR, KnownHosts, SshHost } from './ssh.js';
 import { stopRegistry } from './registry-service.js';
@@ -12,7 +13,7 @@ import { withStoreLock } from './store-lock.js';
 import { Journal } from './journal.js';
 
 /**
- * The shell that takes a node back to before acinstall: kubeadm reset (the control plane, etcd's
+ * The shell that takes a node back to before acinstall (reset, and delete of one node): kubeadm reset (the control plane, etcd's
  * data, the kubelet's state), the kubelet stopped and its unit gone, the files acinstall wrote
  * (containerd's configuration and hosts.toml, the site CA, kernel settings, the runs and charts on
  * the node, the apiserver.cluster.local line), and the bundle's binaries where they are still the
@@ -30,10 +31,10 @@ export function resetScript(d: BundleDescriptor | undefined): string {
   );
   return [
     'set -e',
-    `if command -v kubeadm >/dev/null; then kubeadm reset -f --cri-socket ${CRI_SOCKET}; fi`,
+    `if command -v kubeadm >/dev/null; then ${KUBEADM_RESET}; fi`,
     'systemctl disable --now kubelet 2>/dev/null || true',
     'systemctl stop containerd 2>/dev/null || true',
-    `rm -rf /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d /etc/containerd/certs.d /etc/containerd/config.toml ${shq(NODE_CA.slice(0, NODE_CA.lastIndexOf('/')))} ${RUNS_DIR} /var/lib/acpack/charts`,
+    `rm -rf /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d /etc/containerd/certs.d /etc/containerd/config.toml ${shq(NODE_CA.slice(0, NODE_CA.lastIndexOf('/')))} ${RUNS_DIR} ${CHART_DIR}`,
     `rm -rf ${Object.keys(serviceFiles()).map(shq).join(' ')}`,
     ...removeIfOurs,
     'systemctl daemon-reload 2>/dev/null || true',

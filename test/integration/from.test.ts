@@ -253,7 +253,7 @@ describe('acinstall from on test hosts', { timeout: 180_000 }, () => {
     expect(del.code, del.stderr).toBe(0);
     // kubeadm reset leaves the Node object: the next step is named, with the node's name.
     expect(del.stderr).toContain(`${w2.ip}: reset and removed; its Node object stays in the API server until: kubectl delete node ${w2.name}`);
-    expect((await ssh(t.lab, master, w2, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('reset -f');
+    expect((await ssh(t.lab, master, w2, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('reset -f --cri-socket unix:///run/containerd/containerd.sock');
     await expect(ssh(t.lab, master, w2, 'test -e /etc/kubernetes/kubelet.conf')).rejects.toThrow();
     await expect(ssh(t.lab, master, w2, 'grep apiserver.cluster.local /etc/hosts')).rejects.toThrow();
     expect((await acinstall(['status', '--store', store()])).stdout).not.toContain(w2.ip);
