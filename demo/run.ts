@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -8,11 +7,11 @@ import { bundle, createReporter, formatSummary, reporterMode } from '../packer/i
 import { verifyBundle } from '../oci/bundle-verify.js';
 import { readDescriptor } from '../oci/bundle-reader.js';
 import { formatInspect } from '../packer/cli.js';
-import { controlPlaneImages, demoImages, pushImage } from './samples.js';
+import { controlPlaneImages, demoImages, pushImage, type SampleImage } from './samples.js';
 import { startSourceRegistry, type SourceRegistry } from './source-registry.js';
 import { labUp, ssh, type Lab } from '../test/hosts/lab.js';
 import { claimLabState, describeLab, hostCommand, loadLabState, removeLab, saveLabState, type LabState } from '../test/hosts/lab-state.js';
-import { kubeadmBinary } from '../test/hosts/standins/kubeadm-standin.js';
+import { kubeadmBinary, kubeletBinary } from '../test/hosts/standins/kubeadm-standin.js';
 
 const HELP = `npm run demo [-- --keep]
 
@@ -78,20 +77,13 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
  * sample registry's free port, plus the control plane's images and the kubeadm and kubelet stand-ins;
  * the chart left out (see HELP).
  */
-async function demoManifest(dir: string, source: string): Promise<string> {
+async function demoManifest(dir: string, source: string, controlPlane: SampleImage[]): Promise<string> {
   const localize = (text: string) => text.replaceAll('127.0.0.1:5055', source);
   await cp(join(ROOT, 'manifests/demo'), join(dir, 'demo'), { recursive: true });
   await writeFile(join(dir, 'demo/imageList'), localize(await readFile(join(dir, 'demo/imageList'), 'utf8')));
   const spec = parseYaml(localize(await readFile(join(ROOT, 'manifests/demo.yaml'), 'utf8')));
-  spec.spec.images.push(...(await controlPlaneImages()).map((i) => `${source}/${i.repository}:${i.tag}`));
-  const kubelet = join(ROOT, 'test/hosts/standins/kubelet');
-  spec.spec.binaries.push(await kubeadmBinary(join(dir, 'standins'), 'v1.22.15'), {
-    name: 'kubelet',
-    version: 'v1.22.15',
-    url: kubelet,
-    sha256: createHash('sha256').update(await readFile(kubelet)).digest('hex'),
-    install: '/usr/bin/kubelet',
-  });
+  spec.spec.images.push(...controlPlane.map((i) => `${source}/${i.repository}:${i.tag}`));
+  spec.spec.binaries.push(await kubeadmBinary(join(dir, 'standins'), 'v1.22.15'), kubeletBinary());
   delete spec.spec.charts;
   const file = join(dir, 'demo.yaml');
   await writeFile(file, stringify(spec));
@@ -111,10 +103,11 @@ async function main(): Promise<number> {
 
   registry = await startSourceRegistry(join(work, 'registry'));
   say(`sample source registry (docker-registry) on ${registry.host}`);
-  for (const image of [...(await demoImages()), ...(await controlPlaneImages())]) await pushImage(registry.host, image);
+  const controlPlane = await controlPlaneImages();
+  for (const image of [...(await demoImages()), ...controlPlane]) await pushImage(registry.host, image);
 
   const out = join(work, 'demo.tar.zst');
-  const manifest = await demoManifest(join(work, 'manifest'), registry.host);
+  const manifest = await demoManifest(join(work, 'manifest'), registry.host, controlPlane);
   say(`acpack bundle -f ${manifest} --arch amd64,arm64 -o ${out} --allow-incomplete`);
   // No CNI chart (see HELP): acpack's lint refuses such a bundle unless told it is meant to be incomplete.
   const summary = await bundle({ manifestFile: manifest, cacheDir: join(work, 'cache'), reporter: createReporter(reporterMode(false)), sourceDateEpoch: 0, out, allowIncomplete: true });

@@ -49,3 +49,9 @@ export async function kubeadmBinary(dir: string, version = 'v1.22.15') {
   const { file, sha256 } = await writeKubeadmStandin(dir, version);
   return { name: 'kubeadm', version, url: file, sha256, install: '/usr/bin/kubeadm' };
 }
+
+/** A manifest's binaries entry installing the kubelet stand-in (standins/kubelet, which says v1.22.15) as /usr/bin/kubelet. */
+export function kubeletBinary() {
+  const file = resolve(import.meta.dirname, 'kubelet');
+  return { name: 'kubelet', version: 'v1.22.15', url: file, sha256: createHash('sha256').update(readFileSync(file)).digest('hex'), install: '/usr/bin/kubelet' };
+}
