@@ -11,7 +11,7 @@ import { isMaster, loadClusterFile, parseIpList, parsePort, specFromFlags, type 
 import { textTable } from '../oci/text-table.js';
 import { parseIgnoreList, preflightError, SKIPPABLE } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
-import { checkDeletable, checkHostList, checkNotOlder, deleteNodes, installFrom, type NodeOutcome } from './from.js';
+import { checkDeletable, checkRerun, deleteNodes, installFrom, type NodeOutcome } from './from.js';
 import { loadClusterState, saveClusterState, withNodes } from './cluster-state.js';
 import { Journal } from './journal.js';
 import { createInstallProgress } from './progress-board.js';
@@ -201,8 +201,7 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
       const maxUnavailable = Number(o.maxUnavailable);
       if (!Number.isInteger(maxUnavailable) || maxUnavailable < 1) throw new AcpackError('BAD_ARGUMENT', `--max-unavailable must be a whole number of workers, 1 or more, not "${o.maxUnavailable}"`);
       const spec = await specFrom(o);
-      await checkHostList(o.store, spec);
-      await checkNotOlder(o.store, bundle, !!o.allowDowngrade);
+      await checkRerun(o.store, spec, bundle, !!o.allowDowngrade);
       const progress = createInstallProgress();
       const outcomes = await installFrom({ bundle, spec, store: o.store, ignore: o.ignorePreflight, progress, maxUnavailable }).finally(() => progress.end());
       reportOutcomes(outcomes);

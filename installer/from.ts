@@ -57,30 +57,26 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
 }
 
 /**
- * `from` on a cluster installed from this store: refused, before any node is touched, when its host
- * list differs from the cluster's (see hostListChanges); `join` and `delete` change the nodes.
+ * `from` again on a cluster installed from this store, checked before any node is touched: the same
+ * nodes in the same roles (hostListChanges: join and delete change them), and not an older release
+ * of its bundle unless `allowDowngrade` (checkBundleOrder).
  */
-export async function checkHostList(store: string, spec: ClusterSpec): Promise<void> {
-  // No journal: no node was installed (and opening one would create it).
-  if (!existsSync(join(store, 'cluster.json')) || !existsSync(join(store, 'journal.db'))) return;
-  const state = await loadClusterState(store);
-  const journal = new Journal(store);
-  try {
-    const changes = hostListChanges(state, spec, (h) => isInstalled(journal, state.spec, h), store);
-    if (changes.length) throw new AcpackError('HOSTS_CHANGED', `the cluster installed from ${store} has other nodes than this command names; nothing was changed:\n  ${changes.join('\n  ')}`);
-  } finally {
-    journal.close();
-  }
-}
-
-/** `from` with an older release of the bundle the cluster runs: refused unless `allowDowngrade` (see checkBundleOrder). */
-export async function checkNotOlder(store: string, bundle: string, allowDowngrade: boolean): Promise<void> {
+export async function checkRerun(store: string, spec: ClusterSpec, bundle: string, allowDowngrade: boolean): Promise<void> {
   if (!existsSync(join(store, 'cluster.json'))) return;
-  const installed = (await loadClusterState(store)).descriptor;
-  if (!installed) return;
-  const next = await readDescriptor(bundle);
+  const state = await loadClusterState(store);
+  // No journal: no node was installed (and opening one would create it).
+  if (existsSync(join(store, 'journal.db'))) {
+    const journal = new Journal(store);
+    try {
+      const changes = hostListChanges(state, spec, (h) => isInstalled(journal, state.spec, h), store);
+      if (changes.length) throw new AcpackError('HOSTS_CHANGED', `the cluster installed from ${store} has other nodes than this command names; nothing was changed:\n  ${changes.join('\n  ')}`);
+    } finally {
+      journal.close();
+    }
+  }
+  if (!state.descriptor) return;
   const release = (d: BundleDescriptor) => ({ name: d.name, version: d.version, kubernetes: d.binaries.some((b) => b.name === 'kubeadm') ? kubernetesVersion(d) : '' });
-  checkBundleOrder(release(installed), release(next), allowDowngrade);
+  checkBundleOrder(release(state.descriptor), release(await readDescriptor(bundle)), allowDowngrade);
 }
 
 /** The registry runs here and nodes fetch from the first master's address: they must be one machine. */

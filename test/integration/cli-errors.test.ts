@@ -135,8 +135,9 @@ describe('acinstall serve --store', () => {
     const listen = `127.0.0.1:${await freePort()}`;
     const serving = runAcinstall(['serve', '--store', store, '--listen', listen, '--htpasswd', htpasswd, '--workers', '1', '--quiet']);
     try {
+      // Up to 30 s: node, tsx and a worker start slowly on a busy machine.
       let status = 0;
-      for (let i = 0; i < 100 && status === 0; i++) {
+      for (let i = 0; i < 300 && status === 0; i++) {
         status = await fetch(`http://${listen}/v2/`).then((r) => r.status, () => 0);
         if (status === 0) await sleep(100);
       }
