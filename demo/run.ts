@@ -98,6 +98,8 @@ function onHost(state: LabState, argv: string[]): Promise<number> {
 }
 
 async function main(): Promise<number> {
+  // First: a lab kept up by an earlier demo (--keep) lives in the work directory about to be emptied.
+  await claimLabState();
   await rm(work, { recursive: true, force: true });
   await mkdir(work, { recursive: true });
 
@@ -122,7 +124,6 @@ async function main(): Promise<number> {
   registry = undefined;
 
   say('three test hosts');
-  await claimLabState();
   lab = await labUp(3, { dir: join(work, 'lab') });
   await saveLabState(lab);
   const state = (await loadLabState())!;
