@@ -210,8 +210,25 @@ export async function killHost(host: LabHost): Promise<void> {
 }
 
 /** Brings a killed host back: its link up, its sshd answering again. */
-export async function reviveHost(host: LabHost): Promise<void> {
+export async function reviveHost(lab: Lab, host: LabHost): Promise<void> {
+  await linkUp(lab, host);
+}
+
+/**
+ * Sets a host's link up and waits until every other host reaches its sshd. The link coming up is
+ * not the host being reachable: the carrier reaches the bridge port later (under load, seconds
+ * later), and a peer that tried the host while it was down holds a failed ARP entry meanwhile.
+ */
+export async function linkUp(lab: Lab, host: LabHost): Promise<void> {
   await sh('ip', ['-n', host.netns, 'link', 'set', 'eth0', 'up']);
+  const probe = `exec 3<>/dev/tcp/${host.ip}/22`;
+  for (const peer of lab.hosts.filter((h) => h !== host)) {
+    const deadline = Date.now() + 30_000;
+    while (!(await inHost(peer, 'timeout', ['2', 'bash', '-c', probe]).then(() => true, () => false))) {
+      if (Date.now() > deadline) throw new Error(`${host.name} (${host.ip}) is not reachable from ${peer.name} 30 s after its link came up`);
+      await sleep(200);
+    }
+  }
 }
 
 /** Kills the hosts' processes by PID, deletes the namespaces and the route; safe to call twice. */

@@ -328,7 +328,7 @@ describe('acinstall from on test hosts', { timeout: 180_000 }, () => {
     expect((await acinstall(['status', '--store', store()])).stdout).not.toContain(w2.ip);
 
     // Back after all: joined again.
-    await reviveHost(w2);
+    await reviveHost(t.lab, w2);
     await ssh(t.lab, master, w2, 'rm -f /usr/local/bin/curl');
     const again = await acinstall(['join', '-n', w2.ip, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter']);
     expect(again.code, again.stderr).toBe(0);

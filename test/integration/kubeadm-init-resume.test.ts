@@ -49,7 +49,7 @@ describe('an interrupted kubeadm init is resumed', () => {
     await kubeadmWaiting(t.lab, node, 'init', first);
     await killHost(node);
     expect((await first.done).signal).toBe('SIGKILL');
-    await reviveHost(node);
+    await reviveHost(t.lab, node);
     await slowKubeadm(t.lab, node, 0);
     expect((await ssh(t.lab, node, node, 'ls /etc/kubernetes/manifests')).stdout).toContain('kube-apiserver.yaml');
     const r = await acinstallOn(node, fromArgs(node), ROOT);

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { acinstallOn, killHost, reviveHost, ssh, type LabHost } from '../hosts/lab.js';
+import { acinstallOn, killHost, linkUp, reviveHost, ssh, type LabHost } from '../hosts/lab.js';
 import { ROOT } from '../helpers/env.js';
 import { kubeadmBundle } from '../helpers/fixtures.js';
 import { useLab } from '../helpers/lab.js';
@@ -42,8 +42,8 @@ describe('an interrupted kubeadm join is resumed', () => {
     const cut = await first.done;
     expect(cut.code).toBe(1);
     expect(cut.out).toMatch(new RegExp(`2 of 3 nodes failed:\\n  ${w1.ip.replace(/\./g, '\\.')}: .*connection was lost[^\\n]*\\n  ${w2.ip.replace(/\./g, '\\.')}: .*connection was lost`));
-    await run('ip', ['-n', w1.netns, 'link', 'set', 'eth0', 'up']);
-    await reviveHost(w2);
+    await linkUp(t.lab, w1);
+    await reviveHost(t.lab, w2);
     await slow(w1, 0);
     await slow(w2, 0);
     // w1's join ends while nobody watches; w2's died with its node, half done.
