@@ -3,7 +3,7 @@ import { writeFileAtomic } from '../oci/atomic-file.js';
 import { join, resolve } from 'node:path';
 import { AcpackError } from '../oci/errors.js';
 import { checkSpec, firstMaster, isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
-import type { BundleDescriptor } from '../oci/bundle-format.js';
+import { bundleIdentity, type BundleDescriptor } from '../oci/bundle-format.js';
 
 /**
  * What `acinstall from` installed, kept on the master for `join` and `delete`: the bundle and the
@@ -14,13 +14,23 @@ export interface ClusterState {
   /** What that bundle held: `join` works from the store, without the medium it came on. */
   descriptor?: BundleDescriptor;
   spec: ClusterSpec;
+  /**
+   * The bundle installed before that one: an upgrade interrupted before every node had the new
+   * bundle's binaries still needs it on the re-run, to know which of a node's files the new bundle dropped.
+   */
+  previous?: BundleDescriptor;
 }
 
 const file = (store: string) => join(store, 'cluster.json');
 
+/** Records the cluster; the bundle it held until now becomes `previous` when this is another one. */
 export async function saveClusterState(store: string, bundle: string, descriptor: BundleDescriptor | undefined, spec: ClusterSpec): Promise<void> {
+  // An unreadable record is replaced, as before there was anything in it to keep.
+  const was = await loadClusterState(store).catch(() => undefined);
+  const replaced = was?.descriptor && descriptor && bundleIdentity(was.descriptor) !== bundleIdentity(descriptor);
   const hosts = spec.hosts.map(({ password: _password, ...h }) => h);
-  await writeFileAtomic(file(store), `${JSON.stringify({ bundle: resolve(bundle), descriptor, spec: { ...spec, hosts } }, null, 2)}\n`, 0o600);
+  const state: ClusterState = { bundle: resolve(bundle), descriptor, spec: { ...spec, hosts }, previous: replaced ? was.descriptor : was?.previous };
+  await writeFileAtomic(file(store), `${JSON.stringify(state, null, 2)}\n`, 0o600);
 }
 
 export async function loadClusterState(store: string): Promise<ClusterState> {

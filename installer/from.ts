@@ -22,7 +22,7 @@ import { lvscareImage } from './control-plane.js';
 import { chartSteps, checkCluster, clusterSteps, isInstalled, nodeVersions } from './cluster-steps.js';
 import { preflightError, type Facts } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
-import { containerdFiles, installBinaries, serviceFiles, startServices, writeFiles } from './node-setup.js';
+import { containerdFiles, installBinaries, keptWarnings, serviceFiles, startServices, writeFiles } from './node-setup.js';
 import { bundleIdentity, type BundleDescriptor } from '../oci/bundle-format.js';
 import { kubernetesVersion } from '../kube/index.js';
 
@@ -135,6 +135,7 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
     // The bundle's own error first: a failed check matters only for a bundle that imports.
     for (const r of settled) if (r.status === 'rejected') throw r.reason;
     await saveClusterState(o.store, typeof o.bundle === 'string' ? o.bundle : o.bundle.file, d, o.spec);
+    const { previous } = await loadClusterState(o.store);
 
     const limit = pLimit(16);
     const outcomes = await Promise.all(
@@ -156,8 +157,12 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
             }
             if (!journal.isDone(h.ip, 'binaries', bundleId)) {
               o.progress.node(h.ip, 'binaries', 'running', arch);
-              const n = await installBinaries(host, d, arch, registry, heldBinaries(versions.of(h), versions.wanted));
-              journal.record(h.ip, 'binaries', 'done', `${plural(n, 'binary', 'binaries')} for ${arch}`, bundleId);
+              // The journal knows which bundle's binaries the node holds: when it is the one this bundle
+              // replaced, the files only that one installed go. Of an older bundle nothing is known any more.
+              const replaced = previous && journal.isDone(h.ip, 'binaries', bundleIdentity(previous)) ? previous : undefined;
+              const { count, warnings } = await installBinaries(host, d, arch, registry, heldBinaries(versions.of(h), versions.wanted), replaced);
+              warnings.forEach((w) => o.progress.master(w));
+              journal.record(h.ip, 'binaries', 'done', `${plural(count, 'binary', 'binaries')} for ${arch}`, bundleId);
             }
             if (!journal.isDone(h.ip, 'services', bundleId)) {
               o.progress.node(h.ip, 'services', 'running');
@@ -220,7 +225,7 @@ export async function deleteNodes(store: string, spec: ClusterSpec, ips: string[
           try {
             // kubelet registers the node under its hostname, lowercased; kubeadm reset leaves the Node object.
             const name = (await host.check('hostname', 'hostname')).trim().toLowerCase();
-            await host.check(resetScript(o.descriptor), 'kubeadm reset', 300_000);
+            keptWarnings(ip, await host.check(resetScript(o.descriptor), 'kubeadm reset', 300_000)).forEach(o.log);
             o.log(`${ip}: reset and removed; its Node object stays in the API server until: kubectl delete node ${name}`);
           } finally {
             host.close();

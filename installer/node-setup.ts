@@ -31,7 +31,7 @@ export const STAGED = '.acpack-new';
  * The node fetches its own arch's binaries from the master's registry and checks each sha256 before
  * anything is installed: one SSH round trip, no file staged on the master per node.
  */
-export function binariesScript(d: BundleDescriptor, arch: string, registry: string, hold = new Set<string>()): string {
+export function binariesScript(d: BundleDescriptor, arch: string, registry: string, hold = new Set<string>(), replaced?: BundleDescriptor): string {
   const lines = ['set -e', 'dir=$(mktemp -d)', 'trap \'rm -rf "$dir"\' EXIT'];
   for (const b of d.binaries.filter((x) => x.arch === arch)) {
     const repo = b.ref.replace(/:[^:/]+$/, '');
@@ -45,13 +45,56 @@ export function binariesScript(d: BundleDescriptor, arch: string, registry: stri
     else if (b.install && hold.has(b.name)) lines.push(`install -D -T -m ${shq(b.mode)} ${f} ${shq(`${b.install}${STAGED}`)}`);
     else if (b.install) lines.push(`install -D -T -m ${shq(b.mode)} ${f} ${shq(`${b.install}${STAGED}`)} && mv -f -T ${shq(`${b.install}${STAGED}`)} ${shq(b.install)}`);
   }
+  // Last: a failed download leaves the node with everything it had.
+  lines.push(...removeIfOurs(droppedFiles(replaced, d, arch)));
   return lines.join('\n');
 }
 
-export async function installBinaries(host: SshHost, d: BundleDescriptor, arch: string, registry: string, hold?: Set<string>): Promise<number> {
+/**
+ * Installs `d`'s binaries for `arch` (see binariesScript); `replaced` is the bundle whose binaries
+ * the node holds now, whose files `d` no longer installs go. Returns how many were installed, and
+ * a warning for each dropped file left in place.
+ */
+export async function installBinaries(host: SshHost, d: BundleDescriptor, arch: string, registry: string, hold?: Set<string>, replaced?: BundleDescriptor): Promise<{ count: number; warnings: string[] }> {
   const count = d.binaries.filter((b) => b.arch === arch).length;
-  await host.check(binariesScript(d, arch, registry, hold), 'installing binaries', 900_000);
-  return count;
+  const out = await host.check(binariesScript(d, arch, registry, hold, replaced), 'installing binaries', 900_000);
+  return { count, warnings: keptWarnings(host.spec.ip, out) };
+}
+
+/** Install path → the sha256 (hex) of each file `d` puts there: `arch`'s, or any arch's when not given. */
+export function installedFiles(d: BundleDescriptor | undefined, arch?: string): Map<string, Set<string>> {
+  const files = new Map<string, Set<string>>();
+  for (const b of d?.binaries ?? []) {
+    if (b.install && (arch === undefined || b.arch === arch)) files.set(b.install, (files.get(b.install) ?? new Set()).add(hexOf(b.digest)));
+  }
+  return files;
+}
+
+/** What `before` installed on an `arch` node at a path `after` installs nothing at. */
+export function droppedFiles(before: BundleDescriptor | undefined, after: BundleDescriptor, arch: string): Map<string, Set<string>> {
+  const kept = installedFiles(after, arch);
+  return new Map([...installedFiles(before, arch)].filter(([path]) => !kept.has(path)));
+}
+
+const KEPT = 'acpack-kept:';
+
+/**
+ * Shell lines removing each file that still holds bytes a bundle put there. A file whose sha256 is
+ * another is someone else's now (an admin's fix, another package's): it stays, and a line says so
+ * for keptWarnings.
+ */
+export function removeIfOurs(files: Map<string, Set<string>>): string[] {
+  return [...files].map(([path, shas]) =>
+    `if [ -f ${shq(path)} ]; then case "$(sha256sum < ${shq(path)} | cut -c1-64)" in ${[...shas].join('|')}) rm -f ${shq(path)} ;; *) echo ${shq(`${KEPT} ${path}`)} ;; esac; fi`,
+  );
+}
+
+/** A warning per file that removeIfOurs left on `node`, read from its script's output. */
+export function keptWarnings(node: string, output: string): string[] {
+  return output
+    .split('\n')
+    .filter((l) => l.startsWith(`${KEPT} `))
+    .map((l) => `warning: ${node}: kept ${l.slice(KEPT.length + 1)}: it changed since acinstall installed it (another sha256), so it is not acinstall's to remove`);
 }
 
 /** Every upstream registry host the bundle's images come from. */

@@ -6,7 +6,7 @@ import { firstMaster, isMaster, type ClusterSpec } from './cluster-spec.js';
 import { hostsEntryScript } from './control-plane.js';
 import { KUBEADM_RESET } from './kubeadm.js';
 import { CHART_DIR } from './charts.js';
-import { NODE_CA, serviceFiles, shq } from './node-setup.js';
+import { installedFiles, keptWarnings, NODE_CA, removeIfOurs, serviceFiles, shq } from './node-setup.js';
 import { RUNS_DIR, KnownHosts, SshHost } from './ssh.js';
 import { stopRegistry } from './registry-service.js';
 import { withStoreLock } from './store-lock.js';
@@ -22,13 +22,6 @@ import { Journal } from './journal.js';
  * Never the store: on the first master it lives under /var/lib/acpack too.
  */
 export function resetScript(d: BundleDescriptor | undefined): string {
-  const installed = new Map<string, Set<string>>();
-  for (const b of d?.binaries ?? []) {
-    if (b.install) installed.set(b.install, (installed.get(b.install) ?? new Set()).add(b.digest.slice('sha256:'.length)));
-  }
-  const removeIfOurs = [...installed].map(([path, shas]) =>
-    `if [ -f ${shq(path)} ]; then case "$(sha256sum < ${shq(path)} | cut -c1-64)" in ${[...shas].join('|')}) rm -f ${shq(path)} ;; esac; fi`,
-  );
   return [
     'set -e',
     `if command -v kubeadm >/dev/null; then ${KUBEADM_RESET}; fi`,
@@ -36,7 +29,8 @@ export function resetScript(d: BundleDescriptor | undefined): string {
     'systemctl stop containerd 2>/dev/null || true',
     `rm -rf /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d /etc/containerd/certs.d /etc/containerd/config.toml ${shq(NODE_CA.slice(0, NODE_CA.lastIndexOf('/')))} ${RUNS_DIR} ${CHART_DIR}`,
     `rm -rf ${Object.keys(serviceFiles()).map(shq).join(' ')}`,
-    ...removeIfOurs,
+    // Any arch's: the node's own is not asked for.
+    ...removeIfOurs(installedFiles(d)),
     'systemctl daemon-reload 2>/dev/null || true',
     'if command -v containerd >/dev/null; then systemctl start containerd; else systemctl disable containerd 2>/dev/null || true; fi',
     hostsEntryScript(undefined),
@@ -60,7 +54,7 @@ export async function resetCluster(store: string, spec: ClusterSpec, d: BundleDe
       try {
         const host = await SshHost.connect(h, known, { logDir: join(store, 'logs') });
         try {
-          await host.check(resetScript(d), 'reset', 300_000);
+          keptWarnings(h.ip, await host.check(resetScript(d), 'reset', 300_000)).forEach(o.log);
         } finally {
           host.close();
         }

@@ -359,10 +359,15 @@ describe('acinstall from on test hosts', { timeout: 180_000 }, () => {
   it('upgrades Kubernetes with a newer bundle: the control plane first, then each kubelet, and never back', async () => {
     const [master, w1, w2] = t.lab.hosts;
     for (const h of t.lab.hosts) expect((await ssh(t.lab, master, h, '/usr/bin/kubelet')).stdout.trim()).toBe('kubelet v1.22.15');
+    // bundle3 drops the tool: it goes where it is still the bytes bundle2 installed, and stays where someone changed it since.
+    await ssh(t.lab, master, w2, "printf '#' >> /usr/bin/acpack-tool");
     const args = fromArgs();
     args[1] = t.built.bundle3;
     const r = await acinstall(args);
     expect(r.code, r.stderr).toBe(0);
+    await expect(ssh(t.lab, master, w1, 'test -e /usr/bin/acpack-tool')).rejects.toThrow();
+    expect((await ssh(t.lab, master, w2, 'tail -c 1 /usr/bin/acpack-tool')).stdout).toBe('#');
+    expect(r.stderr).toContain(`warning: ${w2.ip}: kept /usr/bin/acpack-tool: it changed since acinstall installed it`);
     const calls = async (h: typeof master) => (await ssh(t.lab, master, h, 'cat /var/log/acpack-standins/kubeadm.calls')).stdout.trim().split('\n');
     expect((await calls(master)).filter((c) => c.startsWith('upgrade'))).toEqual(['upgrade apply v1.22.16 -y']);
     for (const w of [w1, w2]) expect((await calls(w)).filter((c) => c.startsWith('upgrade'))).toEqual(['upgrade node']);
