@@ -12,19 +12,27 @@ export interface Reporter {
 
 export type ReporterMode = 'tty' | 'plain' | 'json' | 'silent';
 
-export function reporterMode(json: boolean, stream: NodeJS.WriteStream = process.stderr): ReporterMode {
+/** Where progress goes: process.stderr or stdout, or in tests anything with write() (isTTY and columns for a terminal). */
+export interface Output {
+  write(text: string): unknown;
+  isTTY?: boolean;
+  columns?: number;
+}
+
+export function reporterMode(json: boolean, stream: Output = process.stderr): ReporterMode {
   if (json) return 'json';
   return stream.isTTY ? 'tty' : 'plain';
 }
 
-export function createReporter(mode: ReporterMode): Reporter {
+/** `out` defaults to stdout for JSON events (they are the command's output), stderr otherwise. */
+export function createReporter(mode: ReporterMode, out?: Output): Reporter {
   switch (mode) {
     case 'tty':
-      return new TtyReporter();
+      return new TtyReporter(out);
     case 'json':
-      return new LineReporter(true);
+      return new LineReporter(true, out);
     case 'plain':
-      return new LineReporter(false);
+      return new LineReporter(false, out);
     default:
       return new SilentReporter();
   }
@@ -47,6 +55,16 @@ export function percent(done: number, total: number): number | undefined {
   return Math.min(100, Math.max(0, Math.floor((done / total) * 100)));
 }
 
+/** A duration as people read it: 3.4s, 42s, 1m12s, 2h05m (tenths only where they still matter). */
+export function formatDuration(ms: number): string {
+  const s = Math.max(0, ms) / 1000;
+  if (s < 10) return `${s.toFixed(1).replace(/\.0$/, '')}s`;
+  if (s < 60) return `${Math.floor(s)}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m${String(Math.floor(s % 60)).padStart(2, '0')}s`;
+  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+}
+
 /** Rate over the phase so far; ETA from it. */
 class Meter {
   name = '';
@@ -62,8 +80,12 @@ class Meter {
     this.done = Math.max(0, this.done + n);
   }
 
+  get elapsedMs(): number {
+    return Math.max(0, Date.now() - this.started);
+  }
+
   get rate(): number {
-    const secs = (Date.now() - this.started) / 1000;
+    const secs = this.elapsedMs / 1000;
     return secs > 0 ? this.done / secs : 0;
   }
 
@@ -72,12 +94,19 @@ class Meter {
     return r > 0 && this.total > this.done ? Math.round((this.total - this.done) / r) : undefined;
   }
 
-  line(): string {
-    const p = percent(this.done, this.total);
-    const pct = p === undefined ? '' : ` (${p}%)`;
+  /** Bytes so far, rate, elapsed; with a total also its percent and an ETA. Without one, "of 0" would read as stuck. */
+  counts(): string {
+    const of = this.total > 0 ? ` of ${formatBytes(this.total)} (${percent(this.done, this.total)}%)` : '';
     const eta = this.etaSeconds;
-    const of = this.total > 0 ? ` of ${formatBytes(this.total)}` : '';
-    return `${this.name}: ${formatBytes(this.done)}${of}${pct}, ${formatBytes(Math.round(this.rate))}/s${eta !== undefined ? `, ETA ${eta}s` : ''}`;
+    return `${formatBytes(this.done)}${of}, ${formatBytes(Math.round(this.rate))}/s, ${formatDuration(this.elapsedMs)} elapsed${eta !== undefined ? `, ETA ${formatDuration(eta * 1000)}` : ''}`;
+  }
+
+  line(): string {
+    return `${this.name}: ${this.counts()}`;
+  }
+
+  doneLine(): string {
+    return `${this.name}: done${this.done > 0 ? `, ${formatBytes(this.done)}` : ''} in ${formatDuration(this.elapsedMs)}`;
   }
 }
 
@@ -86,20 +115,22 @@ class LineReporter implements Reporter {
   private readonly meter = new Meter();
   private lastPrint = 0;
   private readonly interval: number;
+  private readonly started = Date.now();
 
-  constructor(private readonly json: boolean) {
+  constructor(
+    private readonly json: boolean,
+    private readonly out: Output = json ? process.stdout : process.stderr,
+  ) {
     this.interval = json ? 1000 : 5000;
   }
 
-  private readonly started = Date.now();
-
   private emit(event: string, message: string, data: Record<string, unknown> = {}): void {
-    if (this.json) process.stdout.write(`${JSON.stringify({ event, message, elapsedMs: Date.now() - this.started, ...data })}\n`);
-    else process.stderr.write(`${message}\n`);
+    if (this.json) this.out.write(`${JSON.stringify({ event, message, elapsedMs: Date.now() - this.started, ...data })}\n`);
+    else this.out.write(`${message}\n`);
   }
 
   phase(name: string, totalBytes: number): void {
-    this.flush();
+    this.finish();
     this.meter.start(name, totalBytes);
     this.lastPrint = Date.now();
     this.emit('phase', totalBytes > 0 ? `${name}: ${formatBytes(totalBytes)}` : `${name}…`, { phase: name, totalBytes });
@@ -107,14 +138,23 @@ class LineReporter implements Reporter {
 
   bytes(n: number): void {
     this.meter.add(n);
-    if (Date.now() - this.lastPrint >= this.interval) this.flush();
+    if (this.meter.name && Date.now() - this.lastPrint >= this.interval) this.progress();
   }
 
-  private flush(): void {
-    if (!this.meter.name) return;
+  private progress(): void {
     this.lastPrint = Date.now();
     const m = this.meter;
-    this.emit('progress', m.line(), { phase: m.name, doneBytes: m.done, totalBytes: m.total, bytesPerSecond: Math.round(m.rate), etaSeconds: m.etaSeconds });
+    this.emit('progress', m.line(), { phase: m.name, doneBytes: m.done, totalBytes: m.total, bytesPerSecond: Math.round(m.rate), etaSeconds: m.etaSeconds, phaseElapsedMs: m.elapsedMs });
+  }
+
+  /** The phase under way, if any, is over: one done line, whether or not its total was known. */
+  private finish(): void {
+    const m = this.meter;
+    if (!m.name) return;
+    // JSON consumers may take the final counts from the last progress event, as before phase-done existed.
+    if (this.json) this.progress();
+    this.emit('phase-done', m.doneLine(), { phase: m.name, doneBytes: m.done, phaseElapsedMs: m.elapsedMs });
+    m.name = '';
   }
 
   info(message: string, data?: Record<string, unknown>): void {
@@ -126,57 +166,65 @@ class LineReporter implements Reporter {
   }
 
   end(): void {
-    this.flush();
-    this.meter.name = '';
+    this.finish();
   }
 }
 
-/** A live bar with bytes, rate and ETA on a terminal. */
+/** A live line on a terminal: a bar, bytes, rate, elapsed and ETA; bytes, rate and elapsed only while the total is unknown. */
 class TtyReporter implements Reporter {
   private bar?: cliProgress.SingleBar;
   private readonly meter = new Meter();
 
+  constructor(private readonly out: Output = process.stderr) {}
+
   phase(name: string, totalBytes: number): void {
-    this.stopBar();
+    this.finish();
     this.meter.start(name, totalBytes);
     this.bar = new cliProgress.SingleBar(
       {
-        format: '{phase} [{bar}] {percentage}% | {doneFmt} of {totalFmt} | {rateFmt}/s | ETA {eta_formatted}',
+        // A function rather than a template: each redraw reads the meter, so elapsed time and rate
+        // move even while no bytes arrive, and a phase without a total gets no bar at all.
+        format: (options) => this.render(options),
         hideCursor: true,
-        stream: process.stderr,
-        etaBuffer: 50,
+        // The phase's done line takes the finished bar's place.
+        clearOnComplete: true,
+        stream: this.out as NodeJS.WritableStream,
         fps: 5,
       },
       cliProgress.Presets.shades_classic,
     );
-    this.bar.start(Math.max(totalBytes, 1), 0, this.payload());
+    this.bar.start(totalBytes, 0);
   }
 
-  private payload() {
-    return { phase: this.meter.name, doneFmt: formatBytes(this.meter.done), totalFmt: formatBytes(this.meter.total), rateFmt: formatBytes(Math.round(this.meter.rate)) };
+  private render(options: cliProgress.Options): string {
+    const m = this.meter;
+    if (!(m.total > 0)) return m.line();
+    return `${m.name} [${cliProgress.Format.BarFormat(Math.min(1, m.done / m.total), options)}] ${m.counts()}`;
   }
 
   bytes(n: number): void {
     this.meter.add(n);
-    this.bar?.update(Math.min(this.meter.done, Math.max(this.meter.total, 1)), this.payload());
+    this.bar?.update(this.meter.done);
   }
 
   info(message: string): void {
-    if (this.bar) this.bar.stop();
-    process.stderr.write(`${message}\n`);
-    if (this.bar) this.bar.start(Math.max(this.meter.total, 1), this.meter.done, this.payload());
+    this.bar?.stop();
+    this.out.write(`${message}\n`);
+    this.bar?.start(this.meter.total, this.meter.done);
   }
 
   warn(message: string): void {
     this.info(`warning: ${message}`);
   }
 
-  private stopBar(): void {
-    this.bar?.stop();
+  private finish(): void {
+    if (!this.bar) return;
+    this.bar.stop();
     this.bar = undefined;
+    this.out.write(`${this.meter.doneLine()}\n`);
   }
 
   end(): void {
-    this.stopBar();
+    this.finish();
   }
 }
