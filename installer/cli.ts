@@ -20,7 +20,8 @@ import { resetCluster } from './reset.js';
 import { createInterface } from 'node:readline/promises';
 import { collectGarbage, scrubStore, ensureTls, Htpasswd, importBundle, IndexDb, serveClusterMetrics, serveLoginThrottle, startRegistry, sweepUploads, tlsDir } from '../registry/index.js';
 import { ContentStore } from '../oci/store.js';
-import { createReporter, reporterMode, runProgram } from '../packer/index.js';
+import { createReporter, reporterMode } from '../ui/progress.js';
+import { runProgram } from '../ui/program.js';
 
 const DEFAULT_STORE = '/var/lib/acpack';
 

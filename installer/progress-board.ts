@@ -1,4 +1,4 @@
-import { formatDuration, type Output } from '../packer/progress.js';
+import { formatDuration, type Output } from '../ui/progress.js';
 
 /**
  * What `acinstall from` shows while it works: on a terminal, one live line per node (its current

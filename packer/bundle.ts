@@ -7,7 +7,7 @@ import { BUNDLE_FORMAT, type BundleDescriptor } from '../oci/bundle-format.js';
 import { writeBundle, type BundleBlob } from '../oci/bundle-writer.js';
 import { bundleIndex, hostPlatform, resolveManifestContent, type Resolution, type ResolveOptions } from './pack.js';
 import { chartKey, writeLock, type LockFile } from './lock.js';
-import { percent, type Reporter } from './progress.js';
+import { percent, type Reporter } from '../ui/progress.js';
 import { carriesKubeadm, incompleteError, lintManifest, lintResolved, type LintReport, type PendingLint } from './lint.js';
 import { bundledKubeadm } from './lint-kubeadm.js';
 

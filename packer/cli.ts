@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { ARCHES, formatPlatform, parsePlatformList, type Platform } from '../arch/platform.js';
 import { AcpackError, formatBytes, plural } from '../oci/errors.js';
 import { textTable } from '../oci/text-table.js';
@@ -13,7 +13,8 @@ import { loadManifest } from '../manifests/index.js';
 import { bundle, formatSummary, lock } from './bundle.js';
 import { contents, hostPlatform } from './pack.js';
 import { carriesKubeadm, incompleteError, lintManifest, uncheckedCharts } from './lint.js';
-import { createReporter, reporterMode } from './progress.js';
+import { createReporter, reporterMode } from '../ui/progress.js';
+import { runProgram } from '../ui/program.js';
 
 function defaultCache(): string {
   return join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'acpack');
@@ -195,45 +196,6 @@ function onInterrupt(cleanup: () => string): void {
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-}
-
-/** This acpack's version, from the package.json above this module (the same from source and from dist/). */
-function ownVersion(): string {
-  for (let dir = import.meta.dirname; dirname(dir) !== dir; dir = dirname(dir)) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'acpack' && pkg.version) return pkg.version;
-    } catch {
-      // not here: one level up
-    }
-  }
-  return 'unknown';
-}
-
-/** Runs a CLI program (acpack or acinstall): AcpackErrors print their message only; anything else is a bug, said so. */
-export async function runProgram(program: Command, argv: string[]): Promise<number> {
-  try {
-    program.version(ownVersion(), '-V, --version', 'print the version');
-    await program.parseAsync(argv);
-    return 0;
-  } catch (err) {
-    const debug = argv.includes('--debug');
-    process.stderr.write(`error: ${(err as Error)?.message ?? String(err)}\n`);
-    // With --json a script reads events on stdout: the error is one more event there.
-    if (argv.includes('--json')) {
-      const code = err instanceof AcpackError ? err.code : 'UNEXPECTED';
-      process.stdout.write(`${JSON.stringify({ event: 'error', code, message: (err as Error)?.message ?? String(err) })}\n`);
-    }
-    if (err instanceof AcpackError) {
-      if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
-      if (debug && err.cause) process.stderr.write(`caused by: ${(err.cause as Error).stack ?? String(err.cause)}\n`);
-    } else if (debug || !(err instanceof Error)) {
-      process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
-    } else {
-      process.stderr.write('(an unexpected error: run with --debug for details and report it)\n');
-    }
-    return 1;
-  }
 }
 
 export function main(argv: string[]): Promise<number> {

@@ -14,7 +14,7 @@ import { resolveChart, type ResolvedChart } from './charts.js';
 import { EMPTY_CONFIG } from './artifacts.js';
 import { chartKey, readLock, type LockFile } from './lock.js';
 import { CachedManifests, fromCache, requireCached } from './locked.js';
-import type { Reporter } from './progress.js';
+import type { Reporter } from '../ui/progress.js';
 
 export interface ResolveOptions {
   manifestFile: string;

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { spawn } from 'node:child_process';
 import { startSourceRegistry, type SourceRegistry } from '../../demo/source-registry.js';
-import { createReporter } from '../../packer/progress.js';
+import { createReporter } from '../../ui/progress.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const silent = createReporter('silent');

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { formatBytes, plural } from '../../oci/errors.js';
-import { percent } from '../../packer/progress.js';
+import { percent } from '../../ui/progress.js';
 import { formatSummary, type BundleSummary } from '../../packer/bundle.js';
 import { contents } from '../../packer/pack.js';
 

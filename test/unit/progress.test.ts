@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createReporter, formatDuration, type Output } from '../../packer/progress.js';
+import { createReporter, formatDuration, type Output } from '../../ui/progress.js';
 
 /** Captures what a reporter writes; `tty` makes it look like a terminal to cli-progress. */
 function capture(tty = false) {
