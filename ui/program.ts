@@ -3,8 +3,12 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { AcpackError } from '../oci/errors.js';
 
+/** Set by the site build (scripts/build-site.ts): the executable has no package.json beside it. */
+declare const ACPACK_VERSION: string | undefined;
+
 /** This acpack's version, from the package.json above this module (the same from source and from dist/). */
 function ownVersion(): string {
+  if (typeof ACPACK_VERSION === 'string') return ACPACK_VERSION;
   for (let dir = import.meta.dirname; dirname(dir) !== dir; dir = dirname(dir)) {
     try {
       const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };

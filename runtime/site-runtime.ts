@@ -1,0 +1,27 @@
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Arch } from '../arch/platform.js';
+import { AcpackError } from '../oci/errors.js';
+
+/**
+ * Where the build machine keeps what acinstall ships on: each arch's Node binary of the pinned release
+ * (runtime/package-lock.json, fetched by scripts/fetch-runtime.sh) and the single executables built
+ * from it (scripts/build-site.ts). Only the build machine reads this; the site has the executables.
+ */
+const ROOT = resolve(import.meta.dirname, '..');
+const NPM_CPU: Record<Arch, string> = { amd64: 'x64', arm64: 'arm64' };
+
+export const SITE_DIR = join(ROOT, 'dist', 'site');
+
+/** The pinned Node binary for `arch`. */
+export function siteNode(arch: Arch): string {
+  const cpu = NPM_CPU[arch];
+  const file = join(ROOT, 'runtime', '.nodes', cpu, 'node_modules', `node-linux-${cpu}`, 'bin', 'node');
+  if (!existsSync(file)) throw new AcpackError('NO_RUNTIME', `the site runtime for ${arch} is not here (${file}): run scripts/fetch-runtime.sh`);
+  return file;
+}
+
+/** acinstall's single executable for `arch`, as scripts/build-site.ts writes it. */
+export function siteExecutable(arch: Arch, dir = SITE_DIR): string {
+  return join(dir, `acinstall-linux-${arch}`);
+}

@@ -1,0 +1,90 @@
+/**
+ * Builds acinstall as it runs on site: one bundled CommonJS file (no packer, no native addon), then
+ * one single executable per arch, Node's own binary of the pinned release (runtime/) with that file
+ * injected as its SEA blob. The same inputs give the same bytes. See docs/runtime.md.
+ *
+ *   tsx scripts/build-site.ts [--out DIR]      (default dist/site)
+ */
+import { build } from 'esbuild';
+import { execFile } from 'node:child_process';
+import { chmod, copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { ARCHES, type Arch } from '../arch/platform.js';
+import { siteExecutable, siteNode, SITE_DIR } from '../runtime/site-runtime.js';
+
+const run = promisify(execFile);
+const ROOT = resolve(import.meta.dirname, '..');
+/** Postject's marker for Node's SEA blob (the same in every Node release that has SEA). */
+const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
+
+/** Bundles installer/main.ts into one CommonJS file: SEA runs CommonJS, and nothing beside it on disk. */
+export async function bundleSite(outFile: string): Promise<void> {
+  const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  await build({
+    entryPoints: [join(ROOT, 'installer', 'main.ts')],
+    outfile: outFile,
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node24',
+    // Addons never load on site: node:sqlite and zlib's zstd take their place (oci/sqlite.ts,
+    // oci/zstd.ts); they stay reachable only for the packer, on the build machine's Node.
+    external: ['better-sqlite3', 'zstd-napi', 'cpu-features', '*.node'],
+    define: {
+      'import.meta.url': '__acpackModuleUrl',
+      'import.meta.dirname': '__dirname',
+      ACPACK_VERSION: JSON.stringify(pkg.version),
+    },
+    banner: { js: 'var __acpackModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
+    legalComments: 'none',
+    logLevel: 'error',
+  });
+}
+
+/** One executable: the arch's Node binary with the bundled file injected as its SEA blob. */
+async function singleExecutable(arch: Arch, script: string, out: string): Promise<void> {
+  const work = `${out}.work`;
+  await mkdir(work, { recursive: true });
+  try {
+    const config = join(work, 'sea-config.json');
+    const blob = join(work, 'sea.blob');
+    // No snapshot and no code cache: those are specific to the generating binary's arch, and the
+    // blob is made by this machine's copy of the release for every arch.
+    await writeFile(config, JSON.stringify({ main: script, output: blob, disableExperimentalSEAWarning: true, useSnapshot: false, useCodeCache: false }));
+    await run(siteNode(hostArch()), ['--experimental-sea-config', config]);
+    await copyFile(siteNode(arch), `${out}.tmp`);
+    await run(process.execPath, [join(ROOT, 'node_modules', 'postject', 'dist', 'cli.js'), `${out}.tmp`, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', SEA_FUSE]);
+    await chmod(`${out}.tmp`, 0o755);
+    await rm(out, { force: true });
+    await copyFile(`${out}.tmp`, out);
+    await chmod(out, 0o755);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+    await rm(`${out}.tmp`, { force: true });
+  }
+}
+
+function hostArch(): Arch {
+  if (process.arch === 'x64') return 'amd64';
+  if (process.arch === 'arm64') return 'arm64';
+  throw new Error(`the site executables are built on amd64 or arm64, not ${process.arch}`);
+}
+
+export async function buildSite(outDir: string): Promise<Record<Arch, string>> {
+  await mkdir(outDir, { recursive: true });
+  const script = join(outDir, 'acinstall.cjs');
+  await bundleSite(script);
+  const made = {} as Record<Arch, string>;
+  for (const arch of ARCHES) {
+    made[arch] = siteExecutable(arch, outDir);
+    await singleExecutable(arch, script, made[arch]);
+  }
+  return made;
+}
+
+if (import.meta.filename === process.argv[1]) {
+  const i = process.argv.indexOf('--out');
+  const out = resolve(i > 0 ? process.argv[i + 1] : SITE_DIR);
+  for (const [arch, file] of Object.entries(await buildSite(out))) process.stdout.write(`${arch}: ${file}\n`);
+}
