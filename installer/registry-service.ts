@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { Agent, request } from 'undici';
 import { AcpackError } from '../oci/errors.js';
 import { ensureTls } from '../registry/index.js';
+import { selfCommand } from '../ui/program.js';
 import { firstMaster, type ClusterSpec } from './cluster-spec.js';
 
 const run = promisify(execFile);
@@ -14,7 +15,7 @@ export const REGISTRY_UNIT = 'acpack-registry.service';
 
 /** The `acinstall serve` command line that runs the site registry (as this very acinstall). */
 export function serveCommand(store: string, listen: string, tlsArgs: string[]): string[] {
-  return [process.execPath, ...process.execArgv, process.argv[1], 'serve', '--store', store, '--listen', listen, ...tlsArgs];
+  return [...selfCommand(), 'serve', '--store', store, '--listen', listen, ...tlsArgs];
 }
 
 /**

@@ -3,14 +3,14 @@
  * one single executable per arch, Node's own binary of the pinned release (runtime/) with that file
  * injected as its SEA blob. The same inputs give the same bytes. See docs/runtime.md.
  *
- *   tsx scripts/build-site.ts [--out DIR]      (default dist/site)
+ *   tsx scripts/build-site.ts [--out DIR] [--arch amd64,arm64]      (default dist/site, both)
  */
 import { build } from 'esbuild';
 import { execFile } from 'node:child_process';
 import { chmod, copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { ARCHES, type Arch } from '../arch/platform.js';
+import { ARCHES, isArch, type Arch } from '../arch/platform.js';
 import { siteExecutable, siteNode, SITE_DIR } from '../runtime/site-runtime.js';
 
 const run = promisify(execFile);
@@ -65,18 +65,24 @@ async function singleExecutable(arch: Arch, script: string, out: string): Promis
   }
 }
 
+function parseArchList(list: string): Arch[] {
+  const arches = list.split(',');
+  for (const a of arches) if (!isArch(a)) throw new Error(`--arch: ${a} is not one of ${ARCHES.join(', ')}`);
+  return arches as Arch[];
+}
+
 function hostArch(): Arch {
   if (process.arch === 'x64') return 'amd64';
   if (process.arch === 'arm64') return 'arm64';
   throw new Error(`the site executables are built on amd64 or arm64, not ${process.arch}`);
 }
 
-export async function buildSite(outDir: string): Promise<Record<Arch, string>> {
+export async function buildSite(outDir: string, arches: readonly Arch[] = ARCHES): Promise<Partial<Record<Arch, string>>> {
   await mkdir(outDir, { recursive: true });
   const script = join(outDir, 'acinstall.cjs');
   await bundleSite(script);
-  const made = {} as Record<Arch, string>;
-  for (const arch of ARCHES) {
+  const made: Partial<Record<Arch, string>> = {};
+  for (const arch of arches) {
     made[arch] = siteExecutable(arch, outDir);
     await singleExecutable(arch, script, made[arch]);
   }
@@ -86,5 +92,7 @@ export async function buildSite(outDir: string): Promise<Record<Arch, string>> {
 if (import.meta.filename === process.argv[1]) {
   const i = process.argv.indexOf('--out');
   const out = resolve(i > 0 ? process.argv[i + 1] : SITE_DIR);
-  for (const [arch, file] of Object.entries(await buildSite(out))) process.stdout.write(`${arch}: ${file}\n`);
+  const a = process.argv.indexOf('--arch');
+  const arches = a > 0 ? parseArchList(process.argv[a + 1]) : ARCHES;
+  for (const [arch, file] of Object.entries(await buildSite(out, arches))) process.stdout.write(`${arch}: ${file}\n`);
 }

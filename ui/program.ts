@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
+import { isSea } from 'node:sea';
 import { dirname, join } from 'node:path';
 import { AcpackError } from '../oci/errors.js';
 
@@ -44,4 +46,21 @@ export async function runProgram(program: Command, argv: string[]): Promise<numb
     }
     return 1;
   }
+}
+
+/**
+ * The command line that runs this very program again (the registry's unit, its worker processes):
+ * node and the script from source or dist/, the executable alone as a single executable.
+ */
+export function selfCommand(): string[] {
+  return isSea() ? [process.execPath] : [process.execPath, ...process.execArgv, process.argv[1]];
+}
+
+/**
+ * This process's arguments as commander reads them (program, script, arguments). A single executable
+ * is given its own path as argv[1]; a cluster worker of one is also given the module path that
+ * cluster.fork always passes, which is not an argument of ours.
+ */
+export function programArgv(): string[] {
+  return isSea() && cluster.isWorker ? [process.argv[0], process.argv[1], ...process.argv.slice(3)] : process.argv;
 }
