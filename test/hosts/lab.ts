@@ -215,14 +215,16 @@ export async function reviveHost(lab: Lab, host: LabHost): Promise<void> {
 }
 
 /**
- * Sets a host's link up and waits until every other host reaches its sshd. The link coming up is
- * not the host being reachable: the carrier reaches the bridge port later (under load, seconds
- * later), and a peer that tried the host while it was down holds a failed ARP entry meanwhile.
+ * Sets a host's link up and waits until every other host whose link is up reaches its sshd. The
+ * link coming up is not the host being reachable: the carrier reaches the bridge port later (under
+ * load, seconds later), and a peer that tried the host while it was down holds a failed ARP entry.
  */
 export async function linkUp(lab: Lab, host: LabHost): Promise<void> {
   await sh('ip', ['-n', host.netns, 'link', 'set', 'eth0', 'up']);
   const probe = `exec 3<>/dev/tcp/${host.ip}/22`;
   for (const peer of lab.hosts.filter((h) => h !== host)) {
+    // A peer that is cut off itself (its link down, as killHost leaves it) cannot tell.
+    if (!/<[^>]*\bUP\b/.test(await sh('ip', ['-n', peer.netns, '-o', 'link', 'show', 'eth0']))) continue;
     const deadline = Date.now() + 30_000;
     while (!(await inHost(peer, 'timeout', ['2', 'bash', '-c', probe]).then(() => true, () => false))) {
       if (Date.now() > deadline) throw new Error(`${host.name} (${host.ip}) is not reachable from ${peer.name} 30 s after its link came up`);
