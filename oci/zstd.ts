@@ -1,23 +1,35 @@
+import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { Duplex, type Transform } from 'node:stream';
-import { CompressStream } from 'zstd-napi';
-import binding from 'zstd-napi/binding.js';
+import { Duplex, type DuplexOptions, type Transform } from 'node:stream';
+import zlib from 'node:zlib';
+import type * as ZstdNapi from 'zstd-napi';
+import type * as ZstdBinding from 'zstd-napi/binding.js';
+
+/**
+ * zstd-napi is a native addon: the site's single-executable runtime cannot load one. It is required
+ * on first use only (compression, which only the packer does, and decompression on a Node without
+ * zlib's zstd), so code that only decompresses on Node ≥ 22.15 never loads it.
+ */
+const napi = () => createRequire(import.meta.url)('zstd-napi') as typeof ZstdNapi;
+const napiBinding = () => createRequire(import.meta.url)('zstd-napi/binding.js') as typeof ZstdBinding;
 
 /**
  * The bundle's fixed zstd parameters, part of the format's determinism promise: changing them (or
  * the libzstd inside zstd-napi, which is why its version is pinned) changes every bundle's bytes.
  * zstd's multi-threaded mode gives the same output for any number of workers ≥ 1 (measured in
  * docs/zstd.md), so the worker count follows the machine; 0 would switch to single-threaded output.
+ * Compression stays on zstd-napi even where zlib has zstd: Node's libzstd follows Node's releases.
  */
 const BUNDLE_PARAMS = { compressionLevel: 3, checksumFlag: true } as const;
 
 export function zstdCompress(): Transform {
-  return new CompressStream({ ...BUNDLE_PARAMS, nbWorkers: Math.min(8, Math.max(1, availableParallelism())) });
+  return new (napi().CompressStream)({ ...BUNDLE_PARAMS, nbWorkers: Math.min(8, Math.max(1, availableParallelism())) });
 }
 
 /** Decompressed bytes per native call, and what the readable side holds before it stops asking for more. */
 const OUT_CHUNK = 256 << 10;
 const OUT_BUFFERED = 1 << 20;
+const IN_BUFFERED = 1 << 20;
 /**
  * Largest back-reference window a frame may ask for: 2^24 = 16 MiB of decoder memory. Bundles are
  * written at level 3 (a 2 MiB window); even `zstd -19` stays at 8 MiB. A frame that asks for more
@@ -25,23 +37,37 @@ const OUT_BUFFERED = 1 << 20;
  */
 const WINDOW_LOG_MAX = 24;
 
+/** Node ≥ 22.15 (and 23.8) has zstd in zlib: no addon needed to read a bundle. */
+const zlibZstd = typeof zlib.createZstdDecompress === 'function';
+
+/** Which decoder zstdDecompress uses on this Node, for tests and diagnostics. */
+export const zstdDecoder: 'node:zlib' | 'zstd-napi' = zlibZstd ? 'node:zlib' : 'zstd-napi';
+
 /**
- * zstd decompression driven by demand: a native call produces at most OUT_CHUNK bytes, and only
+ * zstd decompression driven by demand: a decoder call produces at most OUT_CHUNK bytes, and only
  * while the reader wants more; a written chunk of compressed input is acknowledged (so the next is
  * taken) only once all of it was decompressed and read. Memory stays flat whatever the compression
  * ratio: a few KB that expand to gigabytes cost no more than a few KB that expand to megabytes, and
- * a consumer that stops reading stops the decompression. (zstd-napi's DecompressStream pushes the
- * whole output of each input chunk at once, ignoring backpressure.)
+ * a consumer that stops reading stops the decompression.
  *
- * The one module behind which decompression lives: the site's Node 24 may replace the body with
- * zlib's built-in zstd without touching its callers.
+ * zlib's stream works that way by itself (since Node 14 it waits for _read when push() says the
+ * buffer is full); zstd-napi's DecompressStream does not (it pushes the whole output of each input
+ * chunk at once), hence DemandDecompress over its low-level binding on older Nodes.
  */
 export function zstdDecompress(): Duplex {
-  return new DemandDecompress();
+  if (!zlibZstd) return new DemandDecompress();
+  // zlib hands these to its Transform; @types/node's ZstdOptions omits the stream's half.
+  const options: zlib.ZstdOptions & DuplexOptions = {
+    chunkSize: OUT_CHUNK,
+    params: { [zlib.constants.ZSTD_d_windowLogMax]: WINDOW_LOG_MAX },
+    readableHighWaterMark: OUT_BUFFERED,
+    writableHighWaterMark: IN_BUFFERED,
+  };
+  return zlib.createZstdDecompress(options);
 }
 
 class DemandDecompress extends Duplex {
-  private readonly dctx = new binding.DCtx();
+  private readonly dctx: ZstdBinding.DCtx;
   /** The written chunk being decompressed (what is left of it), and its write callback. */
   private input: Buffer | null = null;
   private inputDone: ((err?: Error | null) => void) | null = null;
@@ -49,7 +75,9 @@ class DemandDecompress extends Duplex {
   private inFrame = false;
 
   constructor() {
-    super({ readableHighWaterMark: OUT_BUFFERED, writableHighWaterMark: 1 << 20 });
+    super({ readableHighWaterMark: OUT_BUFFERED, writableHighWaterMark: IN_BUFFERED });
+    const binding = napiBinding();
+    this.dctx = new binding.DCtx();
     this.dctx.setParameter(binding.DParameter.windowLogMax, WINDOW_LOG_MAX);
   }
 

@@ -1,22 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { zstdCompress, zstdDecompress } from '../../oci/zstd.js';
+import { zstdDecoder, zstdDecompress } from '../../oci/zstd.js';
+import { zstdCli } from '../helpers/zstd-cli.js';
 
-/** `mib` MiB of zeros streamed through the bundle compressor: a few KB. */
-async function compressedZeros(mib: number): Promise<Buffer> {
-  const z = zstdCompress();
-  const chunks: Buffer[] = [];
-  z.on('data', (c: Buffer) => chunks.push(c));
-  const done = new Promise((r) => z.on('end', r));
-  const zeros = Buffer.alloc(1 << 20);
-  for (let i = 0; i < mib; i++) if (!z.write(zeros)) await new Promise((r) => z.once('drain', r));
-  z.end();
-  await done;
-  return Buffer.concat(chunks);
-}
+/** `mib` MiB of zeros at the bundle's level: a few KB. */
+const compressedZeros = (mib: number) => zstdCli(['-3', '-c'], { shell: `head -c ${mib << 20} /dev/zero` });
 
-describe('zstd decompression is driven by the reader', () => {
+describe(`zstd decompression (${zstdDecoder}) is driven by the reader`, () => {
   it('a few KB that expand to 512 MiB produce only what the reader asks for, and all of it when it reads on', async () => {
     const bomb = await compressedZeros(512);
     expect(bomb.length).toBeLessThan(64 << 10);
@@ -40,6 +31,19 @@ describe('zstd decompression is driven by the reader', () => {
     expect(total).toBe(512 << 20);
   });
 
+  it('a reader that stops stops the decompression: the input is not taken past what its output needs', async () => {
+    const bomb = await compressedZeros(512);
+    const d = zstdDecompress();
+    // Nobody reads: what was written stays unacknowledged once the readable side is full.
+    const accepted = await new Promise<boolean>((resolve) => {
+      d.write(bomb, () => resolve(true));
+      setTimeout(() => resolve(false), 500);
+    });
+    expect(accepted).toBe(false);
+    expect(d.readableLength).toBeLessThanOrEqual(2 << 20);
+    d.destroy();
+  });
+
   it('a frame that asks for a 64 MiB window (above the 16 MiB bundles may use) is refused instead of allocated', async () => {
     // A frame header announcing windowLog 26: magic, descriptor byte 0 (no single segment), window byte.
     const frame = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, (26 - 10) << 3, 0x01, 0x00, 0x00]);
@@ -48,5 +52,20 @@ describe('zstd decompression is driven by the reader', () => {
     await expect(async () => {
       for await (const _ of d);
     }).rejects.toThrow(/Frame requires too much memory/);
+  });
+
+  it('a real 32 MiB window (zstd --long=25) is refused too, and a 16 MiB one is read', async () => {
+    const input = { shell: `head -c ${40 << 20} /dev/zero` };
+    for (const [log, ok] of [[25, false], [24, true]] as const) {
+      const d = zstdDecompress();
+      Readable.from([await zstdCli(['-1', `--long=${log}`, '-c'], input)]).pipe(d);
+      const read = (async () => {
+        let n = 0;
+        for await (const c of d) n += (c as Buffer).length;
+        return n;
+      })();
+      if (ok) await expect(read).resolves.toBe(40 << 20);
+      else await expect(read).rejects.toThrow(/Frame requires too much memory/);
+    }
   });
 });
