@@ -4,14 +4,36 @@ import { basename, join, resolve } from 'node:path';
 import type { Digest } from '../oci/digest.js';
 import type { ContentStore } from '../oci/store.js';
 
-/** native/map-file.c, built by `npm ci` (node-gyp) into build/Release; the same from dist/ and from source. */
-function loadMapFile(): { map(fd: number, length: number): ArrayBuffer } {
-  let root = resolve(import.meta.dirname, '..');
-  if (basename(root) === 'dist') root = resolve(root, '..');
-  return createRequire(import.meta.url)(join(root, 'build', 'Release', 'map_file.node'));
+interface MapFile {
+  map(fd: number, length: number): ArrayBuffer;
 }
 
-const native = loadMapFile();
+/**
+ * native/map-file.c, built by `npm ci` (node-gyp) into build/Release; the same from dist/ and from
+ * source. Loaded on first use, never at import: the site's single-executable runtime cannot load an
+ * addon (nor has import.meta.dirname), and without one the registry serves blobs from their files.
+ * ACPACK_NO_MMAP=1 asks for that path here too (bench/registry measures both).
+ */
+let mapFile: MapFile | null | undefined;
+
+function loadMapFile(): MapFile | null {
+  if (mapFile !== undefined) return mapFile;
+  if (process.env.ACPACK_NO_MMAP === '1') return (mapFile = null);
+  try {
+    let root = resolve(import.meta.dirname, '..');
+    if (basename(root) === 'dist') root = resolve(root, '..');
+    mapFile = createRequire(import.meta.url)(join(root, 'build', 'Release', 'map_file.node')) as MapFile;
+  } catch {
+    mapFile = null;
+  }
+  return mapFile;
+}
+
+/** Mappings of the store's blobs when this runtime can make them, else undefined (serve from files). */
+export function mappedBlobs(store: ContentStore, maxBytes?: number): MappedBlobs | undefined {
+  const native = loadMapFile();
+  return native ? new MappedBlobs(store, native, maxBytes) : undefined;
+}
 
 /**
  * Committed blobs, each mapped into memory once and kept (most recently used last) up to `maxBytes` of
@@ -25,6 +47,7 @@ export class MappedBlobs {
 
   constructor(
     private readonly store: ContentStore,
+    private readonly native: MapFile,
     private readonly maxBytes = 16 * 2 ** 30,
   ) {}
 
@@ -48,7 +71,7 @@ export class MappedBlobs {
     const file = await open(this.store.path(digest), 'r');
     let mapped: Buffer;
     try {
-      mapped = Buffer.from(native.map(file.fd, size));
+      mapped = Buffer.from(this.native.map(file.fd, size));
     } finally {
       await file.close();
     }

@@ -101,11 +101,12 @@ export function parseRange(header: string | undefined, size: number): { start: n
 /** The largest blob served from a mapping: a Buffer cannot be larger (4 GiB on Node 20). */
 const MAPPABLE = bufferLimits.MAX_LENGTH;
 
-export async function getBlob(req: Request, res: Response, store: ContentStore, blobs: MappedBlobs, digest: string): Promise<void> {
+/** `blobs`: mappings, when this runtime has the addon; without, every blob is streamed from its file. */
+export async function getBlob(req: Request, res: Response, store: ContentStore, blobs: MappedBlobs | undefined, digest: string): Promise<void> {
   if (!isDigest(digest)) return sendError(res, 'DIGEST_INVALID', `"${digest}" is not a valid digest`);
   const size = await store.size(digest);
   if (size === undefined) {
-    blobs.forget(digest as Digest); // deleted (maybe by another worker): let its mapping go
+    blobs?.forget(digest as Digest); // deleted (maybe by another worker): let its mapping go
     return sendError(res, 'BLOB_UNKNOWN', `blob ${digest} is not in this registry`);
   }
   res.setHeader('Docker-Content-Digest', digest);
@@ -129,8 +130,8 @@ export async function getBlob(req: Request, res: Response, store: ContentStore, 
     res.end();
     return;
   }
-  if (size > MAPPABLE) {
-    // Past what one Buffer can hold: streamed from the file (a client that leaves ends the stream).
+  if (!blobs || size > MAPPABLE) {
+    // No addon, or past what one Buffer can hold: streamed from the file (a client that leaves ends the stream).
     await pipeline(createReadStream(store.path(digest as Digest), { start, end, highWaterMark: 1 << 20 }), res).catch(() => {});
     return;
   }

@@ -10,7 +10,7 @@ import { IndexDb } from './index-db.js';
 import { catalogName, queriesFor } from './naming.js';
 import { sendError } from './errors.js';
 import { getBlob, getManifest, isManifestReference, listCatalog, listTags, ManifestCache, unknownReference } from './pull.js';
-import { MappedBlobs } from './mapped-blobs.js';
+import { mappedBlobs } from './mapped-blobs.js';
 import { UploadHandlers } from './push.js';
 import { Htpasswd, Logins } from './auth.js';
 import { metricsHandler, observeRequests } from './metrics.js';
@@ -43,7 +43,7 @@ export async function createRegistryApp(opts: RegistryOptions) {
   const store = await ContentStore.open(opts.storeRoot);
   const db = new IndexDb(opts.storeRoot);
   const manifests = new ManifestCache(store);
-  const blobs = new MappedBlobs(store);
+  const blobs = mappedBlobs(store);
   const users = opts.htpasswd ? new Htpasswd(opts.htpasswd) : undefined;
   const logins = users && new Logins(users);
   const uploads = new UploadHandlers(store, db, (name) => {

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { ContentStore } from '../../oci/store.js';
-import { MappedBlobs } from '../../registry/mapped-blobs.js';
+import { mappedBlobs } from '../../registry/mapped-blobs.js';
 import { tempDir } from '../helpers/env.js';
 
 let t: Awaited<ReturnType<typeof tempDir>>;
@@ -16,7 +16,7 @@ afterEach(() => t.cleanup());
 it('serves each blob from one mapping with its exact bytes, and keeps no more mappings than its budget', async () => {
   const blobs = [randomBytes(300_000), randomBytes(1), randomBytes(1 << 20)];
   const digests = await Promise.all(blobs.map((b) => store.put(b)));
-  const maps = new MappedBlobs(store, 1_300_000);
+  const maps = mappedBlobs(store, 1_300_000)!;
   // One after the other: which mapping is the oldest (and dropped first) must not depend on timing.
   const first: Buffer[] = [];
   for (const [i, d] of digests.entries()) first.push(await maps.get(d, blobs[i].length));
@@ -35,7 +35,7 @@ it('serves each blob from one mapping with its exact bytes, and keeps no more ma
 it('maps a blob once when many requests ask for it at the same time', async () => {
   const blob = randomBytes(4096);
   const digest = await store.put(blob);
-  const maps = new MappedBlobs(store);
+  const maps = mappedBlobs(store)!;
   const all = await Promise.all(Array.from({ length: 20 }, () => maps.get(digest, blob.length)));
   expect(new Set(all).size).toBe(1);
 });
