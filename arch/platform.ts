@@ -24,6 +24,11 @@ export function unameOf(arch: Arch): string {
   return arch === 'amd64' ? 'x86_64' : 'aarch64';
 }
 
+/** The arch this process runs on. */
+export function nodeArch(): Arch {
+  return archFromUname(process.arch === 'x64' ? 'x86_64' : process.arch);
+}
+
 export function isArch(s: string): s is Arch {
   return (ARCHES as readonly string[]).includes(s);
 }

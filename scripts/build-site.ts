@@ -7,10 +7,10 @@
  */
 import { build } from 'esbuild';
 import { execFile } from 'node:child_process';
-import { chmod, copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { ARCHES, isArch, type Arch } from '../arch/platform.js';
+import { ARCHES, isArch, nodeArch, type Arch } from '../arch/platform.js';
 import { siteExecutable, siteNode, SITE_DIR } from '../runtime/site-runtime.js';
 
 const run = promisify(execFile);
@@ -44,7 +44,8 @@ export async function bundleSite(outFile: string): Promise<void> {
 
 /** One executable: the arch's Node binary with the bundled file injected as its SEA blob. */
 async function singleExecutable(arch: Arch, script: string, out: string): Promise<void> {
-  const work = `${out}.work`;
+  const work = `${out}.work-${process.pid}`;
+  const tmp = `${out}.${process.pid}`;
   await mkdir(work, { recursive: true });
   try {
     const config = join(work, 'sea-config.json');
@@ -52,16 +53,15 @@ async function singleExecutable(arch: Arch, script: string, out: string): Promis
     // No snapshot and no code cache: those are specific to the generating binary's arch, and the
     // blob is made by this machine's copy of the release for every arch.
     await writeFile(config, JSON.stringify({ main: script, output: blob, disableExperimentalSEAWarning: true, useSnapshot: false, useCodeCache: false }));
-    await run(siteNode(hostArch()), ['--experimental-sea-config', config]);
-    await copyFile(siteNode(arch), `${out}.tmp`);
-    await run(process.execPath, [join(ROOT, 'node_modules', 'postject', 'dist', 'cli.js'), `${out}.tmp`, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', SEA_FUSE]);
-    await chmod(`${out}.tmp`, 0o755);
-    await rm(out, { force: true });
-    await copyFile(`${out}.tmp`, out);
-    await chmod(out, 0o755);
+    await run(siteNode(nodeArch()), ['--experimental-sea-config', config]);
+    await copyFile(siteNode(arch), tmp);
+    await run(process.execPath, [join(ROOT, 'node_modules', 'postject', 'dist', 'cli.js'), tmp, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', SEA_FUSE]);
+    await chmod(tmp, 0o755);
+    // Renamed into place: a running copy keeps its inode, and a reader never sees half a file.
+    await rename(tmp, out);
   } finally {
     await rm(work, { recursive: true, force: true });
-    await rm(`${out}.tmp`, { force: true });
+    await rm(tmp, { force: true });
   }
 }
 
@@ -71,20 +71,24 @@ function parseArchList(list: string): Arch[] {
   return arches as Arch[];
 }
 
-function hostArch(): Arch {
-  if (process.arch === 'x64') return 'amd64';
-  if (process.arch === 'arm64') return 'arm64';
-  throw new Error(`the site executables are built on amd64 or arm64, not ${process.arch}`);
-}
 
+/**
+ * Builds what is out of date in `outDir`: the bundled file when the sources give another, and each
+ * executable that is missing or older than it (the injection is the slow part: half a minute each).
+ */
 export async function buildSite(outDir: string, arches: readonly Arch[] = ARCHES): Promise<Partial<Record<Arch, string>>> {
   await mkdir(outDir, { recursive: true });
   const script = join(outDir, 'acinstall.cjs');
-  await bundleSite(script);
+  // Names of this process's own: test runs started together each check, and may each build.
+  const next = `${script}.${process.pid}`;
+  await bundleSite(next);
+  if (!(await readFile(next)).equals(await readFile(script).catch(() => Buffer.alloc(0)))) await rename(next, script);
+  else await rm(next);
   const made: Partial<Record<Arch, string>> = {};
   for (const arch of arches) {
     made[arch] = siteExecutable(arch, outDir);
-    await singleExecutable(arch, script, made[arch]);
+    const built = await stat(made[arch]).then((s) => s.mtimeMs, () => 0);
+    if (built < (await stat(script)).mtimeMs) await singleExecutable(arch, script, made[arch]);
   }
   return made;
 }

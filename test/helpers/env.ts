@@ -4,8 +4,12 @@ import { join, resolve } from 'node:path';
 import { spawn } from 'node:child_process';
 import { startSourceRegistry, type SourceRegistry } from '../../demo/source-registry.js';
 import { createReporter } from '../../ui/progress.js';
+import { nodeArch } from '../../arch/platform.js';
+import { siteExecutable } from '../../runtime/site-runtime.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
+/** acinstall as it ships: this arch's single executable (test/global-site.ts keeps it built). */
+export const ACINSTALL = siteExecutable(nodeArch());
 export const silent = createReporter('silent');
 
 /** A temp dir removed by the returned cleanup. */
@@ -39,16 +43,16 @@ type RunningCli = Promise<CliResult> & { pid?: number; kill: (s?: NodeJS.Signals
 
 /** Runs the acpack CLI from source (tsx), as a user would run it. */
 export function runCli(args: string[], opts: CliOptions = {}): RunningCli {
-  return runMain('packer/main.ts', args, opts);
+  return runCommand([process.execPath, '--import', 'tsx', join(ROOT, 'packer/main.ts')], args, opts);
 }
 
-/** Runs the acinstall CLI from source (tsx), as a user would run it. */
+/** Runs acinstall's single executable, as a user on site would run it. */
 export function runAcinstall(args: string[], opts: CliOptions = {}): RunningCli {
-  return runMain('installer/main.ts', args, opts);
+  return runCommand([ACINSTALL], args, opts);
 }
 
-function runMain(main: string, args: string[], opts: CliOptions): RunningCli {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, main), ...args], {
+function runCommand([bin, ...first]: string[], args: string[], opts: CliOptions): RunningCli {
+  const child = spawn(bin, [...first, ...args], {
     cwd: opts.cwd ?? ROOT,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

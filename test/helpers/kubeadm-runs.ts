@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ssh, type Lab, type LabHost } from '../hosts/lab.js';
-import { ROOT } from './env.js';
+import { ACINSTALL } from './env.js';
 
 /**
  * Driving the kubeadm stand-in on test hosts for the interruption tests: making it slow where the
@@ -30,7 +30,7 @@ export interface AcinstallProcess {
 
 /** acinstall on `h` as its own process, to be killed by PID (nsenter execs it: the PID is node's). */
 export function acinstallProcess(h: LabHost, args: string[]): AcinstallProcess {
-  const child = spawn('nsenter', [`--net=/run/netns/${h.netns}`, '--', process.execPath, '--import', 'tsx', join(ROOT, 'installer/main.ts'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('nsenter', [`--net=/run/netns/${h.netns}`, '--', ACINSTALL, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()));

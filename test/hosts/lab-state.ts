@@ -2,6 +2,8 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { labDown, type Lab } from './lab.js';
+import { nodeArch } from '../../arch/platform.js';
+import { siteExecutable } from '../../runtime/site-runtime.js';
 
 /**
  * The lab a foreground process (`npm run hosts:up`, `npm run demo`) keeps up, written where
@@ -77,10 +79,11 @@ export function describeLab(state: LabState): string {
  */
 export function hostCommand(state: LabState, host: LabState['hosts'][number], argv: string[]): string[] {
   const [cmd, ...rest] = argv;
-  const tool = cmd === 'acinstall' ? 'installer/main.ts' : cmd === 'acpack' ? 'packer/main.ts' : undefined;
   const target = cmd === 'ssh' ? state.hosts.find((h) => h.name === rest[0] || h.ip === rest[0]) : undefined;
-  const run = tool
-    ? [process.execPath, '--import', 'tsx', join(ROOT, tool), ...rest]
+  const run = cmd === 'acinstall'
+    ? [siteExecutable(nodeArch()), ...rest]
+    : cmd === 'acpack'
+    ? [process.execPath, '--import', 'tsx', join(ROOT, 'packer/main.ts'), ...rest]
     : target
       ? ['ssh', '-i', state.key, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', `root@${target.ip}`, ...rest.slice(1)]
       : argv;

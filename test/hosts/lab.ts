@@ -5,6 +5,8 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stopChild } from '../../demo/processes.js';
+import { nodeArch } from '../../arch/platform.js';
+import { siteExecutable } from '../../runtime/site-runtime.js';
 
 const run = promisify(execFile);
 
@@ -74,10 +76,13 @@ export function inHost(host: Pick<LabHost, 'netns'>, cmd: string, args: string[]
   return run('nsenter', [`--net=/run/netns/${host.netns}`, '--', cmd, ...args], { timeout: timeoutMs });
 }
 
-/** Runs acpack's `acinstall` as it runs on site: on a host (the first master), inside its namespace. */
+/**
+ * Runs `acinstall` as it runs on site: the single executable of the checkout at `root` (its
+ * dist/site), on a host (the first master), inside its namespace.
+ */
 export async function acinstallOn(host: Pick<LabHost, 'netns'>, args: string[], root: string): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    return { code: 0, ...(await inHost(host, process.execPath, ['--import', 'tsx', join(root, 'installer/main.ts'), ...args], 120_000)) };
+    return { code: 0, ...(await inHost(host, siteExecutable(nodeArch(), join(root, 'dist', 'site')), args, 120_000)) };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
     return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import bcrypt from 'bcryptjs';
 import { freePort } from '../../demo/source-registry.js';
 import { stopChild } from '../../demo/processes.js';
-import { ROOT, tempDir } from '../helpers/env.js';
+import { ACINSTALL, ROOT, tempDir } from '../helpers/env.js';
 
 /**
  * The official OCI distribution-spec conformance suite (v1.1.1) against the real `acinstall serve`
@@ -31,7 +31,7 @@ beforeAll(async () => {
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   const args = ['serve', '--store', join(work.dir, 'store'), '--listen', `127.0.0.1:${port}`, '--htpasswd', join(work.dir, 'htpasswd'), '--workers', '2', '--quiet'];
-  child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  child = spawn(ACINSTALL, [...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   child.stderr!.on('data', (c: Buffer) => (serveLog = (serveLog + c.toString()).slice(-4000)));
   for (let i = 0; i < 300; i++) {
     if (child.exitCode !== null) break;

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ssh, type LabHost } from '../hosts/lab.js';
 import { nodeSteps } from '../hosts/node-steps.js';
 import { useLab } from '../helpers/lab.js';
-import { ROOT } from '../helpers/env.js';
+import { ACINSTALL } from '../helpers/env.js';
 import { stopChild } from '../../demo/processes.js';
 import { tlsDir } from '../../registry/index.js';
 import { containerdFiles } from '../../installer/node-setup.js';
@@ -47,7 +47,7 @@ beforeAll(async () => {
   await mkdir(join(t.work.dir, 'site'), { recursive: true }); // an empty store, made on purpose: serve refuses a missing one
   registry = await inNamespace(
     h1,
-    [process.execPath, '--import', 'tsx', join(ROOT, 'installer/main.ts'), 'serve', '--store', join(t.work.dir, 'site'), '--listen', `${h1.ip}:5000`, '--tls', 'auto', '--ip', h1.ip, '--hostname', 'sea.hub', '--workers', '1'],
+    [ACINSTALL, 'serve', '--store', join(t.work.dir, 'site'), '--listen', `${h1.ip}:5000`, '--tls', 'auto', '--ip', h1.ip, '--hostname', 'sea.hub', '--workers', '1'],
     /serving/,
     (line) => {
       if (line.startsWith('{')) access.push(JSON.parse(line));

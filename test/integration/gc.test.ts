@@ -17,7 +17,7 @@ import { freePort } from '../../demo/source-registry.js';
 import { stopChild } from '../../demo/processes.js';
 import { ANNOTATION_REF_NAME } from '../../oci/media-types.js';
 import { sha256 } from '../../oci/digest.js';
-import { ROOT, tempDir } from '../helpers/env.js';
+import { ACINSTALL, tempDir } from '../helpers/env.js';
 import { startRegistry } from '../../registry/index.js';
 import { ContentStore } from '../../oci/store.js';
 import { IndexDb } from '../../registry/index-db.js';
@@ -39,7 +39,7 @@ beforeAll(async () => {
   await writeFile(htpasswd, `bob:${bcrypt.hashSync('hunter2', 10)}\n`);
   const port = await freePort();
   host = `127.0.0.1:${port}`;
-  serve = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), 'serve', '--store', store, '--listen', host, '--workers', '1', '--htpasswd', htpasswd, '--quiet'], {
+  serve = spawn(ACINSTALL, ['serve', '--store', store, '--listen', host, '--workers', '1', '--htpasswd', htpasswd, '--quiet'], {
     stdio: 'ignore',
   });
   for (let i = 0; i < 300; i++) {
@@ -55,7 +55,7 @@ afterAll(async () => {
 });
 
 function acinstall(...args: string[]): Promise<{ stdout: string }> {
-  return run(process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), ...args, '--store', store], { timeout: 120_000 });
+  return run(ACINSTALL, [...args, '--store', store], { timeout: 120_000 });
 }
 
 /** An OCI layout holding one image, as skopeo reads it (`oci:<dir>:img`). */

@@ -13,7 +13,7 @@ import { verifyBundle } from '../../oci/bundle-verify.js';
 import { zstdCompress } from '../../oci/zstd.js';
 import { TAR_END, tarHeader, tarPadding } from '../../oci/tar-header.js';
 import { importBundle } from '../../registry/index.js';
-import { ROOT, silent, tempDir } from '../helpers/env.js';
+import { ACINSTALL, ROOT, silent, tempDir } from '../helpers/env.js';
 import { writeManifest } from '../helpers/fixtures.js';
 
 /**
@@ -165,12 +165,13 @@ interface Run {
   stderr: string;
 }
 
-/** Runs `acpack` or `acinstall` from source as a user would, under an address-space limit. */
+/** Runs `acpack` from source or `acinstall`'s executable as a user would, under an address-space limit. */
 function runLimited(cli: 'acpack' | 'acinstall', args: string[]): Promise<Run> {
-  const main = join(ROOT, cli === 'acpack' ? 'packer/main.ts' : 'installer/main.ts');
-  // Without the wasm trap handler node reserves no 10 GB guard regions, so an address-space limit can hold.
-  const child = spawn('prlimit', [`--as=${AS_LIMIT}`, '--', process.execPath, '--disable-wasm-trap-handler', '--import', 'tsx', main, ...args], {
+  const command = cli === 'acpack' ? [process.execPath, '--import', 'tsx', join(ROOT, 'packer/main.ts')] : [ACINSTALL];
+  const child = spawn('prlimit', [`--as=${AS_LIMIT}`, '--', ...command, ...args], {
     cwd: ROOT,
+    // Without the wasm trap handler node reserves no 10 GB guard regions, so an address-space limit can hold.
+    env: { ...process.env, NODE_OPTIONS: '--disable-wasm-trap-handler' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';

@@ -10,7 +10,7 @@ import { bundle } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { importBundle, IndexDb } from '../../registry/index.js';
 import { zstdCompress } from '../../oci/zstd.js';
-import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
+import { ACINSTALL, silent, tempDir, withRegistry } from '../helpers/env.js';
 import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
 
 const run = promisify(execFile);
@@ -128,7 +128,7 @@ describe('acinstall import refuses bad bundles and changes nothing', () => {
 describe('acinstall import from standard input', () => {
   it('streams a bundle piped in', async () => {
     const store = join(work.dir, 'store-stdin');
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), 'import', '-', '--store', store], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(ACINSTALL, ['import', '-', '--store', store], { stdio: ['pipe', 'pipe', 'pipe'] });
     createReadStream(bundlePath).pipe(child.stdin);
     let out = '';
     child.stdout.on('data', (c: Buffer) => (out += c));
@@ -152,7 +152,7 @@ describe('acinstall gc after an import', () => {
     // Everything two days old, so the one-hour grace spares nothing.
     const old = new Date(Date.now() - 2 * 86400_000);
     for (const f of before.blobs) await utimes(join(store, 'blobs/sha256', f), old, old);
-    const acinstall = (...args: string[]) => run(process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), ...args, '--store', store]);
+    const acinstall = (...args: string[]) => run(ACINSTALL, [...args, '--store', store]);
     expect((await acinstall('gc', '--dry-run')).stdout).toMatch(/^would remove 1 blob \(20 bytes\) and 0 abandoned uploads/);
     expect((await snapshot(store)).blobs).toEqual(before.blobs);
     expect((await acinstall('gc')).stdout).toMatch(/^removed 1 blob /);

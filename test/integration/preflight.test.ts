@@ -3,7 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { acinstallOn, inHost, ssh } from '../hosts/lab.js';
 import { useLab } from '../helpers/lab.js';
-import { ROOT } from '../helpers/env.js';
+import { ACINSTALL, ROOT } from '../helpers/env.js';
 
 const t = useLab(2);
 
@@ -96,7 +96,7 @@ describe('acinstall preflight on test hosts', () => {
     const ok = await acinstall(['preflight', '-m', h1.ip, '-n', h2.ip, '-p', password, '--store', store, ...ignore]);
     expect(ok.stderr).toBe('');
     expect(ok.stdout).toContain('preflight passed on 2 nodes');
-    const viaEnv = await inHost(h1, 'env', [`ACINSTALL_SSH_PASSWORD=${password}`, process.execPath, '--import', 'tsx', join(ROOT, 'installer/main.ts'), 'preflight', '-m', h1.ip, '-n', h2.ip, '--store', store, ...ignore]);
+    const viaEnv = await inHost(h1, 'env', [`ACINSTALL_SSH_PASSWORD=${password}`, ACINSTALL, 'preflight', '-m', h1.ip, '-n', h2.ip, '--store', store, ...ignore]);
     expect(viaEnv.stdout).toContain('preflight passed on 2 nodes');
     const wrong = await acinstall(['preflight', '-m', h1.ip, '-n', h2.ip, '-p', 'not-it', '--store', store, ...ignore]);
     expect(wrong.code).toBe(1);

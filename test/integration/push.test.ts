@@ -10,7 +10,7 @@ import { freePort } from '../../demo/source-registry.js';
 import { sha256 } from '../../oci/digest.js';
 import { MT } from '../../oci/media-types.js';
 import { buildIndexImage, buildLayer, noise } from '../../demo/samples.js';
-import { ROOT, tempDir } from '../helpers/env.js';
+import { ACINSTALL, tempDir } from '../helpers/env.js';
 import { ContentStore } from '../../oci/store.js';
 import { IndexDb } from '../../registry/index-db.js';
 import { collectGarbage, GC_MIN_AGE_MS, sweepUploads, UPLOAD_MAX_AGE_MS } from '../../registry/gc.js';
@@ -425,7 +425,7 @@ describe('a server killed mid-push', () => {
     const store = join(work.dir, 'killed');
     const port = await freePort();
     const serve = () =>
-      spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), 'serve', '--store', store, '--listen', `127.0.0.1:${port}`, '--htpasswd', htpasswd, '--workers', '1', '--quiet'], { stdio: 'ignore' });
+      spawn(ACINSTALL, ['serve', '--store', store, '--listen', `127.0.0.1:${port}`, '--htpasswd', htpasswd, '--workers', '1', '--quiet'], { stdio: 'ignore' });
     const up = async () => {
       for (let i = 0; i < 100; i++) {
         if ((await fetch(`http://127.0.0.1:${port}/v2/`).then((r) => r.status, () => 0)) === 401) return;

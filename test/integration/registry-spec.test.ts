@@ -10,7 +10,7 @@ import { freePort, startSourceRegistry, type SourceRegistry } from '../../demo/s
 import { stopChild } from '../../demo/processes.js';
 import { sha256 } from '../../oci/digest.js';
 import { MT } from '../../oci/media-types.js';
-import { ROOT, tempDir } from '../helpers/env.js';
+import { ACINSTALL, tempDir } from '../helpers/env.js';
 
 /**
  * The registry to the letter of the distribution spec, where the spec leaves room measured against
@@ -274,7 +274,7 @@ describe('acinstall serve with two workers', () => {
     const port = await freePort();
     base = `http://127.0.0.1:${port}`;
     const args = ['serve', '--store', join(work.dir, 'served'), '--listen', `127.0.0.1:${port}`, '--htpasswd', htpasswd, '--workers', '2', '--quiet'];
-    child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), ...args], { stdio: 'ignore' });
+    child = spawn(ACINSTALL, [...args], { stdio: 'ignore' });
     for (let i = 0; i < 300; i++) {
       if ((await fetch(`${base}/v2/`).then((r) => r.status, () => 0)) === 401) return;
       await sleep(100);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../../demo/source-registry.js';
 import { stopChild } from '../../demo/processes.js';
-import { ROOT, tempDir } from '../helpers/env.js';
+import { ACINSTALL, tempDir } from '../helpers/env.js';
 
 let work: Awaited<ReturnType<typeof tempDir>>;
 let child: ChildProcess;
@@ -16,7 +16,7 @@ beforeAll(async () => {
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   await mkdir(join(work.dir, 'store')); // an empty store, made on purpose: serve refuses a missing one
-  child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), 'serve', '--store', join(work.dir, 'store'), '--listen', `127.0.0.1:${port}`, '--workers', '2', '--quiet'], {
+  child = spawn(ACINSTALL, ['serve', '--store', join(work.dir, 'store'), '--listen', `127.0.0.1:${port}`, '--workers', '2', '--quiet'], {
     stdio: 'ignore',
   });
   for (let i = 0; i < 150; i++) {

@@ -14,7 +14,7 @@ import { bundle } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { collectGarbage, createRegistryApp, importBundle, IndexDb, scrubStore } from '../../registry/index.js';
 import { GC_MIN_AGE_MS } from '../../registry/gc.js';
-import { ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
+import { ACINSTALL, ROOT, silent, tempDir, withRegistry } from '../helpers/env.js';
 import { buildFixture, imageRef, pushFixture, writeManifest } from '../helpers/fixtures.js';
 
 const run = promisify(execFile);
@@ -245,7 +245,7 @@ describe('imports and scrubs of a real bundle', () => {
     const store = join(t.dir, 'store');
     await importBundle(bundlePath, store);
     const cli = (...args: string[]) =>
-      run(process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), 'verify', '--store', store, ...args]).then(
+      run(ACINSTALL, ['verify', '--store', store, ...args]).then(
         (r) => ({ code: 0, out: r.stdout }),
         (e) => ({ code: e.code as number, out: `${e.stdout}${e.stderr}` }),
       );

@@ -3,7 +3,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ssh } from '../hosts/lab.js';
 import { useLab } from '../helpers/lab.js';
-import { ROOT } from '../helpers/env.js';
+import { ACINSTALL } from '../helpers/env.js';
 import { registryUnit } from '../../installer/registry-service.js';
 import { serviceFiles } from '../../installer/node-setup.js';
 
@@ -99,7 +99,7 @@ describe('systemctl on test hosts runs units', () => {
   });
 
   const ip = () => t.lab.hosts[0].ip;
-  const registryCommand = (store: string) => [process.execPath, '--import', import.meta.resolve('tsx'), join(ROOT, 'installer/main.ts'), 'serve', '--store', store, '--listen', `${ip()}:5000`, '--workers', '2', '--quiet'];
+  const registryCommand = (store: string) => [ACINSTALL, 'serve', '--store', store, '--listen', `${ip()}:5000`, '--workers', '2', '--quiet'];
   const answers = () => `[ "$(curl -s -o /dev/null -w '%{http_code}' http://${ip()}:5000/v2/)" = 200 ]`;
   /** Installs and starts the registry's unit for `command`; returns its main PID and that process's command line. */
   async function startRegistry(command: string[]): Promise<{ pid: number; cmdline: string[] }> {

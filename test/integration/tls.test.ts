@@ -9,7 +9,7 @@ import { sha256 } from '../../oci/digest.js';
 import { MT } from '../../oci/media-types.js';
 import { buildIndexImage, buildLayer, noise } from '../../demo/samples.js';
 import { Agent, request } from 'undici';
-import { ROOT, tempDir } from '../helpers/env.js';
+import { ACINSTALL, tempDir } from '../helpers/env.js';
 
 const run = promisify(execFile);
 let work: Awaited<ReturnType<typeof tempDir>>;
@@ -90,7 +90,7 @@ describe('--tls auto', () => {
   });
 
   it('acinstall ca prints the site CA', async () => {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'installer/main.ts'), 'ca', '--store', store]);
+    const { stdout } = await run(ACINSTALL, ['ca', '--store', store]);
     expect(stdout).toBe(await readFile(join(tlsDir(store), 'ca.crt'), 'utf8'));
   });
 });
