@@ -11,4 +11,6 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 npm ci --no-audit --no-fund
+# The Node release acinstall ships on, per arch (pinned in runtime/), then acpack and acinstall's executables.
+bash scripts/fetch-runtime.sh
 npm run build
