@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { Arch } from '../arch/platform.js';
 import { AcpackError } from '../oci/errors.js';
 
@@ -8,7 +8,9 @@ import { AcpackError } from '../oci/errors.js';
  * (runtime/package-lock.json, fetched by scripts/fetch-runtime.sh) and the single executables built
  * from it (scripts/build-site.ts). Only the build machine reads this; the site has the executables.
  */
-const ROOT = resolve(import.meta.dirname, '..');
+const HERE = resolve(import.meta.dirname, '..');
+/** The checkout: this module runs from source (runtime/) or compiled (dist/runtime/). */
+const ROOT = basename(HERE) === 'dist' ? dirname(HERE) : HERE;
 const NPM_CPU: Record<Arch, string> = { amd64: 'x64', arm64: 'arm64' };
 
 export const SITE_DIR = join(ROOT, 'dist', 'site');
