@@ -37,6 +37,7 @@ export interface Lab {
 
 const LOCKS = '/tmp/acpack-lab-locks';
 const STANDINS = resolve(import.meta.dirname, 'standins');
+const STANDIN_NODE = '/usr/local/lib/acpack-standins/node';
 
 /**
  * Claims a free 10.213.<n>.0/24 for this lab with an atomic mkdir, so two labs running at once
@@ -174,7 +175,10 @@ async function startHostSshd(lab: Lab, name: string, netns: string, ip: string):
     // systemd is not PID 1 here: a small supervisor takes its place on every host (systemctl and
     // journalctl stand-ins, see standins/systemd.mjs), run by this machine's node.
     ...['systemd.mjs', 'systemd-units.mjs'].map((f) => `install -D -m 644 ${STANDINS}/${f} ${m}/usr/local/lib/acpack-standins/${f}`),
-    ...['systemctl', 'journalctl'].map((t) => `sed 's|@NODE@|${process.execPath}|' ${STANDINS}/${t} > ${m}/usr/local/sbin/${t} && chmod 755 ${m}/usr/local/sbin/${t}`),
+    // Its node is a private one, off PATH: a host whose own node is taken away (a bare site's first
+    // master) keeps its services.
+    `touch ${m}${STANDIN_NODE} && mount --bind ${process.execPath} ${m}${STANDIN_NODE}`,
+    ...['systemctl', 'journalctl'].map((t) => `sed 's|@NODE@|${STANDIN_NODE}|' ${STANDINS}/${t} > ${m}/usr/local/sbin/${t} && chmod 755 ${m}/usr/local/sbin/${t}`),
     `hostname ${name}`,
     `exec chroot ${m} /usr/sbin/sshd -D -e -f ${dir}/sshd_config`,
   ].join('\n');
