@@ -1,5 +1,5 @@
-import Database from 'better-sqlite3';
 import { join } from 'node:path';
+import { Database } from '../oci/sqlite.js';
 
 export interface JournalEntry {
   node: string;
@@ -14,11 +14,12 @@ export interface JournalEntry {
  * done (each step's own check decides whether "done" still holds) and retries the rest.
  */
 export class Journal {
-  private readonly db: Database.Database;
+  private readonly db: Database;
 
   constructor(stateDir: string) {
-    this.db = new Database(join(stateDir, 'journal.db'));
-    this.db.pragma('journal_mode = WAL');
+    // Another acinstall (status beside an install) may be writing the journal: wait for it.
+    this.db = Database.open(join(stateDir, 'journal.db'), { busyTimeoutMs: 5000 });
+    this.db.exec('PRAGMA journal_mode = WAL');
     this.db.exec(`CREATE TABLE IF NOT EXISTS steps (
       node TEXT NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL, at TEXT NOT NULL,
       bundle TEXT NOT NULL DEFAULT '',

@@ -1,6 +1,6 @@
-import Database from 'better-sqlite3';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { AcpackError } from './errors.js';
+import { Database, isBusy } from './sqlite.js';
 
 /**
  * Cross-process exclusive locks on files, released by the kernel when their process dies.
@@ -9,8 +9,8 @@ import { AcpackError } from './errors.js';
  * the process (so two holders in one process exclude each other too). An exclusive transaction on an
  * empty database file is such a lock: `BEGIN EXCLUSIVE` with a zero busy timeout either takes it at
  * once or fails, so waiting is an asynchronous retry and never blocks the event loop (a busy timeout
- * would). This module is the only place that knows how the lock is taken: Node 24's `node:sqlite`
- * can replace better-sqlite3 here alone.
+ * would). This module is the only place that knows how the lock is taken; sqlite.ts keeps it to
+ * one SQLite library per process, which this needs.
  */
 /**
  * Paths this process holds or is taking. POSIX locks belong to the process: closing any descriptor
@@ -21,7 +21,7 @@ const mine = new Set<string>();
 export class FileLock {
   private constructor(
     private readonly path: string,
-    private readonly db: Database.Database,
+    private readonly db: Database,
     private readonly pin: FileHandle,
   ) {}
 
@@ -44,11 +44,11 @@ export class FileLock {
     // Held open for the lock's life: the inode cannot be reused while it is open, so "the path still
     // names this inode" below is a sound test. Closed only after SQLite lets go (closing any descriptor
     // of a file drops the process's POSIX locks on it).
-    let db: Database.Database | undefined;
+    let db: Database | undefined;
     try {
       const pinned = await pin.stat();
       try {
-        db = new Database(path, { timeout: 0 });
+        db = Database.open(path, { busyTimeoutMs: 0 });
       } catch (err) {
         // The holder removed the file (and its directory) since it was opened above: not taken.
         if (!(await stat(path).catch(() => undefined))) return release(path, db, pin);
@@ -57,7 +57,7 @@ export class FileLock {
       try {
         db.exec('BEGIN EXCLUSIVE');
       } catch (err) {
-        if ((err as { code?: string }).code === 'SQLITE_BUSY') return release(path, db, pin);
+        if (isBusy(err)) return release(path, db, pin);
         throw err;
       }
       const now = await stat(path).catch(() => undefined);
@@ -94,7 +94,7 @@ export class FileLock {
   }
 }
 
-async function release(path: string, db: Database.Database | undefined, pin: FileHandle): Promise<undefined> {
+async function release(path: string, db: Database | undefined, pin: FileHandle): Promise<undefined> {
   try {
     if (db?.inTransaction) db.exec('ROLLBACK');
     db?.close();

@@ -1,9 +1,9 @@
-import Database from 'better-sqlite3';
 import { chmodSync, existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { hexOf, isDigest, type Digest } from '../oci/digest.js';
 import { AcpackError } from '../oci/errors.js';
 import { MT } from '../oci/media-types.js';
+import { Database, type Statement } from '../oci/sqlite.js';
 import type { NameQuery } from './naming.js';
 
 export interface ManifestRow {
@@ -55,17 +55,18 @@ const SCHEMA_VERSION = 2;
  * not a walk of every manifest's JSON). Blobs themselves live only in the content store.
  */
 export class IndexDb {
-  private readonly db: Database.Database;
+  private readonly db: Database;
   private readonly q: Record<
     'repoExists' | 'reposByPath' | 'untaggedReposByPath' | 'tag' | 'manifest' | 'tags' | 'allRepos' | 'blobLinked' | 'lastLinked' | 'reachable' | 'manifestLive' | 'heldChildren',
-    Database.Statement
+    Statement
   >;
 
   constructor(private readonly storeRoot: string) {
     const file = join(storeRoot, 'index.db');
-    this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
+    // Another process may be writing the index (an import beside a running registry): wait for it.
+    this.db = Database.open(file, { busyTimeoutMs: 5000 });
+    this.db.exec('PRAGMA journal_mode = WAL');
+    this.db.exec('PRAGMA synchronous = NORMAL');
     // Explicit modes: the index must not be writable by others, whatever the umask.
     for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f) && statSync(f).mode & 0o022) chmodSync(f, 0o644);
     try {
@@ -117,29 +118,27 @@ export class IndexDb {
    * and no manifest references: both are rebuilt from the manifests in the store.
    */
   private migrate(): void {
-    const version = () => this.db.pragma('user_version', { simple: true }) as number;
+    const version = () => (this.db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
     if (version() === SCHEMA_VERSION) return;
-    this.db
-      .transaction(() => {
-        const from = version();
-        if (from === SCHEMA_VERSION) return;
-        if (from > SCHEMA_VERSION) throw new AcpackError('STORE_TOO_NEW', `${join(this.storeRoot, 'index.db')} has schema ${from}, newer than this acinstall reads (${SCHEMA_VERSION}): use the acinstall that wrote it`);
-        this.db.exec(`
-          CREATE TABLE IF NOT EXISTS manifests (digest TEXT PRIMARY KEY, media_type TEXT NOT NULL, size INTEGER NOT NULL);
-          CREATE TABLE IF NOT EXISTS tags (repo TEXT NOT NULL, path TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo, tag));
-          CREATE INDEX IF NOT EXISTS tags_path ON tags(path);
-          CREATE TABLE IF NOT EXISTS referrers (repo TEXT NOT NULL, subject TEXT NOT NULL, digest TEXT NOT NULL, descriptor TEXT NOT NULL, PRIMARY KEY (repo, subject, digest));
-          CREATE TABLE IF NOT EXISTS repo_manifests (repo TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo, digest));
-          CREATE INDEX IF NOT EXISTS repo_manifests_digest ON repo_manifests(digest);
-          CREATE TABLE IF NOT EXISTS blob_links (repo TEXT NOT NULL, digest TEXT NOT NULL, linked_ms INTEGER NOT NULL, PRIMARY KEY (repo, digest));
-          CREATE INDEX IF NOT EXISTS blob_links_digest ON blob_links(digest);
-          CREATE TABLE IF NOT EXISTS manifest_refs (manifest TEXT NOT NULL, child TEXT NOT NULL, PRIMARY KEY (manifest, child));
-          CREATE INDEX IF NOT EXISTS manifest_refs_child ON manifest_refs(child);
-        `);
-        if (from < 2) this.rebuildLinks();
-        this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
-      })
-      .immediate();
+    this.db.transaction(() => {
+      const from = version();
+      if (from === SCHEMA_VERSION) return;
+      if (from > SCHEMA_VERSION) throw new AcpackError('STORE_TOO_NEW', `${join(this.storeRoot, 'index.db')} has schema ${from}, newer than this acinstall reads (${SCHEMA_VERSION}): use the acinstall that wrote it`);
+      this.db.exec(`
+        CREATE TABLE IF NOT EXISTS manifests (digest TEXT PRIMARY KEY, media_type TEXT NOT NULL, size INTEGER NOT NULL);
+        CREATE TABLE IF NOT EXISTS tags (repo TEXT NOT NULL, path TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo, tag));
+        CREATE INDEX IF NOT EXISTS tags_path ON tags(path);
+        CREATE TABLE IF NOT EXISTS referrers (repo TEXT NOT NULL, subject TEXT NOT NULL, digest TEXT NOT NULL, descriptor TEXT NOT NULL, PRIMARY KEY (repo, subject, digest));
+        CREATE TABLE IF NOT EXISTS repo_manifests (repo TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo, digest));
+        CREATE INDEX IF NOT EXISTS repo_manifests_digest ON repo_manifests(digest);
+        CREATE TABLE IF NOT EXISTS blob_links (repo TEXT NOT NULL, digest TEXT NOT NULL, linked_ms INTEGER NOT NULL, PRIMARY KEY (repo, digest));
+        CREATE INDEX IF NOT EXISTS blob_links_digest ON blob_links(digest);
+        CREATE TABLE IF NOT EXISTS manifest_refs (manifest TEXT NOT NULL, child TEXT NOT NULL, PRIMARY KEY (manifest, child));
+        CREATE INDEX IF NOT EXISTS manifest_refs_child ON manifest_refs(child);
+      `);
+      if (from < 2) this.rebuildLinks();
+      this.db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+    }, 'immediate');
   }
 
   /** Links and references of every manifest the index holds, read from the store's own files. */
@@ -180,7 +179,7 @@ export class IndexDb {
       for (const t of r.tags ?? []) putTag.run(t.repo, t.path, t.tag, t.digest);
       for (const x of r.repoManifests ?? []) putRepoManifest.run(x.repo, x.digest);
       for (const l of r.blobLinks ?? []) putLink.run(l.repo, l.digest, now);
-    })();
+    });
   }
 
   /** Records that `descriptor` (a pushed manifest) refers to `subject`, for the referrers API. */
@@ -199,7 +198,7 @@ export class IndexDb {
       this.db.prepare('DELETE FROM tags WHERE repo = ? AND digest = ?').run(repo, digest);
       this.db.prepare('DELETE FROM referrers WHERE repo = ? AND digest = ?').run(repo, digest);
       return this.db.prepare('DELETE FROM repo_manifests WHERE repo = ? AND digest = ?').run(repo, digest).changes > 0;
-    })();
+    });
   }
 
   deleteTag(repo: string, tag: string): boolean {
@@ -242,7 +241,7 @@ export class IndexDb {
         )
         .all(JSON.stringify([...roots])) as { d: Digest }[];
       return new Set(rows.map((r) => r.d));
-    })();
+    });
   }
 
   /**
@@ -286,7 +285,7 @@ export class IndexDb {
       this.db.prepare('DELETE FROM blob_links WHERE digest = ?').run(digest);
       this.db.prepare('DELETE FROM manifest_refs WHERE manifest = ? AND manifest NOT IN (SELECT digest FROM repo_manifests)').run(digest);
       this.db.prepare('DELETE FROM manifests WHERE digest = ? AND digest NOT IN (SELECT digest FROM repo_manifests)').run(digest);
-    })();
+    });
   }
 
   /** The repositories a name query can mean (one for exact, possibly several for a bare path). */
