@@ -11,7 +11,7 @@ import type { DatabaseSync } from 'node:sqlite';
  * locks, and two SQLite copies in one process would each drop the other's locks on closing a file.
  */
 
-/** What the callers bind; both libraries refuse undefined (and node:sqlite booleans), so do not pass them. */
+/** What the callers bind: both libraries refuse undefined, and better-sqlite3 booleans (node:sqlite takes them as 1/0). */
 export type SqlValue = string | number | bigint | null | Uint8Array;
 /** Positional values, or one object of named ones (`@name` in SQL, `{ name }` here). */
 export type SqlParams = SqlValue[] | [Record<string, SqlValue>];
