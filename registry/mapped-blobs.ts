@@ -1,6 +1,7 @@
 import { open } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { basename, join, resolve } from 'node:path';
+import { isSea } from 'node:sea';
 import type { Digest } from '../oci/digest.js';
 import type { ContentStore } from '../oci/store.js';
 
@@ -10,15 +11,16 @@ interface MapFile {
 
 /**
  * native/map-file.c, built by `npm ci` (node-gyp) into build/Release; the same from dist/ and from
- * source. Loaded on first use, never at import: the site's single-executable runtime cannot load an
- * addon (nor has import.meta.dirname), and without one the registry serves blobs from their files.
- * ACPACK_NO_MMAP=1 asks for that path here too (bench/registry measures both).
+ * source. Loaded on first use, never at import: the site's single executable has no addon, and
+ * without one the registry serves blobs from their files. That executable never looks for it, even
+ * run from a checkout that has one, so that it serves here as it does on site. ACPACK_NO_MMAP=1
+ * asks for the file path anywhere (bench/registry measures both).
  */
 let mapFile: MapFile | null | undefined;
 
 function loadMapFile(): MapFile | null {
   if (mapFile !== undefined) return mapFile;
-  if (process.env.ACPACK_NO_MMAP === '1') return (mapFile = null);
+  if (process.env.ACPACK_NO_MMAP === '1' || isSea()) return (mapFile = null);
   try {
     let root = resolve(import.meta.dirname, '..');
     if (basename(root) === 'dist') root = resolve(root, '..');

@@ -1,13 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { sha256 } from '../../oci/digest.js';
 import { ContentStore } from '../../oci/store.js';
 import { ensureTls, IndexDb, startRegistry, type RunningRegistry } from '../../registry/index.js';
 import { mappedBlobs } from '../../registry/mapped-blobs.js';
 import { noise } from '../../demo/samples.js';
-import { tempDir } from '../helpers/env.js';
+import { freePort } from '../../demo/source-registry.js';
+import { ACINSTALL, tempDir } from '../helpers/env.js';
 
 /**
  * The registry as the site's single-executable runtime runs it: no mmap addon, every blob streamed
@@ -102,4 +106,21 @@ it('outlives clients that leave mid-blob', async () => {
     });
   }
   expect((await get(plain, blobs.big)).body.equals(blobs.big)).toBe(true);
+});
+
+it("acinstall's single executable serves from files even beside a checkout with the addon: none is mapped in its process", async () => {
+  const port = await freePort();
+  const storeRoot = join(work.dir, 'store');
+  const serve = spawn(ACINSTALL, ['serve', '--store', storeRoot, '--listen', `127.0.0.1:${port}`, '--workers', '1', '--quiet'], { stdio: 'ignore', env: { ...process.env, ACPACK_NO_MMAP: '' } });
+  try {
+    const url = `http://127.0.0.1:${port}${path(blobs.big)}`;
+    let res;
+    for (let i = 0; i < 300 && !res; i++) res = await request(url).catch(() => sleep(100).then(() => undefined));
+    expect(Buffer.from(await res!.body.arrayBuffer()).equals(blobs.big)).toBe(true);
+    const maps = await readFile(`/proc/${serve.pid}/maps`, 'utf8');
+    expect(maps).not.toMatch(/\.node$/m);
+    expect(maps).not.toContain(sha256(blobs.big).slice(7));
+  } finally {
+    serve.kill('SIGTERM');
+  }
 });
