@@ -5,6 +5,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { createServer } from 'node:net';
 import { stringify } from 'yaml';
 import { KUBEADM_STANDIN, kubeadmStandin, writeKubeadmStandin } from '../hosts/standins/kubeadm-standin.js';
 import { kubeadmImages, kubeadmRules, type ImageConfig } from '../../kube/index.js';
@@ -226,5 +227,39 @@ describe('the kubeadm stand-in outside a test host', () => {
     expect(init.code).toBe(1);
     expect(init.stderr).toContain('only on a test host');
     expect(existsSync('/var/log/acpack-standins')).toBe(before);
+  });
+});
+
+describe('the kubeadm stand-in resets as kubeadm 1.22 does', () => {
+  /** A node root holding listening unix sockets at `paths`, for the length of `body`. */
+  async function withSockets(paths: string[], body: (root: string) => Promise<void>): Promise<void> {
+    const root = await mkdtemp(join(dir, 'root-'));
+    const servers = await Promise.all(
+      paths.map(async (p) => {
+        await mkdir(join(root, p, '..'), { recursive: true });
+        const server = createServer();
+        await new Promise<void>((listening) => server.listen(join(root, p), listening));
+        return server;
+      }),
+    );
+    try {
+      await body(root);
+    } finally {
+      for (const s of servers) s.close();
+    }
+  }
+
+  it('refuses to guess between two runtimes without --cri-socket, and takes the one named', async () => {
+    await withSockets(['run/containerd/containerd.sock', 'var/run/crio/crio.sock'], async (root) => {
+      const guessed = await kubeadm(['reset', '-f'], { root });
+      expect(guessed.code).toBe(1);
+      expect(guessed.stderr).toContain('Found multiple CRI sockets, please use --cri-socket to select one: /run/containerd/containerd.sock, /var/run/crio/crio.sock');
+      expect((await kubeadm(['reset', '-f', '--cri-socket', 'unix:///run/containerd/containerd.sock'], { root })).code).toBe(0);
+    });
+  });
+
+  it('takes docker over the containerd it ships with, and a lone containerd as it is', async () => {
+    await withSockets(['var/run/docker.sock', 'run/containerd/containerd.sock'], async (root) => expect((await kubeadm(['reset', '-f'], { root })).code).toBe(0));
+    await withSockets(['run/containerd/containerd.sock'], async (root) => expect((await kubeadm(['reset', '-f'], { root })).code).toBe(0));
   });
 });
