@@ -10,7 +10,7 @@ export const INDEX_ENTRY = 'index.json';
 export const BLOB_PREFIX = 'blobs/sha256/';
 export const OCI_LAYOUT_BYTES = Buffer.from('{"imageLayoutVersion":"1.0.0"}');
 
-/** The reference host under which binaries and charts are named in index.json. */
+/** The reference host under which binaries, charts and acinstall's runtime are named in index.json. */
 export const ARTIFACT_HOST = 'acpack.local';
 
 export interface BundledPlatformManifest {
@@ -53,6 +53,22 @@ export interface BundledChart {
   size: number;
 }
 
+/**
+ * acinstall's runtime for one arch (its single executable, gzip -9): a binary artifact like the
+ * others, listed apart since no manifest asks for it. Only bundles that lay a cluster down carry it.
+ */
+export interface BundledRuntime {
+  arch: string;
+  /** acpack's version and the Node release it runs on: `0.1.0+node24.22.3`. */
+  version: string;
+  /** The gzipped executable. */
+  digest: Digest;
+  size: number;
+  manifest: Digest;
+  index: Digest;
+  ref: string;
+}
+
 /** bundle.json: what the bundle holds, readable before a single blob. */
 export interface BundleDescriptor {
   format: typeof BUNDLE_FORMAT;
@@ -64,6 +80,8 @@ export interface BundleDescriptor {
   images: BundledImage[];
   binaries: BundledBinary[];
   charts: BundledChart[];
+  /** Absent from bundles that lay no cluster down (and from those of an acpack before it). */
+  runtime?: BundledRuntime[];
   blobs: { count: number; bytes: number };
   /** For a delta bundle: the bundle whose blobs it leaves out. */
   base?: { name: string; version: string; digest: Digest };
@@ -90,7 +108,16 @@ export function manifestDigests(d: BundleDescriptor): Set<Digest> {
     out.add(b.manifest);
   }
   for (const c of d.charts) out.add(c.digest);
+  for (const r of d.runtime ?? []) {
+    out.add(r.index);
+    out.add(r.manifest);
+  }
   return out;
+}
+
+/** A bundle (or its manifest) that carries kubeadm is meant to lay a cluster down: the packer's lint holds it to that. */
+export function laysClusterDown(d: { binaries: readonly { name: string }[] }): boolean {
+  return d.binaries.some((b) => b.name === 'kubeadm');
 }
 
 export type { Platform };
@@ -184,6 +211,14 @@ export const bundleJsonSchema = {
         type: 'object',
         required: ['name', 'version', 'ref', 'digest', 'chart', 'size'],
         properties: { name: textSchema, version: textSchema, ref: textSchema, digest: digestSchema, chart: digestSchema, size: sizeSchema },
+      },
+    },
+    runtime: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['arch', 'version', 'digest', 'size', 'manifest', 'index', 'ref'],
+        properties: { arch: textSchema, version: textSchema, digest: digestSchema, size: sizeSchema, manifest: digestSchema, index: digestSchema, ref: textSchema },
       },
     },
     blobs: {

@@ -47,7 +47,7 @@ type Bad = (why: string) => AcpackError;
  * costs bounded memory and time: decompression runs only as fast as entries are consumed, metadata
  * and manifests are read into memory only up to BUNDLE_LIMITS, and each blob entry is checked at its
  * tar header, before a byte of it is passed on, against what the bundle declares: bundle.json (the
- * binaries' sizes, the manifests it lists, the blob count and bytes), index.json, and every manifest
+ * binaries' and runtimes' sizes, the manifests it lists, the blob count and bytes), index.json, and every manifest
  * and index read so far (their children's sizes; one read before its parent is checked when the
  * parent comes). Anything else (a blob nothing declares, another size, a duplicate, malformed or
  * oversized metadata, unknown names, links, out-of-order entries) is refused with BAD_BUNDLE.
@@ -200,6 +200,7 @@ class Ledger {
   ) {
     this.manifests = manifestDigests(d);
     for (const b of d.binaries) this.declare(b.digest, b.size, `bundle.json (binary ${b.name} ${b.version} for ${b.arch})`);
+    for (const r of d.runtime ?? []) this.declare(r.digest, r.size, `bundle.json (acinstall's runtime ${r.version} for ${r.arch})`);
   }
 
   addIndex(index: ImageIndex): void {
@@ -284,6 +285,10 @@ function parseDescriptor(data: Buffer, bad: Bad): BundleDescriptor {
     throw bad(d.format === undefined ? 'bundle.json has no format' : `bundle.json says format ${preview(d.format)}; this acpack reads format ${BUNDLE_FORMAT}`);
   }
   if (!validateDescriptor(d)) throw bad(`bundle.json ${schemaProblem(validateDescriptor.errors)}`);
+  // A node is handed the runtime of its arch: two of them would leave which one to chance.
+  const arches = (d.runtime ?? []).map((r) => r.arch);
+  const twice = arches.find((a, i) => arches.indexOf(a) !== i);
+  if (twice !== undefined) throw bad(`bundle.json lists acinstall's runtime for ${preview(twice)} twice`);
   return d;
 }
 

@@ -26,7 +26,7 @@ export interface WriteBundleOptions {
   verified?: ReadonlySet<Digest>;
 }
 
-/** Bundles being written (their temp files): an interrupted CLI removes them before it exits. */
+/** What a bundle run is writing (the bundle's and its executables' temp files): an interrupted CLI removes them before it exits. */
 export const partialBundles = new Set<string>();
 
 /** JSON the bundle carries: two-space indented, trailing newline, keys in the order built. */

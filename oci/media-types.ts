@@ -21,6 +21,8 @@ export const MT = {
   binary: 'application/vnd.acpack.binary.v1',
   binaryFile: 'application/vnd.acpack.binary.file.v1',
   binaryArchive: 'application/vnd.acpack.binary.archive.v1',
+  /** A file layer compressed with gzip: acinstall's runtime, which nodes unpack with gzip -d. */
+  binaryFileGzip: 'application/vnd.acpack.binary.file.v1+gzip',
 } as const;
 
 /** What we ask a registry for: every manifest kind we can store byte-for-byte. */

@@ -3,13 +3,14 @@ import { dirname, join, resolve } from 'node:path';
 import { formatPlatform, isArch } from '../arch/platform.js';
 import { AcpackError, formatBytes, plural } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
-import { BUNDLE_FORMAT, type BundleDescriptor } from '../oci/bundle-format.js';
+import { BUNDLE_FORMAT, type BundleDescriptor, type BundledRuntime } from '../oci/bundle-format.js';
 import { writeBundle, type BundleBlob } from '../oci/bundle-writer.js';
 import { bundleIndex, hostPlatform, resolveManifestContent, type Resolution, type ResolveOptions } from './pack.js';
 import { chartKey, writeLock, type LockFile } from './lock.js';
 import { percent, type Reporter } from '../ui/progress.js';
 import { carriesKubeadm, incompleteError, lintManifest, lintResolved, type LintReport, type PendingLint } from './lint.js';
 import { bundledKubeadm } from './lint-kubeadm.js';
+import { bundledArches, requireExecutables, StagedExecutables, type ResolvedRuntime } from './site-runtime.js';
 
 export interface BundleSummary {
   out: string;
@@ -23,6 +24,10 @@ export interface BundleSummary {
   /** Bytes if every image × platform, binary and chart were stored on its own. */
   undeduplicatedBytes: number;
   fetchedBytes: number;
+  /** acinstall's runtime in the bundle (one that lays a cluster down): its version, per arch its gzipped size. */
+  runtime?: { version: string; arches: { arch: string; size: number }[] };
+  /** acinstall's executables written beside the bundle, one per bundled arch. */
+  executables?: string[];
   /** Why this bundle cannot lay a cluster down (written anyway: --allow-incomplete). */
   incomplete?: string[];
   /** What limits the sites it can install on (no lvscare: one master only). */
@@ -33,6 +38,8 @@ export interface BundleOptions extends ResolveOptions {
   out: string;
   /** Write a bundle that carries kubeadm but cannot lay a cluster down, with a loud warning. */
   allowIncomplete?: boolean;
+  /** Write acinstall's executable for each bundled arch beside `out`, what goes on the medium with it (the CLI does). */
+  executables?: boolean;
 }
 
 /** `acpack bundle`: resolve into the store, then stream bundle.tar.zst out of it. */
@@ -43,7 +50,15 @@ export async function bundle(opts: BundleOptions): Promise<BundleSummary> {
   }
   await checkWritableDir(dirname(resolve(opts.out)), 'the output');
   const lint = bundleLint(opts);
-  const r = await resolveManifestContent({ ...opts, checks: lint.checks });
+  const checks: ResolveOptions['checks'] = {
+    ...lint.checks,
+    manifest: async (m, platforms) => {
+      // The executables go beside the bundle, and into it as the runtime of one that lays a cluster down.
+      if (opts.executables || carriesKubeadm(m)) requireExecutables(bundledArches(platforms));
+      await lint.checks.manifest!(m, platforms);
+    },
+  };
+  const r = await resolveManifestContent({ ...opts, checks, runtime: true });
   const descriptor = bundleDescriptor(r);
   const blobs = orderedBlobs(r);
   // Downloading and writing overlap: the writer takes each blob as soon as it is verified in the store,
@@ -57,9 +72,15 @@ export async function bundle(opts: BundleOptions): Promise<BundleSummary> {
     // Blobs this run just downloaded were hashed on the way in; blobs from an earlier run are re-hashed.
     verified: r.fetcher.verified,
   });
-  const [wrote, fetched] = await Promise.allSettled([writing, r.downloaded]);
-  if (fetched.status === 'rejected') throw fetched.reason;
-  if (wrote.status === 'rejected') throw wrote.reason;
+  const staging = opts.executables ? StagedExecutables.stage(dirname(opts.out), bundledArches(r.platforms)) : undefined;
+  const [wrote, fetched, staged] = await Promise.allSettled([writing, r.downloaded, staging]);
+  const copies = staged.status === 'fulfilled' ? staged.value : undefined;
+  const failed = [fetched, wrote, staged].find((x) => x.status === 'rejected');
+  if (failed) {
+    await copies?.discard();
+    throw failed.reason;
+  }
+  const executables = await copies?.place();
   opts.reporter.end();
   return {
     out: opts.out,
@@ -72,6 +93,8 @@ export async function bundle(opts: BundleOptions): Promise<BundleSummary> {
     bytes: descriptor.blobs.bytes,
     undeduplicatedBytes: undeduplicatedBytes(r),
     fetchedBytes: r.fetcher.fetchedBytes,
+    ...(r.runtime ? { runtime: { version: r.runtime.version, arches: r.runtime.arches.map((a) => ({ arch: a.arch, size: a.file.size })) } } : {}),
+    ...(executables ? { executables } : {}),
     incomplete: lint.found.problems,
     warnings: lint.found.warnings,
   };
@@ -164,14 +187,19 @@ export function bundleDescriptor(r: Resolution): BundleDescriptor {
       })),
     ),
     charts: r.charts.map((c) => ({ name: c.name, version: c.version, ref: c.ref, digest: c.manifest.digest, chart: c.pin, size: c.manifest.size + sum(c.blobs) })),
+    ...(r.runtime ? { runtime: runtimeEntries(r.runtime) } : {}),
     blobs: { count: r.blobs.size, bytes },
   };
+}
+
+function runtimeEntries(rt: ResolvedRuntime): BundledRuntime[] {
+  return rt.arches.map((a) => ({ arch: a.arch, version: rt.version, digest: a.file.digest, size: a.file.size, manifest: a.manifest.digest, index: rt.index.digest, ref: rt.ref }));
 }
 
 function undeduplicatedBytes(r: Resolution): number {
   let n = 0;
   for (const i of r.images) for (const p of i.parts) n += p.manifest.size + p.blobs.reduce((s, b) => s + b.size, 0);
-  for (const b of r.binaries) for (const a of b.arches) n += a.file.size + a.manifest.size;
+  for (const b of [...r.binaries, ...(r.runtime ? [r.runtime] : [])]) for (const a of b.arches) n += a.file.size + a.manifest.size;
   for (const c of r.charts) n += c.manifest.size + c.blobs.reduce((s, b) => s + b.size, 0);
   return n;
 }
@@ -184,9 +212,11 @@ export function formatSummary(s: BundleSummary): string {
     `  images:   ${s.images} (${s.imagePlatforms} image × platform)`,
     `  binaries: ${s.binaries} (${plural(s.binaryFiles, 'file')})`,
     `  charts:   ${s.charts}`,
+    ...(s.runtime ? [`  runtime:  acinstall ${s.runtime.version} for ${s.runtime.arches.map((a) => `${a.arch} (${formatBytes(a.size)} gzipped)`).join(', ')}`] : []),
     `  blobs:    ${s.blobs} unique, ${formatBytes(s.bytes)}`,
     `  dedupe:   ${formatBytes(s.undeduplicatedBytes)} if stored per image and arch; saved ${formatBytes(saved)} (${percent(saved, s.undeduplicatedBytes) ?? 0}%)`,
     `  fetched:  ${formatBytes(s.fetchedBytes)} this run (the rest was in the cache)`,
+    ...(s.executables?.length ? [`wrote ${s.executables.join(', ')}: acinstall for each arch, to go on the medium with the bundle`] : []),
     ...(s.warnings ?? []).map((w) => `warning: ${w}`),
     ...(s.incomplete?.length
       ? [

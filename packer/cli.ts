@@ -72,6 +72,8 @@ export function buildProgram(): Command {
       `
 Fetched blobs are kept in the cache: an interrupted run resumes, and a second bundle only fetches what changed.
 The bundle is byte-identical for the same manifest and sources (entry times from SOURCE_DATE_EPOCH, default 0).
+Beside it, acinstall-linux-<arch> for each bundled arch: acinstall's executable, to go on the medium with it.
+A bundle that carries kubeadm carries that executable too, gzipped, as acinstall's runtime for the nodes.
 A bundle that carries kubeadm must be able to lay a cluster down: kubeadm and kubelet for every arch,
 helm for the charts, the default CNI's chart (hybridnet), every image kubeadm names (asked of the
 bundled kubeadm on this machine's arch, by kubeadm's rules for the others); else nothing is written
@@ -96,6 +98,7 @@ Example:
         sourceDateEpoch: sourceDateEpoch(),
         out: o.output,
         allowIncomplete: !!o.allowIncomplete,
+        executables: true,
       });
       if (o.json) process.stdout.write(`${JSON.stringify({ event: 'summary', ...summary })}\n`);
       else process.stdout.write(`${formatSummary(summary)}\n`);
@@ -184,6 +187,10 @@ export function formatInspect(d: BundleDescriptor): string {
   if (d.charts.length) {
     out.push(`CHARTS (${d.charts.length})`);
     out.push(textTable([['NAME', 'VERSION', 'SIZE'], ...d.charts.map((c) => [c.name, c.version, formatBytes(c.size)])]), '');
+  }
+  if (d.runtime?.length) {
+    out.push(`RUNTIME (acinstall, gzipped; ${plural(d.runtime.length, 'arch', 'arches')})`);
+    out.push(textTable([['ARCH', 'VERSION', 'SIZE', 'DIGEST'], ...d.runtime.map((r) => [r.arch, r.version, formatBytes(r.size), r.digest])]), '');
   }
   return `${out.join('\n')}\n`;
 }

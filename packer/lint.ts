@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { formatPlatform, isArch, type Arch, type Platform } from '../arch/platform.js';
 import { AcpackError, plural } from '../oci/errors.js';
+import { laysClusterDown } from '../oci/bundle-format.js';
 import type { BundleManifest, ChartSpec } from '../manifests/index.js';
 import { CNI_CHARTS, DEFAULT_CNI, KUBEADM_RULES, imageListConfig, isLvscareImage, kubeadmImageConfig, kubeadmImages, kubeadmRules, kubernetesVersion, missingImages } from '../kube/index.js';
 import { binaryArches } from './binaries.js';
@@ -55,7 +56,7 @@ const arch = (p: Platform) => p.architecture as Arch;
 const platformsOf = (view: View, arches: Arch[]) => view.platforms.filter((p) => arches.includes(arch(p))).map(formatPlatform).join(', ');
 
 export function carriesKubeadm(m: BundleManifest): boolean {
-  return m.binaries.some((b) => b.name === 'kubeadm');
+  return laysClusterDown(m);
 }
 
 /** A local chart's name from its Chart.yaml (no fetching), if it can be read. */

@@ -12,6 +12,8 @@ import { resolveImage, type ResolvedImage } from './images.js';
 import { resolveBinary, type ResolvedBinary } from './binaries.js';
 import { resolveChart, type ResolvedChart } from './charts.js';
 import { EMPTY_CONFIG } from './artifacts.js';
+import { carriesKubeadm } from './lint.js';
+import { bundledArches, resolveRuntime, type ResolvedRuntime } from './site-runtime.js';
 import { chartKey, readLock, type LockFile } from './lock.js';
 import { CachedManifests, fromCache, requireCached } from './locked.js';
 import type { Reporter } from '../ui/progress.js';
@@ -30,6 +32,8 @@ export interface ResolveOptions {
   ignoreLock?: boolean;
   /** Stop after manifests, binaries and charts: image layers are not needed to lock. */
   skipLayers?: boolean;
+  /** acpack bundle: a bundle that carries kubeadm carries acinstall's runtime too (packer/site-runtime.ts). */
+  runtime?: boolean;
   reporter: Reporter;
   sourceDateEpoch: number;
   concurrency?: number;
@@ -51,6 +55,7 @@ export interface Resolution {
   images: ResolvedImage[];
   binaries: ResolvedBinary[];
   charts: ResolvedChart[];
+  runtime?: ResolvedRuntime;
   /** Every blob the bundle carries, manifests and indexes marked. */
   blobs: Map<Digest, { size: number; manifest: boolean }>;
   /** Image blobs still downloading, by digest (the bundle writer waits for each in turn). */
@@ -174,6 +179,7 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
   }
 
   await opts.checks?.resolved?.({ manifest, platforms, store, images, binaries, charts });
+  const runtime = opts.runtime && carriesKubeadm(manifest) ? await resolveRuntime(store, fetcher, bundledArches(platforms)) : undefined;
 
   const blobs = new Map<Digest, { size: number; manifest: boolean }>();
   const add = (d: Descriptor, manifest: boolean) => blobs.set(d.digest, { size: d.size, manifest: manifest || (blobs.get(d.digest)?.manifest ?? false) });
@@ -188,7 +194,7 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
       }
     }
   }
-  for (const b of binaries) {
+  for (const b of [...binaries, ...(runtime ? [runtime] : [])]) {
     add(b.index, true);
     for (const a of b.arches) {
       add(a.manifest, true);
@@ -210,7 +216,7 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
   }
   const downloaded = settleAll([...downloads.values()]).then(() => undefined);
   downloaded.catch(() => {}); // the caller awaits it; this only keeps an early failure from being "unhandled"
-  return { manifest, platforms, store, images, binaries, charts, blobs, downloads, downloaded, fetcher };
+  return { manifest, platforms, store, images, binaries, charts, runtime, blobs, downloads, downloaded, fetcher };
 }
 
 /**
@@ -245,7 +251,7 @@ async function checkLockedImages(manifest: BundleManifest, lock: LockFile, upstr
   }
 }
 
-/** index.json of the bundle: one entry per image, binary and chart, named by its reference. */
+/** index.json of the bundle: one entry per image, binary, chart and the runtime, named by its reference. */
 export function bundleIndex(r: Resolution): ImageIndex {
   const entries: Descriptor[] = [];
   const named = (d: Descriptor, name: string): Descriptor => ({
@@ -258,6 +264,7 @@ export function bundleIndex(r: Resolution): ImageIndex {
   for (const i of r.images) entries.push(named(i.top, i.spec.name));
   for (const b of r.binaries) entries.push(named(b.index, b.ref));
   for (const c of r.charts) entries.push(named(c.manifest, c.ref));
+  if (r.runtime) entries.push(named(r.runtime.index, r.runtime.ref));
   entries.sort((a, b) => (a.annotations![ANNOTATION_REF_NAME] < b.annotations![ANNOTATION_REF_NAME] ? -1 : 1));
   return { schemaVersion: 2, mediaType: MT.ociIndex, manifests: entries };
 }

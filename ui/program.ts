@@ -9,7 +9,7 @@ import { AcpackError } from '../oci/errors.js';
 declare const ACPACK_VERSION: string | undefined;
 
 /** This acpack's version, from the package.json above this module (the same from source and from dist/). */
-function ownVersion(): string {
+export function ownVersion(): string {
   if (typeof ACPACK_VERSION === 'string') return ACPACK_VERSION;
   for (let dir = import.meta.dirname; dirname(dir) !== dir; dir = dirname(dir)) {
     try {

@@ -4,23 +4,28 @@ import { promisify } from 'node:util';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createGunzip } from 'node:zlib';
+import { Readable } from 'node:stream';
 import { bundle } from '../../packer/index.js';
 import { bundleEntries, readDescriptor } from '../../oci/bundle-reader.js';
 import { verifyBundle } from '../../oci/bundle-verify.js';
 import { parsePlatformList } from '../../arch/platform.js';
-import { sha256 } from '../../oci/digest.js';
-import { silent } from '../helpers/env.js';
+import { digestOfHash, hashFile, newHash, sha256, type Digest } from '../../oci/digest.js';
+import { runCli, silent } from '../helpers/env.js';
 import { imageRef, useFixtureRegistry, writeManifest } from '../helpers/fixtures.js';
 import { pushImage } from '../../demo/samples.js';
+import { kubeadmBinary } from '../hosts/standins/kubeadm-standin.js';
+import { siteExecutable } from '../../runtime/site-runtime.js';
+import type { BundleDescriptor } from '../../oci/bundle-format.js';
 
 const run = promisify(execFile);
 
 const src = useFixtureRegistry();
 
-async function pack(name: string, spec: Record<string, unknown>, arch: string, cache = join(src.work.dir, `${name}-cache`)) {
+async function pack(name: string, spec: Record<string, unknown>, arch: string, cache = join(src.work.dir, `${name}-cache`), o: { allowIncomplete?: boolean } = {}) {
   const file = await writeManifest(join(src.work.dir, name), spec);
   const out = join(src.work.dir, name, 'bundle.tar.zst');
-  const summary = await bundle({ manifestFile: file, platforms: parsePlatformList(arch), cacheDir: cache, reporter: silent, sourceDateEpoch: 0, out });
+  const summary = await bundle({ manifestFile: file, platforms: parsePlatformList(arch), cacheDir: cache, reporter: silent, sourceDateEpoch: 0, out, ...o });
   return { file, out, summary, cache };
 }
 
@@ -29,6 +34,56 @@ async function blobNames(path: string): Promise<string[]> {
   for await (const e of bundleEntries(path)) if (e.kind === 'blob') names.push(e.digest);
   return names;
 }
+
+/** The sha256 of blobs of the bundle once gunzipped, by their digest (one pass over the bundle). */
+async function gunzippedDigests(path: string, digests: Digest[]): Promise<Map<Digest, Digest>> {
+  const out = new Map<Digest, Digest>();
+  for await (const e of bundleEntries(path)) {
+    if (e.kind !== 'blob' || !digests.includes(e.digest)) continue;
+    const hash = newHash();
+    for await (const chunk of (e.stream as Readable).pipe(createGunzip())) hash.update(chunk as Buffer);
+    out.set(e.digest, digestOfHash(hash));
+  }
+  return out;
+}
+
+// Each bundle here carries ~90 MB of runtime: given time for a busy machine.
+describe('a bundle that lays a cluster down (it carries kubeadm) carries acinstall for every arch', () => {
+  let first: Awaited<ReturnType<typeof pack>>;
+  let d: BundleDescriptor;
+  // Not complete enough for acpack's lint (no kubelet, helm or CNI): what is looked at is the runtime.
+  const spec = async () => ({ images: [imageRef(src.host, src.fx.web)], binaries: [await kubeadmBinary(join(src.work.dir, 'rt-bin'))] });
+
+  it('as an artifact whose file gunzips to the executable of that arch, listed in bundle.json', async () => {
+    first = await pack('rt-a', await spec(), 'amd64,arm64', undefined, { allowIncomplete: true });
+    d = await readDescriptor(first.out);
+    expect(d.runtime!.map((r) => r.arch)).toEqual(['amd64', 'arm64']);
+    const gunzipped = await gunzippedDigests(first.out, d.runtime!.map((r) => r.digest));
+    for (const r of d.runtime!) {
+      expect(r.version).toMatch(/^\d+\.\d+\.\d+\+node24\.\d+\.\d+$/);
+      expect(r.ref).toBe(`acpack.local/runtime/acinstall:${r.version.replace('+', '_')}`);
+      expect(gunzipped.get(r.digest)).toBe((await hashFile(siteExecutable(r.arch as 'amd64' | 'arm64'))).digest);
+    }
+    expect(first.summary.runtime).toEqual({ version: d.runtime![0].version, arches: d.runtime!.map((r) => ({ arch: r.arch, size: r.size })) });
+    // Within the issue's budget of 60 MB per arch.
+    for (const r of d.runtime!) expect(r.size).toBeLessThan(60e6);
+    await verifyBundle(first.out);
+  }, 180_000);
+
+  it('byte-identical when built again from the same manifest and sources', async () => {
+    const again = await pack('rt-b', await spec(), 'amd64,arm64', undefined, { allowIncomplete: true });
+    const [x, y] = await Promise.all([readFile(first.out), readFile(again.out)]);
+    expect(sha256(x)).toBe(sha256(y));
+  }, 180_000);
+
+  it('acpack inspect lists it per arch', async () => {
+    const r = await runCli(['inspect', first.out]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('RUNTIME (acinstall, gzipped; 2 arches)');
+    const rows = r.stdout.split('\n').map((line) => line.split(/\s+/));
+    for (const rt of d.runtime!) expect(rows).toContainEqual([rt.arch, rt.version, expect.stringMatching(/^[\d.]+$/), 'MB', rt.digest]);
+  });
+});
 
 describe('acpack bundle against a real docker-registry', () => {
   it('stores a base layer shared by two images and two arches once', async () => {
@@ -74,6 +129,10 @@ describe('acpack bundle against a real docker-registry', () => {
     const [x, y] = await Promise.all([readFile(a.out), readFile(b.out)]);
     expect(x.length).toBeGreaterThan(0);
     expect(sha256(x)).toBe(sha256(y));
+    // No kubeadm: a plain content bundle, without acinstall's runtime (and no word of it in bundle.json).
+    const d = await readDescriptor(a.out);
+    expect('runtime' in d).toBe(false);
+    expect(a.summary.runtime).toBeUndefined();
   });
 
   it('is readable by skopeo as an OCI layout with the original digests', async () => {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -8,7 +8,10 @@ import { runAcinstall, runCli, tempDir, withRegistry } from '../helpers/env.js';
 import { buildFixture, imageRef, pushFixture, pushSmallImage, writeManifest, type Fixture } from '../helpers/fixtures.js';
 import { zstdCompress } from '../../oci/zstd.js';
 import { verifyBundle } from '../../oci/bundle-verify.js';
-import { OCI_LAYOUT_BYTES } from '../../oci/bundle-format.js';
+import { OCI_LAYOUT_BYTES, type BundledRuntime } from '../../oci/bundle-format.js';
+import { readDescriptor } from '../../oci/bundle-reader.js';
+import { hashFile } from '../../oci/digest.js';
+import { siteExecutable } from '../../runtime/site-runtime.js';
 
 const run = promisify(execFile);
 let env: Awaited<ReturnType<typeof withRegistry>>;
@@ -60,6 +63,24 @@ describe('acpack CLI', () => {
     expect(summary.imagePlatforms).toBe(4);
   });
 
+  it("writes acinstall's executable for each bundled arch beside -o, as npm run build made it, and says so", async () => {
+    const summary = JSON.parse(bundleStdout.trim().split('\n').at(-1)!);
+    const beside = ['amd64', 'arm64'].map((arch) => join(work.dir, `acinstall-linux-${arch}`));
+    expect(summary.executables).toEqual(beside);
+    for (const [i, arch] of (['amd64', 'arm64'] as const).entries()) {
+      expect((await stat(beside[i])).mode & 0o777).toBe(0o755);
+      expect((await hashFile(beside[i])).digest).toBe((await hashFile(siteExecutable(arch))).digest);
+    }
+    // Nothing half written beside them, and no runtime in a bundle that lays no cluster down.
+    expect((await readdir(work.dir)).filter((f) => f.includes('partial'))).toEqual([]);
+    expect(summary.runtime).toBeUndefined();
+    await mkdir(join(work.dir, 'text'));
+    const one = await runCli(['bundle', '-f', join(work.dir, 'm.yaml'), '--arch', 'amd64', '--cache', join(work.dir, 'cache'), '-o', join(work.dir, 'text', 'b.tar.zst')], { timeoutMs: 120_000 });
+    expect(one.code, one.stderr).toBe(0);
+    expect(one.stdout).toContain(`wrote ${join(work.dir, 'text', 'acinstall-linux-amd64')}: acinstall for each arch, to go on the medium with the bundle`);
+    expect((await readdir(join(work.dir, 'text'))).sort()).toEqual(['acinstall-linux-amd64', 'b.tar.zst']);
+  }, 120_000);
+
   it('--json reports a failure as one JSON event on stdout too', async () => {
     const res = await runCli(['verify', join(work.dir, 'no-such.tar.zst'), '--json']);
     expect(res.code).toBe(1);
@@ -104,6 +125,23 @@ describe('acpack CLI', () => {
   it('zstd -d and tar read the bundle too', async () => {
     const { stdout } = await run('sh', ['-c', `zstd -dc '${bundlePath}' | tar -t | head -4`]);
     expect(stdout.split('\n').slice(0, 3)).toEqual(['oci-layout', 'bundle.json', 'index.json']);
+  });
+
+  it("refuses a bundle.json whose runtime list is malformed, or names an arch twice", async () => {
+    const d = (c: string) => `sha256:${c.repeat(64)}` as const;
+    const rt: BundledRuntime = { arch: 'amd64', version: '0.1.0+node24.22.3', digest: d('a'), size: 1, manifest: d('b'), index: d('c'), ref: 'acpack.local/runtime/acinstall:0.1.0_node24.22.3' };
+    const { size: _, ...sizeless } = rt;
+    for (const [name, runtime, pattern] of [
+      ['twice', [rt, rt], /bundle\.json lists acinstall's runtime for "amd64" twice/],
+      ['sizeless', [sizeless], /bundle\.json runtime\[0\] has no size/],
+    ] as const) {
+      const json = Buffer.from(JSON.stringify({ format: 1, name: 't', version: 'v1', source: d('e'), platforms: ['linux/amd64'], images: [], binaries: [], charts: [], runtime, blobs: { count: 3, bytes: 3 } }));
+      const path = await craft(`runtime-${name}.tar.zst`, [
+        { header: { name: 'oci-layout', size: OCI_LAYOUT_BYTES.length }, data: OCI_LAYOUT_BYTES },
+        { header: { name: 'bundle.json', size: json.length }, data: json },
+      ]);
+      await expect(readDescriptor(path)).rejects.toThrow(pattern);
+    }
   });
 
   it.each([
