@@ -1,7 +1,6 @@
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
-import { parsePlatform } from '../arch/platform.js';
 import { AcpackError, formatBytes, plural } from '../oci/errors.js';
 import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
@@ -9,7 +8,7 @@ import { join } from 'node:path';
 import { readDescriptor } from '../oci/bundle-reader.js';
 import { isMaster, loadClusterFile, parseIpList, parsePort, specFromFlags, type HostSpec } from './cluster-spec.js';
 import { textTable } from '../oci/text-table.js';
-import { parseIgnoreList, preflightError, SKIPPABLE } from './preflight.js';
+import { bundleArches, parseIgnoreList, preflightError, SKIPPABLE } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
 import { checkDeletable, checkRerun, deleteNodes, installFrom, type NodeOutcome } from './from.js';
 import { loadClusterState, saveClusterState, withNodes } from './cluster-state.js';
@@ -174,8 +173,8 @@ import runs: each deletion re-checks under the store lock.`,
     .option('--arch <list>', 'the arches to accept when no bundle is given', 'amd64,arm64')
     .action(async (o) => {
       const spec = await specFrom(o);
-      const arches = o.bundle ? (await readDescriptor(o.bundle)).platforms.map((p: string) => parsePlatform(p).architecture) : String(o.arch).split(',');
-      const { failures } = await runPreflight({ spec, arches, stateDir: o.store, ignore: o.ignorePreflight });
+      const arches = o.bundle ? bundleArches(await readDescriptor(o.bundle)) : { arches: String(o.arch).split(',') };
+      const { failures } = await runPreflight({ spec, ...arches, stateDir: o.store, ignore: o.ignorePreflight });
       if (failures.length) throw preflightError(failures);
       process.stdout.write(`preflight passed on ${plural(spec.hosts.length, 'node')}\n`);
     });

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
-import { archFromUname, parsePlatform } from '../arch/platform.js';
+import { archFromUname, nodeArch } from '../arch/platform.js';
 import { AcpackError, plural } from '../oci/errors.js';
 import { readDescriptor } from '../oci/bundle-reader.js';
 import { importBundle } from '../registry/index.js';
@@ -20,10 +20,10 @@ import { helmCommand } from './charts.js';
 import { kubectlCommand } from './post-check.js';
 import { lvscareImage } from './control-plane.js';
 import { chartSteps, checkCluster, clusterSteps, isInstalled, nodeVersions } from './cluster-steps.js';
-import { preflightError, type Facts } from './preflight.js';
+import { bundleArches, preflightError, runtimeLacking, type Facts } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
 import { containerdFiles, installBinaries, keptWarnings, serviceFiles, startServices, writeFiles } from './node-setup.js';
-import { bundleIdentity, type BundleDescriptor } from '../oci/bundle-format.js';
+import { bundleIdentity, laysClusterDown, type BundleDescriptor } from '../oci/bundle-format.js';
 import { kubernetesVersion } from '../kube/index.js';
 
 export interface FromOptions {
@@ -51,9 +51,15 @@ export interface NodeOutcome {
  * installed cluster) and joins; then the charts and the post-check on the first master.
  */
 export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
-  await mkdir(o.store, { recursive: true });
+  assertOnFirstMaster(firstMaster(o.spec).ip);
   const file = typeof o.bundle === 'string' ? o.bundle : o.bundle.file;
-  return withStoreLock(o.store, `installing ${file}`, () => install(o));
+  const d = typeof o.bundle === 'string' ? await readDescriptor(o.bundle) : o.bundle.descriptor;
+  // This machine is the first master: a bundle without its runtime is named before anything is
+  // touched. The other nodes' arches are known once preflight has asked them (runtimeLacking there).
+  const lacking = runtimeLacking(bundleArches(d), nodeArch());
+  if (lacking) throw new AcpackError('NO_RUNTIME', `${file} (${d.name} ${d.version}): ${lacking}. This machine, the first master, is ${nodeArch()}: nothing was imported or touched`);
+  await mkdir(o.store, { recursive: true });
+  return withStoreLock(o.store, `installing ${file}`, () => install(o, d));
 }
 
 /**
@@ -75,7 +81,7 @@ export async function checkRerun(store: string, spec: ClusterSpec, bundle: strin
     }
   }
   if (!state.descriptor) return;
-  const release = (d: BundleDescriptor) => ({ name: d.name, version: d.version, kubernetes: d.binaries.some((b) => b.name === 'kubeadm') ? kubernetesVersion(d) : '' });
+  const release = (d: BundleDescriptor) => ({ name: d.name, version: d.version, kubernetes: laysClusterDown(d) ? kubernetesVersion(d) : '' });
   checkBundleOrder(release(state.descriptor), release(await readDescriptor(bundle)), allowDowngrade);
 }
 
@@ -87,11 +93,9 @@ function assertOnFirstMaster(ip: string): void {
   throw new AcpackError('NOT_FIRST_MASTER', `acinstall runs on the first master (${ip}, the first of the masters), and this machine is not it (its addresses: ${shown}): run it on ${ip}`);
 }
 
-async function install(o: FromOptions): Promise<NodeOutcome[]> {
-  assertOnFirstMaster(firstMaster(o.spec).ip);
+async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome[]> {
   const journal = new Journal(o.store);
   try {
-    const d = typeof o.bundle === 'string' ? await readDescriptor(o.bundle) : o.bundle.descriptor;
     const lvscare = lvscareImage(o.spec, d);
     const helm = helmCommand(d, o.spec.network.cni);
     const versions = nodeVersions(journal, o.spec, d);
@@ -122,10 +126,9 @@ async function install(o: FromOptions): Promise<NodeOutcome[]> {
     const known = await KnownHosts.inStore(o.store);
     let facts = new Map<HostSpec, Facts>();
     const checking = async () => {
-      const arches = d.platforms.map((p) => parsePlatform(p).architecture);
       if (toCheck.length) {
         // The registry's port is not checked: it is ours, starting at the same time.
-        const r = await runPreflight({ spec: { ...o.spec, hosts: toCheck }, arches, stateDir: o.store, known, ignore: o.ignore, registryRunning: true });
+        const r = await runPreflight({ spec: { ...o.spec, hosts: toCheck }, ...bundleArches(d), stateDir: o.store, known, ignore: o.ignore, registryRunning: true });
         if (r.failures.length) throw preflightError(r.failures);
         facts = r.facts;
       }

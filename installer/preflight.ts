@@ -1,6 +1,8 @@
-import { archFromUname } from '../arch/platform.js';
+import { archFromUname, parsePlatform } from '../arch/platform.js';
 import { AcpackError, plural } from '../oci/errors.js';
 import { textTable } from '../oci/text-table.js';
+import { laysClusterDown, type BundleDescriptor } from '../oci/bundle-format.js';
+import { ownVersion } from '../ui/program.js';
 import { isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import type { SshHost } from './ssh.js';
 import { KUBEADM_STARTED_HERE } from './kubeadm.js';
@@ -14,7 +16,7 @@ const FACTS = [
   'echo "kernel=$(uname -r)"',
   'echo "os=$( . /etc/os-release 2>/dev/null; echo "$ID $VERSION_ID")"',
   'echo "systemd=$(command -v systemctl >/dev/null && echo 1 || echo 0)"',
-  'echo "tools=$(for t in curl sha256sum tar base64 mktemp; do command -v $t >/dev/null || printf "%s " $t; done)"',
+  'echo "tools=$(for t in curl sha256sum tar base64 mktemp gzip; do command -v $t >/dev/null || printf "%s " $t; done)"',
   'echo "cpus=$(nproc)"',
   `echo "memkb=$(awk '/MemTotal/{print $2}' /proc/meminfo)"`,
   `echo "diskkb=$(df -Pk / | awk 'NR==2{print $4}')"`,
@@ -89,7 +91,7 @@ export const CHECKS = ['arch', 'os', 'kernel', 'cpu', 'memory', 'disk', 'swap', 
 /** Failures no --ignore-preflight can skip: the install itself could not go on past them. */
 const UNSKIPPABLE = new Map([
   ['arch', 'a node gets binaries only for an arch the bundle carries'],
-  ['os', 'acinstall runs systemd units and curl, sha256sum, tar, base64 and mktemp on every node'],
+  ['os', 'acinstall runs systemd units and curl, sha256sum, tar, base64, mktemp and gzip on every node'],
   ['ssh', 'nothing can be installed on a node acinstall cannot log in to'],
 ]);
 
@@ -110,12 +112,33 @@ export function parseIgnoreList(value: string): string[] {
   return names;
 }
 
+/** What a bundle holds nodes to: its arches, and for one that lays a cluster down, those it carries acinstall's runtime for. */
+export interface BundleArches {
+  arches: string[];
+  runtime?: string[];
+}
+
+export function bundleArches(d: BundleDescriptor): BundleArches {
+  const arches = d.platforms.map((p) => parsePlatform(p).architecture);
+  return laysClusterDown(d) ? { arches, runtime: (d.runtime ?? []).map((r) => r.arch) } : { arches };
+}
+
+/**
+ * Why a bundle cannot lay a cluster down on a node of `arch`, or undefined: every node is handed
+ * acinstall's runtime of its arch from the bundle, and bundles of an acpack before it have none.
+ */
+export function runtimeLacking(b: BundleArches, arch: string): string | undefined {
+  if (!b.runtime || b.runtime.includes(arch)) return undefined;
+  return `the bundle carries no acinstall runtime for ${arch}: rebuild it with acpack ${ownVersion()}, which puts one in for each arch it bundles`;
+}
+
 /**
  * Every check on every node, all failures at once (fixing one node at a time is slow on a real site).
- * `arches`: what the bundle carries (amd64/arm64); `now`: this machine's clock, in seconds;
+ * `arches`: what the bundle carries (amd64/arm64), `runtime`: the arches it carries acinstall's
+ * runtime for, when it lays a cluster down; `now`: this machine's clock, in seconds;
  * `registryPort`: checked free on the first master (not given once our own registry holds it).
  */
-export function evaluate(spec: ClusterSpec, facts: Map<HostSpec, Facts>, opts: { arches: string[]; now: number; registryPort?: number; ignore: string[] }): Failure[] {
+export function evaluate(spec: ClusterSpec, facts: Map<HostSpec, Facts>, opts: BundleArches & { now: number; registryPort?: number; ignore: string[] }): Failure[] {
   const out: Failure[] = [];
   const fail = (h: HostSpec, check: (typeof CHECKS)[number], found: string, need: string) => {
     if (!opts.ignore.includes(check)) out.push({ node: h.ip, check, found, need });
@@ -129,10 +152,13 @@ export function evaluate(spec: ClusterSpec, facts: Map<HostSpec, Facts>, opts: {
     } catch {
       // reported below
     }
-    if (!opts.arches.includes(arch)) fail(h, 'arch', `${f.arch}${arch ? ` (${arch})` : ''}`, `an arch in the bundle: ${opts.arches.join(', ')}`);
+    const found = `${f.arch}${arch ? ` (${arch})` : ''}`;
+    const lacking = runtimeLacking(opts, arch);
+    if (!opts.arches.includes(arch)) fail(h, 'arch', found, `an arch in the bundle: ${opts.arches.join(', ')}`);
+    else if (lacking) fail(h, 'arch', found, lacking);
     // The installer writes systemd units and runs a few standard tools on every node.
     if (!f.systemd || f.missingTools.length) {
-      fail(h, 'os', `${f.os || 'unknown'}${f.systemd ? '' : ', no systemctl'}${f.missingTools.length ? `, no ${f.missingTools.join(', ')}` : ''}`, 'Linux with systemd, curl, sha256sum, tar, base64, mktemp');
+      fail(h, 'os', `${f.os || 'unknown'}${f.systemd ? '' : ', no systemctl'}${f.missingTools.length ? `, no ${f.missingTools.join(', ')}` : ''}`, 'Linux with systemd, curl, sha256sum, tar, base64, mktemp, gzip');
     }
     const [major, minor] = f.kernel.split('.').map(Number);
     if (!(major > 4 || (major === 4 && minor >= 19))) fail(h, 'kernel', f.kernel, '4.19 or newer');

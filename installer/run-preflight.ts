@@ -3,12 +3,10 @@ import pLimit from 'p-limit';
 import { AcpackError } from '../oci/errors.js';
 import type { ClusterSpec, HostSpec } from './cluster-spec.js';
 import { KnownHosts, SshHost } from './ssh.js';
-import { evaluate, gatherFacts, type Facts, type Failure } from './preflight.js';
+import { evaluate, gatherFacts, type BundleArches, type Facts, type Failure } from './preflight.js';
 
-export interface PreflightOptions {
+export interface PreflightOptions extends BundleArches {
   spec: ClusterSpec;
-  /** Arches the bundle carries. */
-  arches: string[];
   stateDir: string;
   /** Host keys: opened from stateDir when not given (a caller going on to install passes its own). */
   known?: KnownHosts;
@@ -44,7 +42,7 @@ export async function runPreflight(opts: PreflightOptions): Promise<{ facts: Map
     ),
   );
   await known.save();
-  failures.push(...evaluate(opts.spec, facts, { arches: opts.arches, now: Math.floor(Date.now() / 1000), registryPort: opts.registryRunning ? undefined : opts.spec.registry.port, ignore: opts.ignore }));
+  failures.push(...evaluate(opts.spec, facts, { arches: opts.arches, runtime: opts.runtime, now: Math.floor(Date.now() / 1000), registryPort: opts.registryRunning ? undefined : opts.spec.registry.port, ignore: opts.ignore }));
   const order = new Map(opts.spec.hosts.map((h, i) => [h.ip, i]));
   failures.sort((a, b) => order.get(a.node)! - order.get(b.node)! || a.check.localeCompare(b.check));
   return { facts, failures };

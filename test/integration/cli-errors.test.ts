@@ -12,6 +12,11 @@ import { kubeadmBinary } from '../hosts/standins/kubeadm-standin.js';
 import { readDescriptor } from '../../oci/bundle-reader.js';
 import { saveClusterState } from '../../installer/cluster-state.js';
 import { specFromFlags } from '../../installer/cluster-spec.js';
+import { writeBundle } from '../../oci/bundle-writer.js';
+import { ContentStore } from '../../oci/store.js';
+import type { BundleDescriptor } from '../../oci/bundle-format.js';
+import { nodeArch } from '../../arch/platform.js';
+import { ownVersion } from '../../ui/program.js';
 
 /**
  * The mistakes a new user makes on the command line end in one clear message and exit 1, before
@@ -188,5 +193,36 @@ describe('acinstall from with an older release of the bundle the cluster runs', 
     expect((await readdir(store)).sort()).toEqual(['cluster.json']);
     // Not run with --allow-downgrade here: from would go on to start the site registry on every
     // address of this machine. That the flag lets it through is test/unit/upgrade.test.ts's.
+  });
+});
+
+describe("acinstall from with a bundle that lacks acinstall's runtime for the first master's arch", () => {
+  it('is refused before anything is imported or any node reached, naming the arch and the fix', async () => {
+    // What an acpack before the runtime wrote: a bundle carrying kubeadm, without runtime in its bundle.json.
+    const dir = await emptyDir('no-runtime');
+    const d = (c: string) => `sha256:${c.repeat(64)}` as const;
+    const descriptor: BundleDescriptor = {
+      format: 1,
+      name: 'old',
+      version: 'v1',
+      source: d('0'),
+      platforms: ['linux/amd64', 'linux/arm64'],
+      images: [],
+      binaries: [{ name: 'kubeadm', version: 'v1.22.15', arch: nodeArch(), digest: d('a'), size: 1, manifest: d('b'), index: d('c'), ref: 'acpack.local/binaries/kubeadm:v1.22.15', mode: '0755' }],
+      charts: [],
+      // Its blobs are never reached: from reads bundle.json alone before it refuses.
+      blobs: { count: 3, bytes: 1 },
+    };
+    const bundle = join(dir, 'old.tar.zst');
+    await writeBundle(await ContentStore.open(join(dir, 'cache')), descriptor, { schemaVersion: 2, manifests: [] }, [], bundle, { mtime: 0 });
+    const store = join(work.dir, 'store-no-runtime');
+    const before = connections;
+    const r = await runAcinstall(['from', bundle, '-m', '127.0.0.1', '--port', String(port), '-p', 'not-used', '--store', store]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `error: ${bundle} (old v1): the bundle carries no acinstall runtime for ${nodeArch()}: rebuild it with acpack ${ownVersion()}, which puts one in for each arch it bundles. This machine, the first master, is ${nodeArch()}: nothing was imported or touched\n`,
+    );
+    expect(connections).toBe(before);
+    expect(existsSync(store)).toBe(false);
   });
 });
