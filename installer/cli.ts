@@ -9,20 +9,28 @@ import { readDescriptor } from '../oci/bundle-reader.js';
 import { isMaster, loadClusterFile, parseIpList, parsePort, specFromFlags, type HostSpec } from './cluster-spec.js';
 import { textTable } from '../oci/text-table.js';
 import { bundleArches, parseIgnoreList, preflightError, SKIPPABLE } from './preflight.js';
-import { runPreflight } from './run-preflight.js';
-import { checkDeletable, checkRerun, deleteNodes, installFrom, type NodeOutcome } from './from.js';
+import type { NodeOutcome } from './from.js';
 import { loadClusterState, saveClusterState, withNodes } from './cluster-state.js';
 import { Journal } from './journal.js';
 import { createInstallProgress } from './progress-board.js';
-import { ensureRegistry, registryStatus, siteRegistry, stopRegistry } from './registry-service.js';
-import { resetCluster } from './reset.js';
 import { createInterface } from 'node:readline/promises';
-import { collectGarbage, scrubStore, ensureTls, Htpasswd, importBundle, IndexDb, serveClusterMetrics, serveLoginThrottle, startRegistry, sweepUploads, tlsDir } from '../registry/index.js';
 import { ContentStore } from '../oci/store.js';
 import { createReporter, reporterMode } from '../ui/progress.js';
 import { runProgram } from '../ui/program.js';
 
 const DEFAULT_STORE = '/var/lib/acpack';
+
+/**
+ * The heavy parts, loaded by the commands that use them: the registry (express, x509), SSH (ssh2)
+ * and HTTP (undici) cost most of a second of start-up that --version, --help and status do not need.
+ */
+const load = {
+  registry: () => import('../registry/index.js'),
+  from: () => import('./from.js'),
+  preflight: () => import('./run-preflight.js'),
+  service: () => import('./registry-service.js'),
+  reset: () => import('./reset.js'),
+};
 
 export function buildProgram(): Command {
   const program = new Command('acinstall')
@@ -38,6 +46,7 @@ export function buildProgram(): Command {
     .option('--json', 'print progress and the result as JSON lines')
     .addHelpText('after', '\nRe-importing is a no-op; a newer bundle adds only the blobs the store lacks. A corrupt, truncated or\nhostile bundle is refused and the store is left exactly as it was.')
     .action(async (file: string, o) => {
+      const { importBundle } = await load.registry();
       const reporter = createReporter(reporterMode(!!o.json));
       reporter.phase('import', 0);
       const input = file === '-' ? process.stdin : file;
@@ -74,6 +83,7 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
       const workers = Number(o.workers);
       if (!Number.isInteger(workers) || workers < 1) throw new AcpackError('BAD_ARGUMENT', `--workers must be a positive number, not "${o.workers}"`);
       if (o.authenticatedPull && !o.htpasswd) throw new AcpackError('BAD_ARGUMENT', '--authenticated-pull needs --htpasswd');
+      const { Htpasswd, startRegistry } = await load.registry();
       if (o.htpasswd && cluster.isPrimary) new Htpasswd(o.htpasswd); // a bad file fails here, not in a worker loop
       await checkServedStore(o.store, !!o.htpasswd && !o.readOnly);
       const tls = await tlsFrom(o);
@@ -100,6 +110,7 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
     .description('Print the site CA certificate made by `serve --tls auto` (nodes trust it for the registry)')
     .option('--store <dir>', 'the content store', DEFAULT_STORE)
     .action(async (o) => {
+      const { tlsDir } = await load.registry();
       const pem = await readFile(join(tlsDir(o.store), 'ca.crt'), 'utf8').catch(() => {
         throw new AcpackError('NOT_FOUND', `no site CA in ${o.store}: start the registry once with --tls auto`);
       });
@@ -124,6 +135,7 @@ import runs: each deletion re-checks under the store lock.`,
     .action(async (o) => {
       const grace = Number(o.grace);
       if (o.grace === '' || !(grace >= 0)) throw new AcpackError('BAD_ARGUMENT', `--grace must be a number of minutes, not "${o.grace}"`);
+      const { collectGarbage, IndexDb } = await load.registry();
       const store = await ContentStore.open(o.store);
       const db = new IndexDb(o.store);
       try {
@@ -152,6 +164,7 @@ import runs: each deletion re-checks under the store lock.`,
     .action(async (o) => {
       const rate = o.rate === undefined ? undefined : Number(o.rate) * 1e6;
       if (rate !== undefined && !(rate > 0)) throw new AcpackError('BAD_ARGUMENT', `--rate must be a positive number of MB/s, not "${o.rate}"`);
+      const { scrubStore, IndexDb } = await load.registry();
       const store = await ContentStore.open(o.store);
       const db = new IndexDb(o.store);
       try {
@@ -174,6 +187,7 @@ import runs: each deletion re-checks under the store lock.`,
     .action(async (o) => {
       const spec = await specFrom(o);
       const arches = o.bundle ? bundleArches(await readDescriptor(o.bundle)) : { arches: String(o.arch).split(',') };
+      const { runPreflight } = await load.preflight();
       const { failures } = await runPreflight({ spec, ...arches, stateDir: o.store, ignore: o.ignorePreflight });
       if (failures.length) throw preflightError(failures);
       process.stdout.write(`preflight passed on ${plural(spec.hosts.length, 'node')}\n`);
@@ -201,6 +215,7 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
       const maxUnavailable = Number(o.maxUnavailable);
       if (!Number.isInteger(maxUnavailable) || maxUnavailable < 1) throw new AcpackError('BAD_ARGUMENT', `--max-unavailable must be a whole number of workers, 1 or more, not "${o.maxUnavailable}"`);
       const spec = await specFrom(o);
+      const { checkRerun, installFrom } = await load.from();
       await checkRerun(o.store, spec, bundle, !!o.allowDowngrade);
       const progress = createInstallProgress();
       const outcomes = await installFrom({ bundle, spec, store: o.store, ignore: o.ignorePreflight, progress, maxUnavailable }).finally(() => progress.end());
@@ -225,6 +240,7 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
       const ips = parseIpList(o.nodes, '-n/--nodes');
       const login = { password: o.password, keyFile: o.key, user: o.user, port: o.port ? parsePort(o.port) : undefined };
       const spec = withNodes(state, ips, login, o.clusterPassword ?? process.env.ACINSTALL_SSH_PASSWORD);
+      const { installFrom } = await load.from();
       const progress = createInstallProgress();
       // The content is in the store already: the bundle's medium need not be there any more.
       const bundle = state.descriptor ? { file: state.bundle, descriptor: state.descriptor } : state.bundle;
@@ -245,6 +261,7 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
       const state = await loadClusterState(o.store);
       const spec = withNodes(state, [], {}, o.password ?? process.env.ACINSTALL_SSH_PASSWORD);
       const ips = parseIpList(o.nodes, '-n/--nodes');
+      const { checkDeletable, deleteNodes } = await load.from();
       checkDeletable(spec, ips);
       await confirm(o.yes, `This runs kubeadm reset on ${ips.join(', ')} and removes ${ips.length === 1 ? 'it' : 'them'} from the cluster.`);
       const removed = (rest: typeof spec) => saveClusterState(o.store, state.bundle, state.descriptor, rest);
@@ -266,19 +283,20 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
       const ips = spec.hosts.map((h) => h.ip).join(', ');
       await confirm(o.yes, `This removes Kubernetes from ${ips} and stops the site registry${o.purgeStore ? `, and deletes ${o.store}` : ''}.`);
       const left = (rest: typeof spec) => saveClusterState(o.store, state.bundle, state.descriptor, rest);
+      const { resetCluster } = await load.reset();
       await resetCluster(o.store, spec, state.descriptor, { purgeStore: !!o.purgeStore, left, log: (l) => process.stderr.write(`${l}\n`) });
       process.stdout.write(`reset ${ips}${o.purgeStore ? `; ${o.store} removed` : `; the store ${o.store} keeps the content (acinstall from installs again, --purge-store removes it)`}\n`);
     });
 
   const registry = program.command('registry').description('The site registry of the installed cluster: status, start, stop');
-  const siteOf = async (store: string) => siteRegistry(store, (await loadClusterState(store)).spec);
+  const siteOf = async (store: string) => (await load.service()).siteRegistry(store, (await loadClusterState(store)).spec);
   registry
     .command('status')
     .description('Whether the registry answers, and what runs it (exit 3 when it does not answer)')
     .option('--store <dir>', 'acinstall\'s state on this master', DEFAULT_STORE)
     .action(async (o) => {
       const site = await siteOf(o.store);
-      const s = await registryStatus(site);
+      const s = await (await load.service()).registryStatus(site);
       process.stdout.write(`${s.running ? 'running' : 'stopped'}: ${site.url} (${s.how})\n`);
       if (!s.running) process.exitCode = 3;
     });
@@ -288,13 +306,14 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
     .option('--store <dir>', 'acinstall\'s state on this master', DEFAULT_STORE)
     .action(async (o) => {
       const site = await siteOf(o.store);
-      process.stdout.write(`running: ${site.url} (${await ensureRegistry(site)})\n`);
+      process.stdout.write(`running: ${site.url} (${await (await load.service()).ensureRegistry(site)})\n`);
     });
   registry
     .command('stop')
     .description('Stop the registry (its unit is disabled too): nodes cannot pull until it starts again')
     .option('--store <dir>', 'acinstall\'s state on this master', DEFAULT_STORE)
     .action(async (o) => {
+      const { stopRegistry } = await load.service();
       process.stdout.write(`${await stopRegistry((await siteOf(o.store)).store)}\n`);
     });
 
@@ -338,7 +357,8 @@ async function confirm(yes: boolean | undefined, what: string): Promise<void> {
  * instead of leaving a primary that serves nothing. The primary keeps what must be one for all
  * workers: the metrics and the failed-login count per address.
  */
-function superviseWorkers(n: number, store: string, listen: string, scheme: string): void {
+async function superviseWorkers(n: number, store: string, listen: string, scheme: string): Promise<void> {
+  const { serveClusterMetrics, serveLoginThrottle } = await load.registry();
   serveClusterMetrics();
   serveLoginThrottle();
   const deaths: number[] = [];
@@ -394,8 +414,8 @@ async function checkServedStore(store: string, takesPushes: boolean): Promise<vo
 /** Abandoned uploads go at start and then hourly; one process of a registry does it. */
 function keepSweepingUploads(storeRoot: string): void {
   const sweep = () =>
-    ContentStore.open(storeRoot)
-      .then((store) => sweepUploads(store))
+    Promise.all([ContentStore.open(storeRoot), load.registry()])
+      .then(([store, { sweepUploads }]) => sweepUploads(store))
       .catch((err) => process.stderr.write(`acinstall: sweeping abandoned uploads failed: ${(err as Error).message}\n`));
   void sweep();
   setInterval(sweep, 3600_000).unref();
@@ -472,6 +492,7 @@ async function tlsFrom(o: { tls?: string; tlsCert?: string; tlsKey?: string; sto
   }
   if (!o.tls) return undefined;
   // Made once by the primary; workers find it in the store and reuse it.
+  const { ensureTls } = await load.registry();
   return ensureTls(o.store, { hostnames: o.hostname, ips: o.ip });
 }
 

@@ -1,9 +1,9 @@
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { AcpackError } from '../oci/errors.js';
 import type { HostSpec } from './cluster-spec.js';
-import { RUNS_DIR, type DetachedRun, type SshHost } from './ssh.js';
+import type { DetachedRun, SshHost } from './ssh.js';
 import { redact } from './redact.js';
-import { shq, writeFilesScript } from './node-setup.js';
+import { RUNS_DIR, shq, writeFilesScript } from './node-setup.js';
 import { CRI_SOCKET, joinConfig, KUBEADM_CONFIG, kubernetesVersion, missingImages, type JoinInfo } from './kubeadm-config.js';
 
 export { KUBEADM_CONFIG, kubeadmConfig, kubernetesVersion, type JoinInfo } from './kubeadm-config.js';

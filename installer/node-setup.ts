@@ -17,6 +17,9 @@ export function shq(s: string): string {
 /** Where nodes keep the site registry's CA (written with containerd's configuration). */
 export const NODE_CA = '/etc/acpack/registry-ca.crt';
 
+/** Where nodes keep their detached runs: a directory each, with the command, its PID, output and exit status. */
+export const RUNS_DIR = '/var/lib/acpack/runs';
+
 /** Where containerd's CRI plugin reads a hosts.toml per registry host. */
 export const CERTS_D = '/etc/containerd/certs.d';
 

@@ -7,6 +7,7 @@ import { redact } from './redact.js';
 import { readFileSync } from 'node:fs';
 import { AcpackError } from '../oci/errors.js';
 import type { HostSpec } from './cluster-spec.js';
+import { RUNS_DIR } from './node-setup.js';
 
 export interface ExecResult {
   code: number;
@@ -25,8 +26,6 @@ export type DetachedRun =
   | { state: 'finished'; code: number; stdout: string; stderr: string }
   | { state: 'lost'; stdout: string; stderr: string };
 
-/** Where nodes keep their detached runs: a directory each, with the command, its PID, output and exit status. */
-export const RUNS_DIR = '/var/lib/acpack/runs';
 const RUN_EOF = 'ACPACK_RUN_EOF';
 
 function runDir(id: string): string {
