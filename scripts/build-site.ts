@@ -7,7 +7,9 @@
  */
 import { build } from 'esbuild';
 import { execFile } from 'node:child_process';
-import { chmod, copyFile, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { ARCHES, isArch, nodeArch, type Arch } from '../arch/platform.js';
@@ -74,7 +76,7 @@ function parseArchList(list: string): Arch[] {
 
 /**
  * Builds what is out of date in `outDir`: the bundled file when the sources give another, and each
- * executable that is missing or older than it (the injection is the slow part: half a minute each).
+ * executable that does not carry it (the injection is the slow part: half a minute each).
  */
 export async function buildSite(outDir: string, arches: readonly Arch[] = ARCHES): Promise<Partial<Record<Arch, string>>> {
   await mkdir(outDir, { recursive: true });
@@ -87,8 +89,13 @@ export async function buildSite(outDir: string, arches: readonly Arch[] = ARCHES
   const made: Partial<Record<Arch, string>> = {};
   for (const arch of arches) {
     made[arch] = siteExecutable(arch, outDir);
-    const built = await stat(made[arch]).then((s) => s.mtimeMs, () => 0);
-    if (built < (await stat(script)).mtimeMs) await singleExecutable(arch, script, made[arch]);
+    // Each executable names the bundled file it carries: an older one (or a copied one) is remade.
+    const stamp = `${made[arch]}.source`;
+    const source = createHash('sha256').update(await readFile(script)).digest('hex');
+    if ((await readFile(stamp, 'utf8').catch(() => '')) === source && existsSync(made[arch])) continue;
+    await rm(`${made[arch]}.gz`, { force: true }); // acpack's gzipped copy of the old one
+    await singleExecutable(arch, script, made[arch]);
+    await writeFile(stamp, source);
   }
   return made;
 }
