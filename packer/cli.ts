@@ -111,7 +111,7 @@ Example:
       const reporter = createReporter(reporterMode(!!o.json));
       const manifest = await loadManifest(o.file);
       const platforms = platformsFrom(o) ?? manifest.platforms ?? parsePlatformList('linux/amd64,linux/arm64');
-      const { path, lock: l } = await lock({ manifestFile: o.file, platforms, cacheDir: o.cache, insecure: o.insecureRegistry, reporter, sourceDateEpoch: sourceDateEpoch() });
+      const { path, lock: l } = await lock({ manifestFile: o.file, platforms, cacheDir: o.cache, insecure: o.insecureRegistry, reporter, sourceDateEpoch: sourceDateEpoch() }).finally(() => reporter.end());
       const counts = { images: Object.keys(l.images).length, binaries: Object.keys(l.binaries).length, charts: Object.keys(l.charts).length };
       if (o.json) process.stdout.write(`${JSON.stringify({ event: 'locked', path, ...counts })}\n`);
       else process.stdout.write(`wrote ${path}: ${contents(counts.images, counts.binaries, counts.charts)}\n`);
