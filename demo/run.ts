@@ -18,10 +18,12 @@ const HELP = `npm run demo [-- --keep]
 The main job end to end on this machine, with no internet:
   1. a sample source registry (Debian's docker-registry, on a free port of 127.0.0.1) with the demo's
      multi-arch images and the small control-plane images kubeadm v1.22.15 asks for;
-  2. acpack bundle of manifests/demo.yaml for amd64+arm64, then inspect and verify;
+  2. acpack bundle of manifests/demo.yaml for amd64+arm64, then inspect and verify; beside the
+     bundle, acinstall-linux-amd64 and -arm64, the executables that go on the medium with it;
   3. three test hosts (network namespaces with their own sshd, root overlay and a small systemd
-     stand-in; unreachable from the rest of the machine), then acinstall from onto them: the site
-     registry, preflight, binaries, a real containerd on every node, kubeadm init and two joins;
+     stand-in; unreachable from the rest of the machine), then acinstall (that executable) from
+     onto them: the site registry, preflight, binaries, a real containerd on every node, kubeadm
+     init and two joins;
   4. a worker's containerd pulls an image by its original name, from the site registry;
   5. acinstall status, then the test hosts are torn down (also on Ctrl-C).
 kubeadm and kubelet cannot run here: the bundle carries the test hosts' stand-ins for them
@@ -112,7 +114,7 @@ async function main(): Promise<number> {
   const manifest = await demoManifest(join(work, 'manifest'), registry.host, controlPlane);
   say(`acpack bundle -f ${manifest} --arch amd64,arm64 -o ${out} --allow-incomplete`);
   // No CNI chart (see HELP): acpack's lint refuses such a bundle unless told it is meant to be incomplete.
-  const summary = await bundle({ manifestFile: manifest, cacheDir: join(work, 'cache'), reporter: createReporter(reporterMode(false)), sourceDateEpoch: 0, out, allowIncomplete: true });
+  const summary = await bundle({ manifestFile: manifest, cacheDir: join(work, 'cache'), reporter: createReporter(reporterMode(false)), sourceDateEpoch: 0, out, allowIncomplete: true, executables: true });
   process.stdout.write(`${formatSummary(summary)}\n`);
   say(`acpack inspect ${out}`);
   process.stdout.write(formatInspect(await readDescriptor(out)));
