@@ -24,13 +24,14 @@ export interface ClusterState {
 const file = (store: string) => join(store, 'cluster.json');
 
 /** Records the cluster; the bundle it held until now becomes `previous` when this is another one. */
-export async function saveClusterState(store: string, bundle: string, descriptor: BundleDescriptor | undefined, spec: ClusterSpec): Promise<void> {
+export async function saveClusterState(store: string, bundle: string, descriptor: BundleDescriptor | undefined, spec: ClusterSpec): Promise<ClusterState> {
   // An unreadable record is replaced, as before there was anything in it to keep.
   const was = await loadClusterState(store).catch(() => undefined);
   const replaced = was?.descriptor && descriptor && bundleIdentity(was.descriptor) !== bundleIdentity(descriptor);
   const hosts = spec.hosts.map(({ password: _password, ...h }) => h);
   const state: ClusterState = { bundle: resolve(bundle), descriptor, spec: { ...spec, hosts }, previous: replaced ? was.descriptor : was?.previous };
   await writeFileAtomic(file(store), `${JSON.stringify(state, null, 2)}\n`, 0o600);
+  return state;
 }
 
 export async function loadClusterState(store: string): Promise<ClusterState> {

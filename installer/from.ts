@@ -137,8 +137,7 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
     const settled = await Promise.allSettled([importing(), serving(), checking()]);
     // The bundle's own error first: a failed check matters only for a bundle that imports.
     for (const r of settled) if (r.status === 'rejected') throw r.reason;
-    await saveClusterState(o.store, typeof o.bundle === 'string' ? o.bundle : o.bundle.file, d, o.spec);
-    const { previous } = await loadClusterState(o.store);
+    const { previous } = await saveClusterState(o.store, typeof o.bundle === 'string' ? o.bundle : o.bundle.file, d, o.spec);
 
     const limit = pLimit(16);
     const outcomes = await Promise.all(
@@ -214,7 +213,7 @@ export function checkDeletable(spec: ClusterSpec, ips: string[]): void {
   }
 }
 
-export async function deleteNodes(store: string, spec: ClusterSpec, ips: string[], o: { descriptor?: BundleDescriptor; force: boolean; removed: (rest: ClusterSpec) => Promise<void>; log: (line: string) => void }): Promise<void> {
+export async function deleteNodes(store: string, spec: ClusterSpec, ips: string[], o: { descriptor?: BundleDescriptor; force: boolean; removed: (rest: ClusterSpec) => Promise<unknown>; log: (line: string) => void }): Promise<void> {
   checkDeletable(spec, ips);
   await withStoreLock(store, `deleting ${ips.join(', ')}`, async () => {
     const known = await KnownHosts.inStore(store);

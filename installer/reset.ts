@@ -43,7 +43,7 @@ export function resetScript(d: BundleDescriptor | undefined): string {
  * install's state (journal, cluster) removed from the store; its content too with `purgeStore`. A
  * node that cannot be reached fails the reset, and stays in the state for the next try.
  */
-export async function resetCluster(store: string, spec: ClusterSpec, d: BundleDescriptor | undefined, o: { purgeStore: boolean; left: (rest: ClusterSpec) => Promise<void>; log: (line: string) => void }): Promise<void> {
+export async function resetCluster(store: string, spec: ClusterSpec, d: BundleDescriptor | undefined, o: { purgeStore: boolean; left: (rest: ClusterSpec) => Promise<unknown>; log: (line: string) => void }): Promise<void> {
   const first = firstMaster(spec);
   const order = [...spec.hosts.filter((h) => !isMaster(h)), ...spec.hosts.filter((h) => isMaster(h) && h !== first), first];
   await withStoreLock(store, 'resetting the cluster', async () => {
