@@ -84,14 +84,15 @@ export async function buildSite(outDir: string, arches: readonly Arch[] = ARCHES
   // Names of this process's own: test runs started together each check, and may each build.
   const next = `${script}.${process.pid}`;
   await bundleSite(next);
-  if (!(await readFile(next)).equals(await readFile(script).catch(() => Buffer.alloc(0)))) await rename(next, script);
+  const bundled = await readFile(next);
+  if (!bundled.equals(await readFile(script).catch(() => Buffer.alloc(0)))) await rename(next, script);
   else await rm(next);
+  // Each executable names the bundled file it carries: an older one (or a copied one) is remade.
+  const source = createHash('sha256').update(bundled).digest('hex');
   const made: Partial<Record<Arch, string>> = {};
   for (const arch of arches) {
     made[arch] = siteExecutable(arch, outDir);
-    // Each executable names the bundled file it carries: an older one (or a copied one) is remade.
     const stamp = `${made[arch]}.source`;
-    const source = createHash('sha256').update(await readFile(script)).digest('hex');
     if ((await readFile(stamp, 'utf8').catch(() => '')) === source && existsSync(made[arch])) continue;
     await rm(`${made[arch]}.gz`, { force: true }); // acpack's gzipped copy of the old one
     await singleExecutable(arch, script, made[arch]);
