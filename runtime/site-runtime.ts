@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Arch } from '../arch/platform.js';
 import { AcpackError } from '../oci/errors.js';
@@ -15,12 +15,19 @@ const NPM_CPU: Record<Arch, string> = { amd64: 'x64', arm64: 'arm64' };
 
 export const SITE_DIR = join(ROOT, 'dist', 'site');
 
-/** The pinned Node binary for `arch`. */
+const nodeDir = (arch: Arch) => join(ROOT, 'runtime', '.nodes', NPM_CPU[arch]);
+
+/** The pinned Node binary for `arch`, once scripts/fetch-runtime.sh has fetched it whole. */
 export function siteNode(arch: Arch): string {
-  const cpu = NPM_CPU[arch];
-  const file = join(ROOT, 'runtime', '.nodes', cpu, 'node_modules', `node-linux-${cpu}`, 'bin', 'node');
-  if (!existsSync(file)) throw new AcpackError('NO_RUNTIME', `the site runtime for ${arch} is not here (${file}): run scripts/fetch-runtime.sh`);
+  const file = join(nodeDir(arch), 'node_modules', `node-linux-${NPM_CPU[arch]}`, 'bin', 'node');
+  if (!existsSync(file) || !existsSync(join(nodeDir(arch), '.fetched'))) throw new AcpackError('NO_RUNTIME', `the site runtime for ${arch} is not here (${file}): run scripts/fetch-runtime.sh`);
   return file;
+}
+
+/** The integrity of the Node package `siteNode(arch)` came from (what fetch-runtime.sh recorded). */
+export function siteNodeIntegrity(arch: Arch): string {
+  siteNode(arch);
+  return readFileSync(join(nodeDir(arch), '.fetched'), 'utf8').trim();
 }
 
 /** acinstall's single executable for `arch`, as scripts/build-site.ts writes it. */

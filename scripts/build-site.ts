@@ -13,7 +13,7 @@ import { chmod, copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { ARCHES, isArch, nodeArch, type Arch } from '../arch/platform.js';
-import { siteExecutable, siteNode, SITE_DIR } from '../runtime/site-runtime.js';
+import { siteExecutable, siteNode, siteNodeIntegrity, SITE_DIR } from '../runtime/site-runtime.js';
 
 const run = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, '..');
@@ -87,12 +87,14 @@ export async function buildSite(outDir: string, arches: readonly Arch[] = ARCHES
   const bundled = await readFile(next);
   if (!bundled.equals(await readFile(script).catch(() => Buffer.alloc(0)))) await rename(next, script);
   else await rm(next);
-  // Each executable names the bundled file it carries: an older one (or a copied one) is remade.
-  const source = createHash('sha256').update(bundled).digest('hex');
+  // Each executable names what it was made of, the bundled file and the Node package: an older one
+  // (or a copied one) is remade.
+  const bundledHash = createHash('sha256').update(bundled).digest('hex');
   const made: Partial<Record<Arch, string>> = {};
   for (const arch of arches) {
     made[arch] = siteExecutable(arch, outDir);
     const stamp = `${made[arch]}.source`;
+    const source = `${bundledHash} ${siteNodeIntegrity(arch)}`;
     if ((await readFile(stamp, 'utf8').catch(() => '')) === source && existsSync(made[arch])) continue;
     await rm(`${made[arch]}.gz`, { force: true }); // acpack's gzipped copy of the old one
     await singleExecutable(arch, script, made[arch]);

@@ -6,10 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../runtime"
 for cpu in x64 arm64; do
   dir=".nodes/$cpu"
-  want=$(node -p "require('./package-lock.json').packages['node_modules/node-linux-$cpu'].version")
-  have=$(node -p "try { require('./$dir/node_modules/node-linux-$cpu/package.json').version } catch { '' }")
-  [ "$have" = "$want" ] && continue
+  want=$(node -p "require('./package-lock.json').packages['node_modules/node-linux-$cpu'].integrity")
+  # Written only once npm ci has finished: a run cut mid-way leaves a package.json beside half a binary.
+  [ "$(cat "$dir/.fetched" 2>/dev/null)" = "$want" ] && continue
+  rm -rf "$dir"
   mkdir -p "$dir"
   cp package.json package-lock.json "$dir/"
   (cd "$dir" && npm ci --cpu="$cpu" --os=linux --ignore-scripts --no-audit --no-fund --loglevel=error)
+  echo "$want" > "$dir/.fetched"
 done
