@@ -49,17 +49,27 @@ if (process.getuid?.() !== 0) {
 const say = (text: string) => process.stdout.write(`\n==> ${text}\n`);
 const work = resolve(process.env.DEMO_DIR ?? 'demo-out');
 let registry: SourceRegistry | undefined;
-let lab: Lab | undefined;
+let labStarted: Promise<Lab> | undefined;
 
-async function cleanUp(): Promise<void> {
-  await registry?.stop();
-  registry = undefined;
-  if (lab) {
-    const id = lab.id;
-    await removeLab(lab);
-    lab = undefined;
-    process.stdout.write(`test hosts ${id} torn down: namespaces, route and processes removed\n`);
-  }
+/**
+ * One teardown, however many ask for it: a Ctrl-C both runs the signal handler and ends the install
+ * under way, whose failure reaches main's finally; two labDowns at once race on the same files.
+ */
+let teardown: Promise<void> | undefined;
+function cleanUp(): Promise<void> {
+  teardown ??= (async () => {
+    await registry?.stop();
+    // A Ctrl-C while the hosts come up waits for them, or they would outlive the demo.
+    const hosts = await labStarted?.catch(() => undefined);
+    if (hosts) {
+      await removeLab(hosts);
+      process.stdout.write(`test hosts ${hosts.id} torn down: namespaces, route and processes removed\n`);
+    }
+  })().catch((err) => {
+    process.stderr.write(`demo: tearing down failed: ${(err as Error).message}; npm run hosts:down removes what is left\n`);
+    process.exitCode = 1;
+  });
+  return teardown;
 }
 
 // Ctrl-C under npm reaches this process twice (from the terminal, and relayed by tsx): the teardown
@@ -126,7 +136,8 @@ async function main(): Promise<number> {
   registry = undefined;
 
   say('three test hosts');
-  lab = await labUp(3, { dir: join(work, 'lab') });
+  labStarted = labUp(3, { dir: join(work, 'lab') });
+  const lab = await labStarted;
   await saveLabState(lab);
   const state = (await loadLabState())!;
   process.stdout.write(`lab ${lab.id} on ${lab.subnet}, unreachable from the rest of the machine:\n${describeLab(state)}`);
