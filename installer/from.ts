@@ -162,9 +162,9 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
               // The journal knows which bundle's binaries the node holds: when it is the one this bundle
               // replaced, the files only that one installed go. Of an older bundle nothing is known any more.
               const replaced = previous && journal.isDone(h.ip, 'binaries', bundleIdentity(previous)) ? previous : undefined;
-              const { count, warnings } = await installBinaries(host, d, arch, registry, heldBinaries(versions.of(h), versions.wanted), replaced);
+              const { installed, warnings } = await installBinaries(host, d, arch, registry, heldBinaries(versions.of(h), versions.wanted), replaced);
               warnings.forEach((w) => o.progress.master(w));
-              journal.record(h.ip, 'binaries', 'done', `${plural(count, 'binary', 'binaries')} for ${arch}`, bundleId);
+              journal.record(h.ip, 'binaries', 'done', installed, bundleId);
             }
             if (!journal.isDone(h.ip, 'services', bundleId)) {
               o.progress.node(h.ip, 'services', 'running');

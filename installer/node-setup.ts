@@ -1,7 +1,8 @@
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { hexOf, sha256, type Digest } from '../oci/digest.js';
-import { AcpackError } from '../oci/errors.js';
+import { AcpackError, plural } from '../oci/errors.js';
 import { parseReference } from '../oci/reference.js';
+import { dirname } from 'node:path';
 import type { SshHost } from './ssh.js';
 
 /** A shell line that fails (exit 3, saying `message`) unless `file` (already quoted) hashes to `digest`. */
@@ -20,6 +21,12 @@ export const NODE_CA = '/etc/acpack/registry-ca.crt';
 /** Where nodes keep their detached runs: a directory each, with the command, its PID, output and exit status. */
 export const RUNS_DIR = '/var/lib/acpack/runs';
 
+/**
+ * Where a node keeps acinstall's runtime (the bundle's executable for its arch), which its own
+ * processes (the peer cache's agent) run on. Private: the operator's acinstall on the PATH, if any, stays theirs.
+ */
+export const NODE_RUNTIME = '/usr/local/lib/acpack/acinstall';
+
 /** Where containerd's CRI plugin reads a hosts.toml per registry host. */
 export const CERTS_D = '/etc/containerd/certs.d';
 
@@ -36,17 +43,26 @@ export const STAGED = '.acpack-new';
  */
 export function binariesScript(d: BundleDescriptor, arch: string, registry: string, hold = new Set<string>(), replaced?: BundleDescriptor): string {
   const lines = ['set -e', 'dir=$(mktemp -d)', 'trap \'rm -rf "$dir"\' EXIT'];
-  for (const b of d.binaries.filter((x) => x.arch === arch)) {
-    const repo = b.ref.replace(/:[^:/]+$/, '');
-    const url = `${registry}/v2/${repo}/blobs/${b.digest}`;
-    const f = `"$dir/${b.name}"`;
+  const fetch = (name: string, ref: string, digest: Digest) => {
+    const url = `${registry}/v2/${ref.replace(/:[^:/]+$/, '')}/blobs/${digest}`;
+    const f = `"$dir/${name}"`;
     lines.push(`curl -fsS --retry 3 --max-time 600 ${registry.startsWith('https:') ? `--cacert ${NODE_CA} ` : ''}-o ${f} ${shq(url)}`);
-    lines.push(sha256Check(f, b.digest, `${b.name}: sha256 mismatch from ${url}`));
+    lines.push(sha256Check(f, digest, `${name}: sha256 mismatch from ${url}`));
+    return f;
+  };
+  for (const b of d.binaries.filter((x) => x.arch === arch)) {
+    const f = fetch(b.name, b.ref, b.digest);
     if (b.extract) lines.push(`mkdir -p ${shq(b.extract)} && tar -xzf ${f} -C ${shq(b.extract)}`);
     // -T: the path IS the file; a directory in its place is an error, not a place to drop the file into.
     // Written beside and renamed: a node dying mid-copy never leaves a truncated binary in place.
     else if (b.install && hold.has(b.name)) lines.push(`install -D -T -m ${shq(b.mode)} ${f} ${shq(`${b.install}${STAGED}`)}`);
     else if (b.install) lines.push(`install -D -T -m ${shq(b.mode)} ${f} ${shq(`${b.install}${STAGED}`)} && mv -f -T ${shq(`${b.install}${STAGED}`)} ${shq(b.install)}`);
+  }
+  const runtime = d.runtime?.find((r) => r.arch === arch);
+  if (runtime) {
+    const f = fetch('acinstall.gz', runtime.ref, runtime.digest);
+    const staged = shq(`${NODE_RUNTIME}${STAGED}`);
+    lines.push(`mkdir -p ${shq(dirname(NODE_RUNTIME))} && gzip -dc ${f} > ${staged} && chmod 755 ${staged} && mv -f -T ${staged} ${shq(NODE_RUNTIME)}`);
   }
   // Last: a failed download leaves the node with everything it had.
   lines.push(...removeIfOurs(droppedFiles(replaced, d, arch)));
@@ -54,14 +70,15 @@ export function binariesScript(d: BundleDescriptor, arch: string, registry: stri
 }
 
 /**
- * Installs `d`'s binaries for `arch` (see binariesScript); `replaced` is the bundle whose binaries
- * the node holds now, whose files `d` no longer installs go. Returns how many were installed, and
- * a warning for each dropped file left in place.
+ * Installs `d`'s binaries and acinstall's runtime for `arch` (see binariesScript); `replaced` is the
+ * bundle whose binaries the node holds now, whose files `d` no longer installs go. Returns what was
+ * installed, and a warning for each dropped file left in place.
  */
-export async function installBinaries(host: SshHost, d: BundleDescriptor, arch: string, registry: string, hold?: Set<string>, replaced?: BundleDescriptor): Promise<{ count: number; warnings: string[] }> {
+export async function installBinaries(host: SshHost, d: BundleDescriptor, arch: string, registry: string, hold?: Set<string>, replaced?: BundleDescriptor): Promise<{ installed: string; warnings: string[] }> {
   const count = d.binaries.filter((b) => b.arch === arch).length;
+  const runtime = d.runtime?.find((r) => r.arch === arch);
   const out = await host.check(binariesScript(d, arch, registry, hold, replaced), 'installing binaries', 900_000);
-  return { count, warnings: keptWarnings(host.spec.ip, out) };
+  return { installed: `${plural(count, 'binary', 'binaries')} for ${arch}${runtime ? `, acinstall ${runtime.version}` : ''}`, warnings: keptWarnings(host.spec.ip, out) };
 }
 
 /** Install path → the sha256 (hex) of each file `d` puts there: `arch`'s, or any arch's when not given. */

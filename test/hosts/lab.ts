@@ -6,7 +6,8 @@ import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stopChild } from '../../demo/processes.js';
 import { nodeArch } from '../../arch/platform.js';
-import { siteExecutable } from '../../runtime/site-runtime.js';
+import { siteExecutable, siteNode } from '../../runtime/site-runtime.js';
+import { shq } from '../../installer/node-setup.js';
 
 const run = promisify(execFile);
 
@@ -103,7 +104,12 @@ export function ssh(lab: Lab, from: LabHost, to: LabHost, command: string, timeo
   ], timeoutMs);
 }
 
-export async function labUp(count: number, opts: { id?: number; dir: string }): Promise<Lab> {
+/**
+ * `arm64`: names of hosts that play arm64 machines. binfmt_misc is not set up here, so a host cannot
+ * run arm64 programs transparently: what it reports is real (its `uname -m` runs an arm64 program,
+ * the arm64 Node, under qemu-user), the rest of its userland stays this machine's.
+ */
+export async function labUp(count: number, opts: { id?: number; dir: string; arm64?: string[] }): Promise<Lab> {
   const n = opts.id ?? process.pid;
   const { subnet, prefix, lock } = await claimSubnet(n);
   const id = `acp${n % 100000}`;
@@ -127,7 +133,7 @@ export async function labUp(count: number, opts: { id?: number; dir: string }): 
       await sh('ip', ['-n', netns, 'link', 'set', 'eth0', 'up']);
       await sh('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
       await sh('ip', ['-n', sw, 'link', 'set', `p${i}`, 'master', 'br0', 'up']);
-      lab.hosts.push({ name, ip, netns, sshd: await startHostSshd(lab, name, netns, ip) });
+      lab.hosts.push({ name, ip, netns, sshd: await startHostSshd(lab, name, netns, ip, opts.arm64?.includes(name)) });
     }
     return lab;
   } catch (err) {
@@ -137,7 +143,7 @@ export async function labUp(count: number, opts: { id?: number; dir: string }): 
 }
 
 /** The per-host root: tmpfs upper over `/`, a few kernel filesystems, sshd in the foreground. */
-async function startHostSshd(lab: Lab, name: string, netns: string, ip: string): Promise<ChildProcess> {
+async function startHostSshd(lab: Lab, name: string, netns: string, ip: string, arm64 = false): Promise<ChildProcess> {
   const dir = join(lab.dir, name);
   await mkdir(join(dir, 'merged'), { recursive: true });
   await mkdir(join(dir, 'rw'), { recursive: true });
@@ -179,6 +185,7 @@ async function startHostSshd(lab: Lab, name: string, netns: string, ip: string):
     // master) keeps its services.
     `touch ${m}${STANDIN_NODE} && mount --bind ${process.execPath} ${m}${STANDIN_NODE}`,
     ...['systemctl', 'journalctl'].map((t) => `sed 's|@NODE@|${STANDIN_NODE}|' ${STANDINS}/${t} > ${m}/usr/local/sbin/${t} && chmod 755 ${m}/usr/local/sbin/${t}`),
+    ...(arm64 ? arm64Uname(m) : []),
     `hostname ${name}`,
     `exec chroot ${m} /usr/sbin/sshd -D -e -f ${dir}/sshd_config`,
   ].join('\n');
@@ -198,6 +205,25 @@ async function startHostSshd(lab: Lab, name: string, netns: string, ip: string):
   }
   child.kill('SIGKILL');
   throw new Error(`sshd on ${name} did not listen on ${ip}:22: ${log}`);
+}
+
+const ARM64_NODE = '/usr/local/lib/acpack-standins/node-arm64';
+
+/** Shell lines making the host's `uname -m` an arm64 program's answer (see labUp), other uname calls its own. */
+function arm64Uname(m: string): string[] {
+  const wrapper = [
+    '#!/bin/sh',
+    '# A test host playing arm64: the machine name comes from an arm64 program under qemu-user.',
+    'if [ "$*" = -m ]; then',
+    `  exec qemu-aarch64-static -L /usr/aarch64-linux-gnu ${ARM64_NODE} -e 'console.log(require("os").machine())'`,
+    'fi',
+    'exec /usr/local/lib/acpack-standins/uname "$@"',
+  ].join('\n');
+  return [
+    `install -D -m 755 /usr/bin/uname ${m}/usr/local/lib/acpack-standins/uname`,
+    `touch ${m}${ARM64_NODE} && mount --bind ${siteNode('arm64')} ${m}${ARM64_NODE}`,
+    `printf '%s\\n' ${shq(wrapper)} > ${m}/usr/bin/uname`,
+  ];
 }
 
 /**

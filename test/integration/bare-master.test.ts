@@ -63,6 +63,8 @@ describe('a first master without Node.js', { timeout: 240_000 }, () => {
 
     for (const h of [master, w1, w2]) {
       expect((await on(h, 'sha256sum /usr/bin/acpack-tool')).stdout.split(' ')[0]).toBe(sha256(TOOL).slice(7));
+      // acinstall's runtime, from the bundle, runs on every node (none has Node.js either).
+      expect((await on(h, '/usr/local/lib/acpack/acinstall --version')).stdout).toMatch(/^\d+\.\d+\.\d+/);
       const hostsToml = (await on(h, `cat /etc/containerd/certs.d/${t.built.upstream}/hosts.toml`)).stdout;
       expect(hostsToml).toContain(`server = "https://${master.ip}:5000"`);
     }

@@ -426,8 +426,8 @@ describe('acinstall from on test hosts', { timeout: 180_000 }, () => {
     expect(r.code, r.stderr).toBe(0);
     for (const h of t.lab.hosts) {
       expect((await ssh(t.lab, master, h, 'tail -1 /var/log/acpack-standins/kubeadm.calls')).stdout.trim()).toBe('reset -f --cri-socket unix:///run/containerd/containerd.sock');
-      // What acinstall put there is gone: Kubernetes's state, the node's files, the bundle's binaries, the hosts line.
-      const left = await ssh(t.lab, master, h, 'ls -d /etc/kubernetes /var/lib/kubelet /etc/containerd/certs.d /etc/containerd/config.toml /etc/acpack /usr/bin/kubeadm /usr/bin/kubelet /etc/systemd/system/kubelet.service 2>/dev/null; grep -c apiserver.cluster.local /etc/hosts || true');
+      // What acinstall put there is gone: Kubernetes's state, the node's files, the bundle's binaries and runtime, the hosts line.
+      const left = await ssh(t.lab, master, h, 'ls -d /etc/kubernetes /var/lib/kubelet /etc/containerd/certs.d /etc/containerd/config.toml /etc/acpack /usr/local/lib/acpack /usr/bin/kubeadm /usr/bin/kubelet /etc/systemd/system/kubelet.service 2>/dev/null; grep -c apiserver.cluster.local /etc/hosts || true');
       expect(left.stdout).toBe('0\n');
       // The node's own containerd (this machine's binary, not the bundle's) runs again, on its defaults.
       expect((await ssh(t.lab, master, h, 'systemctl is-active containerd')).stdout).toBe('active\n');
