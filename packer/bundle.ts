@@ -216,7 +216,7 @@ export function formatSummary(s: BundleSummary): string {
     `  blobs:    ${s.blobs} unique, ${formatBytes(s.bytes)}`,
     `  dedupe:   ${formatBytes(s.undeduplicatedBytes)} if stored per image and arch; saved ${formatBytes(saved)} (${percent(saved, s.undeduplicatedBytes) ?? 0}%)`,
     `  fetched:  ${formatBytes(s.fetchedBytes)} this run (the rest was in the cache)`,
-    ...(s.executables?.length ? [`wrote ${s.executables.join(', ')}: acinstall for each arch, to go on the medium with the bundle`] : []),
+    ...(s.executables?.length ? [`wrote ${s.executables.join(', ')}: acinstall for each arch and the launcher that picks one (run ./acinstall on site), to go on the medium with the bundle`] : []),
     ...(s.warnings ?? []).map((w) => `warning: ${w}`),
     ...(s.incomplete?.length
       ? [

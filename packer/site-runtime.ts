@@ -10,7 +10,7 @@ import { ARTIFACT_HOST } from '../oci/bundle-format.js';
 import { partialBundles } from '../oci/bundle-writer.js';
 import { MT, type Descriptor } from '../oci/media-types.js';
 import type { ContentStore } from '../oci/store.js';
-import { siteExecutable, siteNode } from '../runtime/site-runtime.js';
+import { LAUNCHER, siteExecutable, siteNode } from '../runtime/site-runtime.js';
 import { ownVersion } from '../ui/program.js';
 import { putBinaryIndex, putBinaryManifest } from './artifacts.js';
 import type { Fetcher } from './fetcher.js';
@@ -117,7 +117,8 @@ export async function resolveRuntime(store: ContentStore, fetcher: Fetcher, arch
 }
 
 /**
- * acinstall's executables copied beside the bundle, mode 0755 and flushed to disk, under temp names
+ * acinstall's executables copied beside the bundle with the `acinstall` launcher that picks one of
+ * them, mode 0755 and flushed to disk, under temp names
  * until `place` renames them all: staged while the bundle is written and placed once it is, so a
  * failed or interrupted run leaves none, whole or half (the CLI's interrupt removes partialBundles).
  */
@@ -125,12 +126,8 @@ export class StagedExecutables {
   private constructor(private readonly files: { from: string; to: string; tmp: string }[]) {}
 
   static async stage(dir: string, arches: Arch[]): Promise<StagedExecutables> {
-    const staged = new StagedExecutables(
-      arches.map((arch) => {
-        const to = join(dir, basename(siteExecutable(arch)));
-        return { from: siteExecutable(arch), to, tmp: `${to}.partial-${process.pid}` };
-      }),
-    );
+    const sources = [...arches.map((arch) => ({ from: siteExecutable(arch), name: basename(siteExecutable(arch)) })), { from: LAUNCHER, name: 'acinstall' }];
+    const staged = new StagedExecutables(sources.map(({ from, name }) => ({ from, to: join(dir, name), tmp: `${join(dir, name)}.partial-${process.pid}` })));
     for (const f of staged.files) partialBundles.add(f.tmp);
     try {
       for (const f of staged.files) {

@@ -15,6 +15,9 @@ const NPM_CPU: Record<Arch, string> = { amd64: 'x64', arm64: 'arm64' };
 
 export const SITE_DIR = join(ROOT, 'dist', 'site');
 
+/** The medium's `acinstall`: picks this machine's executable, or says in one line why none runs here. */
+export const LAUNCHER = join(ROOT, 'runtime', 'acinstall.sh');
+
 const nodeDir = (arch: Arch) => join(ROOT, 'runtime', '.nodes', NPM_CPU[arch]);
 
 /** The pinned Node binary for `arch`, once scripts/fetch-runtime.sh has fetched it whole. */

@@ -63,22 +63,23 @@ describe('acpack CLI', () => {
     expect(summary.imagePlatforms).toBe(4);
   });
 
-  it("writes acinstall's executable for each bundled arch beside -o, as npm run build made it, and says so", async () => {
+  it("writes acinstall's executable for each bundled arch beside -o, as npm run build made it, and the launcher, and says so", async () => {
     const summary = JSON.parse(bundleStdout.trim().split('\n').at(-1)!);
     const beside = ['amd64', 'arm64'].map((arch) => join(work.dir, `acinstall-linux-${arch}`));
-    expect(summary.executables).toEqual(beside);
+    expect(summary.executables).toEqual([...beside, join(work.dir, 'acinstall')]);
     for (const [i, arch] of (['amd64', 'arm64'] as const).entries()) {
       expect((await stat(beside[i])).mode & 0o777).toBe(0o755);
       expect((await hashFile(beside[i])).digest).toBe((await hashFile(siteExecutable(arch))).digest);
     }
+    expect((await stat(join(work.dir, 'acinstall'))).mode & 0o777).toBe(0o755);
     // Nothing half written beside them, and no runtime in a bundle that lays no cluster down.
     expect((await readdir(work.dir)).filter((f) => f.includes('partial'))).toEqual([]);
     expect(summary.runtime).toBeUndefined();
     await mkdir(join(work.dir, 'text'));
     const one = await runCli(['bundle', '-f', join(work.dir, 'm.yaml'), '--arch', 'amd64', '--cache', join(work.dir, 'cache'), '-o', join(work.dir, 'text', 'b.tar.zst')], { timeoutMs: 120_000 });
     expect(one.code, one.stderr).toBe(0);
-    expect(one.stdout).toContain(`wrote ${join(work.dir, 'text', 'acinstall-linux-amd64')}: acinstall for each arch, to go on the medium with the bundle`);
-    expect((await readdir(join(work.dir, 'text'))).sort()).toEqual(['acinstall-linux-amd64', 'b.tar.zst']);
+    expect(one.stdout).toContain(`wrote ${join(work.dir, 'text', 'acinstall-linux-amd64')}, ${join(work.dir, 'text', 'acinstall')}: acinstall for each arch and the launcher`);
+    expect((await readdir(join(work.dir, 'text'))).sort()).toEqual(['acinstall', 'acinstall-linux-amd64', 'b.tar.zst']);
   }, 120_000);
 
   it('--json reports a failure as one JSON event on stdout too', async () => {
