@@ -355,12 +355,13 @@ async function confirm(yes: boolean | undefined, what: string): Promise<void> {
  * three per worker within a minute) the primary cannot keep the registry up: it stops the rest and
  * exits 1, so that its service manager (the unit's Restart=always) starts the registry afresh
  * instead of leaving a primary that serves nothing. The primary keeps what must be one for all
- * workers: the metrics and the failed-login count per address.
+ * workers: the metrics, the failed-login count per address and the peer cache's tracker.
  */
 async function superviseWorkers(n: number, store: string, listen: string, scheme: string): Promise<void> {
-  const { serveClusterMetrics, serveLoginThrottle } = await load.registry();
+  const { serveClusterMetrics, serveLoginThrottle, serveTracker } = await load.registry();
   serveClusterMetrics();
   serveLoginThrottle();
+  serveTracker();
   const deaths: number[] = [];
   let announced = false;
   for (let i = 0; i < n; i++) cluster.fork();

@@ -45,7 +45,7 @@ export async function hashFile(path: string, each?: (n: number) => Promise<void>
 }
 
 /** Feeds a file's first `limit` bytes into a running hash (to resume a partial write); returns the bytes read. */
-export async function feedHash(hash: Hash, path: string, limit = Infinity, each?: (n: number) => Promise<void>): Promise<number> {
+export async function feedHash(hash: { update(data: Uint8Array): unknown }, path: string, limit = Infinity, each?: (n: number) => Promise<void>): Promise<number> {
   const fh = await open(path, 'r');
   try {
     const buf = Buffer.allocUnsafe(READ_CHUNK);

@@ -32,6 +32,15 @@ export interface WriterOptions {
   waitMs?: number;
   /** Small facts kept with an in-flight write (an upload's repository and user), see `ingestMeta`. */
   meta?: Record<string, string>;
+  /**
+   * A second hash fed every byte of the blob in the same pass as its digest (a resumed write's
+   * earlier bytes too): the peer cache's piece hashes. Made afresh when the write starts over.
+   */
+  sideHash?: () => SideHash;
+}
+
+export interface SideHash {
+  update(chunk: Uint8Array): unknown;
 }
 
 /** Runs inside the store lock once a blob is in place: `created` is false when the digest was there already. */
@@ -153,8 +162,10 @@ export class ContentStore {
         await fh.truncate(0);
         offset = 0;
       }
-      if (offset > 0 && hash) await feedHash(hash, dataPath, offset);
-      return new BlobWriter(this, dir, fh, hash, offset, expected, () => lock.release());
+      const side = hash && opts.sideHash;
+      const w = new BlobWriter(this, dir, fh, hash, offset, expected, () => lock.release(), side);
+      if (offset > 0 && hash) await feedHash({ update: (c) => w.hashOnly(c) }, dataPath, offset);
+      return w;
     } catch (err) {
       await fh?.close();
       await lock.release();
@@ -293,6 +304,8 @@ export class BlobWriter {
   committed?: Digest;
   /** Whether the commit created the blob (false: the store had it already). */
   created = false;
+  /** The side hash (WriterOptions.sideHash) of the bytes written, to be read once committed. */
+  side: SideHash | undefined;
   private readonly writeback: Writeback;
 
   constructor(
@@ -303,8 +316,16 @@ export class BlobWriter {
     private written: number,
     readonly expected: Expected,
     private readonly release: () => Promise<void>,
+    private readonly newSide?: () => SideHash,
   ) {
     this.writeback = new Writeback(fh, WRITEBACK_EVERY);
+    this.side = newSide?.();
+  }
+
+  /** @internal feeds bytes already on disk (a resumed write's) to the hashes. */
+  hashOnly(chunk: Uint8Array): void {
+    this.hash?.update(chunk);
+    this.side?.update(chunk);
   }
 
   /** Bytes accepted so far, including those a previous attempt left on disk. */
@@ -318,7 +339,7 @@ export class BlobWriter {
       await this.discard();
       throw this.mismatch(`more than the expected ${formatBytes(size)}`);
     }
-    this.hash?.update(chunk);
+    this.hashOnly(chunk);
     this.written += chunk.length;
     this.pending.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
     this.pendingBytes += chunk.length;
@@ -331,6 +352,7 @@ export class BlobWriter {
     this.pendingBytes = 0;
     await this.fh.truncate(0);
     if (this.hash) this.hash = newHash();
+    this.side = this.newSide?.();
     this.written = 0;
   }
 

@@ -8,6 +8,7 @@ import { BUNDLE_LIMITS, manifestDigests, type BundleDescriptor } from '../oci/bu
 import { ANNOTATION_REF_NAME, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
 import { childrenOf, IndexDb, type ManifestRow, type Recorded, type TagRow } from './index-db.js';
 import { splitRefName } from './naming.js';
+import { PieceHasher } from '../p2p/pieces.js';
 
 export interface ImportResult {
   name: string;
@@ -56,7 +57,9 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
           continue;
         }
         // Another import may be writing the same blob: wait for it, then find the blob there.
-        const w = await store.writer(`import-${entry.digest}`, { digest: entry.digest, size: entry.size, source }, { waitMs: SAME_BLOB_WAIT_MS });
+        // The peer cache's piece hashes, in the same pass as the blob's digest.
+        let pieces: PieceHasher | undefined;
+        const w = await store.writer(`import-${entry.digest}`, { digest: entry.digest, size: entry.size, source }, { waitMs: SAME_BLOB_WAIT_MS, sideHash: () => (pieces = new PieceHasher()) });
         if (await takeUp(store, entry.digest)) {
           await w.discard();
           await drainVerified(entry, source, onBytes); // the store's copy is good; the bundle's bytes are still checked
@@ -73,6 +76,7 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
           await w.discard();
           throw err;
         }
+        db.recordPieces(entry.digest, pieces!.pieceSize, pieces!.digest());
         if (w.created) {
           added.set(entry.digest, (await store.stat(entry.digest))?.mtimeMs ?? 0);
           addedBytes += entry.size;

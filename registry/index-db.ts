@@ -46,7 +46,7 @@ const ROOT_ROW = `(EXISTS (SELECT 1 FROM tags t WHERE t.repo = h.repo AND t.dige
                  WHERE p.child = h.digest AND pm.media_type IN ('${MT.ociIndex}', '${MT.dockerList}')))`;
 
 /** The schema this code writes; older stores are migrated in place when opened. */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 /**
  * The registry's SQLite index: repositories, tags, the manifests each repository holds, the blobs
@@ -115,7 +115,8 @@ export class IndexDb {
   /**
    * Brings an index written by older code to this schema, in one transaction (a second process
    * opening the store at the same moment waits, then finds it done). Version 1 had no blob links
-   * and no manifest references: both are rebuilt from the manifests in the store.
+   * and no manifest references: both are rebuilt from the manifests in the store. Version 2 had no
+   * piece hashes: they are computed when first asked for.
    */
   private migrate(): void {
     const version = () => (this.db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
@@ -135,6 +136,7 @@ export class IndexDb {
         CREATE INDEX IF NOT EXISTS blob_links_digest ON blob_links(digest);
         CREATE TABLE IF NOT EXISTS manifest_refs (manifest TEXT NOT NULL, child TEXT NOT NULL, PRIMARY KEY (manifest, child));
         CREATE INDEX IF NOT EXISTS manifest_refs_child ON manifest_refs(child);
+        CREATE TABLE IF NOT EXISTS pieces (digest TEXT PRIMARY KEY, piece_size INTEGER NOT NULL, hashes BLOB NOT NULL);
       `);
       if (from < 2) this.rebuildLinks();
       this.db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
@@ -279,10 +281,21 @@ export class IndexDb {
     ).map((r) => r.d);
   }
 
-  /** Forgets everything about a blob that was deleted from the store: its links, and its rows as a manifest no repository holds. */
+  /** Keeps a blob's piece hashes (the peer cache's, see p2p/pieces.ts): a function of its bytes, so never stale. */
+  recordPieces(digest: Digest, pieceSize: number, hashes: Uint8Array): void {
+    this.db.prepare('INSERT OR REPLACE INTO pieces (digest, piece_size, hashes) VALUES (?, ?, ?)').run(digest, pieceSize, hashes);
+  }
+
+  pieces(digest: Digest): { pieceSize: number; hashes: Buffer } | undefined {
+    const row = this.db.prepare('SELECT piece_size AS pieceSize, hashes FROM pieces WHERE digest = ?').get(digest) as { pieceSize: number; hashes: Uint8Array } | undefined;
+    return row && { pieceSize: row.pieceSize, hashes: Buffer.from(row.hashes) };
+  }
+
+  /** Forgets everything about a blob that was deleted from the store: its links, its piece hashes, and its rows as a manifest no repository holds. */
   forgetBlob(digest: Digest): void {
     this.db.transaction(() => {
       this.db.prepare('DELETE FROM blob_links WHERE digest = ?').run(digest);
+      this.db.prepare('DELETE FROM pieces WHERE digest = ?').run(digest);
       this.db.prepare('DELETE FROM manifest_refs WHERE manifest = ? AND manifest NOT IN (SELECT digest FROM repo_manifests)').run(digest);
       this.db.prepare('DELETE FROM manifests WHERE digest = ? AND digest NOT IN (SELECT digest FROM repo_manifests)').run(digest);
     });

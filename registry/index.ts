@@ -8,3 +8,4 @@ export { ensureTls, tlsDir, type TlsFiles } from './tls.js';
 export { serveClusterMetrics } from './metrics.js';
 export { collectGarbage, sweepUploads } from './gc.js';
 export { scrubStore, type ScrubProblem, type ScrubReport } from './scrub.js';
+export { serveTracker } from './p2p.js';

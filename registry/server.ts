@@ -14,6 +14,7 @@ import { mappedBlobs } from './mapped-blobs.js';
 import { UploadHandlers } from './push.js';
 import { Htpasswd, Logins } from './auth.js';
 import { metricsHandler, observeRequests } from './metrics.js';
+import { p2pRoutes } from './p2p.js';
 
 const NAME_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
 const validName = (name: string) => name.length <= 255 && NAME_RE.test(name);
@@ -80,6 +81,13 @@ export async function createRegistryApp(opts: RegistryOptions) {
     sendError(res, 'UNAUTHORIZED', 'authentication required');
     return false;
   };
+
+  // The peer cache's routes are reads, an announce included: a user only when pulls need one.
+  app.use(async (req, res, next) => {
+    if (!req.path.startsWith('/p2p/')) return next();
+    if (opts.authenticatedPull && !(await authenticate(req, res))) return;
+    next();
+  }, p2pRoutes(store, db));
 
   // Writes need a user; reads need one only when anonymous pull is off.
   app.use(async (req, res, next) => {
