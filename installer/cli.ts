@@ -30,6 +30,7 @@ const load = {
   preflight: () => import('./run-preflight.js'),
   service: () => import('./registry-service.js'),
   reset: () => import('./reset.js'),
+  agent: () => import('../p2p/agent-main.js'),
 };
 
 export function buildProgram(): Command {
@@ -315,6 +316,20 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
     .action(async (o) => {
       const { stopRegistry } = await load.service();
       process.stdout.write(`${await stopRegistry((await siteOf(o.store)).store)}\n`);
+    });
+
+  program
+    .command('agent')
+    .description("The peer cache on a node (acinstall from runs it on every node): a pull-only registry for the node's containerd whose blobs come piece by piece from the other nodes, and from the site registry what none of them has")
+    .requiredOption('--registry <url>', 'the site registry, e.g. https://10.0.0.1:5000 (manifests, piece hashes and the tracker come from it)')
+    .option('--ca <file>', "the registry's CA certificate (PEM)")
+    .option('--listen <addr>', "host:port for the node's own containerd", '127.0.0.1:5001')
+    .requiredOption('--peer-listen <addr>', "host:port on the node's cluster address, where peers fetch pieces (announced to the tracker)")
+    .option('--dir <dir>', 'where pieces and fetched blobs are kept', '/var/lib/acpack/agent')
+    .option('--max-cache <bytes>', 'whole blobs kept for peers, in bytes (K, M, G suffixes: powers of 1024)', '20G')
+    .action(async (o) => {
+      const { runAgent } = await load.agent();
+      await runAgent({ registry: o.registry, ca: o.ca, listen: o.listen, peerListen: o.peerListen, dir: o.dir, maxCache: o.maxCache });
     });
 
   program

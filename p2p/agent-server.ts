@@ -1,0 +1,154 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { open } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import { request } from 'undici';
+import { isDigest, type Digest } from '../oci/digest.js';
+import { AcpackError } from '../oci/errors.js';
+import { parseRange } from '../registry/pull.js';
+import { HAVE_HEADER, PEER_PIECE_PATH, type PeerAgent } from './agent.js';
+import { Bitfield } from './bitfield.js';
+import { pieceCount, pieceRange } from './pieces.js';
+
+// The agent's two faces. For its own containerd (127.0.0.1): a pull-only OCI endpoint whose
+// manifests and tags come from the site registry as they are, and whose blobs come through the
+// peer cache. For peers (the node's cluster address): one piece at a time, and nothing else.
+
+const BLOB_RE = /^\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/;
+const MANIFEST_RE = /^\/v2\/(.+)\/(manifests|tags)\/([^/]+)$/;
+const PIECE_RE = new RegExp(`^${PEER_PIECE_PATH}(sha256:[0-9a-f]{64})/pieces/(\\d+)$`);
+/** Pieces served to peers at once; more wait for the asker to try elsewhere (503). */
+const UPLOAD_SLOTS = 8;
+
+export function localServer(agent: PeerAgent): Server {
+  return createServer((req, res) => {
+    handleLocal(agent, req, res).catch((err) => fail(res, err));
+  });
+}
+
+export function peerServer(agent: PeerAgent): Server {
+  let uploads = 0;
+  return createServer((req, res) => {
+    const m = PIECE_RE.exec(req.url ?? '');
+    if (req.method !== 'GET' || !m) return refuse(res, 404, 'a peer asks for pieces only');
+    if (uploads >= UPLOAD_SLOTS) return refuse(res, 503, 'all upload slots are taken');
+    uploads++;
+    res.on('close', () => uploads--);
+    servePiece(agent, m[1] as Digest, Number(m[2]), res).catch((err) => fail(res, err));
+  });
+}
+
+async function servePiece(agent: PeerAgent, digest: Digest, index: number, res: ServerResponse): Promise<void> {
+  const partial = agent.inProgress(digest);
+  let bytes: Buffer | undefined;
+  if (partial) {
+    res.setHeader(HAVE_HEADER, partial.have.toBase64());
+    if (index < partial.pieces) bytes = await partial.read(index);
+  } else {
+    const size = await agent.store.whole(digest);
+    if (size !== undefined) {
+      const count = pieceCount(size);
+      res.setHeader(HAVE_HEADER, Bitfield.full(count).toBase64());
+      if (index < count) {
+        const { start, end } = pieceRange(size, index);
+        const fh = await open(agent.store.wholePath(digest), 'r');
+        try {
+          bytes = Buffer.allocUnsafe(end - start);
+          const { bytesRead } = await fh.read(bytes, 0, bytes.length, start);
+          if (bytesRead !== bytes.length) bytes = undefined;
+        } finally {
+          await fh.close();
+        }
+      }
+    }
+  }
+  if (!bytes) return refuse(res, 404, `piece ${index} of ${digest} is not here`);
+  agent.stats.served += bytes.length;
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length });
+  res.end(bytes);
+}
+
+async function handleLocal(agent: PeerAgent, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://agent');
+  const read = req.method === 'GET' || req.method === 'HEAD';
+  if (!read) return refuse(res, 405, 'the agent only serves pulls');
+  if (url.pathname === '/v2/' || url.pathname === '/v2') {
+    res.writeHead(200, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0' });
+    return void res.end('{}');
+  }
+  if (url.pathname === '/p2p/v1/stats') {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    return void res.end(JSON.stringify(agent.stats));
+  }
+  const blob = BLOB_RE.exec(url.pathname);
+  if (blob && req.method === 'GET') return serveBlob(agent, blob[2] as Digest, `${url.pathname}${url.search}`, req, res);
+  if (blob || MANIFEST_RE.test(url.pathname)) return passThrough(agent, `${url.pathname}${url.search}`, req, res);
+  refuse(res, 404, `no such endpoint: ${url.pathname}`);
+}
+
+/** A blob for containerd: from this node's cache, else fetched through the peer cache and streamed as its pieces arrive. */
+async function serveBlob(agent: PeerAgent, digest: Digest, path: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (!isDigest(digest)) return refuse(res, 400, 'bad digest');
+  let f;
+  try {
+    f = await agent.fetch(digest, path);
+  } catch (err) {
+    return refuse(res, 502, `the site registry cannot tell this blob's pieces: ${(err as Error).message}`);
+  }
+  if (f === undefined) return passThrough(agent, path, req, res);
+  const size = f === 'whole' ? (await agent.store.whole(digest))! : f.partial.size;
+  const range = parseRange(req.headers.range, size);
+  if (range === 'unsatisfiable') return refuse(res, 416, `range ${req.headers.range} is outside the blob's ${size} bytes`);
+  const { start, end } = range ?? { start: 0, end: size - 1 };
+  const headers = { 'content-type': 'application/octet-stream', 'docker-content-digest': digest, 'content-length': size === 0 ? 0 : end - start + 1, 'accept-ranges': 'bytes' };
+  res.writeHead(range ? 206 : 200, range ? { ...headers, 'content-range': `bytes ${start}-${end}/${size}` } : headers);
+  if (size === 0) return void res.end();
+  // Our own descriptor of the file: it stays readable when the finished blob is renamed meanwhile.
+  const fh = await open(f === 'whole' ? agent.store.wholePath(digest) : f.partial.path, 'r');
+  try {
+    const pieceSize = f === 'whole' ? size : f.partial.pieceSize;
+    for (let at = start; at <= end && !res.destroyed; ) {
+      if (f !== 'whole') await agent.pieceReady(f, Math.floor(at / pieceSize));
+      const upto = Math.min(end + 1, (Math.floor(at / pieceSize) + 1) * pieceSize, at + (1 << 20));
+      const bytes = Buffer.allocUnsafe(upto - at);
+      const { bytesRead } = await fh.read(bytes, 0, bytes.length, at);
+      if (bytesRead !== bytes.length) throw new AcpackError('SHORT_READ', `${digest} ended early at ${at + bytesRead}`);
+      at = upto;
+      if (!res.write(bytes)) await new Promise((resolve) => res.once('drain', resolve).once('close', resolve));
+    }
+    res.end();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Manifests, tags and HEADs: the site registry's answer as it is (never from peers). */
+async function passThrough(agent: PeerAgent, path: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  let r;
+  try {
+    r = await request(`${agent.o.registry}${path}`, {
+      dispatcher: agent.registryClient,
+      method: req.method as 'GET' | 'HEAD',
+      headers: { ...(req.headers.accept ? { accept: req.headers.accept } : {}), ...(req.headers.range ? { range: req.headers.range } : {}) },
+    });
+  } catch (err) {
+    return refuse(res, 502, `the site registry ${agent.o.registry} cannot be reached (${(err as Error).message}): only blobs already fetched can be served`);
+  }
+  const headers: Record<string, string> = {};
+  for (const h of ['content-type', 'content-length', 'docker-content-digest', 'content-range', 'accept-ranges', 'www-authenticate', 'docker-distribution-api-version']) {
+    const v = r.headers[h];
+    if (typeof v === 'string') headers[h] = v;
+  }
+  res.writeHead(r.statusCode, headers);
+  await pipeline(r.body, res);
+}
+
+function refuse(res: ServerResponse, status: number, message: string): void {
+  if (res.headersSent) return void res.destroy();
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ errors: [{ code: status === 404 ? 'NOT_FOUND' : 'UNAVAILABLE', message }] }));
+}
+
+function fail(res: ServerResponse, err: unknown): void {
+  if (res.headersSent) return void res.destroy();
+  refuse(res, 500, (err as Error)?.message ?? String(err));
+}
