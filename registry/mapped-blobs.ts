@@ -1,7 +1,10 @@
+import cluster from 'node:cluster';
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { basename, join, resolve } from 'node:path';
-import { isSea } from 'node:sea';
+import { getRawAsset, isSea } from 'node:sea';
 import type { Digest } from '../oci/digest.js';
 import type { ContentStore } from '../oci/store.js';
 
@@ -9,18 +12,36 @@ interface MapFile {
   map(fd: number, length: number): ArrayBuffer;
 }
 
+/** The SEA asset that holds the addon in the site's single executable (scripts/build-site.ts puts it there). */
+export const MAP_FILE_ASSET = 'map_file.node';
+
 /**
- * native/map-file.c, built by `npm ci` (node-gyp) into build/Release; the same from dist/ and from
- * source. Loaded on first use, never at import: the site's single executable has no addon, and
- * without one the registry serves blobs from their files. That executable never looks for it, even
- * run from a checkout that has one, so that it serves here as it does on site. ACPACK_NO_MMAP=1
- * asks for the file path anywhere (bench/registry measures both).
+ * native/map-file.c. From source or dist/ it is build/Release's, built by `npm ci` (node-gyp). The
+ * site's single executable carries its own, built for its arch against its Node's headers, as a SEA
+ * asset: a SEA cannot load an addon from its own bytes, so the asset is written once into the store
+ * (`mapFileOnDisk`) and loaded from there; that executable never looks in a checkout, so it serves
+ * here as it does on site. Loaded on first use, never at import. Without an addon the registry
+ * serves blobs from their files; ACPACK_NO_MMAP=1 asks for that anywhere (bench/registry measures
+ * both).
  */
 let mapFile: MapFile | null | undefined;
 
-function loadMapFile(): MapFile | null {
+function loadMapFile(store: ContentStore): MapFile | null {
   if (mapFile !== undefined) return mapFile;
-  if (process.env.ACPACK_NO_MMAP === '1' || isSea()) return (mapFile = null);
+  if (process.env.ACPACK_NO_MMAP === '1') return (mapFile = null);
+  if (isSea()) {
+    try {
+      const module = { exports: {} as MapFile };
+      process.dlopen(module, mapFileOnDisk(store.root, Buffer.from(getRawAsset(MAP_FILE_ASSET))));
+      return (mapFile = module.exports);
+    } catch (err) {
+      // A store on a noexec mount (or read-only) cannot hold it: the files path serves the same bytes.
+      if (!cluster.isWorker || cluster.worker?.id === 1) {
+        process.stderr.write(`acinstall: blobs are read from their files, not mapped: the mmap addon does not load from ${store.root} (${(err as Error).message.split('\n')[0]})\n`);
+      }
+      return (mapFile = null);
+    }
+  }
   try {
     let root = resolve(import.meta.dirname, '..');
     if (basename(root) === 'dist') root = resolve(root, '..');
@@ -31,9 +52,38 @@ function loadMapFile(): MapFile | null {
   return mapFile;
 }
 
+/**
+ * Where the executable's addon is loaded from: `<store>/.runtime/map_file-<sha256>.node`, written
+ * unless it is there whole. Not /tmp, which may be noexec; named by content, so executables of
+ * other arches or releases sharing the store each find their own. Written aside and renamed, so a
+ * worker starting beside another never loads half a file.
+ */
+export function mapFileOnDisk(storeRoot: string, bytes: Buffer): string {
+  const dir = join(storeRoot, '.runtime');
+  const file = join(dir, `map_file-${createHash('sha256').update(bytes).digest('hex')}.node`);
+  const there = (() => {
+    try {
+      return readFileSync(file);
+    } catch {
+      return undefined;
+    }
+  })();
+  if (there?.equals(bytes)) return file;
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const tmp = `${file}.${process.pid}`;
+  try {
+    writeFileSync(tmp, bytes, { mode: 0o755 });
+    chmodSync(tmp, 0o755); // whatever the umask took away
+    renameSync(tmp, file);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+  return file;
+}
+
 /** Mappings of the store's blobs when this runtime can make them, else undefined (serve from files). */
 export function mappedBlobs(store: ContentStore, maxBytes?: number): MappedBlobs | undefined {
-  const native = loadMapFile();
+  const native = loadMapFile(store);
   return native ? new MappedBlobs(store, native, maxBytes) : undefined;
 }
 

@@ -37,3 +37,8 @@ export function siteNodeIntegrity(arch: Arch): string {
 export function siteExecutable(arch: Arch, dir = SITE_DIR): string {
   return join(dir, `acinstall-linux-${arch}`);
 }
+
+/** The registry's mmap addon built for `arch`, which that executable carries as a SEA asset. */
+export function siteAddon(arch: Arch, dir = SITE_DIR): string {
+  return join(dir, `map_file-linux-${arch}.node`);
+}

@@ -1,7 +1,9 @@
 /**
- * Builds acinstall as it runs on site: one bundled CommonJS file (no packer, no native addon), then
- * one single executable per arch, Node's own binary of the pinned release (runtime/) with that file
- * injected as its SEA blob. The same inputs give the same bytes. See docs/runtime.md.
+ * Builds acinstall as it runs on site: one bundled CommonJS file (no packer), the registry's mmap
+ * addon compiled for each arch against the pinned release's headers, then one single executable per
+ * arch, Node's own binary of the pinned release (runtime/) with that file and its arch's addon
+ * injected as its SEA blob. The same inputs (and the same compilers) give the same bytes. See
+ * docs/runtime.md.
  *
  *   tsx scripts/build-site.ts [--out DIR] [--arch amd64,arm64]      (default dist/site, both)
  */
@@ -10,10 +12,11 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { ARCHES, isArch, nodeArch, type Arch } from '../arch/platform.js';
-import { siteExecutable, siteNode, siteNodeIntegrity, SITE_DIR } from '../runtime/site-runtime.js';
+import { ARCHES, isArch, nodeArch, unameOf, type Arch } from '../arch/platform.js';
+import { MAP_FILE_ASSET } from '../registry/mapped-blobs.js';
+import { siteAddon, siteExecutable, siteNode, siteNodeIntegrity, SITE_DIR } from '../runtime/site-runtime.js';
 
 const run = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, '..');
@@ -44,8 +47,33 @@ export async function bundleSite(outFile: string): Promise<void> {
   });
 }
 
-/** One executable: the arch's Node binary with the bundled file injected as its SEA blob. */
-async function singleExecutable(arch: Arch, script: string, out: string): Promise<void> {
+/**
+ * native/map-file.c for `arch`, built against the pinned release's own headers (Node-API, so the
+ * build machine's Node 20 addon in build/Release is left alone). The compiler is called directly:
+ * one C file needs no node-gyp, and without debug information or paths the output is the same
+ * bytes for the same compiler. Debian's x86_64-linux-gnu-gcc and aarch64-linux-gnu-gcc
+ * (crossbuild-essential-arm64, from scripts/setup.sh) work on either build arch.
+ */
+export async function buildAddon(arch: Arch, out: string): Promise<void> {
+  const headers = join(dirname(dirname(siteNode(arch))), 'include', 'node');
+  const tmp = `${out}.${process.pid}`;
+  await run(`${unameOf(arch)}-linux-gnu-gcc`, [
+    ...['-O2', '-Wall', '-Wextra', '-fPIC', '-shared', '-fvisibility=hidden', '-s'],
+    ...['-I', headers, '-o', tmp, join(ROOT, 'native', 'map-file.c')],
+  ]);
+  await replaceIfChanged(tmp, out);
+}
+
+/** Renames `next` over `file` unless it holds the same bytes (an unchanged file keeps its mtime); the bytes kept. */
+async function replaceIfChanged(next: string, file: string): Promise<Buffer> {
+  const bytes = await readFile(next);
+  if (!bytes.equals(await readFile(file).catch(() => Buffer.alloc(0)))) await rename(next, file);
+  else await rm(next);
+  return bytes;
+}
+
+/** One executable: the arch's Node binary with the bundled file and the arch's addon injected as its SEA blob. */
+async function singleExecutable(arch: Arch, script: string, addon: string, out: string): Promise<void> {
   const work = `${out}.work-${process.pid}`;
   const tmp = `${out}.${process.pid}`;
   await mkdir(work, { recursive: true });
@@ -54,7 +82,10 @@ async function singleExecutable(arch: Arch, script: string, out: string): Promis
     const blob = join(work, 'sea.blob');
     // No snapshot and no code cache: those are specific to the generating binary's arch, and the
     // blob is made by this machine's copy of the release for every arch.
-    await writeFile(config, JSON.stringify({ main: script, output: blob, disableExperimentalSEAWarning: true, useSnapshot: false, useCodeCache: false }));
+    await writeFile(
+      config,
+      JSON.stringify({ main: script, output: blob, disableExperimentalSEAWarning: true, useSnapshot: false, useCodeCache: false, assets: { [MAP_FILE_ASSET]: addon } }),
+    );
     await run(siteNode(nodeArch()), ['--experimental-sea-config', config]);
     await copyFile(siteNode(arch), tmp);
     await run(process.execPath, [join(ROOT, 'node_modules', 'postject', 'dist', 'cli.js'), tmp, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', SEA_FUSE]);
@@ -75,8 +106,9 @@ function parseArchList(list: string): Arch[] {
 
 
 /**
- * Builds what is out of date in `outDir`: the bundled file when the sources give another, and each
- * executable that does not carry it (the injection is the slow part: half a minute each).
+ * Builds what is out of date in `outDir`: the bundled file and the addons when the sources give
+ * others, and each executable that does not carry them (the injection is the slow part: half a
+ * minute each).
  */
 export async function buildSite(outDir: string, arches: readonly Arch[] = ARCHES): Promise<Partial<Record<Arch, string>>> {
   await mkdir(outDir, { recursive: true });
@@ -84,20 +116,21 @@ export async function buildSite(outDir: string, arches: readonly Arch[] = ARCHES
   // Names of this process's own: test runs started together each check, and may each build.
   const next = `${script}.${process.pid}`;
   await bundleSite(next);
-  const bundled = await readFile(next);
-  if (!bundled.equals(await readFile(script).catch(() => Buffer.alloc(0)))) await rename(next, script);
-  else await rm(next);
-  // Each executable names what it was made of, the bundled file and the Node package: an older one
-  // (or a copied one) is remade.
-  const bundledHash = createHash('sha256').update(bundled).digest('hex');
+  const bundled = await replaceIfChanged(next, script);
+  // Each executable names what it was made of, the bundled file, the addon and the Node package: an
+  // older one (or a copied one) is remade.
+  const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+  const bundledHash = sha(bundled);
   const made: Partial<Record<Arch, string>> = {};
   for (const arch of arches) {
     made[arch] = siteExecutable(arch, outDir);
+    const addon = siteAddon(arch, outDir);
+    await buildAddon(arch, addon);
     const stamp = `${made[arch]}.source`;
-    const source = `${bundledHash} ${siteNodeIntegrity(arch)}`;
+    const source = `${bundledHash} ${sha(await readFile(addon))} ${siteNodeIntegrity(arch)}`;
     if ((await readFile(stamp, 'utf8').catch(() => '')) === source && existsSync(made[arch])) continue;
     await rm(`${made[arch]}.gz`, { force: true }); // acpack's gzipped copy of the old one
-    await singleExecutable(arch, script, made[arch]);
+    await singleExecutable(arch, script, addon, made[arch]);
     await writeFile(stamp, source);
   }
   return made;

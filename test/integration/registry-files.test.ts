@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile, stat } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,11 +11,15 @@ import { ensureTls, IndexDb, startRegistry, type RunningRegistry } from '../../r
 import { mappedBlobs } from '../../registry/mapped-blobs.js';
 import { noise } from '../../demo/samples.js';
 import { freePort } from '../../demo/source-registry.js';
+import { nodeArch } from '../../arch/platform.js';
+import { siteAddon } from '../../runtime/site-runtime.js';
 import { ACINSTALL, tempDir } from '../helpers/env.js';
 
 /**
- * The registry as the site's single-executable runtime runs it: no mmap addon, every blob streamed
- * from its file. ACPACK_NO_MMAP makes this process take that path (each test file has its own modules).
+ * The registry without the mmap addon, every blob streamed from its file: what the site's single
+ * executable falls back to when its store cannot hold the addon it carries (a noexec mount).
+ * ACPACK_NO_MMAP makes this process take that path (each test file has its own modules); the last
+ * tests run the executable itself, with its addon and without.
  */
 process.env.ACPACK_NO_MMAP = '1';
 
@@ -108,19 +112,61 @@ it('outlives clients that leave mid-blob', async () => {
   expect((await get(plain, blobs.big)).body.equals(blobs.big)).toBe(true);
 });
 
-it("acinstall's single executable serves from files even beside a checkout with the addon: none is mapped in its process", async () => {
+/** `acinstall serve` on the files' store, as `spawnServe` starts it, until `fn` is done with its process and what it wrote. */
+async function withExecutable(spawnServe: (storeRoot: string, port: number) => ChildProcess, fn: (pid: number, stderr: () => string) => Promise<void>): Promise<void> {
   const port = await freePort();
-  const storeRoot = join(work.dir, 'store');
-  const serve = spawn(ACINSTALL, ['serve', '--store', storeRoot, '--listen', `127.0.0.1:${port}`, '--workers', '1', '--quiet'], { stdio: 'ignore', env: { ...process.env, ACPACK_NO_MMAP: '' } });
+  const serve = spawnServe(join(work.dir, 'store'), port);
+  let stderr = '';
+  serve.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
   try {
     const url = `http://127.0.0.1:${port}${path(blobs.big)}`;
     let res;
     for (let i = 0; i < 300 && !res; i++) res = await request(url).catch(() => sleep(100).then(() => undefined));
+    expect(res, stderr).toBeDefined();
     expect(Buffer.from(await res!.body.arrayBuffer()).equals(blobs.big)).toBe(true);
-    const maps = await readFile(`/proc/${serve.pid}/maps`, 'utf8');
-    expect(maps).not.toMatch(/\.node$/m);
-    expect(maps).not.toContain(sha256(blobs.big).slice(7));
+    await fn(serve.pid!, () => stderr);
   } finally {
     serve.kill('SIGTERM');
   }
+}
+
+/** What serve wrote to stderr besides the line saying where it serves. */
+const besidesServing = (stderr: string) => stderr.split('\n').filter((l) => l && !l.startsWith('acinstall: serving '));
+
+const serveArgs = (storeRoot: string, port: number) => ['serve', '--store', storeRoot, '--listen', `127.0.0.1:${port}`, '--workers', '1', '--quiet'];
+
+it("acinstall's single executable maps blobs with the addon it carries, written into the store, never a checkout's", async () => {
+  await withExecutable(
+    (storeRoot, port) => spawn(ACINSTALL, serveArgs(storeRoot, port), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ACPACK_NO_MMAP: '' } }),
+    async (pid, stderr) => {
+      const maps = await readFile(`/proc/${pid}/maps`, 'utf8');
+      const addons = [...new Set([...maps.matchAll(/ (\/\S+\.node)$/gm)].map((m) => m[1]))];
+      // The one this arch's executable was built with, named by its digest.
+      const carried = `map_file-${sha256(await readFile(siteAddon(nodeArch()))).slice(7)}.node`;
+      expect(addons).toEqual([join(work.dir, 'store', '.runtime', carried)]);
+      expect((await stat(addons[0])).mode & 0o777).toBe(0o755);
+      expect(maps).toContain(sha256(blobs.big).slice(7));
+      expect(besidesServing(stderr())).toEqual([]);
+    },
+  );
+});
+
+it('on a noexec store the executable serves from files, and says so in one line', async () => {
+  // The store bind-mounted noexec over itself, in a mount namespace of the server's own.
+  await withExecutable(
+    (storeRoot, port) =>
+      spawn('unshare', ['-m', 'sh', '-c', 'mount --bind "$0" "$0" && mount -o remount,bind,noexec "$0" && exec "$@"', storeRoot, ACINSTALL, ...serveArgs(storeRoot, port)], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        env: { ...process.env, ACPACK_NO_MMAP: '' },
+      }),
+    async (pid, stderr) => {
+      const mounts = (await readFile(`/proc/${pid}/mountinfo`, 'utf8')).split('\n').map((l) => l.split(' '));
+      expect(mounts.find((m) => m[4] === join(work.dir, 'store'))?.[5]).toContain('noexec');
+      const maps = await readFile(`/proc/${pid}/maps`, 'utf8');
+      // The loader leaves the first (read-only) page range of the file it failed to load mapped; none is code.
+      expect(maps.split('\n').filter((l) => l.endsWith('.node') && l.split(' ')[1].includes('x'))).toEqual([]);
+      expect(maps).not.toContain(sha256(blobs.big).slice(7));
+      expect(besidesServing(stderr())).toEqual([expect.stringMatching(/^acinstall: blobs are read from their files, not mapped: the mmap addon does not load from .*failed to map segment/)]);
+    },
+  );
 });

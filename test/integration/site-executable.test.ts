@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,7 +11,8 @@ import { freePort } from '../../demo/source-registry.js';
 import { stopChild } from '../../demo/processes.js';
 import { pushImage } from '../../demo/samples.js';
 import { sha256 } from '../../oci/digest.js';
-import { siteExecutable } from '../../runtime/site-runtime.js';
+import { siteAddon, siteExecutable } from '../../runtime/site-runtime.js';
+import { buildAddon } from '../../scripts/build-site.js';
 import { ROOT, tempDir, withRegistry } from '../helpers/env.js';
 import { buildFixture, bundleSpec, imageRef, type Fixture } from '../helpers/fixtures.js';
 
@@ -103,6 +104,35 @@ describe('what the executables need from the system', () => {
   }
 });
 
+describe('the mmap addon each executable carries', () => {
+  for (const arch of ['amd64', 'arm64'] as const) {
+    it(`${arch}: needs no GLIBC_ newer than ${BOUNDS.GLIBC}, and only libc`, async () => {
+      const addon = siteAddon(arch);
+      const top = await neededVersions(addon);
+      console.log(`map_file-linux-${arch}.node needs at most: ${Object.entries(top).map(([f, v]) => `${f}_${v}`).join(' ')}`);
+      expect(Object.keys(top)).toEqual(['GLIBC']);
+      expect(compareVersions(top.GLIBC, BOUNDS.GLIBC), `GLIBC_${top.GLIBC} > GLIBC_${BOUNDS.GLIBC}`).toBeLessThanOrEqual(0);
+      const { stdout } = await run('readelf', ['-d', '-h', '-W', addon]);
+      expect([...stdout.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1])).toEqual(['libc.so.6']);
+      expect(stdout).toMatch(new RegExp(`Machine:\\s+${arch === 'amd64' ? 'Advanced Micro Devices X86-64' : 'AArch64'}`));
+    });
+
+    it(`${arch}: is in the executable, and the same bytes when built again`, async () => {
+      const addon = await readFile(siteAddon(arch));
+      expect((await readFile(siteExecutable(arch))).includes(addon)).toBe(true);
+      const again = join(work.dir, `again-${arch}.node`);
+      await buildAddon(arch, again);
+      expect((await readFile(again)).equals(addon)).toBe(true);
+    });
+  }
+
+  let work: Awaited<ReturnType<typeof tempDir>>;
+  beforeAll(async () => {
+    work = await tempDir('acpack-addon-');
+  });
+  afterAll(() => work?.cleanup());
+});
+
 describe('--version', () => {
   it('amd64, natively, prints package.json\'s version', async () => {
     const [bin, args] = command('amd64', ['--version']);
@@ -176,6 +206,9 @@ describe('arm64 under qemu-user: import, serve, and skopeo pulls by the original
     }
     console.log(`acinstall-linux-arm64 serve under ${QEMU}: answering after ${Math.round(performance.now() - start)} ms`);
     expect(serveStderr).toContain(`serving ${store} on http://${site}`);
+    // It maps blobs with its own arm64 addon, written into the store, rather than reading files.
+    expect(serveStderr).not.toContain('not mapped');
+    expect(await readdir(join(store, '.runtime'))).toEqual([`map_file-${sha256(await readFile(siteAddon('arm64'))).slice(7)}.node`]);
 
     // The image is asked for by the name it was bundled under; registries.conf sends that host to the
     // site registry, host-prefixed (a port is written host_port). The upstream itself is stopped.

@@ -1,8 +1,10 @@
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ContentStore } from '../../oci/store.js';
-import { mappedBlobs } from '../../registry/mapped-blobs.js';
+import { mapFileOnDisk, mappedBlobs } from '../../registry/mapped-blobs.js';
+import { sha256 } from '../../oci/digest.js';
 import { tempDir } from '../helpers/env.js';
 
 let t: Awaited<ReturnType<typeof tempDir>>;
@@ -38,4 +40,20 @@ it('maps a blob once when many requests ask for it at the same time', async () =
   const maps = mappedBlobs(store)!;
   const all = await Promise.all(Array.from({ length: 20 }, () => maps.get(digest, blob.length)));
   expect(new Set(all).size).toBe(1);
+});
+
+it("writes the executable's addon into the store once, whole and executable, and rewrites a damaged one", async () => {
+  const addon = randomBytes(5000);
+  const file = mapFileOnDisk(t.dir, addon);
+  expect(file).toBe(join(t.dir, '.runtime', `map_file-${sha256(addon).slice(7)}.node`));
+  expect((await readFile(file)).equals(addon)).toBe(true);
+  expect((await stat(file)).mode & 0o777).toBe(0o755);
+  const written = (await stat(file)).ino;
+  expect(mapFileOnDisk(t.dir, addon)).toBe(file);
+  expect((await stat(file)).ino, 'a whole one is left as it is').toBe(written);
+  await writeFile(file, addon.subarray(0, 100));
+  expect((await readFile(mapFileOnDisk(t.dir, addon))).equals(addon)).toBe(true);
+  // Another arch's or release's addon sits beside it; no temporary file is left.
+  const other = mapFileOnDisk(t.dir, randomBytes(10));
+  expect((await readdir(join(t.dir, '.runtime'))).sort()).toEqual([file, other].map((f) => f.slice(f.lastIndexOf('/') + 1)).sort());
 });
