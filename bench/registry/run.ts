@@ -3,11 +3,14 @@
  * content, same client (wrk), same concurrency, in the same run: manifest GET and HEAD requests per
  * second with p50/p99 latency, and blob GET throughput for a 1 MB and a 64 MB blob.
  *
- * Issue 11 asks whether the mmap addon earns its keep: the site's single executable cannot load it.
- * `--files` also measures acpack serving every blob from its file (ACPACK_NO_MMAP=1), `--site-node N`
- * that too under another Node (the site's release), `--site-exe` acinstall's single executable as
- * it ships (dist/site; it has no addon); either implies --files. `--rounds R` measures every server
- * R times in turn and keeps each figure's median: on a busy machine, one pass says little.
+ * Issue 11's budget: the site's runtime within 10% of acpack on Node 20 with the mmap addon. `--files`
+ * also measures acpack serving every blob from its file (ACPACK_NO_MMAP=1), `--site-node N` that too
+ * under another Node (the site's release), `--site-exe E` acinstall's single executable as it ships
+ * (dist/site: it maps blobs with the addon it carries, written into the store) and as it serves when
+ * its store is noexec (from files, ACPACK_NO_MMAP=1); either implies --files. The row says whether
+ * the executable mapped (exeMapsBlobs: the addon is in its workers' /proc/PID/maps; a noexec
+ * BENCH_DIR would make it serve from files). `--rounds R` measures every server R times in turn and
+ * keeps each figure's median: on a busy machine, one pass says little.
  *
  *   npm run build && npx tsx bench/registry/run.ts [--seconds 10] [--connections 8] [--rounds 1]
  *     [--files] [--site-node /path/to/node24] [--site-exe dist/site/acinstall-linux-amd64]
@@ -127,7 +130,8 @@ async function main(): Promise<void> {
     const filesHost = FILES ? await serve([node, acinstall], { ACPACK_NO_MMAP: '1' }) : undefined;
     // A plain Node 24 would load the addon (Node-API): the site's executable has none.
     const siteHost = SITE_NODE ? await serve([SITE_NODE, acinstall], { ACPACK_NO_MMAP: '1' }) : undefined;
-    const exeHost = SITE_EXE ? await serve([SITE_EXE]) : undefined;
+    const exeHost = SITE_EXE ? await serve([SITE_EXE], { ACPACK_NO_MMAP: '' }) : undefined;
+    const exeFilesHost = SITE_EXE ? await serve([SITE_EXE], { ACPACK_NO_MMAP: '1' }) : undefined;
 
     // Re-rooted names make the paths identical on both servers.
     const accept = { Accept: [MT.ociIndex, MT.ociManifest, MT.dockerList, MT.dockerManifest].join(', ') };
@@ -151,10 +155,11 @@ async function main(): Promise<void> {
       blob1MB: await cpu(host, () => wrk(`http://${host}${paths.blob1MB}`, 'GET')),
       blob64MB: await cpu(host, () => wrk(`http://${host}${paths.blob64MB}`, 'GET')),
     });
-    const hosts = { distribution: distribution.host, acpack: oursHost, acpackFiles: filesHost, acpackSite: siteHost, acpackExe: exeHost };
+    const hosts = { distribution: distribution.host, acpack: oursHost, acpackFiles: filesHost, acpackSite: siteHost, acpackExe: exeHost, acpackExeFiles: exeFilesHost };
     const variants = Object.entries(hosts).filter((e): e is [string, string] => e[1] !== undefined);
     // Warm every page cache, then measure each in turn, round after round.
     for (const [, host] of variants) measureWarm(host, paths);
+    const exeMapsBlobs = exeHost ? loadsAddon(pids.get(exeHost)!) : undefined;
     const loadBefore = loadavg();
     const runs = new Map<string, Measure[]>(variants.map(([name]) => [name, []]));
     for (let r = 0; r < ROUNDS; r++) for (const [name, host] of variants) runs.get(name)!.push(await measure(host));
@@ -181,12 +186,13 @@ async function main(): Promise<void> {
       load: { before: loadBefore.map((x) => Math.round(x * 100) / 100), after: loadavg().map((x) => Math.round(x * 100) / 100), cores: availableParallelism() },
       node: process.version,
       ...(SITE_NODE && { siteNode: spawnSync(SITE_NODE, ['--version'], { encoding: 'utf8' }).stdout.trim() }),
-      ...(SITE_EXE && { siteExe: SITE_EXE }),
+      ...(SITE_EXE && { siteExe: SITE_EXE, exeMapsBlobs }),
       distribution: d,
       acpack: o,
       ...(m.acpackFiles && { acpackFiles: m.acpackFiles }),
       ...(m.acpackSite && { acpackSite: m.acpackSite }),
       ...(m.acpackExe && { acpackExe: m.acpackExe }),
+      ...(m.acpackExeFiles && { acpackExeFiles: m.acpackExeFiles }),
       ratios: {
         manifestGetRps: ratio(o.manifestGet.rps, d.manifestGet.rps),
         manifestHeadRps: ratio(o.manifestHead.rps, d.manifestHead.rps),
@@ -196,6 +202,7 @@ async function main(): Promise<void> {
         ...(m.acpackFiles && { filesVsMapped: against(m.acpackFiles) }),
         ...(m.acpackSite && { siteVsMapped: against(m.acpackSite) }),
         ...(m.acpackExe && { exeVsMapped: against(m.acpackExe) }),
+        ...(m.acpackExeFiles && { exeFilesVsMapped: against(m.acpackExeFiles) }),
       },
     };
     const variantRows = (name: string, x: Measure | undefined) =>
@@ -217,7 +224,9 @@ async function main(): Promise<void> {
         ...variantRows('acpack files', m.acpackFiles),
         ...variantRows('acpack site', m.acpackSite),
         ...variantRows('acpack exe', m.acpackExe),
+        ...variantRows('acpack exe files', m.acpackExeFiles),
         `ratios acpack/distribution: ${JSON.stringify(result.ratios)} (goals: manifest rps ≥ 2, p99 lower (< 1), blob throughput ≥ 1.2; files, site and exe within 10% of acpack: ≥ 0.9)`,
+        ...(SITE_EXE ? [`the executable ${exeMapsBlobs ? 'mapped blobs with its addon' : 'served from files: its addon did not load'}`] : []),
         `load average ${result.load.before.join(' ')} before, ${result.load.after.join(' ')} after, ${result.load.cores} cores${ROUNDS > 1 ? `; medians of ${ROUNDS} rounds` : ''}`,
       ].join('\n') + '\n',
     );
@@ -245,6 +254,20 @@ function medianOf(all: Measure[]): Measure {
     ...(all.every((x) => x[k].serverCpuMsPerReq !== undefined) && { serverCpuMsPerReq: median(all.map((x) => x[k].serverCpuMsPerReq!)) }),
   });
   return { manifestGet: of('manifestGet'), manifestHead: of('manifestHead'), blob1MB: of('blob1MB'), blob64MB: of('blob64MB') };
+}
+
+/** Whether a server process or one of its workers has an addon (a `.node` file) loaded as code. */
+function loadsAddon(pid: number): boolean {
+  const children = spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+  return [String(pid), ...children].some((p) => {
+    try {
+      return readFileSync(`/proc/${p}/maps`, 'utf8')
+        .split('\n')
+        .some((l) => l.endsWith('.node') && l.split(' ')[1].includes('x'));
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** CPU time (ms) a server process and its workers have used (Linux /proc, in clock ticks of 10 ms). */
