@@ -1,0 +1,371 @@
+/**
+ * Piece selection on a node: which piece to ask next, and from whom. The node agent feeds it what it
+ * learns (the tracker's answers, the bitfields peers send with their pieces) and what happens to its
+ * requests; `next` answers with requests to issue. No I/O and no clock of its own: `now` comes in.
+ *
+ * - Rarest first: the pieces the fewest known peers have go first, ties broken at random so that
+ *   nodes starting together do not all chase the same piece.
+ * - Several peers at once: at most maxPerPeer requests to one peer and maxTotal in all.
+ * - The seed (the master) only for the pieces the tracker hands this node (super-seeding) or, when
+ *   the tracker is out of reach or lists nobody, for pieces no peer has: every other byte comes from
+ *   peers, which is what keeps the master's egress near one copy.
+ * - Endgame: once every missing piece of a blob is asked for, each is asked from a second peer too;
+ *   the first copy to arrive wins and the caller cancels the other.
+ * - A peer that served a bad piece is shunned for the run; a dead peer's requests are released and
+ *   it is left alone for a while.
+ */
+import { AcpackError } from '../oci/errors.js';
+import type { Digest } from '../oci/digest.js';
+import { Bitfield } from './bitfield.js';
+
+export interface PickerOptions {
+  /** Requests in flight to one peer. */
+  maxPerPeer?: number;
+  /** Requests in flight to peers in all. */
+  maxTotal?: number;
+  /** Requests in flight to the seed. */
+  maxFromSeed?: number;
+  /** Copies of one piece asked for in the endgame. */
+  endgameCopies?: number;
+  /** How long a peer that failed is left out. */
+  deadPeerPauseMs?: number;
+  /** How long a peer that said it is busy (all its upload slots taken) is left out. */
+  busyPauseMs?: number;
+  /** Tracker answers in a row that list no peer for a blob before the seed serves it freely. */
+  lonelyAnswers?: number;
+  /**
+   * Availability counts closer than this are treated as ties: strict rarest-first sends every node
+   * to the same few holders of the rarest piece, which then refuse most of them as busy.
+   */
+  rarityJitter?: number;
+  random?: () => number;
+}
+
+export interface PieceRequest {
+  digest: Digest;
+  piece: number;
+  /** A peer's id, or the seed's. */
+  peer: string;
+}
+
+interface PeerState {
+  inFlight: number;
+  shunned: boolean;
+  pausedUntil: number;
+}
+
+interface BlobState {
+  digest: Digest;
+  have: Bitfield;
+  /** Piece → the peers it is asked from. */
+  requests: Map<number, string[]>;
+  /** Peer → its last known bitfield for this blob. */
+  views: Map<string, Bitfield>;
+  /** How many usable peers (known, not shunned, not paused) have each piece. */
+  availability: Uint16Array;
+  seedHints: Set<number>;
+  emptyAnswers: number;
+}
+
+export class PiecePicker {
+  private readonly blobs = new Map<Digest, BlobState>();
+  private readonly peers = new Map<string, PeerState>();
+  private readonly opt: Required<PickerOptions>;
+  /** Requests in flight to peers; the seed's are bounded apart, since they may wait in the master's queue. */
+  private peerRequests = 0;
+  /** Set by the agent while the tracker cannot be reached: pieces no peer has come from the seed. */
+  trackerLost = false;
+
+  constructor(
+    readonly seedId: string,
+    options: PickerOptions = {},
+  ) {
+    this.opt = {
+      maxPerPeer: 2,
+      maxTotal: 4,
+      maxFromSeed: 1,
+      endgameCopies: 2,
+      deadPeerPauseMs: 10_000,
+      busyPauseMs: 200,
+      lonelyAnswers: 2,
+      rarityJitter: 1,
+      random: Math.random,
+      ...options,
+    };
+  }
+
+  addBlob(digest: Digest, pieces: number, have?: Bitfield): void {
+    if (this.blobs.has(digest)) return;
+    if (have && have.length !== pieces) throw new AcpackError('BAD_BITFIELD', `${digest} has ${pieces} pieces, the bitfield given has ${have.length}`);
+    this.blobs.set(digest, {
+      digest,
+      have: have?.copy() ?? new Bitfield(pieces),
+      requests: new Map(),
+      views: new Map(),
+      availability: new Uint16Array(pieces),
+      seedHints: new Set(),
+      emptyAnswers: 0,
+    });
+  }
+
+  /** Forgets a blob (complete and handed to the store, or no longer wanted); returns its requests to cancel. */
+  removeBlob(digest: Digest): PieceRequest[] {
+    const blob = this.blobs.get(digest);
+    if (!blob) return [];
+    const cancelled = this.requestsOf(blob);
+    for (const r of cancelled) this.drop(blob, r.piece, r.peer);
+    this.blobs.delete(digest);
+    return cancelled;
+  }
+
+  have(digest: Digest): Bitfield {
+    return this.blob(digest).have;
+  }
+
+  /** The pieces asked for and not yet received (the announce's `downloading`). */
+  downloading(digest: Digest): Bitfield {
+    const blob = this.blob(digest);
+    const f = new Bitfield(blob.have.length);
+    for (const p of blob.requests.keys()) f.set(p);
+    return f;
+  }
+
+  complete(digest: Digest): boolean {
+    return this.blob(digest).have.isFull;
+  }
+
+  inFlight(): PieceRequest[] {
+    return [...this.blobs.values()].flatMap((b) => this.requestsOf(b));
+  }
+
+  isShunned(peer: string): boolean {
+    return this.peers.get(peer)?.shunned ?? false;
+  }
+
+  /** The tracker's answer for a blob: its peers (replacing the previous list) and the seed pieces handed to this node. */
+  tracked(digest: Digest, peers: { id: string; have: Bitfield }[], seed: number[]): void {
+    const blob = this.blob(digest);
+    const listed = new Set(peers.map((p) => p.id));
+    for (const id of [...blob.views.keys()]) if (!listed.has(id) && !this.hasRequestsTo(blob, id)) this.setView(blob, id, undefined);
+    for (const p of peers) if (p.id !== this.seedId) this.updatePeer(digest, p.id, p.have);
+    blob.seedHints = new Set(seed.filter((p) => p >= 0 && p < blob.have.length && !blob.have.has(p)));
+    blob.emptyAnswers = peers.length === 0 ? blob.emptyAnswers + 1 : 0;
+  }
+
+  /** A fresher bitfield of one peer (sent with a piece, or asked for). */
+  updatePeer(digest: Digest, peer: string, have: Bitfield): void {
+    const blob = this.blob(digest);
+    if (have.length !== blob.have.length) throw new AcpackError('BAD_BITFIELD', `${peer} sent a bitfield of ${have.length} pieces for ${digest}, which has ${blob.have.length}`);
+    if (peer === this.seedId || this.isShunned(peer)) return;
+    this.setView(blob, peer, have.copy());
+  }
+
+  /**
+   * The requests to issue now, each already counted in flight: the rarest missing pieces first, each
+   * from the least busy peer that has it, the seed only where allowed, then the endgame.
+   */
+  next(now: number): PieceRequest[] {
+    const out: PieceRequest[] = [];
+    let budget = this.opt.maxTotal - this.peerRequests;
+    let seedBudget = this.opt.maxFromSeed - (this.peers.get(this.seedId)?.inFlight ?? 0);
+    if (budget <= 0 && seedBudget <= 0) return out;
+    const candidates: { blob: BlobState; piece: number; rank: number }[] = [];
+    for (const blob of this.blobs.values()) {
+      const pieces = blob.have.length;
+      const seedFree = this.seedFree(blob);
+      for (let p = 0; p < pieces; p++) {
+        if (blob.have.has(p) || blob.requests.has(p)) continue;
+        const avail = blob.availability[p];
+        if (avail === 0 && !blob.seedHints.has(p) && !seedFree) continue;
+        // Rarest first; the random part breaks ties (and near-ties, with rarityJitter > 1).
+        candidates.push({ blob, piece: p, rank: avail + this.opt.rarityJitter * this.opt.random() });
+      }
+    }
+    candidates.sort((a, b) => a.rank - b.rank);
+    for (const c of candidates) {
+      if (budget <= 0 && seedBudget <= 0) break;
+      const peer = budget > 0 ? this.pickPeer(c.blob, c.piece, now, []) : undefined;
+      if (peer !== undefined) {
+        out.push(this.issue(c.blob, c.piece, peer));
+        budget--;
+      } else if (seedBudget > 0 && this.seedMayServe(c.blob, c.piece)) {
+        out.push(this.issue(c.blob, c.piece, this.seedId));
+        seedBudget--;
+      }
+    }
+    if (budget > 0) this.endgame(now, budget, out);
+    return out;
+  }
+
+  /** A verified piece. Returns the other requests for it (endgame copies) for the caller to cancel. */
+  received(req: PieceRequest): PieceRequest[] {
+    const blob = this.blob(req.digest);
+    const askedFrom = [...(blob.requests.get(req.piece) ?? [])];
+    const others = askedFrom.filter((p) => p !== req.peer).map((peer) => ({ digest: req.digest, piece: req.piece, peer }));
+    for (const peer of askedFrom) this.drop(blob, req.piece, peer);
+    blob.have.set(req.piece);
+    blob.seedHints.delete(req.piece);
+    return others;
+  }
+
+  /**
+   * A piece that failed its hash: the peer is shunned for the run and everything asked from it is
+   * released (returned, for the caller to cancel). The seed cannot be shunned; its bad piece is a
+   * store fault the caller reports, and the piece is only released.
+   */
+  rejected(req: PieceRequest): PieceRequest[] {
+    const blob = this.blob(req.digest);
+    this.drop(blob, req.piece, req.peer);
+    if (req.peer === this.seedId) return [];
+    const state = this.peer(req.peer);
+    state.shunned = true;
+    for (const b of this.blobs.values()) this.setView(b, req.peer, undefined);
+    return this.release(req.peer);
+  }
+
+  /**
+   * A request that failed without a bad piece (a timeout, a refusal). `lacksPiece`: the peer said it
+   * does not have it (its view was stale), so it is not asked again until a fresher bitfield says so.
+   */
+  failed(req: PieceRequest, lacksPiece = false): void {
+    const blob = this.blob(req.digest);
+    this.drop(blob, req.piece, req.peer);
+    const view = blob.views.get(req.peer);
+    if (lacksPiece && view?.has(req.piece)) {
+      const fixed = view.copy().clear(req.piece);
+      this.setView(blob, req.peer, fixed);
+    }
+  }
+
+  /**
+   * A peer that refused a request because all its upload slots were taken: the piece is released
+   * and the peer left out briefly, so that the node asks someone else rather than piling onto the
+   * first peer that had a new piece (what makes a piece double every transfer instead of crawling
+   * out of one overloaded peer).
+   */
+  busy(req: PieceRequest, now: number): void {
+    this.drop(this.blob(req.digest), req.piece, req.peer);
+    if (req.peer !== this.seedId) this.peer(req.peer).pausedUntil = now + this.opt.busyPauseMs;
+  }
+
+  /** A peer that cannot be reached: its requests are released (returned, to cancel) and it is left out for a while. */
+  peerDead(peer: string, now: number): PieceRequest[] {
+    if (peer === this.seedId) return this.release(peer);
+    this.peer(peer).pausedUntil = now + this.opt.deadPeerPauseMs;
+    const released = this.release(peer);
+    for (const blob of this.blobs.values()) this.setView(blob, peer, undefined);
+    return released;
+  }
+
+  private blob(digest: Digest): BlobState {
+    const blob = this.blobs.get(digest);
+    if (!blob) throw new AcpackError('UNKNOWN_BLOB', `${digest} is not being fetched`);
+    return blob;
+  }
+
+  private peer(id: string): PeerState {
+    let state = this.peers.get(id);
+    if (!state) {
+      state = { inFlight: 0, shunned: false, pausedUntil: 0 };
+      this.peers.set(id, state);
+    }
+    return state;
+  }
+
+  /** Replaces a peer's view, keeping the availability counts in step; undefined drops it. */
+  private setView(blob: BlobState, peer: string, view: Bitfield | undefined): void {
+    const old = blob.views.get(peer);
+    if (old) for (const p of old) blob.availability[p]--;
+    if (view) {
+      blob.views.set(peer, view);
+      for (const p of view) blob.availability[p]++;
+    } else blob.views.delete(peer);
+  }
+
+  /** The least busy usable peer whose view has the piece, at random among equals; not one in `exclude`. */
+  private pickPeer(blob: BlobState, piece: number, now: number, exclude: string[]): string | undefined {
+    if (blob.availability[piece] === 0) return undefined;
+    let best: string | undefined;
+    let bestLoad = Infinity;
+    let ties = 0;
+    for (const [id, view] of blob.views) {
+      if (!view.has(piece) || exclude.includes(id)) continue;
+      const state = this.peers.get(id);
+      const load = state?.inFlight ?? 0;
+      if (load >= this.opt.maxPerPeer || (state && (state.shunned || state.pausedUntil > now))) continue;
+      if (load < bestLoad) {
+        best = id;
+        bestLoad = load;
+        ties = 1;
+      } else if (load === bestLoad && this.opt.random() * ++ties < 1) best = id;
+    }
+    return best;
+  }
+
+  /** Whether the seed serves this blob freely: the tracker is out of reach, or keeps listing nobody. */
+  private seedFree(blob: BlobState): boolean {
+    return this.trackerLost || blob.emptyAnswers >= this.opt.lonelyAnswers;
+  }
+
+  /** Whether this piece may come from the seed: handed to this node, or no peer has it when the seed serves freely. */
+  private seedMayServe(blob: BlobState, piece: number): boolean {
+    return blob.seedHints.has(piece) || (this.seedFree(blob) && blob.availability[piece] === 0);
+  }
+
+  /** Second requests for the pieces in flight of blobs with nothing left to ask, from other peers. */
+  private endgame(now: number, budget: number, out: PieceRequest[]): void {
+    let issued = 0;
+    for (const blob of this.blobs.values()) {
+      if (blob.have.count + blob.requests.size < blob.have.length) continue;
+      for (const [piece, askedFrom] of blob.requests) {
+        if (issued === budget) return;
+        if (askedFrom.length >= this.opt.endgameCopies) continue;
+        const peer = this.pickPeer(blob, piece, now, askedFrom);
+        if (peer === undefined) continue;
+        out.push(this.issue(blob, piece, peer));
+        issued++;
+      }
+    }
+  }
+
+  private issue(blob: BlobState, piece: number, peer: string): PieceRequest {
+    const askedFrom = blob.requests.get(piece);
+    if (askedFrom) askedFrom.push(peer);
+    else blob.requests.set(piece, [peer]);
+    this.peer(peer).inFlight++;
+    if (peer !== this.seedId) this.peerRequests++;
+    return { digest: blob.digest, piece, peer };
+  }
+
+  private drop(blob: BlobState, piece: number, peer: string): void {
+    const askedFrom = blob.requests.get(piece);
+    const i = askedFrom?.indexOf(peer) ?? -1;
+    if (!askedFrom || i < 0) return;
+    askedFrom.splice(i, 1);
+    if (askedFrom.length === 0) blob.requests.delete(piece);
+    this.peer(peer).inFlight--;
+    if (peer !== this.seedId) this.peerRequests--;
+  }
+
+  private hasRequestsTo(blob: BlobState, peer: string): boolean {
+    for (const askedFrom of blob.requests.values()) if (askedFrom.includes(peer)) return true;
+    return false;
+  }
+
+  private requestsOf(blob: BlobState): PieceRequest[] {
+    return [...blob.requests].flatMap(([piece, askedFrom]) => askedFrom.map((peer) => ({ digest: blob.digest, piece, peer })));
+  }
+
+  /** Releases every request to one peer; returns them. */
+  private release(peer: string): PieceRequest[] {
+    const released: PieceRequest[] = [];
+    for (const blob of this.blobs.values()) {
+      for (const r of this.requestsOf(blob)) {
+        if (r.peer !== peer) continue;
+        this.drop(blob, r.piece, peer);
+        released.push(r);
+      }
+    }
+    return released;
+  }
+}

@@ -1,0 +1,124 @@
+import { describe, expect, it } from 'vitest';
+import { sha256 } from '../../oci/digest.js';
+import { Bitfield } from '../../p2p/bitfield.js';
+import { PiecePicker, type PickerOptions } from '../../p2p/selection.js';
+
+const D = sha256('layer');
+const SEED = 'master';
+
+function bits(pieces: number, set: number[]): Bitfield {
+  const f = new Bitfield(pieces);
+  for (const p of set) f.set(p);
+  return f;
+}
+
+function picker(pieces: number, peers: Record<string, number[]>, seed: number[] = [], options: PickerOptions = {}): PiecePicker {
+  let a = 7;
+  const p = new PiecePicker(SEED, { random: () => ((a = (a * 1103515245 + 12345) % 2 ** 31) / 2 ** 31), ...options });
+  p.addBlob(D, pieces);
+  p.tracked(
+    D,
+    Object.entries(peers).map(([id, have]) => ({ id, have: bits(pieces, have) })),
+    seed,
+  );
+  return p;
+}
+
+describe('piece selection', () => {
+  it('asks for the rarest pieces first', () => {
+    const p = picker(4, { a: [0, 1, 2, 3], b: [0, 1, 2], c: [0, 1], d: [0] }, [], { maxTotal: 1 });
+    const order: number[] = [];
+    for (;;) {
+      const [req] = p.next(0);
+      if (!req) break;
+      order.push(req.piece);
+      p.received(req);
+    }
+    expect(order).toEqual([3, 2, 1, 0]);
+  });
+
+  it('spreads requests over peers within the per-peer and total bounds', () => {
+    const all = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+    const p = picker(10, { a: all, b: all, c: all }, [], { maxPerPeer: 2, maxTotal: 5 });
+    const reqs = p.next(0);
+    expect(reqs).toHaveLength(5);
+    expect(new Set(reqs.map((r) => r.piece)).size).toBe(5);
+    const perPeer = new Map<string, number>();
+    for (const r of reqs) perPeer.set(r.peer, (perPeer.get(r.peer) ?? 0) + 1);
+    expect(Math.max(...perPeer.values())).toBe(2);
+    expect(p.next(0)).toEqual([]);
+    expect(p.downloading(D).count).toBe(5);
+  });
+
+  it('takes from the seed only the pieces the tracker handed it', () => {
+    const p = picker(6, { a: [0], b: [] }, [4], { maxFromSeed: 2 });
+    const reqs = p.next(0);
+    expect(reqs.filter((r) => r.peer === SEED).map((r) => r.piece)).toEqual([4]);
+    expect(reqs.filter((r) => r.peer !== SEED).map((r) => r.piece)).toEqual([0]);
+  });
+
+  it('goes to the seed for pieces no peer has when the tracker is out of reach, bounded', () => {
+    const p = picker(6, { a: [0] }, [], { maxFromSeed: 2 });
+    p.trackerLost = true;
+    const fromSeed = p.next(0).filter((r) => r.peer === SEED);
+    expect(fromSeed).toHaveLength(2);
+    expect(fromSeed.every((r) => r.piece !== 0)).toBe(true);
+  });
+
+  it('never asks a shunned peer again, whatever the tracker says of it', () => {
+    const p = picker(3, { bad: [0, 1, 2], good: [0] }, [], { maxPerPeer: 3 });
+    const first = p.next(0);
+    const fromBad = first.find((r) => r.peer === 'bad')!;
+    const released = p.rejected(fromBad);
+    for (const r of first) if (r.peer === 'good') p.received(r);
+    expect(p.isShunned('bad')).toBe(true);
+    expect(released.every((r) => r.peer === 'bad')).toBe(true);
+    p.tracked(D, [{ id: 'bad', have: Bitfield.full(3) }, { id: 'good', have: Bitfield.full(3) }], []);
+    p.updatePeer(D, 'bad', Bitfield.full(3));
+    for (let round = 0; round < 5; round++) {
+      for (const r of p.next(round)) {
+        expect(r.peer).not.toBe('bad');
+        p.received(r);
+      }
+    }
+    expect(p.complete(D)).toBe(true);
+  });
+
+  it('releases a dead peer\'s pieces and asks another peer for them', () => {
+    const p = picker(4, { a: [0, 1, 2, 3], b: [0, 1, 2, 3] }, [], { maxPerPeer: 2, maxTotal: 4 });
+    const reqs = p.next(0);
+    const toA = reqs.filter((r) => r.peer === 'a').map((r) => r.piece).sort();
+    expect(toA).toHaveLength(2);
+    expect(p.peerDead('a', 0).map((r) => r.piece).sort()).toEqual(toA);
+    expect(p.downloading(D).count).toBe(2); // only b's pieces are still asked for
+    expect(p.next(0)).toEqual([]); // a is left out and b has no room: the pieces wait
+    for (const r of p.inFlight()) p.received(r);
+    const rest = p.next(1);
+    expect(rest.map((r) => [r.peer, r.piece]).sort()).toEqual(toA.map((piece) => ['b', piece]));
+  });
+
+  it('asks a second peer for the last pieces, and names the copy to cancel', () => {
+    const p = picker(2, { a: [0, 1], b: [0, 1], c: [0, 1], d: [0, 1] }, [], { maxPerPeer: 1, maxTotal: 4 });
+    const reqs = p.next(0); // both pieces asked for, then each from a second peer at once
+    expect(reqs).toHaveLength(4);
+    for (const piece of [0, 1]) {
+      const peers = reqs.filter((r) => r.piece === piece).map((r) => r.peer);
+      expect(new Set(peers).size).toBe(2);
+    }
+    const win = reqs[0];
+    const cancel = p.received(win);
+    expect(cancel).toEqual(reqs.filter((r) => r.piece === win.piece && r.peer !== win.peer));
+    expect(p.downloading(D).toArray()).toEqual([1 - win.piece]);
+  });
+
+  it('leaves a busy peer alone for a moment', () => {
+    const p = picker(2, { a: [0, 1], b: [0, 1] }, [], { maxPerPeer: 1, maxTotal: 1, busyPauseMs: 100 });
+    const [first] = p.next(0);
+    p.busy(first, 0);
+    const [retry] = p.next(10);
+    expect(retry.peer).not.toBe(first.peer);
+    p.busy(retry, 10);
+    expect(p.next(50)).toEqual([]);
+    expect(p.next(101)).toHaveLength(1);
+  });
+});
