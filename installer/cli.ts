@@ -325,7 +325,7 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
     .option('--ca <file>', "the registry's CA certificate (PEM)")
     .option('--listen <addr>', "host:port for the node's own containerd", '127.0.0.1:5001')
     .requiredOption('--peer-listen <addr>', "host:port on the node's cluster address, where peers fetch pieces (announced to the tracker)")
-    .option('--dir <dir>', 'where pieces and fetched blobs are kept', '/var/lib/acpack/agent')
+    .option('--dir <dir>', 'where pieces and fetched blobs are kept', '/var/lib/acpack-agent')
     .option('--max-cache <bytes>', 'whole blobs kept for peers, in bytes (K, M, G suffixes: powers of 1024)', '20G')
     .action(async (o) => {
       const { runAgent } = await load.agent();

@@ -22,7 +22,8 @@ import { lvscareImage } from './control-plane.js';
 import { chartSteps, checkCluster, clusterSteps, isInstalled, nodeVersions } from './cluster-steps.js';
 import { bundleArches, preflightError, runtimeLacking, type Facts } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
-import { containerdFiles, installBinaries, keptWarnings, serviceFiles, startServices, writeFiles } from './node-setup.js';
+import { AGENT_PORT, containerdFiles, installBinaries, keptWarnings, serviceFiles, startServices, writeFiles } from './node-setup.js';
+import { startPeerCache } from './peer-cache.js';
 import { bundleIdentity, laysClusterDown, type BundleDescriptor } from '../oci/bundle-format.js';
 import { kubernetesVersion } from '../kube/index.js';
 
@@ -145,7 +146,7 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
         limit(async (): Promise<NodeOutcome> => {
           let host: SshHost | undefined;
           try {
-            if (installed(h) && ['binaries', 'containerd-config', 'services'].every((step) => journal.isDone(h.ip, step, bundleId))) {
+            if (installed(h) && ['binaries', 'containerd-config', 'peer-cache', 'services'].every((step) => journal.isDone(h.ip, step, bundleId))) {
               return { node: h.ip, ok: true, detail: 'already installed' };
             }
             host = await SshHost.connect(h, known, { logDir: join(o.store, 'logs') });
@@ -156,6 +157,19 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
               o.progress.node(h.ip, 'containerd-config', 'running');
               await writeFiles(host, containerdFiles(d, registry, ca, `${o.spec.registry.domain}:${o.spec.registry.port}`));
               journal.record(h.ip, 'containerd-config', 'done', 'config.toml and hosts.toml', bundleId);
+            }
+            // The runtime and the agent before the binaries, which come through the agent.
+            if (!journal.isDone(h.ip, 'peer-cache', bundleId)) {
+              o.progress.node(h.ip, 'peer-cache', 'running');
+              const down = await startPeerCache(host, d, arch, registry);
+              if (down) {
+                // Not the node's failure: its pulls go to the registry. The next run tries again.
+                journal.record(h.ip, 'peer-cache', 'failed', down);
+                o.progress.master(`warning: ${h.ip}: ${down}`);
+              } else {
+                const runtime = d.runtime?.find((r) => r.arch === arch);
+                journal.record(h.ip, 'peer-cache', 'done', `agent on ${h.ip}:${AGENT_PORT}${runtime ? `, acinstall ${runtime.version} for ${arch}` : ''}`, bundleId);
+              }
             }
             if (!journal.isDone(h.ip, 'binaries', bundleId)) {
               o.progress.node(h.ip, 'binaries', 'running', arch);

@@ -2,7 +2,6 @@ import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { hexOf, sha256, type Digest } from '../oci/digest.js';
 import { AcpackError, plural } from '../oci/errors.js';
 import { parseReference } from '../oci/reference.js';
-import { dirname } from 'node:path';
 import type { SshHost } from './ssh.js';
 
 /** A shell line that fails (exit 3, saying `message`) unless `file` (already quoted) hashes to `digest`. */
@@ -27,6 +26,11 @@ export const RUNS_DIR = '/var/lib/acpack/runs';
  */
 export const NODE_RUNTIME = '/usr/local/lib/acpack/acinstall';
 
+/** The peer cache agent's port, on 127.0.0.1 for the node's containerd and on the node's address for its peers. */
+export const AGENT_PORT = 5001;
+/** Where the node's own containerd and curl reach its agent. */
+export const AGENT_LOCAL = `http://127.0.0.1:${AGENT_PORT}`;
+
 /** Where containerd's CRI plugin reads a hosts.toml per registry host. */
 export const CERTS_D = '/etc/containerd/certs.d';
 
@@ -38,31 +42,26 @@ export const HELD_DURING_UPGRADE = new Set(['kubelet']);
 export const STAGED = '.acpack-new';
 
 /**
- * The node fetches its own arch's binaries from the master's registry and checks each sha256 before
- * anything is installed: one SSH round trip, no file staged on the master per node.
+ * The node fetches its own arch's binaries through its peer cache agent (`agent`), or from the
+ * master's registry, and checks each sha256 before anything is installed: one SSH round trip, no
+ * file staged on the master per node.
  */
-export function binariesScript(d: BundleDescriptor, arch: string, registry: string, hold = new Set<string>(), replaced?: BundleDescriptor): string {
+export function binariesScript(d: BundleDescriptor, arch: string, registry: string, hold = new Set<string>(), replaced?: BundleDescriptor, agent = AGENT_LOCAL): string {
   const lines = ['set -e', 'dir=$(mktemp -d)', 'trap \'rm -rf "$dir"\' EXIT'];
-  const fetch = (name: string, ref: string, digest: Digest) => {
-    const url = `${registry}/v2/${ref.replace(/:[^:/]+$/, '')}/blobs/${digest}`;
-    const f = `"$dir/${name}"`;
-    lines.push(`curl -fsS --retry 3 --max-time 600 ${registry.startsWith('https:') ? `--cacert ${NODE_CA} ` : ''}-o ${f} ${shq(url)}`);
-    lines.push(sha256Check(f, digest, `${name}: sha256 mismatch from ${url}`));
-    return f;
-  };
   for (const b of d.binaries.filter((x) => x.arch === arch)) {
-    const f = fetch(b.name, b.ref, b.digest);
+    const path = `/v2/${b.ref.replace(/:[^:/]+$/, '')}/blobs/${b.digest}`;
+    const f = `"$dir/${b.name}"`;
+    const good = `[ "$(sha256sum ${f} | cut -d' ' -f1)" = ${shq(hexOf(b.digest))} ]`;
+    // Through the node's peer cache when it runs; from the registry when it does not, or its copy is not good.
+    lines.push(`if ! { curl -fsS --max-time 600 -o ${f} ${shq(`${agent}${path}`)} 2>/dev/null && ${good}; }; then`);
+    lines.push(`  curl -fsS --retry 3 --max-time 600 ${registry.startsWith('https:') ? `--cacert ${NODE_CA} ` : ''}-o ${f} ${shq(`${registry}${path}`)}`);
+    lines.push(`  ${sha256Check(f, b.digest, `${b.name}: sha256 mismatch from ${registry}${path}`)}`);
+    lines.push('fi');
     if (b.extract) lines.push(`mkdir -p ${shq(b.extract)} && tar -xzf ${f} -C ${shq(b.extract)}`);
     // -T: the path IS the file; a directory in its place is an error, not a place to drop the file into.
     // Written beside and renamed: a node dying mid-copy never leaves a truncated binary in place.
     else if (b.install && hold.has(b.name)) lines.push(`install -D -T -m ${shq(b.mode)} ${f} ${shq(`${b.install}${STAGED}`)}`);
     else if (b.install) lines.push(`install -D -T -m ${shq(b.mode)} ${f} ${shq(`${b.install}${STAGED}`)} && mv -f -T ${shq(`${b.install}${STAGED}`)} ${shq(b.install)}`);
-  }
-  const runtime = d.runtime?.find((r) => r.arch === arch);
-  if (runtime) {
-    const f = fetch('acinstall.gz', runtime.ref, runtime.digest);
-    const staged = shq(`${NODE_RUNTIME}${STAGED}`);
-    lines.push(`mkdir -p ${shq(dirname(NODE_RUNTIME))} && gzip -dc ${f} > ${staged} && chmod 755 ${staged} && mv -f -T ${staged} ${shq(NODE_RUNTIME)}`);
   }
   // Last: a failed download leaves the node with everything it had.
   lines.push(...removeIfOurs(droppedFiles(replaced, d, arch)));
@@ -70,15 +69,14 @@ export function binariesScript(d: BundleDescriptor, arch: string, registry: stri
 }
 
 /**
- * Installs `d`'s binaries and acinstall's runtime for `arch` (see binariesScript); `replaced` is the
+ * Installs `d`'s binaries for `arch` (see binariesScript); `replaced` is the
  * bundle whose binaries the node holds now, whose files `d` no longer installs go. Returns what was
  * installed, and a warning for each dropped file left in place.
  */
 export async function installBinaries(host: SshHost, d: BundleDescriptor, arch: string, registry: string, hold?: Set<string>, replaced?: BundleDescriptor): Promise<{ installed: string; warnings: string[] }> {
   const count = d.binaries.filter((b) => b.arch === arch).length;
-  const runtime = d.runtime?.find((r) => r.arch === arch);
   const out = await host.check(binariesScript(d, arch, registry, hold, replaced), 'installing binaries', 900_000);
-  return { installed: `${plural(count, 'binary', 'binaries')} for ${arch}${runtime ? `, acinstall ${runtime.version}` : ''}`, warnings: keptWarnings(host.spec.ip, out) };
+  return { installed: `${plural(count, 'binary', 'binaries')} for ${arch}`, warnings: keptWarnings(host.spec.ip, out) };
 }
 
 /** Install path → the sha256 (hex) of each file `d` puts there: `arch`'s, or any arch's when not given. */
@@ -132,14 +130,13 @@ export function sandboxImage(d: BundleDescriptor): string | undefined {
  * hosts.toml for every upstream host, so that image names stay as they are and nothing is ever
  * fetched from the internet. containerd tries each `[host]` in order and then the top-level `server`
  * as one more host, with the top-level TLS settings (remotes/docker/config/hosts.go): the site
- * registry is that `server`, with the site CA and pull/resolve only, and no host entry of its own
- * (the node's peer cache will be the one). The `[host]` table stays, empty: containerd 1.6 refuses
- * a hosts.toml without one ("invalid `host` tree", getSortedHosts) and then falls back to the
- * upstream host itself. containerd sends such a server `?ns=<upstream host>`, which the registry's
- * mirror mode answers. `siteHost` (sealer's `sea.hub:5000`, which ACK Distro's charts name their
+ * registry is that `server`, with the site CA and pull/resolve only, and the node's peer cache agent
+ * (`agent`, plain HTTP on loopback) the one `[host]`, tried first: when it is down containerd goes on
+ * to the server. containerd sends both `?ns=<upstream host>`, which the registry's mirror mode
+ * answers (the agent passes it on). `siteHost` (sealer's `sea.hub:5000`, which ACK Distro's charts name their
  * images under) gets one too.
  */
-export function containerdFiles(d: BundleDescriptor, registry: string, ca?: string, siteHost?: string): Record<string, string> {
+export function containerdFiles(d: BundleDescriptor, registry: string, ca?: string, siteHost?: string, agent = AGENT_LOCAL): Record<string, string> {
   const files: Record<string, string> = {};
   if (ca) files[NODE_CA] = ca;
   const sandbox = sandboxImage(d);
@@ -164,7 +161,8 @@ export function containerdFiles(d: BundleDescriptor, registry: string, ca?: stri
       'capabilities = ["pull", "resolve"]',
       ...(ca ? [`ca = "${NODE_CA}"`] : []),
       '',
-      '[host]',
+      `[host."${agent}"]`,
+      '  capabilities = ["pull", "resolve"]',
       '',
     ].join('\n');
   }

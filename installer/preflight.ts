@@ -6,6 +6,7 @@ import { ownVersion } from '../ui/program.js';
 import { isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import type { SshHost } from './ssh.js';
 import { KUBEADM_STARTED_HERE } from './kubeadm.js';
+import { AGENT_PORT } from './node-setup.js';
 
 /** The socket kubelet and crictl talk to: acinstall's containerd (containerd.service) must own it. */
 export const CONTAINERD_SOCKET = '/run/containerd/containerd.sock';
@@ -32,6 +33,7 @@ const FACTS = [
   'echo "containerd_unit=$(systemctl show -p MainPID containerd 2>/dev/null | cut -d= -f2)"',
   `echo "containerd_cmd=$( [ -n "$s" ] && tr '\\0' ' ' < /proc/$s/cmdline 2>/dev/null | cut -c1-160)"`,
   `echo "kubeadm_started=$(if ${KUBEADM_STARTED_HERE}; then echo 1; else echo 0; fi)"`,
+  'echo "agent=$(systemctl is-active -q acpack-agent 2>/dev/null && echo 1 || echo 0)"',
 ].join('; ');
 
 export interface Facts {
@@ -54,6 +56,8 @@ export interface Facts {
   containerdSocket?: { pid: number; cmd: string; unitPid: number };
   /** A kubeadm init or join of acinstall's left its work here (see KUBEADM_STARTED_HERE). */
   kubeadmStarted: boolean;
+  /** acinstall's peer cache agent runs here (from an earlier run): the agent's port is its own. */
+  agentRunning: boolean;
 }
 
 export async function gatherFacts(host: SshHost): Promise<Facts> {
@@ -75,6 +79,7 @@ export async function gatherFacts(host: SshHost): Promise<Facts> {
     brNetfilter: kv.br_netfilter === '1',
     ipForward: kv.ip_forward === '1',
     kubeadmStarted: kv.kubeadm_started === '1',
+    agentRunning: kv.agent === '1',
     containerdSocket: kv.containerd_sock ? { pid: Number(kv.containerd_sock), cmd: (kv.containerd_cmd ?? '').trim(), unitPid: Number(kv.containerd_unit) || 0 } : undefined,
   };
 }
@@ -171,6 +176,8 @@ export function evaluate(spec: ClusterSpec, facts: Map<HostSpec, Facts>, opts: B
     // server and etcd hold these: the kubeadm step resumes or resets that run, never on top of it.
     const wanted = f.kubeadmStarted ? [] : master ? [6443, 10250, 2379, 2380] : [10250];
     if (h === firstMaster && opts.registryPort) wanted.push(opts.registryPort);
+    // The peer cache's port, unless it is an earlier run's agent that holds it.
+    if (!f.agentRunning) wanted.push(AGENT_PORT);
     const busy = wanted.filter((p) => f.ports.includes(p));
     if (busy.length) fail(h, 'ports', `in use: ${busy.join(', ')}`, `free: ${wanted.join(', ')}`);
     const skew = Math.abs(f.time - opts.now);

@@ -8,6 +8,7 @@ import { KUBEADM_RESET } from './kubeadm.js';
 import { CHART_DIR } from './charts.js';
 import { installedFiles, keptWarnings, NODE_CA, NODE_RUNTIME, removeIfOurs, RUNS_DIR, serviceFiles, shq } from './node-setup.js';
 import { KnownHosts, SshHost } from './ssh.js';
+import { AGENT_UNIT } from './peer-cache.js';
 import { stopRegistry } from './registry-service.js';
 import { withStoreLock } from './store-lock.js';
 import { Journal } from './journal.js';
@@ -16,7 +17,7 @@ import { Journal } from './journal.js';
  * The shell that takes a node back to before acinstall (reset, and delete of one node): kubeadm reset (the control plane, etcd's
  * data, the kubelet's state), the kubelet stopped and its unit gone, the files acinstall wrote
  * (containerd's configuration and hosts.toml, the site CA, kernel settings, the runs and charts on
- * the node, acinstall's runtime, the apiserver.cluster.local line), and the bundle's binaries where they are still the
+ * the node, acinstall's runtime and the peer cache agent with its cache, the apiserver.cluster.local line), and the bundle's binaries where they are still the
  * bundle's bytes (a file changed since is someone else's now). containerd is started again on its
  * own defaults where its binary stays (the distribution's), and disabled where it was the bundle's.
  * Never the store: on the first master it lives under /var/lib/acpack too.
@@ -26,8 +27,9 @@ export function resetScript(d: BundleDescriptor | undefined): string {
     'set -e',
     `if command -v kubeadm >/dev/null; then ${KUBEADM_RESET}; fi`,
     'systemctl disable --now kubelet 2>/dev/null || true',
+    'systemctl disable --now acpack-agent 2>/dev/null || true',
     'systemctl stop containerd 2>/dev/null || true',
-    `rm -rf /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d /etc/containerd/certs.d /etc/containerd/config.toml ${shq(NODE_CA.slice(0, NODE_CA.lastIndexOf('/')))} ${RUNS_DIR} ${CHART_DIR} ${shq(NODE_RUNTIME.slice(0, NODE_RUNTIME.lastIndexOf('/')))}`,
+    `rm -rf /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d /etc/containerd/certs.d /etc/containerd/config.toml ${shq(NODE_CA.slice(0, NODE_CA.lastIndexOf('/')))} ${RUNS_DIR} ${CHART_DIR} ${shq(NODE_RUNTIME.slice(0, NODE_RUNTIME.lastIndexOf('/')))} ${AGENT_UNIT} /var/lib/acpack-agent`,
     `rm -rf ${Object.keys(serviceFiles()).map(shq).join(' ')}`,
     // Any arch's: the node's own is not asked for.
     ...removeIfOurs(installedFiles(d)),

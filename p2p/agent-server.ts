@@ -92,6 +92,7 @@ async function serveBlob(agent: PeerAgent, digest: Digest, path: string, req: In
   try {
     f = await agent.fetch(digest, path);
   } catch (err) {
+    agent.log(`${digest}: its pieces are not known (${(err as Error).message}); containerd goes on to the registry`);
     return refuse(res, 502, `the site registry cannot tell this blob's pieces: ${(err as Error).message}`);
   }
   if (f === undefined) return passThrough(agent, path, req, res);

@@ -11,6 +11,8 @@ import { PiecePicker, type PieceRequest } from './selection.js';
 export const SEED = 'seed';
 /** Where a peer asks an agent for one piece: `/p2p/v1/blobs/<digest>/pieces/<index>`. */
 export const PEER_PIECE_PATH = '/p2p/v1/blobs/';
+/** The soonest a node with a stalled blob asks the tracker again. */
+const STALLED_ANNOUNCE_MS = 300;
 /** The header carrying the serving agent's bitfield of that blob (base64). */
 export const HAVE_HEADER = 'x-acpack-have';
 
@@ -54,15 +56,17 @@ export class PeerAgent {
   readonly stats: AgentStats = { fromSeed: 0, fromPeers: 0, served: 0, badPieces: 0 };
   private readonly picker = new PiecePicker(SEED);
   private readonly fetching = new Map<Digest, Fetch>();
+  private readonly starting = new Map<Digest, Promise<Fetch | 'whole' | undefined>>();
   /** Peer id → its address, from the tracker's answers. */
   private readonly peers = new Map<string, string>();
   private readonly http: Dispatcher;
   private announceTimer: NodeJS.Timeout | undefined;
+  private announceAt = 0;
   private pumpTimer: NodeJS.Timeout | undefined;
   private announcing: Promise<void> | undefined;
   private interval = ANNOUNCE_INTERVAL_MS;
   private stopped = false;
-  private readonly log: (line: string) => void;
+  readonly log: (line: string) => void;
   /** Its id at the tracker: its peer address, spelt as an id may be (`10.0.0.2_5001`). */
   readonly id: string;
 
@@ -99,16 +103,27 @@ export class PeerAgent {
   /**
    * Starts (or joins) the fetch of `digest`, which the registry serves at `seedPath`; resolves once
    * its pieces are known. 'whole': it is here already. undefined: the registry has no pieces for it
-   * (an older registry, or no such blob): the caller serves the registry's answer instead.
+   * (an older registry, or no such blob) or it is one piece at most: the caller serves the
+   * registry's answer instead.
    */
-  async fetch(digest: Digest, seedPath: string): Promise<Fetch | 'whole' | undefined> {
+  fetch(digest: Digest, seedPath: string): Promise<Fetch | 'whole' | undefined> {
     const running = this.fetching.get(digest);
-    if (running) return running;
+    if (running) return Promise.resolve(running);
+    // containerd may ask twice at once (a retry, two images sharing a layer): one start for both.
+    let start = this.starting.get(digest);
+    if (!start) {
+      start = this.begin(digest, seedPath).finally(() => this.starting.delete(digest));
+      this.starting.set(digest, start);
+    }
+    return start;
+  }
+
+  private async begin(digest: Digest, seedPath: string): Promise<Fetch | 'whole' | undefined> {
     if ((await this.store.whole(digest)) !== undefined) return 'whole';
     const info = await this.registryJson<{ size: number; pieceSize: number; hashes: string }>(`/p2p/v1/pieces/${digest}`);
-    if (!info) return undefined;
-    const again = this.fetching.get(digest); // another request started it meanwhile
-    if (again) return again;
+    // One piece or less (configs, small layers, most binaries): one request to the registry costs
+    // less than the announces that would find it a peer.
+    if (!info || info.size <= info.pieceSize) return undefined;
     const hashes = Buffer.from(info.hashes, 'base64');
     if (hashes.length !== pieceCount(info.size, info.pieceSize) * 32) throw new AcpackError('BAD_PIECES', `the registry's piece hashes for ${digest} do not fit its size`);
     const partial = await this.store.partial(digest, info.size, info.pieceSize, hashes);
@@ -138,6 +153,10 @@ export class PeerAgent {
   private pump(): void {
     if (this.stopped) return;
     for (const req of this.picker.next(Date.now())) void this.request(req);
+    // A blob with nothing asked for has no piece it may take: ask the tracker again soon (a peer may
+    // have finished the piece it waits for) rather than at the next interval.
+    const stalled = [...this.fetching.keys()].some((d) => this.picker.downloading(d).isEmpty && !this.picker.complete(d));
+    if (stalled && !this.announcing) this.scheduleAnnounceWithin(Math.max(STALLED_ANNOUNCE_MS, this.interval / 4));
   }
 
   private async request(req: PieceRequest): Promise<void> {
@@ -229,7 +248,13 @@ export class PeerAgent {
   private scheduleAnnounce(ms: number): void {
     if (this.stopped) return;
     clearTimeout(this.announceTimer);
+    this.announceAt = Date.now() + ms;
     this.announceTimer = setTimeout(() => void this.announce(), ms);
+  }
+
+  /** Brings the next announce forward to within `ms`, never back. */
+  private scheduleAnnounceWithin(ms: number): void {
+    if (this.announceAt > Date.now() + ms) this.scheduleAnnounce(ms);
   }
 
   private async announce(): Promise<void> {

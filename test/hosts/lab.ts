@@ -82,9 +82,9 @@ export function inHost(host: Pick<LabHost, 'netns'>, cmd: string, args: string[]
  * Runs `acinstall` as it runs on site: the single executable of the checkout at `root` (its
  * dist/site), on a host (the first master), inside its namespace.
  */
-export async function acinstallOn(host: Pick<LabHost, 'netns'>, args: string[], root: string): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function acinstallOn(host: Pick<LabHost, 'netns'>, args: string[], root: string, timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    return { code: 0, ...(await inHost(host, siteExecutable(nodeArch(), join(root, 'dist', 'site')), args, 120_000)) };
+    return { code: 0, ...(await inHost(host, siteExecutable(nodeArch(), join(root, 'dist', 'site')), args, timeoutMs)) };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
     return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };

@@ -123,10 +123,11 @@ describe('acinstall from on test hosts', { timeout: 180_000 }, () => {
 
   it('writes the kubelet units and kernel settings, starts containerd and enables kubelet (systemctl stand-in)', async () => {
     const [master, worker] = t.lab.hosts;
-    // What changes the node's services (the rest asks systemctl questions): containerd (re)started to run its configuration.
+    // What changes the node's services (the rest asks systemctl questions): the peer cache agent
+    // started, then containerd (re)started to run its configuration.
     const calls = (await ssh(t.lab, master, worker, 'cat /var/log/acpack-standins/systemctl.calls')).stdout.trim().split('\n');
-    expect(calls.filter((c) => !/^(show|cat|is-active|is-enabled) /.test(c))).toEqual(['daemon-reload', 'enable containerd kubelet', 'restart containerd']);
-    expect((await ssh(t.lab, master, worker, 'systemctl is-active containerd && systemctl is-enabled kubelet')).stdout).toBe('active\nenabled\n');
+    expect(calls.filter((c) => !/^(show|cat|is-active|is-enabled) /.test(c))).toEqual(['daemon-reload', 'enable acpack-agent', 'restart acpack-agent', 'daemon-reload', 'enable containerd kubelet', 'restart containerd']);
+    expect((await ssh(t.lab, master, worker, 'systemctl is-active containerd acpack-agent && systemctl is-enabled kubelet')).stdout).toBe('active\nactive\nenabled\n');
     expect((await ssh(t.lab, master, worker, 'cat /etc/systemd/system/kubelet.service.d/10-kubeadm.conf')).stdout).toContain('--kubeconfig=/etc/kubernetes/kubelet.conf');
     // The namespace's own forwarding was switched on from the written sysctl file.
     expect((await ssh(t.lab, master, worker, 'cat /proc/sys/net/ipv4/ip_forward')).stdout.trim()).toBe('1');

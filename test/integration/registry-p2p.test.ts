@@ -13,6 +13,7 @@ import { Database } from '../../oci/sqlite.js';
 import { importBundle, IndexDb, startRegistry, type RunningRegistry } from '../../registry/index.js';
 import { pieceHashes, PIECE_SIZE } from '../../p2p/pieces.js';
 import { Bitfield } from '../../p2p/bitfield.js';
+import { parseAnnounceResponse } from '../../p2p/protocol.js';
 import { ACINSTALL, tempDir, withRegistry } from '../helpers/env.js';
 import { bundleSpec, imageRef } from '../helpers/fixtures.js';
 
@@ -139,7 +140,7 @@ describe('the tracker of `acinstall serve --workers 2`', () => {
   it('is one for all workers: every node hears of the others, whichever worker took its announce', async () => {
     for (let i = 0; i < 6; i++) expect((await announce(`node-${i}`, `127.0.0.1:${7000 + i}`, [i % 3])).status).toBe(200);
     const r = await announce('node-last', '127.0.0.1:7100', []);
-    const answer = (await r.json()) as { blobs: { digest: string; peers: { id: string; addr: string }[] }[] };
+    const answer = parseAnnounceResponse(await r.json(), [{ digest, pieces: 3 }]);
     expect(answer.blobs[0].digest).toBe(digest);
     expect(answer.blobs[0].peers.map((p) => p.id).sort()).toEqual(['node-0', 'node-1', 'node-2', 'node-3', 'node-4', 'node-5']);
   });

@@ -42,6 +42,7 @@ const facts = (arch: string, hostname: string): Facts => ({
   brNetfilter: true,
   ipForward: true,
   kubeadmStarted: false,
+  agentRunning: false,
 });
 
 function preflight(d: BundleDescriptor) {
