@@ -114,7 +114,7 @@ async function serveBlob(agent: PeerAgent, digest: Digest, path: string, req: In
       const { bytesRead } = await fh.read(bytes, 0, bytes.length, at);
       if (bytesRead !== bytes.length) throw new AcpackError('SHORT_READ', `${digest} ended early at ${at + bytesRead}`);
       at = upto;
-      if (!res.write(bytes)) await new Promise((resolve) => res.once('drain', resolve).once('close', resolve));
+      if (!res.write(bytes)) await drainedOrClosed(res);
     }
     res.end();
   } finally {
@@ -141,6 +141,18 @@ async function passThrough(agent: PeerAgent, path: string, req: IncomingMessage,
   }
   res.writeHead(r.statusCode, headers);
   await pipeline(r.body, res);
+}
+
+function drainedOrClosed(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 function refuse(res: ServerResponse, status: number, message: string): void {

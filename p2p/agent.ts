@@ -152,7 +152,9 @@ export class PeerAgent {
 
   private pump(): void {
     if (this.stopped) return;
-    for (const req of this.picker.next(Date.now())) void this.request(req);
+    for (const req of this.picker.next(Date.now())) {
+      this.request(req).catch((err: Error) => this.log(`piece ${req.piece} of ${req.digest}: ${err.message}`));
+    }
     // A blob with nothing asked for has no piece it may take: ask the tracker again soon (a peer may
     // have finished the piece it waits for) rather than at the next interval.
     const stalled = [...this.fetching.keys()].some((d) => this.picker.downloading(d).isEmpty && !this.picker.complete(d));
@@ -167,6 +169,8 @@ export class PeerAgent {
     try {
       bytes = req.peer === SEED ? await this.fromSeed(f, req.piece) : await this.fromPeer(req, f);
     } catch (err) {
+      // The blob finished meanwhile (another copy of this piece won): nothing to release.
+      if (this.fetching.get(req.digest) !== f) return;
       const e = err as AcpackError;
       if (e.code === 'PEER_BUSY') this.picker.busy(req, now());
       else if (e.code === 'PEER_LACKS') this.picker.failed(req, true);
@@ -179,8 +183,9 @@ export class PeerAgent {
       }
       return this.pump();
     }
-    if (!this.fetching.has(req.digest)) return;
+    if (this.fetching.get(req.digest) !== f) return;
     const put = await f.partial.put(req.piece, bytes);
+    if (this.fetching.get(req.digest) !== f) return;
     if (put === 'bad') {
       this.stats.badPieces++;
       this.picker.rejected(req);

@@ -117,6 +117,7 @@ async function readMarks(path: string, count: number): Promise<Bitfield | undefi
 export class PartialBlob {
   private marking = Promise.resolve();
   private closed = false;
+  private readonly writing = new Set<number>();
 
   constructor(
     private readonly store: PieceStore,
@@ -137,8 +138,14 @@ export class PartialBlob {
   async put(index: number, bytes: Buffer): Promise<'new' | 'had' | 'bad'> {
     const { start, end } = pieceRange(this.size, index, this.pieceSize);
     if (bytes.length !== end - start || !verifyPiece(this.hashes, index, bytes)) return 'bad';
-    if (this.have.has(index)) return 'had';
-    await this.fh.write(bytes, 0, bytes.length, start);
+    // Two copies of one piece (the endgame asks two peers) may arrive together: the first one writes.
+    if (this.have.has(index) || this.writing.has(index)) return 'had';
+    this.writing.add(index);
+    try {
+      await this.fh.write(bytes, 0, bytes.length, start);
+    } finally {
+      this.writing.delete(index);
+    }
     this.have.set(index);
     // Marks are a hint for a restart (re-checked then), written one at a time, latest state last.
     const marks = Buffer.from(this.have.toBase64(), 'base64');
