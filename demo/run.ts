@@ -72,8 +72,11 @@ function cleanUp(): Promise<void> {
   return teardown;
 }
 
-// Ctrl-C under npm reaches this process twice (from the terminal, and relayed by tsx): the teardown
-// must not be cut short by the second, so the handler stays and only the first one acts.
+// Ctrl-C under npm reaches this process twice (from the terminal, and relayed by npm): the teardown
+// must not be cut short by the second, so the handler stays and only the first one acts. The demo
+// runs in node itself (--import tsx), not under tsx's CLI: that one SIGKILLs its child when the
+// child has not acknowledged a relayed signal within 30 ms, which a loaded machine misses, and the
+// test hosts then outlived the demo.
 let stopping = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {

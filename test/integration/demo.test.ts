@@ -75,7 +75,7 @@ describe('npm run demo', () => {
       expect(interrupted).toBe(true);
       expect(r.code).not.toBe(0);
       expect(r.err).toContain('demo: SIGINT, tearing down');
-      expect(r.out).toMatch(/test hosts acp\d+ torn down/);
+      expect(r.out, r.err).toMatch(/test hosts acp\d+ torn down/);
       const [, id, subnet] = labLine.exec(r.out)!;
       expect(leftovers(id, subnet)).toEqual([]);
       expect(existsSync(join(work.dir, 'lab.json'))).toBe(false);
