@@ -336,7 +336,7 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
     .command('status')
     .description('Show the install journal: every step on every node')
     .option('--store <dir>', 'where acinstall keeps its state', DEFAULT_STORE)
-    .action((o) => {
+    .action(async (o) => {
       // Opening a journal creates it: look first, so that a wrong --store stays untouched.
       if (!existsSync(o.store)) throw new AcpackError('NOT_INSTALLED', `no store at ${o.store} (it does not exist): acinstall keeps its state in the store on the first master; run status there, with the --store that from used`);
       const j = existsSync(join(o.store, 'journal.db')) ? new Journal(o.store) : undefined;
@@ -346,9 +346,24 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
       // One line each: a long detail (an error) keeps its first line; the per-node log has the rest.
       const table = rows.map((r) => [r.node, r.step, r.status, r.at.replace('T', ' ').slice(0, 19), r.detail.split('\n')[0]]);
       process.stdout.write(`${textTable([['NODE', 'STEP', 'STATUS', 'AT (UTC)', 'DETAIL'], ...table])}\n`);
+      if (existsSync(join(o.store, 'cluster.json'))) process.stdout.write(await peerCacheTable(o.store));
     });
 
   return program;
+}
+
+/** The peer cache's traffic per node, from the tracker in the site registry (empty when it does not answer). */
+async function peerCacheTable(store: string): Promise<string> {
+  const service = await load.service();
+  const nodes = await service.peerCacheNodes(await service.siteRegistry(store, (await loadClusterState(store)).spec));
+  if (!nodes?.length) return '';
+  const now = Date.now();
+  const rows = nodes
+    .sort((a, b) => a.addr.localeCompare(b.addr, undefined, { numeric: true }))
+    .map((n) => [n.addr.replace(/:\d+$/, ''), ...(n.bytes ? [n.bytes.fromSeed, n.bytes.fromPeers, n.bytes.served].map(formatBytes) : ['-', '-', '-']), `${Math.round((now - n.seenAt) / 1000)} s ago`]);
+  const fromSeed = nodes.reduce((sum, n) => sum + (n.bytes?.fromSeed ?? 0), 0);
+  const fromPeers = nodes.reduce((sum, n) => sum + (n.bytes?.fromPeers ?? 0), 0);
+  return `\nPEER CACHE (each node's agent, since it started; the registry sent ${formatBytes(fromSeed)} to agents, peers ${formatBytes(fromPeers)})\n${textTable([['NODE', 'FROM REGISTRY', 'FROM PEERS', 'SERVED', 'ANNOUNCED'], ...rows])}\n`;
 }
 
 /**

@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { Agent, request } from 'undici';
+import type { NodeView } from '../p2p/tracker.js';
 import { AcpackError } from '../oci/errors.js';
 import { ensureTls } from '../registry/index.js';
 import { selfCommand } from '../ui/program.js';
@@ -97,6 +98,20 @@ async function backgroundPid(store: string): Promise<number | undefined> {
 }
 
 const unitFile = join('/etc/systemd/system', REGISTRY_UNIT);
+
+/** Each node's peer cache traffic as its agent last told the tracker; undefined when the registry does not answer. */
+export async function peerCacheNodes(r: SiteRegistry): Promise<NodeView[] | undefined> {
+  const agent = new Agent({ connect: { ca: r.ca, timeout: 3000 }, headersTimeout: 5000, bodyTimeout: 5000 });
+  try {
+    const res = await request(`${r.url}/p2p/v1/nodes`, { dispatcher: agent });
+    const text = await res.body.text();
+    return res.statusCode === 200 ? (JSON.parse(text) as NodeView[]) : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    await agent.close();
+  }
+}
 
 /** How the site registry runs now, for `acinstall registry status`: whether it answers, and what runs it. */
 export async function registryStatus(r: SiteRegistry): Promise<{ running: boolean; how: string }> {

@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { request } from 'undici';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { AcpackError } from '../oci/errors.js';
-import { parseRange } from '../registry/pull.js';
+import { drainedOrClosed, parseRange } from '../registry/pull.js';
 import { HAVE_HEADER, PEER_PIECE_PATH, type PeerAgent } from './agent.js';
 import { Bitfield } from './bitfield.js';
 import { pieceCount, pieceRange } from './pieces.js';
@@ -141,18 +141,6 @@ async function passThrough(agent: PeerAgent, path: string, req: IncomingMessage,
   }
   res.writeHead(r.statusCode, headers);
   await pipeline(r.body, res);
-}
-
-function drainedOrClosed(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-  });
 }
 
 function refuse(res: ServerResponse, status: number, message: string): void {

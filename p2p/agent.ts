@@ -274,7 +274,8 @@ export class PeerAgent {
           return { digest, size, pieceSize, have: this.picker.have(digest).copy(), downloading: this.picker.downloading(digest) };
         });
         const left = blobs.reduce((n, b) => n + bytesLeft(b, b.have), 0);
-        const answer = await this.post(encodeAnnounce({ node: this.id, addr: this.o.peerAddr, blobs, done, left, stopped: false }));
+        const { fromSeed, fromPeers, served } = this.stats;
+        const answer = await this.post(encodeAnnounce({ node: this.id, addr: this.o.peerAddr, blobs, done, left, stopped: false, bytes: { fromSeed, fromPeers, served } }));
         const parsed = parseAnnounceResponse(answer, fetching.map((f) => ({ digest: f.partial.digest, pieces: f.partial.pieces })));
         this.picker.trackerLost = false;
         this.interval = parsed.interval;

@@ -5,13 +5,14 @@
  * so everything is checked here before it touches the tracker's state: formats, sizes, bitfield
  * lengths against piece counts, and every count bounded.
  *
- * Request:  { node, addr, blobs: [{ digest, size, pieceSize?, have, downloading }], done: [{ digest, size, pieceSize? }], left, stopped? }
+ * Request:  { node, addr, blobs: [{ digest, size, pieceSize?, have, downloading }], done: [{ digest, size, pieceSize? }], left, stopped?, bytes? }
  * Response: { interval, peers: [{ id, addr }], blobs: [{ have: [bitfield…], seed: [piece…] }] }
  *
  * `blobs` are the blobs the node is fetching (bitfields in base64, see bitfield.ts); `done` the
  * blobs it holds whole and serves, sent without bitfields so that a node seeding hundreds of blobs
  * still sends ~100 bytes per blob; `left` the bytes it still lacks over `blobs` (checked against
- * the bitfields); `stopped` an agent going away. `pieceSize` defaults to PIECE_SIZE. The response
+ * the bitfields); `stopped` an agent going away; `bytes` what its agent took from the registry and
+ * from peers and served to peers since it started (for status and metrics, never for selection). `pieceSize` defaults to PIECE_SIZE. The response
  * names the peers chosen for this node once, and has one entry per blob of `blobs`, in that order:
  * `have` is aligned with `peers` ("*" the whole blob, "-" not in this blob's swarm, else the
  * bitfield; most peers hold a blob whole or not at all, so most entries are one character), and
@@ -62,6 +63,14 @@ export interface Announce {
   done: BlobRef[];
   left: number;
   stopped: boolean;
+  bytes?: NodeBytes;
+}
+
+/** An agent's traffic since it started. */
+export interface NodeBytes {
+  fromSeed: number;
+  fromPeers: number;
+  served: number;
 }
 
 export interface PeerInfo {
@@ -90,6 +99,7 @@ export type AnnounceWire = {
   done: { digest: string; size: number; pieceSize?: number }[];
   left: number;
   stopped?: true;
+  bytes?: NodeBytes;
 };
 
 export type AnnounceResponseWire = {
@@ -120,6 +130,7 @@ export function encodeAnnounce(a: Announce): AnnounceWire {
     left: a.left,
   };
   if (a.stopped) wire.stopped = true;
+  if (a.bytes) wire.bytes = { fromSeed: a.bytes.fromSeed, fromPeers: a.bytes.fromPeers, served: a.bytes.served };
   return wire;
 }
 
@@ -216,7 +227,7 @@ function bitfield(v: unknown, pieces: number, where: string): Bitfield {
 
 /** Checks a decoded announce body and turns it into an Announce, or throws BAD_ANNOUNCE naming the first fault. */
 export function parseAnnounce(body: unknown): Announce {
-  const o = object(body, 'the announce', ['node', 'addr', 'blobs', 'done', 'left'], ['stopped']);
+  const o = object(body, 'the announce', ['node', 'addr', 'blobs', 'done', 'left'], ['stopped', 'bytes']);
   const node = checkNodeId(o.node);
   const addr = checkPeerAddress(o.addr);
   const seen = new Set<string>();
@@ -242,7 +253,12 @@ export function parseAnnounce(body: unknown): Announce {
   const counted = blobs.reduce((sum, b) => sum + bytesLeft(b, b.have), 0);
   if (left !== counted) bad(`left is ${left} but the bitfields leave ${counted} bytes`);
   if (o.stopped !== undefined && o.stopped !== true) bad('stopped is not true');
-  return { node, addr, blobs, done, left, stopped: o.stopped === true };
+  let bytes: NodeBytes | undefined;
+  if (o.bytes !== undefined) {
+    const b = object(o.bytes, 'bytes', ['fromSeed', 'fromPeers', 'served']);
+    bytes = { fromSeed: integer(b.fromSeed, 'bytes.fromSeed', 0, Number.MAX_SAFE_INTEGER), fromPeers: integer(b.fromPeers, 'bytes.fromPeers', 0, Number.MAX_SAFE_INTEGER), served: integer(b.served, 'bytes.served', 0, Number.MAX_SAFE_INTEGER) };
+  }
+  return { node, addr, blobs, done, left, stopped: o.stopped === true, ...(bytes ? { bytes } : {}) };
 }
 
 /**

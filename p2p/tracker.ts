@@ -26,6 +26,7 @@ import {
   type AnnounceResponseWire,
   type BlobAnswer,
   type BlobRef,
+  type NodeBytes,
   type PeerInfo,
 } from './protocol.js';
 
@@ -56,6 +57,16 @@ interface NodeRecord {
   addr: string;
   expiresAt: number;
   swarms: Set<Swarm>;
+  bytes?: NodeBytes;
+  seenAt: number;
+}
+
+/** What the tracker last heard from a node, for status and metrics. */
+export interface NodeView {
+  id: string;
+  addr: string;
+  seenAt: number;
+  bytes?: NodeBytes;
 }
 
 /** The members of one blob's swarm and its piece counts. */
@@ -224,10 +235,12 @@ export class Tracker {
     this.admit(a);
     let node = this.nodes.get(a.node);
     if (!node) {
-      node = { id: a.node, addr: a.addr, expiresAt: 0, swarms: new Set() };
+      node = { id: a.node, addr: a.addr, expiresAt: 0, swarms: new Set(), seenAt: now };
       this.nodes.set(a.node, node);
     }
     node.addr = a.addr;
+    node.seenAt = now;
+    if (a.bytes) node.bytes = a.bytes;
 
     const fetching: Swarm[] = [];
     const mentioned = new Set<Swarm>();
@@ -252,6 +265,11 @@ export class Tracker {
     const interval = a.left > 0 ? this.activeInterval() : this.opt.idleInterval;
     node.expiresAt = now + this.opt.missedIntervals * interval;
     return { interval, blobs };
+  }
+
+  /** The nodes it follows, with their traffic as they last told it. */
+  nodeViews(): NodeView[] {
+    return [...this.nodes.values()].map(({ id, addr, seenAt, bytes }) => ({ id, addr, seenAt, ...(bytes ? { bytes } : {}) }));
   }
 
   /** Drops a node now (an agent that said it stops, a node deleted from the cluster). */

@@ -7,7 +7,7 @@ import { AcpackError } from '../oci/errors.js';
 import type { ContentStore } from '../oci/store.js';
 import { PIECE_SIZE, pieceHashesOfFile } from '../p2p/pieces.js';
 import { MAX_ANNOUNCE_BYTES, type AnnounceResponseWire } from '../p2p/protocol.js';
-import { Tracker } from '../p2p/tracker.js';
+import { Tracker, type NodeView } from '../p2p/tracker.js';
 import type { IndexDb } from './index-db.js';
 import { sendError } from './errors.js';
 
@@ -18,6 +18,8 @@ import { sendError } from './errors.js';
 export const PIECES_PATH = '/p2p/v1/pieces/';
 /** POST: an agent's announce (p2p/protocol.ts). */
 export const ANNOUNCE_PATH = '/p2p/v1/announce';
+/** GET: the nodes the tracker follows, with their agents' traffic. */
+export const NODES_PATH = '/p2p/v1/nodes';
 
 export interface PiecesAnswer {
   digest: Digest;
@@ -57,6 +59,11 @@ export function p2pRoutes(store: ContentStore, db: IndexDb, tracker: TrackerServ
     res.json(answer);
   });
 
+  // Each node's agent traffic as it last announced it (acinstall status shows it).
+  router.get(NODES_PATH, async (_req: Request, res: Response) => {
+    res.json(await tracker.nodes());
+  });
+
   router.post(ANNOUNCE_PATH, express.json({ limit: MAX_ANNOUNCE_BYTES, type: () => true }), async (req: Request, res: Response) => {
     const source = plainAddress(req.socket.remoteAddress ?? '');
     // Peers will connect to the address an announce names: only a node's own, never one it makes up.
@@ -93,6 +100,7 @@ function hostOf(addr: string): string {
 /** Where announces go: the one tracker of this `serve`, in this process or (a worker) in the primary. */
 export interface TrackerService {
   announce(body: unknown): Promise<AnnounceResponseWire>;
+  nodes(): Promise<NodeView[]>;
 }
 
 class LocalTracker implements TrackerService {
@@ -101,11 +109,16 @@ class LocalTracker implements TrackerService {
   async announce(body: unknown): Promise<AnnounceResponseWire> {
     return this.tracker.handle(body, Date.now());
   }
+
+  async nodes(): Promise<NodeView[]> {
+    return this.tracker.nodeViews();
+  }
 }
 
 type TrackerMessage =
   | { type: 'acpack:announce'; id: string; body: unknown }
-  | { type: 'acpack:announced'; id: string; answer?: AnnounceResponseWire; error?: { code: string; message: string } };
+  | { type: 'acpack:nodes'; id: string }
+  | { type: 'acpack:announced'; id: string; answer?: unknown; error?: { code: string; message: string } };
 
 /** In a worker: the primary holds the tracker (a message round trip per announce). */
 class PrimaryTracker implements TrackerService {
@@ -118,6 +131,14 @@ class PrimaryTracker implements TrackerService {
   }
 
   announce(body: unknown): Promise<AnnounceResponseWire> {
+    return this.ask((id) => ({ type: 'acpack:announce', id, body })) as Promise<AnnounceResponseWire>;
+  }
+
+  nodes(): Promise<NodeView[]> {
+    return this.ask((id) => ({ type: 'acpack:nodes', id })) as Promise<NodeView[]>;
+  }
+
+  private ask(message: (id: string) => TrackerMessage): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const id = randomUUID();
       const timer = setTimeout(() => {
@@ -128,9 +149,9 @@ class PrimaryTracker implements TrackerService {
         clearTimeout(timer);
         this.waiting.delete(id);
         if (m.error) reject(new AcpackError(m.error.code, m.error.message));
-        else resolve(m.answer!);
+        else resolve(m.answer);
       });
-      process.send!({ type: 'acpack:announce', id, body } satisfies TrackerMessage);
+      process.send!(message(id));
     });
   }
 }
@@ -144,8 +165,8 @@ export function trackerService(): TrackerService {
 export function serveTracker(tracker = new Tracker()): void {
   const local = new LocalTracker(tracker);
   cluster.on('message', (worker, m: TrackerMessage) => {
-    if (m?.type !== 'acpack:announce') return;
-    local.announce(m.body).then(
+    if (m?.type !== 'acpack:announce' && m?.type !== 'acpack:nodes') return;
+    (m.type === 'acpack:announce' ? local.announce(m.body) : local.nodes()).then(
       (answer) => worker.isConnected() && worker.send({ type: 'acpack:announced', id: m.id, answer } satisfies TrackerMessage),
       (err: Error) => worker.isConnected() && worker.send({ type: 'acpack:announced', id: m.id, error: { code: (err as AcpackError).code ?? 'INTERNAL', message: err.message } } satisfies TrackerMessage),
     );

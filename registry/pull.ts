@@ -1,4 +1,5 @@
 import type { Request, Response } from 'express';
+import type { ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { constants as bufferLimits } from 'node:buffer';
 import { open } from 'node:fs/promises';
@@ -139,7 +140,8 @@ export async function getBlob(req: Request, res: Response, store: ContentStore, 
   else res.end(body); // plain: the kernel copies straight from the mapping
 }
 
-function drainedOrClosed(res: Response): Promise<void> {
+/** Resolves once the response drains or closes, leaving no listener behind. */
+export function drainedOrClosed(res: ServerResponse): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       res.off('drain', done);

@@ -60,6 +60,14 @@ describe('the peer cache on test hosts', { timeout: 400_000 }, () => {
       expect(s.badPieces).toBe(0);
     }
     expect(stats.reduce((n, s) => n + s.served, 0), summary).toBeGreaterThan(0);
+    // acinstall status shows each node's traffic as its agent last announced it (the next announce: within 30 s).
+    let table = '';
+    for (let i = 0; i < 70 && !workers.every((w) => new RegExp(`${w.ip.replace(/\./g, '\\.')}\\s+\\S+ \\S+\\s+[1-9]`).test(table)); i++) {
+      table = (await acinstallOn(master, ['status', '--store', store], ROOT)).stdout;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(table).toContain('PEER CACHE');
+    for (const w of workers) expect(table, table).toMatch(new RegExp(`${w.ip.replace(/\./g, '\\.')}\\s+\\S+ \\S+\\s+[1-9]`));
   });
 
   it('keeps what an agent verified across its restart: a second pull on that node takes nothing from anyone', async () => {

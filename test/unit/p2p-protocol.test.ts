@@ -35,6 +35,12 @@ describe('the announce', () => {
     expect(JSON.stringify(body())).not.toContain('pieceSize'); // the default is left out
   });
 
+  it("carries the agent's traffic, for status", () => {
+    const a = { ...announce(), bytes: { fromSeed: 5, fromPeers: 7, served: 9 } };
+    expect(parseAnnounce(JSON.parse(JSON.stringify(encodeAnnounce(a)))).bytes).toEqual({ fromSeed: 5, fromPeers: 7, served: 9 });
+    expect(parseAnnounce(body()).bytes).toBeUndefined();
+  });
+
   it.each([
     ['a bad digest', (b: any) => (b.blobs[0].digest = 'sha256:XYZ'), /digest/],
     ['a bitfield for another piece count', (b: any) => (b.blobs[0].have = new Bitfield(40).toBase64()), /base64 characters/],
@@ -48,6 +54,8 @@ describe('the announce', () => {
     ['a zero-byte blob', (b: any) => (b.done[0].size = 0), /size/],
     ['a piece size below the minimum', (b: any) => (b.done[0].pieceSize = 1024), /pieceSize/],
     ['too many blobs', (b: any) => (b.done = Array.from({ length: 4097 }, (_, i) => ({ digest: sha256(`${i}`), size: 1 }))), /more than 4096/],
+    ['traffic that is not a count of bytes', (b: any) => (b.bytes = { fromSeed: -1, fromPeers: 0, served: 0 }), /bytes.fromSeed/],
+    ['traffic with a field missing', (b: any) => (b.bytes = { fromSeed: 1, served: 0 }), /lacks "fromPeers"/],
     ['not an object', (b: any) => (b.blobs = 'all of them'), /not an array/],
   ])('refuses %s', (_name, change, message) => {
     expect(() => parseAnnounce(body(change))).toThrow(message);
