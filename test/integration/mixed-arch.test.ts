@@ -58,11 +58,11 @@ describe('a cluster of amd64 and arm64 nodes', { timeout: 300_000 }, () => {
       expect(sums[1], `${h.name}'s runtime`).toBe(await bundledRuntimeSha(store, arch));
       expect((await on(h, 'stat -c %a /usr/local/lib/acpack/acinstall')).stdout.trim()).toBe('755');
     }
-    // The node's runtime runs on its arch: natively on the master, under qemu-user on the arm64 worker.
+    // The master's runs. The arm64 one is the bundled executable byte for byte (above), which
+    // site-executable.test.ts runs under qemu-user (import, serve): not run again here, where
+    // qemu would spend a minute of CPU compiling the same bundle.
     const version = (await acinstallOn(master, ['--version'], ROOT)).stdout.trim();
     expect((await on(master, '/usr/local/lib/acpack/acinstall --version')).stdout.trim()).toBe(version);
-    const emulated = await on(arm, 'qemu-aarch64-static -L /usr/aarch64-linux-gnu /usr/local/lib/acpack/acinstall --version', 240_000);
-    expect(emulated.stdout.trim()).toBe(version);
 
     expect((await on(arm, 'cat /var/log/acpack-standins/kubeadm.calls')).stdout).toMatch(/^join /m);
     const status = (await acinstallOn(master, ['status', '--store', store], ROOT)).stdout;
