@@ -302,7 +302,6 @@ describe('acinstall from on test hosts', { timeout: 180_000 }, () => {
     expect((await acinstall(['delete', '-n', w2.ip, '--yes', '--store', store()])).code).toBe(0);
     // A slow download on w2, so that the cut lands while its binaries are being fetched.
     await ssh(t.lab, master, w2, `printf '#!/bin/sh\ntouch /tmp/curl-started\nsleep 60\nexec /usr/bin/curl "$@"\n' > /usr/local/bin/curl && chmod +x /usr/local/bin/curl && rm -f /tmp/curl-started`);
-    const t0 = Date.now();
     // join, not from: from names the cluster's nodes, and w2 is not one of them any more.
     const running = acinstall(['join', '-n', w2.ip, '--store', store(), '--ignore-preflight', 'disk,ip_forward,br_netfilter']);
     for (let i = 0; i < 300; i++) {
@@ -310,11 +309,15 @@ describe('acinstall from on test hosts', { timeout: 180_000 }, () => {
       await sleep(100);
     }
     await killHost(w2);
+    const cut = Date.now();
     const r = await running;
-    const seconds = (Date.now() - t0) / 1000;
+    // Counted from the cut: what comes before it (preflight, the steps up to the slow download) is
+    // the machine's load, not the detection. Keepalives (5 s, 3 missed) notice in about 20 s; TCP's
+    // timeout or the step's would take minutes.
+    const seconds = (Date.now() - cut) / 1000;
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(new RegExp(`1 of 3 nodes failed:\\n  ${w2.ip.replace(/\./g, '\\.')}: .*connection was lost`));
-    expect(seconds).toBeLessThan(60); // noticed by keepalives, not at TCP's timeout or the step's
+    expect(seconds).toBeLessThan(45);
     expect((await acinstall(['status', '--store', store()])).stdout).not.toMatch(new RegExp(`${w2.ip.replace(/\./g, '\\.')}\\s+kubeadm-join\\s+done`));
     expect(r.stderr).toContain('a node that will not come back: acinstall delete -n IP --force');
 
