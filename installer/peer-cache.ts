@@ -52,9 +52,10 @@ export function peerCacheScript(d: BundleDescriptor, arch: string, registry: str
     );
   }
   // The fingerprint: the unit's sha256 and the runtime's digest (the bundle's, not re-hashed on every run).
+  // Compared with sha256sum, which preflight checks every node has (cmp is diffutils, not always there).
   const fingerprint = `${sha256(unit).slice(7, 23)} ${runtime?.digest ?? 'none'}`;
   lines.push(
-    `if cmp -s "$dir/unit" ${AGENT_UNIT} && [ "$(cat ${AGENT_APPLIED} 2>/dev/null)" = ${shq(fingerprint)} ] && systemctl is-active -q acpack-agent; then :; else`,
+    `if [ "$(sha256sum < "$dir/unit")" = "$(sha256sum < ${AGENT_UNIT} 2>/dev/null)" ] && [ "$(cat ${AGENT_APPLIED} 2>/dev/null)" = ${shq(fingerprint)} ] && systemctl is-active -q acpack-agent; then :; else`,
     `  mv -f "$dir/unit" ${AGENT_UNIT}`,
     '  systemctl daemon-reload',
     '  systemctl enable acpack-agent',
