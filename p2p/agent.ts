@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { Agent as HttpAgent, request, type Dispatcher } from 'undici';
 import type { Digest } from '../oci/digest.js';
 import { AcpackError, formatBytes } from '../oci/errors.js';
@@ -57,6 +58,8 @@ export class PeerAgent {
   private readonly picker = new PiecePicker(SEED);
   private readonly fetching = new Map<Digest, Fetch>();
   private readonly starting = new Map<Digest, Promise<Fetch | 'whole' | undefined>>();
+  /** Blobs whose every piece is here, being checked whole and moved in place. */
+  private readonly finishing = new Map<Digest, Promise<void>>();
   /** Peer id → its address, from the tracker's answers. */
   private readonly peers = new Map<string, string>();
   private readonly http: Dispatcher;
@@ -76,7 +79,10 @@ export class PeerAgent {
   ) {
     this.log = o.log ?? (() => {});
     this.id = o.peerAddr.replace(/[^A-Za-z0-9._-]/g, '_');
-    this.http = new HttpAgent({ connect: o.ca ? { ca: o.ca } : {}, headersTimeout: 15_000, bodyTimeout: 60_000, connections: 32 });
+    // Outgoing connections leave from the peer address: the tracker takes an announce only from the
+    // address it names, and on a node with two NICs the route to the master may pick the other one.
+    const localAddress = o.peerAddr.slice(0, o.peerAddr.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+    this.http = new HttpAgent({ connect: { ...(o.ca ? { ca: o.ca } : {}), ...(isIP(localAddress) ? { localAddress } : {}) }, headersTimeout: 15_000, bodyTimeout: 60_000, connections: 32 });
   }
 
   static async start(o: AgentOptions): Promise<PeerAgent> {
@@ -119,6 +125,7 @@ export class PeerAgent {
   }
 
   private async begin(digest: Digest, seedPath: string): Promise<Fetch | 'whole' | undefined> {
+    await this.finishing.get(digest)?.catch(() => {});
     if ((await this.store.whole(digest)) !== undefined) return 'whole';
     const info = await this.registryJson<{ size: number; pieceSize: number; hashes: string }>(`/p2p/v1/pieces/${digest}`);
     // One piece or less (configs, small layers, most binaries): one request to the registry costs
@@ -207,16 +214,23 @@ export class PeerAgent {
   }
 
   private async finish(f: Fetch): Promise<void> {
-    if (!this.fetching.has(f.partial.digest)) return;
-    this.fetching.delete(f.partial.digest);
-    this.picker.removeBlob(f.partial.digest);
+    const digest = f.partial.digest;
+    if (!this.fetching.has(digest)) return;
+    this.fetching.delete(digest);
+    this.picker.removeBlob(digest);
+    // Until the whole blob is checked and in place, a new ask waits for it (begin) rather than
+    // finding neither a fetch nor a whole blob and fetching it all again.
+    const finishing = f.partial.finish();
+    this.finishing.set(digest, finishing);
     try {
-      await f.partial.finish();
+      await finishing;
       f.settle();
       this.scheduleAnnounce(20); // peers learn at once that this node has the whole blob
     } catch (err) {
       this.log((err as Error).message);
       f.settle(err as Error);
+    } finally {
+      this.finishing.delete(digest);
     }
     if (this.fetching.size === 0) {
       clearInterval(this.pumpTimer);
