@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { hexOf, isDigest, READ_CHUNK, type Digest } from '../oci/digest.js';
@@ -61,10 +62,8 @@ export class PieceStore {
    */
   async partial(digest: Digest, size: number, pieceSize: number, hashes: Buffer): Promise<PartialBlob> {
     const path = join(this.dir, 'partial', hexOf(digest));
-    const fh = await open(path, 'a+', 0o600).then(async (f) => {
-      await f.close();
-      return open(path, 'r+');
-    });
+    // Read and write at any offset, made if absent, never truncated: a restart resumes it.
+    const fh = await open(path, constants.O_RDWR | constants.O_CREAT, 0o600);
     try {
       if ((await fh.stat()).size !== size) await fh.truncate(size);
       const count = pieceCount(size, pieceSize);
