@@ -178,6 +178,9 @@ async function startHostSshd(lab: Lab, name: string, netns: string, ip: string, 
     `mount --rbind /dev ${m}/dev`,
     `mount -t tmpfs tmpfs ${m}/run`,
     `mkdir -p ${m}/run/sshd`,
+    // root's shell starts as on a fresh node: this machine's ~/.bashrc (pyenv, cargo) costs ~0.7 s,
+    // and bash sources it for every command sshd runs.
+    `cp /etc/skel/.bashrc /etc/skel/.profile ${m}/root/`,
     // systemd is not PID 1 here: a small supervisor takes its place on every host (systemctl and
     // journalctl stand-ins, see standins/systemd.mjs), run by this machine's node.
     ...['systemd.mjs', 'systemd-units.mjs'].map((f) => `install -D -m 644 ${STANDINS}/${f} ${m}/usr/local/lib/acpack-standins/${f}`),
