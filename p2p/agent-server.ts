@@ -8,14 +8,16 @@ import { drainedOrClosed, parseRange } from '../registry/pull.js';
 import { HAVE_HEADER, PEER_PIECE_PATH, type PeerAgent } from './agent.js';
 import { Bitfield } from './bitfield.js';
 import { pieceCount, pieceRange } from './pieces.js';
+import { PIECES_PATH } from './protocol.js';
 
 // The agent's two faces. For its own containerd (127.0.0.1): a pull-only OCI endpoint whose
 // manifests and tags come from the site registry as they are, and whose blobs come through the
-// peer cache. For peers (the node's cluster address): one piece at a time, and nothing else.
+// peer cache. For peers (the node's cluster address): pieces, and what it has of a blob.
 
 const BLOB_RE = /^\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/;
 const MANIFEST_RE = /^\/v2\/(.+)\/(manifests|tags)\/([^/]+)$/;
 const PIECE_RE = new RegExp(`^${PEER_PIECE_PATH}(sha256:[0-9a-f]{64})/pieces/(\\d+)$`);
+const PIECES_RE = new RegExp(`^${PIECES_PATH}(sha256:[0-9a-f]{64})$`);
 /** Pieces served to peers at once; more wait for the asker to try elsewhere (503). */
 const UPLOAD_SLOTS = 8;
 
@@ -28,13 +30,23 @@ export function localServer(agent: PeerAgent): Server {
 export function peerServer(agent: PeerAgent): Server {
   let uploads = 0;
   return createServer((req, res) => {
-    const m = PIECE_RE.exec(req.url ?? '');
-    if (req.method !== 'GET' || !m) return refuse(res, 404, 'a peer asks for pieces only');
+    const piece = PIECE_RE.exec(req.url ?? '');
+    const pieces = PIECES_RE.exec(req.url ?? '');
+    if (req.method !== 'GET' || !(piece || pieces)) return refuse(res, 404, 'a peer asks for pieces only');
     if (uploads >= UPLOAD_SLOTS) return refuse(res, 503, 'all upload slots are taken');
     uploads++;
     res.on('close', () => uploads--);
-    servePiece(agent, m[1] as Digest, Number(m[2]), res).catch((err) => fail(res, err));
+    const served = piece ? servePiece(agent, piece[1] as Digest, Number(piece[2]), res) : servePieces(agent, pieces![1] as Digest, res);
+    served.catch((err) => fail(res, err));
   });
+}
+
+/** A blob's piece hashes and this node's bitfield of it, for a peer that cannot ask the registry. */
+async function servePieces(agent: PeerAgent, digest: Digest, res: ServerResponse): Promise<void> {
+  const known = await agent.piecesFor(digest);
+  if (!known) return refuse(res, 404, `${digest} is not here`);
+  res.writeHead(200, { 'content-type': 'application/json', [HAVE_HEADER]: known.have.toBase64() });
+  res.end(JSON.stringify(known.answer));
 }
 
 async function servePiece(agent: PeerAgent, digest: Digest, index: number, res: ServerResponse): Promise<void> {

@@ -4,8 +4,8 @@ import type { Digest } from '../oci/digest.js';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { Bitfield } from './bitfield.js';
 import { PieceStore, type PartialBlob } from './piece-store.js';
-import { PIECE_SIZE, pieceCount, pieceRange } from './pieces.js';
-import { ANNOUNCE_INTERVAL_MS, bytesLeft, encodeAnnounce, MAX_DONE_BLOBS, parseAnnounceResponse, type AnnounceWire } from './protocol.js';
+import { PIECE_SIZE, pieceCount, pieceHashesOfFile, pieceRange } from './pieces.js';
+import { ANNOUNCE_INTERVAL_MS, bytesLeft, encodeAnnounce, MAX_DONE_BLOBS, parseAnnounceResponse, parsePiecesAnswer, PIECES_PATH, type AnnounceWire, type BlobRef, type PiecesAnswer } from './protocol.js';
 import { PiecePicker, type PieceRequest } from './selection.js';
 
 /** The picker's name for the site registry, the seed that has every piece. */
@@ -16,6 +16,15 @@ export const PEER_PIECE_PATH = '/p2p/v1/blobs/';
 const STALLED_ANNOUNCE_MS = 300;
 /** The header carrying the serving agent's bitfield of that blob (base64). */
 export const HAVE_HEADER = 'x-acpack-have';
+/**
+ * A fetch that gets no piece for this long fails, and containerd's request with it: what is left is
+ * with no peer it can reach and the registry does not answer (the master gone before seeding it).
+ */
+export const STALL_MS = 90_000;
+/** With the tracker out of reach, how often a stalled blob asks the peers it knows what they have. */
+const POLL_PEERS_MS = 1_000;
+/** Peers asked at most for one blob's pieces or bitfield. */
+const MAX_POLLED_PEERS = 8;
 
 export interface AgentOptions {
   /** The site registry: `https://10.0.0.1:5000`. */
@@ -29,6 +38,8 @@ export interface AgentOptions {
   /** host:port where peers reach this agent. */
   peerAddr: string;
   log?: (line: string) => void;
+  /** How long a fetch may go without a piece before it fails (STALL_MS). */
+  stallMs?: number;
 }
 
 export interface AgentStats {
@@ -40,6 +51,10 @@ export interface AgentStats {
 
 interface Fetch {
   partial: PartialBlob;
+  /** When a piece last arrived (or the fetch began). */
+  progressAt: number;
+  /** When its peers were last asked for their bitfields (the tracker out of reach). */
+  polledAt: number;
   /** The registry path that serves this blob (the repository containerd asked under), for the seed's pieces. */
   seedPath: string;
   waiters: Map<number, (() => void)[]>;
@@ -69,6 +84,10 @@ export class PeerAgent {
   private announcing: Promise<void> | undefined;
   private interval = ANNOUNCE_INTERVAL_MS;
   private stopped = false;
+  /** Since when requests to the registry fail (logged once per outage), 0 while it answers. */
+  private seedDownSince = 0;
+  /** Piece hashes of whole blobs, computed for peers that ask while the registry is gone. */
+  private readonly wholeHashes = new Map<Digest, Promise<Buffer>>();
   readonly log: (line: string) => void;
   /** Its id at the tracker: its peer address, spelt as an id may be (`10.0.0.2_5001`). */
   readonly id: string;
@@ -127,19 +146,31 @@ export class PeerAgent {
   private async begin(digest: Digest, seedPath: string): Promise<Fetch | 'whole' | undefined> {
     await this.finishing.get(digest)?.catch(() => {});
     if ((await this.store.whole(digest)) !== undefined) return 'whole';
-    const info = await this.registryJson<{ size: number; pieceSize: number; hashes: string }>(`/p2p/v1/pieces/${digest}`);
-    // One piece or less (configs, small layers, most binaries): one request to the registry costs
-    // less than the announces that would find it a peer.
-    if (!info || info.size <= info.pieceSize) return undefined;
-    const hashes = Buffer.from(info.hashes, 'base64');
-    if (hashes.length !== pieceCount(info.size, info.pieceSize) * 32) throw new AcpackError('BAD_PIECES', `the registry's piece hashes for ${digest} do not fit its size`);
-    const partial = await this.store.partial(digest, info.size, info.pieceSize, hashes);
+    let info: (BlobRef & { hashes: Buffer }) | undefined;
+    let views: { peer: string; have: Bitfield }[] = [];
+    try {
+      const answer = await this.registryJson<PiecesAnswer>(`${PIECES_PATH}${digest}`);
+      // One piece or less (configs, small layers, most binaries): one request to the registry costs
+      // less than the announces that would find it a peer.
+      if (!answer || answer.size <= answer.pieceSize) return undefined;
+      info = parsePiecesAnswer(answer, digest);
+    } catch (err) {
+      // The registry is gone (the master stopped after seeding): a peer that has the blob tells its
+      // pieces. Its hashes are only as good as that peer, but the whole digest, checked before the
+      // blob is visible, is not: a lie costs a refetch, never a wrong blob.
+      const fromPeers = await this.piecesFromPeers(digest);
+      if (!fromPeers) throw err;
+      ({ info, views } = fromPeers);
+      this.log(`${digest}: the registry does not answer (${(err as Error).message}); fetching it from the ${views.length} peer(s) that have it`);
+    }
+    const partial = await this.store.partial(digest, info.size, info.pieceSize, info.hashes);
     let settle!: (err?: Error) => void;
     const done = new Promise<void>((resolve, reject) => (settle = (err) => (err ? reject(err) : resolve())));
     done.catch(() => {}); // a waiter may never come
-    const f: Fetch = { partial, seedPath, waiters: new Map(), done, settle };
+    const f: Fetch = { partial, progressAt: Date.now(), polledAt: Date.now(), seedPath, waiters: new Map(), done, settle };
     this.fetching.set(digest, f);
     this.picker.addBlob(digest, partial.pieces, partial.have);
+    for (const v of views) this.picker.updatePeer(digest, v.peer, v.have);
     if (partial.have.isFull) void this.finish(f);
     this.pumpTimer ??= setInterval(() => this.pump(), 250);
     this.scheduleAnnounce(20); // learn the peers and the seed's hints now, not at the next interval
@@ -159,7 +190,16 @@ export class PeerAgent {
 
   private pump(): void {
     if (this.stopped) return;
-    for (const req of this.picker.next(Date.now())) {
+    const now = Date.now();
+    for (const f of [...this.fetching.values()]) {
+      if (now - f.progressAt > (this.o.stallMs ?? STALL_MS)) this.abandon(f, now);
+      else if (this.picker.trackerLost && now - f.polledAt > POLL_PEERS_MS && this.picker.downloading(f.partial.digest).isEmpty) {
+        // No tracker to say who has what: the peers this node knows are asked directly.
+        f.polledAt = now;
+        void this.pollPeers(f);
+      }
+    }
+    for (const req of this.picker.next(now)) {
       this.request(req).catch((err: Error) => this.log(`piece ${req.piece} of ${req.digest}: ${err.message}`));
     }
     // A blob with nothing asked for has no piece it may take: ask the tracker again soon (a peer may
@@ -182,8 +222,9 @@ export class PeerAgent {
       if (e.code === 'PEER_BUSY') this.picker.busy(req, now());
       else if (e.code === 'PEER_LACKS') this.picker.failed(req, true);
       else if (req.peer === SEED) {
-        this.picker.failed(req);
-        this.log(`piece ${req.piece} of ${req.digest} from the registry failed: ${e.message}`);
+        this.picker.seedFailed(req, now());
+        if (!this.seedDownSince) this.log(`the registry does not serve pieces (${e.message}): peers serve what they have, the registry is asked again each second`);
+        this.seedDownSince ||= now();
       } else {
         this.picker.peerDead(req.peer, now());
         this.log(`peer ${req.peer} failed (${e.message}): its pieces are fetched elsewhere`);
@@ -204,8 +245,12 @@ export class PeerAgent {
       return this.pump();
     }
     if (put === 'had') return; // an endgame copy that came second
-    if (req.peer === SEED) this.stats.fromSeed += bytes.length;
-    else this.stats.fromPeers += bytes.length;
+    f.progressAt = now();
+    if (req.peer === SEED) {
+      this.stats.fromSeed += bytes.length;
+      if (this.seedDownSince) this.log(`the registry serves pieces again (after ${Math.round((now() - this.seedDownSince) / 1000)} s)`);
+      this.seedDownSince = 0;
+    } else this.stats.fromPeers += bytes.length;
     this.picker.received(req);
     for (const wake of f.waiters.get(req.piece) ?? []) wake();
     f.waiters.delete(req.piece);
@@ -236,6 +281,86 @@ export class PeerAgent {
       clearInterval(this.pumpTimer);
       this.pumpTimer = undefined;
     }
+  }
+
+  /** Gives a stalled fetch up: containerd's request fails; the verified pieces stay for the next ask. */
+  private abandon(f: Fetch, now: number): void {
+    const digest = f.partial.digest;
+    this.fetching.delete(digest);
+    this.picker.removeBlob(digest);
+    const message = `${f.partial.describe()}: no piece arrived for ${Math.round((now - f.progressAt) / 1000)} s; no peer this node reaches has the rest${this.seedDownSince ? ' and the registry does not answer' : ''}`;
+    this.log(`${message}: given up (the pieces it has are kept)`);
+    f.settle(new AcpackError('P2P_STALLED', message));
+    void f.partial.close();
+  }
+
+  /** The pieces answers of up to MAX_POLLED_PEERS known peers for `digest`, asked at once (2 s each). */
+  private async askPeers(digest: Digest): Promise<{ peer: string; answer: PiecesAnswer; have: string }[]> {
+    const peers = [...this.peers].filter(([id]) => id !== this.id && !this.picker.isShunned(id)).slice(0, MAX_POLLED_PEERS);
+    const answers = await Promise.all(
+      peers.map(async ([peer, addr]) => {
+        try {
+          const r = await request(`http://${addr}${PIECES_PATH}${digest}`, { dispatcher: this.http, headersTimeout: 2_000, bodyTimeout: 2_000 });
+          const text = await r.body.text();
+          const have = r.headers[HAVE_HEADER];
+          return r.statusCode === 200 && typeof have === 'string' ? { peer, answer: JSON.parse(text) as PiecesAnswer, have } : undefined;
+        } catch {
+          return undefined;
+        }
+      }),
+    );
+    return answers.filter((a) => a !== undefined);
+  }
+
+  /** A blob's pieces as the peers that have it tell them (the registry gone), with their bitfields. */
+  private async piecesFromPeers(digest: Digest): Promise<{ info: BlobRef & { hashes: Buffer }; views: { peer: string; have: Bitfield }[] } | undefined> {
+    let info: (BlobRef & { hashes: Buffer }) | undefined;
+    const views: { peer: string; have: Bitfield }[] = [];
+    for (const a of await this.askPeers(digest)) {
+      try {
+        const got = parsePiecesAnswer(a.answer, digest);
+        // The first answer sets the pieces; a peer that disagrees with it is not asked for any.
+        info ??= got;
+        if (got.size === info.size && got.pieceSize === info.pieceSize && got.hashes.equals(info.hashes)) views.push({ peer: a.peer, have: Bitfield.fromBase64(a.have, pieceCount(info.size, info.pieceSize)) });
+      } catch {
+        // an answer that does not parse: that peer is not asked
+      }
+    }
+    return info && views.length > 0 ? { info, views } : undefined;
+  }
+
+  /** Fresh bitfields of the known peers for a fetch, when no tracker tells them. */
+  private async pollPeers(f: Fetch): Promise<void> {
+    const digest = f.partial.digest;
+    for (const a of await this.askPeers(digest)) {
+      if (this.fetching.get(digest) !== f) return;
+      try {
+        this.picker.updatePeer(digest, a.peer, Bitfield.fromBase64(a.have, f.partial.pieces));
+      } catch {
+        // a bitfield that does not fit this blob: that peer's view stays
+      }
+    }
+    this.pump();
+  }
+
+  /**
+   * What this node can tell a peer about a blob it has, whole or in part: its PiecesAnswer and its
+   * bitfield. Piece hashes of a whole blob are computed from it (once; its digest was verified).
+   */
+  async piecesFor(digest: Digest): Promise<{ answer: PiecesAnswer; have: Bitfield } | undefined> {
+    const partial = this.inProgress(digest);
+    if (partial) return { answer: { digest, size: partial.size, pieceSize: partial.pieceSize, hashes: partial.hashes.toString('base64') }, have: partial.have };
+    const size = await this.store.whole(digest);
+    if (size === undefined || size === 0) return undefined;
+    let hashes = this.wholeHashes.get(digest);
+    if (!hashes) {
+      if (this.wholeHashes.size >= 64) this.wholeHashes.delete(this.wholeHashes.keys().next().value!);
+      hashes = pieceHashesOfFile(this.store.wholePath(digest), PIECE_SIZE, size).then((h) => h.hashes);
+      hashes.catch(() => this.wholeHashes.delete(digest));
+      this.wholeHashes.set(digest, hashes);
+    }
+    const answer = { digest, size, pieceSize: PIECE_SIZE, hashes: (await hashes).toString('base64') };
+    return { answer, have: Bitfield.full(pieceCount(size)) };
   }
 
   private async fromSeed(f: Fetch, index: number): Promise<Buffer> {

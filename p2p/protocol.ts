@@ -23,7 +23,7 @@ import { isIP } from 'node:net';
 import { AcpackError } from '../oci/errors.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { Bitfield, MAX_PIECES } from './bitfield.js';
-import { checkPieceSize, PIECE_SIZE } from './pieces.js';
+import { checkPieceSize, hashesFit, PIECE_SIZE } from './pieces.js';
 
 /** How often a node that is fetching announces, at most (the tracker stretches it for large sites, see Tracker). */
 export const ANNOUNCE_INTERVAL_MS = 2_000;
@@ -41,6 +41,20 @@ export const MAX_FETCHING_BLOBS = 256;
 export const MAX_DONE_BLOBS = 4096;
 /** The body size the HTTP layer should accept for an announce (a full one is ~0.5 MB). */
 export const MAX_ANNOUNCE_BYTES = 1 << 20;
+
+/**
+ * GET: a blob's size, piece size and piece hashes (base64 of 32 bytes a piece), as a PiecesAnswer.
+ * The registry answers it for every blob it holds; an agent for those it has (whole or in part), so
+ * that with the master gone its peers can still fetch a blob they had not begun.
+ */
+export const PIECES_PATH = '/p2p/v1/pieces/';
+
+export interface PiecesAnswer {
+  digest: Digest;
+  size: number;
+  pieceSize: number;
+  hashes: string;
+}
 
 export interface BlobRef {
   digest: Digest;
@@ -201,6 +215,16 @@ export function checkPeerAddress(v: unknown, where = 'addr'): string {
   const hostOk = host.startsWith('[') ? isIP(host.slice(1, -1)) === 6 : isIP(host) === 4 || (HOSTNAME_RE.test(host) && !/^[\d.]+$/.test(host));
   if (!m || !hostOk || port < 1 || port > 65535) bad(`${where} "${String(v).slice(0, 80)}" is not host:port (IPv4, [IPv6] or a host name, port 1-65535)`);
   return v as string;
+}
+
+/** A PiecesAnswer for `digest` (from the registry or a peer), checked: its hashes fit its size. */
+export function parsePiecesAnswer(body: unknown, digest: Digest): BlobRef & { hashes: Buffer } {
+  const o = object(body, 'the pieces answer', ['digest', 'size', 'pieceSize', 'hashes']);
+  if (o.digest !== digest) bad(`the pieces answer is for ${String(o.digest).slice(0, 80)}, not ${digest}`);
+  const ref = blobRef(o, 'the pieces answer');
+  const hashes = typeof o.hashes === 'string' ? Buffer.from(o.hashes, 'base64') : undefined;
+  if (!hashes || !hashesFit(hashes, ref.size, ref.pieceSize)) bad(`the piece hashes for ${digest} do not fit its ${ref.size} bytes`);
+  return { ...ref, hashes };
 }
 
 function blobRef(o: Obj, where: string): BlobRef {

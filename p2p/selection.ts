@@ -31,6 +31,8 @@ export interface PickerOptions {
   deadPeerPauseMs?: number;
   /** How long a peer that said it is busy (all its upload slots taken) is left out. */
   busyPauseMs?: number;
+  /** How long the seed is left out after a request to it failed (the master gone or overloaded). */
+  seedPauseMs?: number;
   /** Tracker answers in a row that list no peer for a blob before the seed serves it freely. */
   lonelyAnswers?: number;
   /**
@@ -87,6 +89,7 @@ export class PiecePicker {
       endgameCopies: 2,
       deadPeerPauseMs: 10_000,
       busyPauseMs: 200,
+      seedPauseMs: 1000,
       lonelyAnswers: 2,
       rarityJitter: 1,
       random: Math.random,
@@ -167,7 +170,8 @@ export class PiecePicker {
   next(now: number): PieceRequest[] {
     const out: PieceRequest[] = [];
     let budget = this.opt.maxTotal - this.peerRequests;
-    let seedBudget = this.opt.maxFromSeed - (this.peers.get(this.seedId)?.inFlight ?? 0);
+    const seed = this.peers.get(this.seedId);
+    let seedBudget = seed && seed.pausedUntil > now ? 0 : this.opt.maxFromSeed - (seed?.inFlight ?? 0);
     if (budget <= 0 && seedBudget <= 0) return out;
     const candidates: { blob: BlobState; piece: number; rank: number }[] = [];
     for (const blob of this.blobs.values()) {
@@ -246,6 +250,16 @@ export class PiecePicker {
   busy(req: PieceRequest, now: number): void {
     this.drop(this.blob(req.digest), req.piece, req.peer);
     if (req.peer !== this.seedId) this.peer(req.peer).pausedUntil = now + this.opt.busyPauseMs;
+  }
+
+  /**
+   * A request to the seed that failed (no answer, or an error status): the piece is released and the
+   * seed left out for a moment, so that a master that is gone is asked about once a second, not in
+   * a loop as fast as its refusals come back.
+   */
+  seedFailed(req: PieceRequest, now: number): void {
+    this.drop(this.blob(req.digest), req.piece, req.peer);
+    this.peer(this.seedId).pausedUntil = now + this.opt.seedPauseMs;
   }
 
   /** A peer that cannot be reached: its requests are released (returned, to cancel) and it is left out for a while. */

@@ -6,7 +6,7 @@ import { isDigest, type Digest } from '../oci/digest.js';
 import { AcpackError } from '../oci/errors.js';
 import type { ContentStore } from '../oci/store.js';
 import { PIECE_SIZE, pieceHashesOfFile } from '../p2p/pieces.js';
-import { MAX_ANNOUNCE_BYTES, type AnnounceResponseWire } from '../p2p/protocol.js';
+import { MAX_ANNOUNCE_BYTES, PIECES_PATH, type AnnounceResponseWire, type PiecesAnswer } from '../p2p/protocol.js';
 import { Tracker, type NodeView } from '../p2p/tracker.js';
 import type { IndexDb } from './index-db.js';
 import { sendError } from './errors.js';
@@ -14,19 +14,10 @@ import { sendError } from './errors.js';
 // The site registry's side of the peer cache (docs/p2p.md): each blob's piece hashes, and the one
 // tracker every node's agent announces to. Both are read like images: anonymous unless pulls need a user.
 
-/** GET: a blob's size, piece size and piece hashes (base64 of 32 bytes a piece). */
-export const PIECES_PATH = '/p2p/v1/pieces/';
 /** POST: an agent's announce (p2p/protocol.ts). */
 export const ANNOUNCE_PATH = '/p2p/v1/announce';
 /** GET: the nodes the tracker follows, with their agents' traffic. */
 export const NODES_PATH = '/p2p/v1/nodes';
-
-export interface PiecesAnswer {
-  digest: Digest;
-  size: number;
-  pieceSize: number;
-  hashes: string;
-}
 
 export function p2pRoutes(store: ContentStore, db: IndexDb, tracker: TrackerService = trackerService()): Router {
   const router = express.Router();

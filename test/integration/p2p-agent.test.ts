@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type Server } from 'node:http';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildIndexImage, buildLayer, pushImage, type Layer } from '../../demo/samples.js';
 import { freePort } from '../../demo/source-registry.js';
@@ -19,6 +20,9 @@ import { bundleSpec, imageRef } from '../helpers/fixtures.js';
  */
 let work: Awaited<ReturnType<typeof tempDir>>;
 let layer: Layer;
+/** A second blob of several pieces, in the same image. */
+let layer2: Layer;
+let registryClosed = false;
 let source: string;
 let reg: RunningRegistry;
 const running: { agent: PeerAgent; servers: Server[] }[] = [];
@@ -26,10 +30,11 @@ const running: { agent: PeerAgent; servers: Server[] }[] = [];
 beforeAll(async () => {
   work = await tempDir();
   layer = await buildLayer([{ path: 'big', content: randomBytes(5 * PIECE_SIZE + 777) }]);
+  layer2 = await buildLayer([{ path: 'big2', content: randomBytes(3 * PIECE_SIZE + 55) }]);
   const src = await withRegistry();
   try {
     source = src.registry.host;
-    const image = buildIndexImage('p2p/big', 'v1', { amd64: [layer] });
+    const image = buildIndexImage('p2p/big', 'v1', { amd64: [layer, layer2] });
     await pushImage(source, image);
     const bundle = await bundleSpec(work.dir, { images: [imageRef(source, image)] }, join(work.dir, 'b.tar.zst'));
     await importBundle(bundle, join(work.dir, 'store'));
@@ -44,14 +49,14 @@ afterAll(async () => {
     for (const s of r.servers) s.close();
     await r.agent.stop();
   }
-  await reg?.close();
+  if (!registryClosed) await reg?.close();
   await work?.cleanup();
 });
 
-async function startAgent(name: string): Promise<{ agent: PeerAgent; url: string; logs: string[] }> {
+async function startAgent(name: string, o: { registry?: string; stallMs?: number } = {}): Promise<{ agent: PeerAgent; url: string; logs: string[] }> {
   const port = await freePort();
   const logs: string[] = [];
-  const agent = await PeerAgent.start({ registry: reg.url, dir: join(work.dir, name), maxBytes: 2 ** 30, peerAddr: `127.0.0.1:${port}`, log: (l) => logs.push(l) });
+  const agent = await PeerAgent.start({ registry: o.registry ?? reg.url, dir: join(work.dir, name), maxBytes: 2 ** 30, peerAddr: `127.0.0.1:${port}`, log: (l) => logs.push(l), stallMs: o.stallMs });
   const peers = peerServer(agent);
   await new Promise<void>((resolve) => peers.listen(port, '127.0.0.1', resolve));
   const local = localServer(agent);
@@ -60,11 +65,11 @@ async function startAgent(name: string): Promise<{ agent: PeerAgent; url: string
   return { agent, url: `http://127.0.0.1:${(local.address() as { port: number }).port}`, logs };
 }
 
-/** A pull of the layer through an agent, as containerd asks in mirror mode. */
-async function pull(url: string): Promise<Buffer> {
-  const r = await fetch(`${url}/v2/p2p/big/blobs/${layer.descriptor.digest}?ns=${source}`);
+/** A pull of a layer through an agent, as containerd asks in mirror mode. */
+async function pull(url: string, l = layer): Promise<Buffer> {
+  const r = await fetch(`${url}/v2/p2p/big/blobs/${l.descriptor.digest}?ns=${source}`);
   expect(r.status).toBe(200);
-  expect(r.headers.get('docker-content-digest')).toBe(layer.descriptor.digest);
+  expect(r.headers.get('docker-content-digest')).toBe(l.descriptor.digest);
   return Buffer.from(await r.arrayBuffer());
 }
 
@@ -128,5 +133,60 @@ describe('peer agents', () => {
     } finally {
       liar.close();
     }
+  }, 120_000);
+
+  it('give a fetch up when no piece comes for the stall limit, keeping the pieces verified so far', async () => {
+    // The registry as a master that dies mid-blob: after two pieces of layer2, its connections are cut.
+    let served = 0;
+    const proxy = createServer((req, res) => {
+      if (req.url?.includes(layer2.descriptor.digest) && req.headers.range && ++served > 2) return void req.socket.destroy();
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        fetch(`${reg.url}${req.url}`, { method: req.method, headers: req.headers as Record<string, string>, body: req.method === 'POST' ? Buffer.concat(chunks) : undefined })
+          .then(async (r) => {
+            res.writeHead(r.status, Object.fromEntries([...r.headers].filter(([k]) => k !== 'content-encoding' && k !== 'transfer-encoding')));
+            res.end(Buffer.from(await r.arrayBuffer()));
+          })
+          .catch(() => res.destroy());
+      });
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    try {
+      const g = await startAgent('g', { registry: `http://127.0.0.1:${(proxy.address() as { port: number }).port}`, stallMs: 4000 });
+      const started = Date.now();
+      // containerd's request is cut (before or after the headers, as the pieces came): it never ends whole.
+      const outcome = await fetch(`${g.url}/v2/p2p/big/blobs/${layer2.descriptor.digest}?ns=${source}`)
+        .then((r) => r.arrayBuffer())
+        .then(() => 'whole', () => 'cut');
+      expect(outcome).toBe('cut');
+      expect(Date.now() - started).toBeLessThan(15_000);
+      expect(g.logs.join('\n')).toMatch(/no piece arrived for \d+ s; no peer this node reaches has the rest and the registry does not answer: given up/);
+      expect(g.agent.stats.fromSeed).toBeGreaterThan(0);
+      expect(g.agent.stats.fromSeed).toBeLessThan(layer2.data.length);
+      // Asked once a second, not in a loop: a handful of cut requests in 4 s.
+      expect(served).toBeLessThan(12);
+      expect(existsSync(join(work.dir, 'g', 'partial', layer2.descriptor.digest.slice(7)))).toBe(true);
+    } finally {
+      proxy.close();
+    }
+  }, 60_000);
+
+  it('finish from peers with the registry gone: a blob not begun comes from a peer that has it; one nobody has fails at once', async () => {
+    const [e, f] = [await startAgent('e'), await startAgent('f')];
+    expect(sha256(await pull(e.url))).toBe(layer.descriptor.digest);
+    expect(sha256(await pull(e.url, layer2))).toBe(layer2.descriptor.digest);
+    // f takes the first layer, and learns e as a peer from the tracker.
+    expect(sha256(await pull(f.url))).toBe(layer.descriptor.digest);
+    await reg.close();
+    registryClosed = true;
+    const before = f.agent.stats.fromPeers;
+    expect(sha256(await pull(f.url, layer2))).toBe(layer2.descriptor.digest);
+    expect(f.agent.stats.fromPeers - before).toBe(layer2.data.length);
+    expect(f.logs.join('\n')).toContain(`${layer2.descriptor.digest}: the registry does not answer`);
+    const started = Date.now();
+    const none = await fetch(`${f.url}/v2/p2p/big/blobs/sha256:${'0'.repeat(64)}?ns=${source}`);
+    expect(none.status).toBe(502);
+    expect(Date.now() - started).toBeLessThan(5_000);
   }, 120_000);
 });

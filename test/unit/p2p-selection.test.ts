@@ -121,4 +121,15 @@ describe('piece selection', () => {
     expect(p.next(50)).toEqual([]);
     expect(p.next(101)).toHaveLength(1);
   });
+
+  it('leaves a seed that failed alone for a second, then asks it again', () => {
+    const p = picker(3, {}, [0, 1, 2], { seedPauseMs: 1000 });
+    const [req] = p.next(0);
+    expect(req.peer).toBe(SEED);
+    p.seedFailed(req, 0);
+    expect(p.next(10)).toEqual([]);
+    expect(p.next(999)).toEqual([]);
+    const [again] = p.next(1001);
+    expect(again.peer).toBe(SEED);
+  });
 });
