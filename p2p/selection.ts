@@ -66,6 +66,11 @@ interface BlobState {
   /** How many usable peers (known, not shunned, not paused) have each piece. */
   availability: Uint16Array;
   seedHints: Set<number>;
+  /**
+   * Pieces the tracker's last answer shows only at peers this node shunned. The tracker does not
+   * know they lie, so it hands nobody those pieces from the seed: this node may take them there.
+   */
+  shunnedOnly: Set<number>;
   emptyAnswers: number;
 }
 
@@ -107,6 +112,7 @@ export class PiecePicker {
       views: new Map(),
       availability: new Uint16Array(pieces),
       seedHints: new Set(),
+      shunnedOnly: new Set(),
       emptyAnswers: 0,
     });
   }
@@ -145,14 +151,19 @@ export class PiecePicker {
     return this.peers.get(peer)?.shunned ?? false;
   }
 
-  /** The tracker's answer for a blob: its peers (replacing the previous list) and the seed pieces handed to this node. */
+  /**
+   * The tracker's answer for a blob: its peers (replacing the previous list; shunned ones are listed
+   * too, and count for nothing but shunnedOnly) and the seed pieces handed to this node.
+   */
   tracked(digest: Digest, peers: { id: string; have: Bitfield }[], seed: number[]): void {
     const blob = this.blob(digest);
-    const listed = new Set(peers.map((p) => p.id));
+    const usable = peers.filter((p) => p.id !== this.seedId && !this.isShunned(p.id));
+    const listed = new Set(usable.map((p) => p.id));
     for (const id of [...blob.views.keys()]) if (!listed.has(id) && !this.hasRequestsTo(blob, id)) this.setView(blob, id, undefined);
-    for (const p of peers) if (p.id !== this.seedId) this.updatePeer(digest, p.id, p.have);
+    for (const p of usable) this.updatePeer(digest, p.id, p.have);
     blob.seedHints = new Set(seed.filter((p) => p >= 0 && p < blob.have.length && !blob.have.has(p)));
-    blob.emptyAnswers = peers.length === 0 ? blob.emptyAnswers + 1 : 0;
+    blob.shunnedOnly = new Set(peers.filter((p) => this.isShunned(p.id)).flatMap((p) => p.have.toArray()));
+    blob.emptyAnswers = usable.length === 0 ? blob.emptyAnswers + 1 : 0;
   }
 
   /** A fresher bitfield of one peer (sent with a piece, or asked for). */
@@ -180,7 +191,7 @@ export class PiecePicker {
       for (let p = 0; p < pieces; p++) {
         if (blob.have.has(p) || blob.requests.has(p)) continue;
         const avail = blob.availability[p];
-        if (avail === 0 && !blob.seedHints.has(p) && !seedFree) continue;
+        if (avail === 0 && !blob.seedHints.has(p) && !seedFree && !blob.shunnedOnly.has(p)) continue;
         // Rarest first; the random part breaks ties (and near-ties, with rarityJitter > 1).
         candidates.push({ blob, piece: p, rank: avail + this.opt.rarityJitter * this.opt.random() });
       }
@@ -321,9 +332,12 @@ export class PiecePicker {
     return this.trackerLost || blob.emptyAnswers >= this.opt.lonelyAnswers;
   }
 
-  /** Whether this piece may come from the seed: handed to this node, or no peer has it when the seed serves freely. */
+  /**
+   * Whether this piece may come from the seed: handed to this node, or no usable peer has it when
+   * the seed serves freely or only shunned peers are said to have it.
+   */
   private seedMayServe(blob: BlobState, piece: number): boolean {
-    return blob.seedHints.has(piece) || (this.seedFree(blob) && blob.availability[piece] === 0);
+    return blob.seedHints.has(piece) || (blob.availability[piece] === 0 && (this.seedFree(blob) || blob.shunnedOnly.has(piece)));
   }
 
   /** Second requests for the pieces in flight of blobs with nothing left to ask, from other peers. */

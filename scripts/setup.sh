@@ -8,7 +8,9 @@ need=()
 # test/integration/site-executable.test.ts (called by name: no binfmt_misc here). binutils: objdump
 # and readelf, which check what the executables need from glibc. crossbuild-essential-arm64: gcc for
 # arm64, which compiles the registry's mmap addon that the arm64 executable carries (build-site.ts).
-for pkg in docker-registry skopeo zstd containerd podman openssh-server openssh-client iproute2 wrk curl python3 \
+# iptables: p2p-lab.test.ts puts a byte-flipping proxy in front of a test host's agent (a nat
+# REDIRECT inside that host's own network namespace).
+for pkg in docker-registry skopeo zstd containerd podman openssh-server openssh-client iproute2 iptables wrk curl python3 \
   qemu-user-static libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross binutils crossbuild-essential-arm64; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

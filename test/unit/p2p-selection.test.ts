@@ -132,4 +132,20 @@ describe('piece selection', () => {
     const [again] = p.next(1001);
     expect(again.peer).toBe(SEED);
   });
+
+  it('takes from the seed what only a shunned peer is said to have, though the tracker hands nothing', () => {
+    // The tracker lists a liar holding every piece and another node holding none: it hints nothing.
+    const p = picker(2, { liar: [0, 1], b: [] }, [], { maxFromSeed: 2 });
+    const [req] = p.next(0);
+    expect(req.peer).toBe('liar');
+    p.rejected(req);
+    expect(p.next(1)).toEqual([]);
+    p.tracked(D, [{ id: 'liar', have: bits(2, [0, 1]) }, { id: 'b', have: bits(2, []) }], []);
+    expect(p.next(2).map((r) => r.peer)).toEqual([SEED, SEED]);
+    // Once an honest peer has a piece, it comes from there rather than the seed.
+    const q = picker(2, { liar: [0, 1], b: [] }, [], { maxFromSeed: 2 });
+    q.rejected(q.next(0)[0]);
+    q.tracked(D, [{ id: 'liar', have: bits(2, [0, 1]) }, { id: 'b', have: bits(2, [0]) }], []);
+    expect(q.next(1).map((r) => `${r.piece}@${r.peer}`).sort()).toEqual(['0@b', `1@${SEED}`]);
+  });
 });
