@@ -1,0 +1,354 @@
+/**
+ * bench/p2p: the peer cache on real agents. A lab of N + 1 test hosts (the first master and N
+ * nodes), `acinstall from` once (unshaped, not timed), then every host's link shaped to B (tbf,
+ * both ways: each host's eth0 for what it sends, its port on the lab's bridge for what it
+ * receives), and S bytes of layers (15 random layers in 5 images, p2p-sim's sizes scaled to S)
+ * taken by every node in three ways, one after the other in the same lab:
+ *
+ *   - direct: every node's containerd (`ctr content fetch`, no unpacking) pulls every image at the
+ *     same instant from the site registry, through a copy of acinstall's hosts.toml whose `[host]`
+ *     is the registry instead of the node's agent: all from the master (the agents run, idle);
+ *   - p2p: the same through acinstall's own hosts.toml, i.e. through each node's agent;
+ *   - sealer: the same blobs as files, copied node after node, file after file, over SFTP from the
+ *     master with md5sum before and after (bench/install/sftp-copy.ts).
+ *
+ * For each: the time until every node has everything, against T_phys = S/B + ⌈log₂N⌉·p/B (p the
+ * 4 MiB piece; no netem, so no RTT term), the bytes the master's link sent (its namespace's
+ * counters) over S, and per node the bytes its agent took from the registry and from peers. Goals
+ * (the issue): p2p ≤ 1.3·T_phys, its egress ≤ 1.2·S, its time ≤ 0.3 × sealer's. Every mode has a
+ * containerd of its own on each node (fresh root, removed after), and agents' caches are emptied
+ * before each p2p run, so nothing fetched before is reused. Appends a JSON line per rate to
+ * bench/results/p2p.jsonl and prints a table.
+ *
+ * How to run: from the repository root, as root (test hosts are network namespaces), on a quiet
+ * machine (`uptime` below 1.5: a busy CPU is what this measures at 1 Gbit/s):
+ *
+ *   npx tsx bench/p2p/run.ts --nodes 8 --mb 400 --rate 200mbit
+ *   npx tsx bench/p2p/run.ts --nodes 8 --mb 400 --rate 1gbit
+ *   npx tsx bench/p2p/run.ts --rate 200mbit,1gbit          # both rates in one lab, a line each
+ *   npx tsx bench/p2p/run.ts --quick --no-record           # 4 nodes, 40 MB: a check of the bench
+ *
+ * Other options: `--modes p2p,direct,sealer` (a subset, in this order), `--egress-only` (shape
+ * eth0 only, as test/integration/p2p-lab does: then a node may receive faster than B). The site's
+ * executables are rebuilt first when the sources changed (as the tests' global setup does).
+ * Hosts need 2·S of their 2 GB tmpfs (containerd's copy and the agent's); the machine about
+ * 2·N·S + 4·S of memory and disk.
+ */
+import { appendFile, mkdir, rm, writeFile } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { parsePlatformList, ARCHES } from '../../arch/platform.js';
+import { buildIndexImage, pushImage } from '../../demo/samples.js';
+import { startSourceRegistry, type SourceRegistry } from '../../demo/source-registry.js';
+import { readDescriptor } from '../../oci/bundle-reader.js';
+import type { Digest } from '../../oci/digest.js';
+import { ContentStore } from '../../oci/store.js';
+import { PIECE_SIZE } from '../../p2p/pieces.js';
+import { bundle, createReporter } from '../../packer/index.js';
+import { gzippedExecutable } from '../../packer/site-runtime.js';
+import { SITE_DIR } from '../../runtime/site-runtime.js';
+import { buildSite } from '../../scripts/build-site.js';
+import { pushKubeadmImages } from '../../test/helpers/kubeadm-images.js';
+import { acinstallOn, inHost, labDown, labUp, ssh, type Lab, type LabHost } from '../../test/hosts/lab.js';
+import { kubeadmBinary, kubeletBinary } from '../../test/hosts/standins/kubeadm-standin.js';
+import { numberOption, randomLayer, ROOT } from '../common.js';
+import { agentStats, benchDir, contentList, directHostsDir, overlayUse, resetAgent, startContainerd, stopContainerd, timedFetch } from './node-steps.js';
+
+const args = process.argv.slice(2);
+const flag = (name: string) => args.includes(`--${name}`);
+function stringOption(name: string, fallback: string): string {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1] : fallback;
+}
+const QUICK = flag('quick');
+const NODES = numberOption('nodes', QUICK ? 4 : 8);
+const MB = numberOption('mb', QUICK ? 40 : 400);
+const RATES = stringOption('rate', '200mbit').split(',');
+const MODES = stringOption('modes', 'direct,p2p,sealer').split(',');
+const RECORD = !flag('no-record');
+const BOTH_WAYS = !flag('egress-only');
+
+/** p2p-sim's layer sizes (MB, 400 in all), spread over 5 images of 3 layers, scaled to --mb. */
+const LAYERS_MB = [118, 74, 52, 41, 29, 24, 19, 14.5, 11, 7.2, 4.8, 3.1, 1.6, 0.7, 0.1];
+const IMAGES = 5;
+
+type Mode = 'direct' | 'p2p' | 'sealer';
+interface Agent {
+  fromSeed: number;
+  fromPeers: number;
+  served: number;
+  badPieces: number;
+}
+interface ModeResult {
+  seconds: number;
+  overTPhys: number;
+  /** Each node's time to everything (sorted); for sealer, undefined (one copy after another). */
+  nodeSeconds?: number[];
+  /** How late the last node started after the common instant. */
+  startSkewSeconds?: number;
+  masterSentBytes: number;
+  egressOverS: number;
+  /** Per node, what its agent took during the mode (none for sealer). */
+  fromSeedBytes?: number[];
+  fromPeersBytes?: number[];
+  servedBytes?: number[];
+  badPieces?: number;
+}
+
+function parseRate(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(k|m|g)bit$/.exec(text);
+  if (!m) throw new Error(`--rate ${text}: expected e.g. 200mbit or 1gbit`);
+  return Number(m[1]) * { k: 1e3, m: 1e6, g: 1e9 }[m[2] as 'k' | 'm' | 'g'];
+}
+for (const r of RATES) parseRate(r);
+for (const m of MODES) if (!['direct', 'p2p', 'sealer'].includes(m)) throw new Error(`--modes: ${m} is not direct, p2p or sealer`);
+if (!(NODES >= 1 && NODES <= 20) || !(MB > 0 && MB <= 600)) throw new Error('--nodes 1..20 and --mb up to 600 (the hosts have 2 GB of tmpfs each)');
+
+const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+const seconds = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e9;
+const mb = (bytes: number) => (bytes / 1e6).toFixed(0);
+const log = (line: string) => process.stderr.write(`[bench/p2p ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+
+/** Bytes the host's eth0 has sent, from its own namespace's counters. */
+async function txBytes(h: LabHost): Promise<number> {
+  const links = JSON.parse((await inHost(h, 'ip', ['-s', '-j', 'link', 'show', 'eth0'])).stdout) as { stats64: { tx: { bytes: number } } }[];
+  return links[0].stats64.tx.bytes;
+}
+
+/** tbf at `rate` on the host's eth0 and (both ways) on its port of the lab's bridge, which carries what it receives. */
+async function shape(lab: Lab, rate: string): Promise<void> {
+  const tbf = ['root', 'tbf', 'rate', rate, 'burst', '256kb', 'latency', '100ms'];
+  for (const h of lab.hosts) {
+    await inHost(h, 'tc', ['qdisc', 'replace', 'dev', 'eth0', ...tbf]);
+    // labUp names host nodeI's bridge port pI, in the switch namespace `<lab id>-sw`.
+    const port = `p${h.name.replace(/^node/, '')}`;
+    if (BOTH_WAYS) await inHost({ netns: `${lab.id}-sw` }, 'tc', ['qdisc', 'replace', 'dev', port, ...tbf]);
+    else await inHost({ netns: `${lab.id}-sw` }, 'tc', ['qdisc', 'del', 'dev', port, 'root']).catch(() => {});
+  }
+}
+
+/** A command on a node, through SSH from the node to itself (loopback: nothing on the master's link). */
+const onNode = (lab: Lab, n: LabHost, command: string, timeoutMs = 60_000) => ssh(lab, n, n, command, timeoutMs);
+
+async function main(): Promise<void> {
+  const load = loadavg()[0];
+  log(`load average ${load.toFixed(2)}; ${NODES} nodes, ${MB} MB, rates ${RATES.join(', ')}, modes ${MODES.join(', ')}`);
+  // The site's executables as the tests use them: rebuilt when the sources changed (a no-op otherwise).
+  await buildSite(SITE_DIR);
+  await Promise.all(ARCHES.map(gzippedExecutable));
+
+  const work = join(process.env.BENCH_DIR ?? tmpdir(), `acpack-bench-p2p-${process.pid}`);
+  let lab: Lab | undefined;
+  let source: SourceRegistry | undefined;
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaning ??= (async () => {
+      if (lab) await labDown(lab).catch((e: Error) => log(`lab teardown: ${e.message}`));
+      if (source) await source.stop().catch(() => {});
+      await rm(work, { recursive: true, force: true });
+    })());
+  const onSignal = (sig: NodeJS.Signals) => {
+    log(`${sig}: tearing the lab down`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  try {
+    await rm(work, { recursive: true, force: true });
+    await mkdir(work, { recursive: true });
+
+    // The distribution: 5 images of random layers, and what `acinstall from` needs (kubeadm's
+    // images, the kubeadm and kubelet stand-ins), bundled for amd64 (as p2p-lab's).
+    log('building the bundle');
+    source = await startSourceRegistry(join(work, 'source'));
+    const refs: string[] = [];
+    const layerDigests: Digest[] = [];
+    let layerBytes = 0;
+    for (let i = 0; i < IMAGES; i++) {
+      const layers = LAYERS_MB.filter((_, j) => j % IMAGES === i).map((m) => randomLayer(Math.max(1, Math.round((m * MB * 1e6) / 400))));
+      for (const l of layers) {
+        layerDigests.push(l.descriptor.digest);
+        layerBytes += l.data.length;
+      }
+      await pushImage(source.host, buildIndexImage(`bench/p2p${i}`, 'v1', { amd64: layers }));
+      refs.push(`${source.host}/bench/p2p${i}:v1`);
+    }
+    const kubeadmImages = await pushKubeadmImages(source.host, { arches: ['amd64'] });
+    const manifest = join(work, 'm.yaml');
+    await writeFile(
+      manifest,
+      stringify({
+        apiVersion: 'acpack/v1',
+        kind: 'Bundle',
+        metadata: { name: 'bench-p2p', version: 'v1' },
+        spec: { images: [...refs, ...kubeadmImages], binaries: [await kubeadmBinary(join(work, 'bin')), kubeletBinary()] },
+      }),
+    );
+    const bundlePath = join(work, 'b.tar.zst');
+    await bundle({ manifestFile: manifest, platforms: parsePlatformList('amd64'), cacheDir: join(work, 'cache'), reporter: createReporter('silent'), sourceDateEpoch: 0, out: bundlePath, allowIncomplete: true });
+    await source.stop();
+    source = undefined;
+
+    // Sealer's files: every blob of the benchmark's images for amd64 (index, manifest, config, layers).
+    const d = await readDescriptor(bundlePath);
+    const cache = await ContentStore.open(join(work, 'cache'));
+    const files = new Set<string>();
+    for (const img of d.images.filter((x) => refs.includes(x.ref))) {
+      files.add(cache.path(img.digest));
+      for (const p of img.platforms.filter((x) => x.platform === 'linux/amd64')) {
+        files.add(cache.path(p.digest as Digest));
+        const m = JSON.parse((await cache.readBytes(p.digest as Digest)).toString()) as { config: { digest: Digest }; layers: { digest: Digest }[] };
+        for (const b of [m.config, ...m.layers]) files.add(cache.path(b.digest));
+      }
+    }
+    const fileList = join(work, 'files');
+    await writeFile(fileList, [...files].join('\n'));
+
+    lab = await labUp(NODES + 1, { dir: join(work, 'lab') });
+    const [master, ...nodes] = lab.hosts;
+    const theLab = lab;
+    log(`lab ${lab.id} up (${lab.subnet}); acinstall from`);
+    let t0 = process.hrtime.bigint();
+    const from = await acinstallOn(master, ['from', bundlePath, '-m', master.ip, '-n', nodes.map((n) => n.ip).join(','), '-i', lab.key, '--store', join(work, 'site'), '--ignore-preflight', 'disk,ip_forward,br_netfilter,memory,cpu'], ROOT, 900_000);
+    if (from.code !== 0) throw new Error(`acinstall from failed (${from.code}):\n${from.stdout}\n${from.stderr}`);
+    const fromSeconds = round(seconds(t0));
+    log(`from: ${fromSeconds} s`);
+
+    const stats = async () => Promise.all(nodes.map(async (n) => JSON.parse((await onNode(theLab, n, agentStats)).stdout) as Agent));
+    const minus = (a: Agent[], b: Agent[]) => a.map((x, i) => ({ fromSeed: x.fromSeed - b[i].fromSeed, fromPeers: x.fromPeers - b[i].fromPeers, served: x.served - b[i].served, badPieces: x.badPieces - b[i].badPieces }));
+
+    /** Every node fetches every image at one instant through `hostsDir`; the mode's containerd is removed after. */
+    async function fetchAll(mode: string, hostsDir: (dir: string) => string, setup?: (dir: string) => string): Promise<Omit<ModeResult, 'overTPhys' | 'egressOverS'>> {
+      const dir = benchDir(mode);
+      await Promise.all(nodes.map((n) => onNode(theLab, n, `${startContainerd(dir)}${setup ? `\n${setup(dir)}` : ''}`)));
+      try {
+        const before = await stats();
+        const tx0 = await txBytes(master);
+        const at = Date.now() / 1000 + 3; // time enough for every SSH connection (~50 ms each)
+        const spans = await Promise.all(
+          nodes.map(async (n) => {
+            const r = await onNode(theLab, n, timedFetch(dir, hostsDir(dir), refs, at), 1_800_000).catch((e: { stderr?: string; message: string }) => {
+              throw new Error(`${mode}: the fetch on ${n.name} failed: ${e.stderr || e.message}`);
+            });
+            const [start, end] = r.stdout.trim().split(/\s+/).map(Number);
+            return { start, end };
+          }),
+        );
+        const masterSentBytes = (await txBytes(master)) - tx0;
+        const agents = minus(await stats(), before);
+        // Everything there: each node's containerd holds every layer.
+        for (const n of nodes) {
+          const have = new Set((await onNode(theLab, n, contentList(dir))).stdout.split('\n'));
+          const missing = layerDigests.filter((x) => !have.has(x));
+          if (missing.length) throw new Error(`${mode}: ${n.name} lacks ${missing.length} layers after its fetch`);
+        }
+        const space = (await onNode(theLab, nodes[0], overlayUse)).stdout.trim().split(/\s+/).map(Number);
+        log(`${mode}: ${nodes[0].name}'s tmpfs: ${mb(space[0])} MB used, ${mb(space[1])} MB free`);
+        return {
+          seconds: round(Math.max(...spans.map((s) => s.end)) - at),
+          nodeSeconds: spans.map((s) => round(s.end - at)).sort((a, b) => a - b),
+          startSkewSeconds: round(Math.max(...spans.map((s) => s.start)) - at, 3),
+          masterSentBytes,
+          fromSeedBytes: agents.map((a) => a.fromSeed),
+          fromPeersBytes: agents.map((a) => a.fromPeers),
+          servedBytes: agents.map((a) => a.served),
+          badPieces: agents.reduce((k, a) => k + a.badPieces, 0),
+        };
+      } finally {
+        await Promise.all(nodes.map((n) => onNode(theLab, n, stopContainerd(dir)).catch(() => {})));
+      }
+    }
+
+    for (const rate of RATES) {
+      const B = parseRate(rate) / 8;
+      const tPhys = layerBytes / B + Math.ceil(Math.log2(NODES)) * (PIECE_SIZE / B);
+      await shape(lab, rate);
+      const results: Partial<Record<Mode, ModeResult>> = {};
+      const finish = (r: Omit<ModeResult, 'overTPhys' | 'egressOverS'>): ModeResult => ({ ...r, overTPhys: round(r.seconds / tPhys), egressOverS: round(r.masterSentBytes / layerBytes) });
+      for (const mode of MODES as Mode[]) {
+        log(`${rate}: ${mode}`);
+        if (mode === 'direct') {
+          // All from the master: the same pull with the agent left out of hosts.toml (the agents run,
+          // idle: their counters below show they carried nothing).
+          results.direct = finish(await fetchAll(`direct-${rate}`, (dir) => `${dir}/certs.d`, directHostsDir));
+        } else if (mode === 'p2p') {
+          // Agents with empty caches and counters: nothing from an earlier run is served.
+          await Promise.all(nodes.map((n) => onNode(theLab, n, resetAgent)));
+          results.p2p = finish(await fetchAll(`p2p-${rate}`, () => '/etc/containerd/certs.d'));
+          // The agents' copies leave room in the tmpfs for sealer's files.
+          await Promise.all(nodes.map((n) => onNode(theLab, n, resetAgent)));
+        } else {
+          const tx0 = await txBytes(master);
+          t0 = process.hrtime.bigint();
+          await inHost(master, process.execPath, ['--import', 'tsx', join(ROOT, 'bench/install/sftp-copy.ts'), lab.key, fileList, ...nodes.map((n) => n.ip)], 3_600_000);
+          const s = round(seconds(t0));
+          results.sealer = finish({ seconds: s, masterSentBytes: (await txBytes(master)) - tx0 });
+          await Promise.all(nodes.map((n) => onNode(theLab, n, 'rm -rf /var/lib/sealer-copy')));
+        }
+      }
+
+      const p2p = results.p2p;
+      const result = {
+        bench: 'p2p',
+        date: new Date().toISOString(),
+        loadAtStart: round(load),
+        nodes: NODES,
+        rate,
+        shaped: BOTH_WAYS ? 'both ways' : 'egress only',
+        layerBytes,
+        layers: layerDigests.length,
+        images: refs.length,
+        pieceBytes: PIECE_SIZE,
+        tPhys: round(tPhys),
+        fromSeconds,
+        ...results,
+        p2pOverSealer: p2p && results.sealer ? round(p2p.seconds / results.sealer.seconds) : undefined,
+        goals: p2p
+          ? {
+              timeWithin13TPhys: p2p.overTPhys <= 1.3,
+              egressWithin12S: p2p.egressOverS <= 1.2,
+              ...(results.sealer ? { within03Sealer: p2p.seconds <= 0.3 * results.sealer.seconds } : {}),
+            }
+          : undefined,
+      };
+      process.stdout.write(table(result, results, tPhys, B) + '\n');
+      if (RECORD) {
+        await mkdir(join(ROOT, 'bench/results'), { recursive: true });
+        await appendFile(join(ROOT, 'bench/results/p2p.jsonl'), `${JSON.stringify(result)}\n`);
+      }
+    }
+  } finally {
+    await cleanup();
+  }
+}
+
+function table(r: { nodes: number; rate: string; shaped: string; layerBytes: number; layers: number; images: number; loadAtStart: number; p2pOverSealer?: number }, results: Partial<Record<Mode, ModeResult>>, tPhys: number, B: number): string {
+  const lines = [
+    `bench/p2p: ${r.nodes} nodes + the master, S = ${mb(r.layerBytes)} MB in ${r.layers} layers (${r.images} images), links ${r.rate} (${r.shaped}), load ${r.loadAtStart} at start`,
+    `T_phys = S/B + ⌈log₂N⌉·p/B = ${round(r.layerBytes / B)} + ${Math.ceil(Math.log2(r.nodes))}·${round(PIECE_SIZE / B, 3)} = ${round(tPhys)} s`,
+    '',
+    `${'mode'.padEnd(14)}${'time s'.padStart(9)}${'×T_phys'.padStart(9)}${'median s'.padStart(10)}${'egress MB'.padStart(11)}${'egress/S'.padStart(10)}  from registry / from peers per node (MB)`,
+  ];
+  const names: Record<Mode, string> = { p2p: 'p2p', direct: 'no p2p', sealer: 'sealer sftp' };
+  for (const mode of ['p2p', 'direct', 'sealer'] as Mode[]) {
+    const m = results[mode];
+    if (!m) continue;
+    const median = m.nodeSeconds ? m.nodeSeconds[Math.floor((m.nodeSeconds.length - 1) / 2)] : undefined;
+    const perNode = m.fromSeedBytes ? m.fromSeedBytes.map((s, i) => `${mb(s)}/${mb(m.fromPeersBytes![i])}`).join(' ') : '-';
+    lines.push(
+      `${names[mode].padEnd(14)}${m.seconds.toFixed(2).padStart(9)}${m.overTPhys.toFixed(2).padStart(9)}${(median?.toFixed(2) ?? '-').padStart(10)}${mb(m.masterSentBytes).padStart(11)}${m.egressOverS.toFixed(2).padStart(10)}  ${perNode}`,
+    );
+  }
+  const p = results.p2p;
+  if (p) {
+    lines.push(
+      '',
+      `goals: p2p ${p.overTPhys}·T_phys (≤ 1.3), egress ${p.egressOverS}·S (≤ 1.2)${r.p2pOverSealer !== undefined ? `, p2p/sealer ${r.p2pOverSealer} (≤ 0.3)` : ''}; nodes started within ${p.startSkewSeconds} s; bad pieces ${p.badPieces}`,
+    );
+  }
+  return lines.join('\n');
+}
+
+await main();
