@@ -7,7 +7,7 @@ import { archFromUname, nodeArch } from '../arch/platform.js';
 import { AcpackError, plural } from '../oci/errors.js';
 import { readDescriptor } from '../oci/bundle-reader.js';
 import { importBundle } from '../registry/index.js';
-import { firstMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
+import { firstMaster, isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import { Journal } from './journal.js';
 import { hostListChanges, loadClusterState, saveClusterState } from './cluster-state.js';
 import type { InstallProgress } from './progress-board.js';
@@ -24,6 +24,7 @@ import { bundleArches, preflightError, runtimeLacking, type Facts } from './pref
 import { runPreflight } from './run-preflight.js';
 import { AGENT_PORT, containerdFiles, installBinaries, keptWarnings, serviceFiles, startServices, writeFiles } from './node-setup.js';
 import { startPeerCache } from './peer-cache.js';
+import { prepullImages, prepullState, startPrepull } from './prepull.js';
 import { bundleIdentity, laysClusterDown, type BundleDescriptor } from '../oci/bundle-format.js';
 import { kubernetesVersion } from '../kube/index.js';
 
@@ -186,6 +187,11 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
               await startServices(host);
               journal.record(h.ip, 'services', 'done', 'containerd started, kubelet enabled', bundleId);
             }
+            if (!journal.isDone(h.ip, 'prepull', bundleId)) {
+              const refs = prepullImages(d, arch, isMaster(h), lvscare);
+              await startPrepull(host, refs, arch);
+              journal.record(h.ip, 'prepull', 'done', `${refs.length} images pulling in the background`, bundleId);
+            }
             o.progress.node(h.ip, 'runtime', 'done', 'binaries and containerd configuration in place');
             return { node: h.ip, ok: true, detail: 'binaries, containerd configuration' };
           } catch (err) {
@@ -204,11 +210,31 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
     if (helm) await chartSteps(o, d, journal, known, outcomes, helm, `${master.ip}:${o.spec.registry.port}`, bundleId);
     const kubectl = kubectlCommand(d);
     if (kubectl) await checkCluster(o, journal, known, outcomes, kubectl);
+    await reportPrepull(o, known, outcomes);
     await known.save();
     return outcomes;
   } finally {
     journal.close();
   }
+}
+
+/** Where each node's images pulled ahead stand, once the cluster is laid down: a line, and a warning per failure. */
+async function reportPrepull(o: FromOptions, known: KnownHosts, outcomes: NodeOutcome[]): Promise<void> {
+  const states = await Promise.all(
+    o.spec.hosts
+      .filter((h) => outcomes.find((x) => x.node === h.ip)?.ok)
+      .map(async (h) => {
+        const host = await SshHost.connect(h, known, { logDir: join(o.store, 'logs') }).catch(() => undefined);
+        try {
+          return { ip: h.ip, state: host ? await prepullState(host).catch((err: Error) => err.message) : 'not reached' };
+        } finally {
+          host?.close();
+        }
+      }),
+  );
+  const count = (s: string) => states.filter((x) => x.state === s).length;
+  o.progress.master(`images pulled ahead: done on ${count('done')} node(s), still pulling on ${count('running')} (the kubelet waits for what is missing)`);
+  for (const x of states) if (!['done', 'running', 'none'].includes(x.state)) o.progress.master(`warning: ${x.ip}: pulling images ahead: ${x.state} (the kubelet pulls them itself, through the peer cache)`);
 }
 
 /**

@@ -1,3 +1,4 @@
+import { PREPULL_DIR } from './prepull.js';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AcpackError, plural } from '../oci/errors.js';
@@ -16,7 +17,7 @@ import { Journal } from './journal.js';
 /**
  * The shell that takes a node back to before acinstall (reset, and delete of one node): kubeadm reset (the control plane, etcd's
  * data, the kubelet's state), the kubelet stopped and its unit gone, the files acinstall wrote
- * (containerd's configuration and hosts.toml, the site CA, kernel settings, the runs and charts on
+ * (containerd's configuration and hosts.toml, the site CA, kernel settings, the runs (the images pulled ahead stopped) and charts on
  * the node, acinstall's runtime and the peer cache agent with its cache, the apiserver.cluster.local line), and the bundle's binaries where they are still the
  * bundle's bytes (a file changed since is someone else's now). containerd is started again on its
  * own defaults where its binary stays (the distribution's), and disabled where it was the bundle's.
@@ -28,6 +29,8 @@ export function resetScript(d: BundleDescriptor | undefined): string {
     `if command -v kubeadm >/dev/null; then ${KUBEADM_RESET}; fi`,
     'systemctl disable --now kubelet 2>/dev/null || true',
     'systemctl disable --now acpack-agent 2>/dev/null || true',
+    // The images pulled ahead, if still pulling: its session (setsid made its PID the group's).
+    `if [ -f ${PREPULL_DIR}/pid ]; then kill -- -"$(cat ${PREPULL_DIR}/pid)" 2>/dev/null || true; fi`,
     'systemctl stop containerd 2>/dev/null || true',
     `rm -rf /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d /etc/containerd/certs.d /etc/containerd/config.toml ${shq(NODE_CA.slice(0, NODE_CA.lastIndexOf('/')))} ${RUNS_DIR} ${CHART_DIR} ${shq(NODE_RUNTIME.slice(0, NODE_RUNTIME.lastIndexOf('/')))} ${AGENT_UNIT} /var/lib/acpack-agent`,
     `rm -rf ${Object.keys(serviceFiles()).map(shq).join(' ')}`,

@@ -116,6 +116,23 @@ describe('acinstall from with two masters', () => {
     expect(pod.spec.containers[0].args).toEqual(['care', '--vs', `${VIP}:6443`, '--health-path', '/healthz', '--health-schem', 'https', '--rs', `${m1.ip}:6443`, '--rs', `${m2.ip}:6443`]);
     for (const m of [m1, m2]) await expect(ssh(t.lab, m1, m, 'test -e /etc/kubernetes/manifests/kube-lvscare.yaml')).rejects.toThrow();
 
+    // Each node pulled its images for kubeadm ahead, into the kubelet's namespace: the control
+    // plane's on the masters only, the worker the rest and lvscare.
+    expect(r.stderr).toMatch(/images pulled ahead: done on \d node\(s\), still pulling on \d/);
+    const pulledAhead = async (h: typeof m1) => {
+      await ssh(t.lab, m1, h, 'for i in $(seq 600); do [ -f /var/lib/acpack/runs/prepull/status ] && break; sleep 0.1; done; test "$(cat /var/lib/acpack/runs/prepull/status)" = 0', 90_000);
+      return (await ssh(t.lab, m1, h, 'ctr -n k8s.io images ls -q')).stdout.split('\n').filter(Boolean);
+    };
+    const named = (refs: string[], name: string) => refs.some((x) => x.includes(`/${name}:`));
+    for (const m of [m1, m2]) {
+      const refs = await pulledAhead(m);
+      for (const n of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'etcd', 'kube-proxy', 'pause', 'coredns']) expect(named(refs, n), `${n} on ${m.ip}: ${refs}`).toBe(true);
+    }
+    const onWorker = await pulledAhead(w);
+    for (const n of ['kube-proxy', 'pause', 'coredns']) expect(named(onWorker, n), `${n}: ${onWorker}`).toBe(true);
+    for (const n of ['kube-apiserver', 'etcd']) expect(named(onWorker, n), `${n}: ${onWorker}`).toBe(false);
+    expect(onWorker).toContain(t.built.lvscare);
+
     const cfg = (await ssh(t.lab, m1, m1, 'cat /etc/kubernetes/acpack-kubeadm.yaml')).stdout;
     expect(cfg).toContain('controlPlaneEndpoint: apiserver.cluster.local:6443');
     for (const san of [m1.ip, m2.ip, VIP, 'apiserver.cluster.local']) expect(cfg).toContain(`- ${san}`);

@@ -1,0 +1,63 @@
+import type { BundleDescriptor } from '../oci/bundle-format.js';
+import { parseReference } from '../oci/reference.js';
+import { CERTS_D, RUNS_DIR, shq } from './node-setup.js';
+import type { SshHost } from './ssh.js';
+
+// Images pulled ahead (docs/p2p.md): as soon as a node's containerd and agent run, it starts pulling
+// its arch's images for kubeadm into the namespace the kubelet uses, in the background, through the
+// agent — so that they arrive while kubeadm init and the joins run, not after, when the kubelet asks.
+
+/** What kubeadm runs on masters only (static pods of the control plane). */
+const CONTROL_PLANE = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'etcd'];
+/** What every node runs: the sandbox, kube-proxy's DaemonSet, CoreDNS (scheduled anywhere). */
+const EVERY_NODE = ['pause', 'kube-proxy', 'coredns'];
+
+/** The node's background pull: its image list, PID, log and exit status. */
+export const PREPULL_DIR = `${RUNS_DIR}/prepull`;
+
+/** The bundle's images a node of this arch and role pulls ahead; lvscare on workers of a cluster with several masters. */
+export function prepullImages(d: BundleDescriptor, arch: string, master: boolean, lvscare?: string): string[] {
+  const names = new Set(master ? [...CONTROL_PLANE, ...EVERY_NODE] : EVERY_NODE);
+  const name = (ref: string) => parseReference(ref).repository.split('/').pop()!;
+  return d.images
+    .filter((i) => i.platforms.some((p) => p.platform.split('/')[1] === arch))
+    .filter((i) => names.has(name(i.ref)) || (!master && i.ref === lvscare))
+    .map((i) => i.ref);
+}
+
+/**
+ * Starts the pull detached from the SSH session (it outlives it), unless one still runs: each image
+ * in turn with ctr into containerd's k8s.io namespace, through the hosts.toml acinstall wrote; one
+ * that fails does not stop the others. `status` holds 0 when every image arrived.
+ */
+export function prepullScript(refs: string[], arch: string): string {
+  const d = shq(PREPULL_DIR);
+  const pull = `ctr -n k8s.io images pull --hosts-dir ${CERTS_D} --platform linux/${arch}`;
+  const worker = [
+    'rc=0',
+    `while read -r ref; do ${pull} "$ref" >/dev/null 2>>${d}/log || { rc=1; echo "failed: $ref" >> ${d}/log; }; done < ${d}/images`,
+    `echo $rc > ${d}/status`,
+  ].join('\n');
+  return [
+    `mkdir -p ${d}`,
+    `if [ -f ${d}/pid ] && [ ! -f ${d}/status ] && kill -0 "$(cat ${d}/pid)" 2>/dev/null; then echo running; exit 0; fi`,
+    `rm -f ${d}/status ${d}/log`,
+    `printf '%s\\n' ${refs.map(shq).join(' ')} > ${d}/images`,
+    `setsid sh -c ${shq(worker)} < /dev/null > /dev/null 2>&1 &`,
+    `echo $! > ${d}/pid`,
+    'echo started',
+  ].join('\n');
+}
+
+export async function startPrepull(host: SshHost, refs: string[], arch: string): Promise<void> {
+  if (refs.length) await host.check(prepullScript(refs, arch), 'starting the images pulled ahead');
+}
+
+/** Where a node's pull stands: 'done', 'running', or what failed (the end of its log). */
+export async function prepullState(host: SshHost): Promise<string> {
+  const d = shq(PREPULL_DIR);
+  const out = await host.check(`if [ -f ${d}/status ]; then echo "status $(cat ${d}/status)"; tail -n 3 ${d}/log 2>/dev/null; elif [ -f ${d}/pid ]; then echo running; else echo none; fi`, 'looking at the images pulled ahead');
+  if (out.startsWith('status 0')) return 'done';
+  if (out.startsWith('status')) return out.split('\n').slice(1).join(' | ').trim() || 'failed';
+  return out.trim();
+}
