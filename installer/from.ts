@@ -4,7 +4,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { archFromUname, nodeArch } from '../arch/platform.js';
-import { AcpackError, plural } from '../oci/errors.js';
+import { AcpackError, formatBytes, plural } from '../oci/errors.js';
 import { readDescriptor } from '../oci/bundle-reader.js';
 import { importBundle } from '../registry/index.js';
 import { firstMaster, isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
@@ -12,7 +12,7 @@ import { Journal } from './journal.js';
 import { hostListChanges, loadClusterState, saveClusterState } from './cluster-state.js';
 import type { InstallProgress } from './progress-board.js';
 import { KnownHosts, SshHost } from './ssh.js';
-import { ensureRegistry, siteRegistry } from './registry-service.js';
+import { ensureRegistry, peerCacheNodes, siteRegistry, type SiteRegistry } from './registry-service.js';
 import { checkBundleOrder, heldBinaries } from './upgrade.js';
 import { withStoreLock } from './store-lock.js';
 import { resetScript } from './reset.js';
@@ -211,11 +211,26 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
     const kubectl = kubectlCommand(d);
     if (kubectl) await checkCluster(o, journal, known, outcomes, kubectl);
     await reportPrepull(o, known, outcomes);
+    await reportPeerCache(o, site);
     await known.save();
     return outcomes;
   } finally {
     journal.close();
   }
+}
+
+/**
+ * What the master sent against what the nodes took from each other, as their agents last announced
+ * (every 2 s while they fetch): the peer cache working shows as the registry sending about one node's worth.
+ */
+async function reportPeerCache(o: FromOptions, site: SiteRegistry): Promise<void> {
+  const nodes = (await peerCacheNodes(site))?.filter((n) => n.bytes);
+  if (!nodes?.length) return;
+  const sent = nodes.reduce((n, x) => n + x.bytes!.fromSeed, 0);
+  const fromPeers = nodes.reduce((n, x) => n + x.bytes!.fromPeers, 0);
+  const most = Math.max(...nodes.map((x) => x.bytes!.fromSeed + x.bytes!.fromPeers));
+  const ratio = most > 0 ? ` (${(sent / most).toFixed(2)}× the ${formatBytes(most)} the busiest node took)` : '';
+  o.progress.master(`peer cache: the registry sent ${formatBytes(sent)} to the nodes' agents${ratio}; they took ${formatBytes(fromPeers)} from each other (acinstall status shows each node)`);
 }
 
 /** Where each node's images pulled ahead stand, once the cluster is laid down: a line, and a warning per failure. */

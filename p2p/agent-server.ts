@@ -30,6 +30,7 @@ export function localServer(agent: PeerAgent): Server {
 export function peerServer(agent: PeerAgent): Server {
   let uploads = 0;
   return createServer((req, res) => {
+    if (req.method === 'GET' && req.url === '/metrics') return serveMetrics(agent, res);
     const piece = PIECE_RE.exec(req.url ?? '');
     const pieces = PIECES_RE.exec(req.url ?? '');
     if (req.method !== 'GET' || !(piece || pieces)) return refuse(res, 404, 'a peer asks for pieces only');
@@ -39,6 +40,22 @@ export function peerServer(agent: PeerAgent): Server {
     const served = piece ? servePiece(agent, piece[1] as Digest, Number(piece[2]), res) : servePieces(agent, pieces![1] as Digest, res);
     served.catch((err) => fail(res, err));
   });
+}
+
+/** The agent's counters for Prometheus, on both faces (a scraper reaches the node's address). */
+function serveMetrics(agent: PeerAgent, res: ServerResponse): void {
+  const { fromSeed, fromPeers, served, badPieces } = agent.stats;
+  const metric = (name: string, help: string, lines: string[]) => [`# HELP ${name} ${help}`, `# TYPE ${name} counter`, ...lines];
+  const text = [
+    ...metric('acpack_agent_fetched_bytes_total', "Blob bytes this node's agent fetched and verified, by where they came from.", [
+      `acpack_agent_fetched_bytes_total{from="registry"} ${fromSeed}`,
+      `acpack_agent_fetched_bytes_total{from="peers"} ${fromPeers}`,
+    ]),
+    ...metric('acpack_agent_served_bytes_total', 'Piece bytes this agent served to its peers.', [`acpack_agent_served_bytes_total ${served}`]),
+    ...metric('acpack_agent_bad_pieces_total', 'Pieces that did not match their hash (their peer shunned, the piece fetched again).', [`acpack_agent_bad_pieces_total ${badPieces}`]),
+  ];
+  res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+  res.end(`${text.join('\n')}\n`);
 }
 
 /** A blob's piece hashes and this node's bitfield of it, for a peer that cannot ask the registry. */
@@ -87,6 +104,7 @@ async function handleLocal(agent: PeerAgent, req: IncomingMessage, res: ServerRe
     res.writeHead(200, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0' });
     return void res.end('{}');
   }
+  if (url.pathname === '/metrics') return serveMetrics(agent, res);
   if (url.pathname === '/p2p/v1/stats') {
     res.writeHead(200, { 'content-type': 'application/json' });
     return void res.end(JSON.stringify(agent.stats));

@@ -119,6 +119,7 @@ describe('acinstall from with two masters', () => {
     // Each node pulled its images for kubeadm ahead, into the kubelet's namespace: the control
     // plane's on the masters only, the worker the rest and lvscare.
     expect(r.stderr).toMatch(/images pulled ahead: done on \d node\(s\), still pulling on \d/);
+    expect(r.stderr).toMatch(/peer cache: the registry sent \S+ \S+ to the nodes' agents.*; they took \S+ \S+ from each other/);
     const pulledAhead = async (h: typeof m1) => {
       await ssh(t.lab, m1, h, 'for i in $(seq 600); do [ -f /var/lib/acpack/runs/prepull/status ] && break; sleep 0.1; done; test "$(cat /var/lib/acpack/runs/prepull/status)" = 0', 90_000);
       return (await ssh(t.lab, m1, h, 'ctr -n k8s.io images ls -q')).stdout.split('\n').filter(Boolean);

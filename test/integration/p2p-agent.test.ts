@@ -89,6 +89,11 @@ describe('peer agents', () => {
     // The registry sends each byte about once: two more nodes took less than one more copy from it.
     expect(fromSeed).toBeLessThan(layer.data.length);
     expect(a.agent.stats.served).toBeGreaterThan(0);
+    // The counters on /metrics, on the peer face too (where a scraper reaches the node).
+    const metrics = await (await fetch(`http://${b.agent.o.peerAddr}/metrics`)).text();
+    expect(metrics).toContain(`acpack_agent_fetched_bytes_total{from="registry"} ${b.agent.stats.fromSeed}\n`);
+    expect(metrics).toContain(`acpack_agent_fetched_bytes_total{from="peers"} ${b.agent.stats.fromPeers}\n`);
+    expect(metrics).toContain(`acpack_agent_served_bytes_total ${b.agent.stats.served}\n`);
     // A pull of what the node holds now costs nobody anything.
     const before = { ...b.agent.stats };
     expect(sha256(await pull(b.url))).toBe(layer.descriptor.digest);
