@@ -429,7 +429,8 @@ export class PeerAgent {
         this.picker.trackerLost = true;
       } finally {
         this.announcing = undefined;
-        this.scheduleAnnounce(this.interval);
+        // ±10%: nodes started by one install would otherwise announce in lockstep, all at one instant.
+        this.scheduleAnnounce(this.interval * (0.9 + 0.2 * Math.random()));
         this.pump();
       }
     })();
