@@ -12,7 +12,7 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { ARCHES, isArch, nodeArch, unameOf, type Arch } from '../arch/platform.js';
 import { MAP_FILE_ASSET } from '../registry/mapped-blobs.js';
@@ -81,12 +81,14 @@ async function singleExecutable(arch: Arch, script: string, addon: string, out: 
     const config = join(work, 'sea-config.json');
     const blob = join(work, 'sea.blob');
     // No snapshot and no code cache: those are specific to the generating binary's arch, and the
-    // blob is made by this machine's copy of the release for every arch.
+    // blob is made by this machine's copy of the release for every arch. Paths relative to the work
+    // directory: the blob keeps the main script's path as given, and an absolute one would make
+    // builds into two directories differ.
     await writeFile(
       config,
-      JSON.stringify({ main: script, output: blob, disableExperimentalSEAWarning: true, useSnapshot: false, useCodeCache: false, assets: { [MAP_FILE_ASSET]: addon } }),
+      JSON.stringify({ main: relative(work, script), output: 'sea.blob', disableExperimentalSEAWarning: true, useSnapshot: false, useCodeCache: false, assets: { [MAP_FILE_ASSET]: relative(work, addon) } }),
     );
-    await run(siteNode(nodeArch()), ['--experimental-sea-config', config]);
+    await run(siteNode(nodeArch()), ['--experimental-sea-config', 'sea-config.json'], { cwd: work });
     await copyFile(siteNode(arch), tmp);
     await run(process.execPath, [join(ROOT, 'node_modules', 'postject', 'dist', 'cli.js'), tmp, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', SEA_FUSE]);
     await chmod(tmp, 0o755);
@@ -117,8 +119,8 @@ export async function buildSite(outDir: string, arches: readonly Arch[] = ARCHES
   const next = `${script}.${process.pid}`;
   await bundleSite(next);
   const bundled = await replaceIfChanged(next, script);
-  // Each executable names what it was made of, the bundled file, the addon and the Node package: an
-  // older one (or a copied one) is remade.
+  // Each executable names what it was made of, the bundled file, the addon, the Node package and
+  // this script: an older one (or a copied one) is remade.
   const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
   const bundledHash = sha(bundled);
   const made: Partial<Record<Arch, string>> = {};
@@ -127,7 +129,7 @@ export async function buildSite(outDir: string, arches: readonly Arch[] = ARCHES
     const addon = siteAddon(arch, outDir);
     await buildAddon(arch, addon);
     const stamp = `${made[arch]}.source`;
-    const source = `${bundledHash} ${sha(await readFile(addon))} ${siteNodeIntegrity(arch)}`;
+    const source = `${bundledHash} ${sha(await readFile(addon))} ${siteNodeIntegrity(arch)} ${sha(await readFile(import.meta.filename))}`;
     if ((await readFile(stamp, 'utf8').catch(() => '')) === source && existsSync(made[arch])) continue;
     await rm(`${made[arch]}.gz`, { force: true }); // acpack's gzipped copy of the old one
     await singleExecutable(arch, script, addon, made[arch]);
