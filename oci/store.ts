@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { chmod, link, mkdir, open, readdir, readFile, rm, stat, statfs, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Hash } from 'node:crypto';
+import { readBlobRange, type Content, type ContentInfo } from './content.js';
 import { AcpackError, formatBytes } from './errors.js';
 import { FileLock } from './file-lock.js';
 import { Writeback } from './writeback.js';
@@ -58,7 +59,7 @@ export type OnCommitted = (digest: Digest, created: boolean) => void | Promise<v
  *   a commit, a link or unlink in the index, one deletion of a gc sweep. Readers never take it.
  * A commit never replaces a blob: a digest already there keeps its file.
  */
-export class ContentStore {
+export class ContentStore implements Content {
   private puts = 0;
   private queue: Promise<unknown> = Promise.resolve();
   private readonly inLock = new AsyncLocalStorage<true>();
@@ -91,6 +92,15 @@ export class ContentStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
+  }
+
+  async info(digest: Digest): Promise<ContentInfo | undefined> {
+    const size = await this.size(digest);
+    return size === undefined ? undefined : { digest, size };
+  }
+
+  read(digest: Digest, start: number, end: number): Promise<Buffer> {
+    return readBlobRange(this.path(digest), digest, start, end);
   }
 
   async has(digest: Digest): Promise<boolean> {

@@ -79,14 +79,7 @@ async function servePiece(agent: PeerAgent, digest: Digest, index: number, res: 
       res.setHeader(HAVE_HEADER, Bitfield.full(count).toBase64());
       if (index < count) {
         const { start, end } = pieceRange(size, index);
-        const fh = await open(agent.store.wholePath(digest), 'r');
-        try {
-          bytes = Buffer.allocUnsafe(end - start);
-          const { bytesRead } = await fh.read(bytes, 0, bytes.length, start);
-          if (bytesRead !== bytes.length) bytes = undefined;
-        } finally {
-          await fh.close();
-        }
+        bytes = await agent.store.read(digest, start, end).catch(() => undefined);
       }
     }
   }
@@ -125,7 +118,7 @@ async function serveBlob(agent: PeerAgent, digest: Digest, path: string, req: In
     agent.log(`${digest}: its pieces are not known (${(err as Error).message}); containerd goes on to the registry`);
     return refuse(res, 502, `the site registry cannot tell this blob's pieces: ${(err as Error).message}`);
   }
-  if (f === undefined) return passThrough(agent, path, req, res);
+  if (f === undefined) return passThrough(agent, path, req, res, digest);
   const size = f === 'whole' ? (await agent.store.whole(digest))! : f.partial.size;
   const range = parseRange(req.headers.range, size);
   if (range === 'unsatisfiable') return refuse(res, 416, `range ${req.headers.range} is outside the blob's ${size} bytes`);
@@ -152,8 +145,12 @@ async function serveBlob(agent: PeerAgent, digest: Digest, path: string, req: In
   }
 }
 
-/** Manifests, tags and HEADs: the site registry's answer as it is (never from peers). */
-async function passThrough(agent: PeerAgent, path: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/**
+ * Manifests, tags and HEADs: the site registry's answer as it is (never from peers). A whole blob
+ * passed through (one piece or less) is kept too, once its digest is checked, for peers that need
+ * it when the master is gone.
+ */
+async function passThrough(agent: PeerAgent, path: string, req: IncomingMessage, res: ServerResponse, blob?: Digest): Promise<void> {
   let r;
   try {
     r = await request(`${agent.o.registry}${path}`, {
@@ -170,7 +167,22 @@ async function passThrough(agent: PeerAgent, path: string, req: IncomingMessage,
     if (typeof v === 'string') headers[h] = v;
   }
   res.writeHead(r.statusCode, headers);
-  await pipeline(r.body, res);
+  const size = Number(headers['content-length']);
+  const keep = blob && r.statusCode === 200 && Number.isSafeInteger(size) && size > 0 ? await agent.store.writer(`pass-${blob}`, { digest: blob, size }).catch(() => undefined) : undefined;
+  if (!keep) return pipeline(r.body, res);
+  try {
+    for await (const chunk of r.body) {
+      await keep.write(chunk as Buffer);
+      if (!res.write(chunk)) await drainedOrClosed(res);
+      if (res.destroyed) throw new AcpackError('CLIENT_GONE', 'containerd went away before its end');
+    }
+    res.end();
+    await keep.commit();
+  } catch (err) {
+    await keep.discard();
+    if (!res.writableEnded) res.destroy();
+    agent.log(`${blob}: not kept (${(err as Error).message})`);
+  }
 }
 
 function refuse(res: ServerResponse, status: number, message: string): void {

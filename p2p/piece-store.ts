@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hexOf, isDigest, READ_CHUNK, type Digest } from '../oci/digest.js';
+import { readBlobRange, type Content, type ContentInfo, type ContentWriter } from '../oci/content.js';
+import { hexOf, isDigest, READ_CHUNK, sha256, type Digest } from '../oci/digest.js';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { Bitfield } from './bitfield.js';
 import { pieceCount, pieceRange, verifyPiece } from './pieces.js';
@@ -12,11 +13,17 @@ import { pieceCount, pieceRange, verifyPiece } from './pieces.js';
  * peers. Under `dir`:
  *   partial/<hex>   the blob's bytes at their offsets, a sparse file of its full size
  *   partial/<hex>.have   which pieces were verified (rewritten after each; re-checked on open)
+ *   partial/<hex>.in-<ref>   a blob written whole, in order (the ingester: blobs of one piece
+ *                   or less, passed through from the registry), until its digest is checked
  *   blobs/<hex>     a whole blob whose digest was verified, renamed from partial/
  * Whole blobs are kept up to `maxBytes` (least recently used go first); a partial one stays until
  * it is whole. containerd keeps its own copy of what it pulled: this is the peer cache's extra disk.
+ * As a content store (oci/content.ts) it provides, ingests, lists and deletes whole blobs.
  */
-export class PieceStore {
+export class PieceStore implements Content {
+  /** Refs being written (one writer per ref). */
+  private readonly writing = new Set<string>();
+
   private constructor(
     readonly dir: string,
     readonly maxBytes: number,
@@ -25,6 +32,8 @@ export class PieceStore {
   static async open(dir: string, maxBytes: number): Promise<PieceStore> {
     await mkdir(join(dir, 'partial'), { recursive: true, mode: 0o700 });
     await mkdir(join(dir, 'blobs'), { recursive: true, mode: 0o700 });
+    // A whole write does not outlive its process: what one left is dropped.
+    for (const name of await readdir(join(dir, 'partial'))) if (name.includes('.in-')) await rm(join(dir, 'partial', name), { force: true });
     return new PieceStore(dir, maxBytes);
   }
 
@@ -41,6 +50,36 @@ export class PieceStore {
       return s.size;
     } catch {
       return undefined;
+    }
+  }
+
+  async info(digest: Digest): Promise<ContentInfo | undefined> {
+    const size = await this.whole(digest);
+    return size === undefined ? undefined : { digest, size };
+  }
+
+  read(digest: Digest, start: number, end: number): Promise<Buffer> {
+    return readBlobRange(this.wholePath(digest), digest, start, end);
+  }
+
+  async list(): Promise<Digest[]> {
+    return (await this.wholeBlobs()).map((b) => b.digest);
+  }
+
+  async delete(digest: Digest): Promise<void> {
+    await rm(this.wholePath(digest), { force: true });
+  }
+
+  /** A blob written whole, in order: kept once its size and digest are checked (what was there under that digest stays). */
+  async writer(ref: string, expected: ContentInfo): Promise<ContentWriter> {
+    if (this.writing.has(ref)) throw new AcpackError('INGEST_BUSY', `${ref} is being written already`);
+    this.writing.add(ref);
+    const path = join(this.dir, 'partial', `${hexOf(expected.digest)}.in-${sha256(ref).slice(7, 23)}`);
+    try {
+      return new WholeWriter(this, expected, path, await open(path, 'w', 0o600), () => this.writing.delete(ref));
+    } catch (err) {
+      this.writing.delete(ref);
+      throw err;
     }
   }
 
@@ -215,4 +254,64 @@ async function writeMarks(path: string, marks: Buffer): Promise<void> {
     await fh.close();
   }
   await rename(tmp, path);
+}
+
+/** The ingester's writer: hashed as written, renamed into blobs/ when the digest matches. */
+class WholeWriter implements ContentWriter {
+  private readonly hash = createHash('sha256');
+  private written = 0;
+  private ended = false;
+
+  constructor(
+    private readonly store: PieceStore,
+    private readonly expected: ContentInfo,
+    private readonly path: string,
+    private readonly fh: FileHandle,
+    private readonly release: () => void,
+  ) {}
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.ended) throw new AcpackError('INTERNAL', `${this.expected.digest}: written after its end`);
+    if (this.written + chunk.length > this.expected.size) {
+      await this.discard();
+      throw new AcpackError('SIZE_MISMATCH', `${this.expected.digest}: more than its ${this.expected.size} bytes`);
+    }
+    this.hash.update(chunk);
+    await this.fh.write(chunk);
+    this.written += chunk.length;
+  }
+
+  async commit(): Promise<Digest> {
+    const { digest, size } = this.expected;
+    const got = `sha256:${this.hash.digest('hex')}`;
+    if (this.written !== size || got !== digest) {
+      await this.discard();
+      throw new AcpackError('DIGEST_MISMATCH', `${digest}: ${this.written} bytes hashing to ${got}, not its ${size} bytes`);
+    }
+    try {
+      await this.fh.sync();
+      await this.end();
+      if ((await this.store.whole(digest)) !== undefined) await rm(this.path, { force: true });
+      else {
+        await this.store.makeRoom(size);
+        await rename(this.path, this.store.wholePath(digest));
+      }
+      return digest;
+    } catch (err) {
+      await rm(this.path, { force: true });
+      throw err;
+    }
+  }
+
+  async discard(): Promise<void> {
+    await this.end();
+    await rm(this.path, { force: true });
+  }
+
+  private async end(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    this.release();
+    await this.fh.close();
+  }
 }

@@ -22,6 +22,8 @@ let work: Awaited<ReturnType<typeof tempDir>>;
 let layer: Layer;
 /** A second blob of several pieces, in the same image. */
 let layer2: Layer;
+/** A blob of less than a piece: passed through from the registry, and kept. */
+let small: Layer;
 let registryClosed = false;
 let source: string;
 let reg: RunningRegistry;
@@ -31,10 +33,11 @@ beforeAll(async () => {
   work = await tempDir();
   layer = await buildLayer([{ path: 'big', content: randomBytes(5 * PIECE_SIZE + 777) }]);
   layer2 = await buildLayer([{ path: 'big2', content: randomBytes(3 * PIECE_SIZE + 55) }]);
+  small = await buildLayer([{ path: 'small', content: randomBytes(100_000) }]);
   const src = await withRegistry();
   try {
     source = src.registry.host;
-    const image = buildIndexImage('p2p/big', 'v1', { amd64: [layer, layer2] });
+    const image = buildIndexImage('p2p/big', 'v1', { amd64: [layer, layer2, small] });
     await pushImage(source, image);
     const bundle = await bundleSpec(work.dir, { images: [imageRef(source, image)] }, join(work.dir, 'b.tar.zst'));
     await importBundle(bundle, join(work.dir, 'store'));
@@ -181,6 +184,9 @@ describe('peer agents', () => {
     const [e, f] = [await startAgent('e'), await startAgent('f')];
     expect(sha256(await pull(e.url))).toBe(layer.descriptor.digest);
     expect(sha256(await pull(e.url, layer2))).toBe(layer2.descriptor.digest);
+    expect(sha256(await pull(e.url, small))).toBe(small.descriptor.digest);
+    // The small one was passed through (one request to the registry), not fetched piece by piece.
+    expect(e.agent.stats.fromSeed + e.agent.stats.fromPeers).toBe(layer.data.length + layer2.data.length);
     // f takes the first layer, and learns e as a peer from the tracker.
     expect(sha256(await pull(f.url))).toBe(layer.descriptor.digest);
     await reg.close();
@@ -189,6 +195,9 @@ describe('peer agents', () => {
     expect(sha256(await pull(f.url, layer2))).toBe(layer2.descriptor.digest);
     expect(f.agent.stats.fromPeers - before).toBe(layer2.data.length);
     expect(f.logs.join('\n')).toContain(`${layer2.descriptor.digest}: the registry does not answer`);
+    // The small blob e passed through, e kept: f takes it from e.
+    expect(sha256(await pull(f.url, small))).toBe(small.descriptor.digest);
+    expect(f.agent.stats.fromPeers - before).toBe(layer2.data.length + small.data.length);
     const started = Date.now();
     const none = await fetch(`${f.url}/v2/p2p/big/blobs/sha256:${'0'.repeat(64)}?ns=${source}`);
     expect(none.status).toBe(502);
