@@ -1,9 +1,9 @@
 /**
  * bench/p2p: the peer cache on real agents. A lab of N + 1 test hosts (the first master and N
- * nodes), `acinstall from` once (unshaped, not timed), then every host's link shaped to B (tbf,
- * both ways: each host's eth0 for what it sends, its port on the lab's bridge for what it
- * receives), and S bytes of layers (15 random layers in 5 images, p2p-sim's sizes scaled to S)
- * taken by every node in three ways, one after the other in the same lab:
+ * nodes), `acinstall from` once (unshaped, not timed), then every host's eth0 shaped to B with tbf
+ * (what it sends, as test/integration/p2p-lab does; `--both-ways` shapes what it receives too, on
+ * its port of the lab's bridge), and S bytes of layers (15 random layers in 5 images, p2p-sim's
+ * sizes scaled to S) taken by every node in three ways, one after the other in the same lab:
  *
  *   - direct: every node's containerd (`ctr content fetch`, no unpacking) pulls every image at the
  *     same instant from the site registry, through a copy of acinstall's hosts.toml whose `[host]`
@@ -28,9 +28,12 @@
  *   npx tsx bench/p2p/run.ts --rate 200mbit,1gbit          # both rates in one lab, a line each
  *   npx tsx bench/p2p/run.ts --quick --no-record           # 4 nodes, 40 MB: a check of the bench
  *
- * Other options: `--modes p2p,direct,sealer` (a subset, in this order), `--egress-only` (shape
- * eth0 only, as test/integration/p2p-lab does: then a node may receive faster than B). The site's
- * executables are rebuilt first when the sources changed (as the tests' global setup does).
+ * Other options: `--modes direct,p2p,sealer` (a subset, run in the order given); `--both-ways` (a node then
+ * receives at B at most too, as on a real link; with eth0 alone it may take more than B from several
+ * senders at once, while T_phys's S/B, the master sending every piece once, still holds). The site's
+ * executables are rebuilt first when the sources changed (as the tests' global setup does). A
+ * node's failed fetch ends the run with its agent's last log lines, a probe of the registry from
+ * the node, the master's accept queue and its tbf's drops.
  * Hosts need 2·S of their 2 GB tmpfs (containerd's copy and the agent's); the machine about
  * 2·N·S + 4·S of memory and disk.
  */
@@ -67,7 +70,7 @@ const MB = numberOption('mb', QUICK ? 40 : 400);
 const RATES = stringOption('rate', '200mbit').split(',');
 const MODES = stringOption('modes', 'direct,p2p,sealer').split(',');
 const RECORD = !flag('no-record');
-const BOTH_WAYS = !flag('egress-only');
+const BOTH_WAYS = flag('both-ways');
 
 /** p2p-sim's layer sizes (MB, 400 in all), spread over 5 images of 3 layers, scaled to --mb. */
 const LAYERS_MB = [118, 74, 52, 41, 29, 24, 19, 14.5, 11, 7.2, 4.8, 3.1, 1.6, 0.7, 0.1];
@@ -89,6 +92,8 @@ interface ModeResult {
   startSkewSeconds?: number;
   masterSentBytes: number;
   egressOverS: number;
+  /** Packets the master's tbf dropped during the mode. */
+  masterDrops?: number;
   /** Per node, what its agent took during the mode (none for sealer). */
   fromSeedBytes?: number[];
   fromPeersBytes?: number[];
@@ -116,7 +121,13 @@ async function txBytes(h: LabHost): Promise<number> {
   return links[0].stats64.tx.bytes;
 }
 
-/** tbf at `rate` on the host's eth0 and (both ways) on its port of the lab's bridge, which carries what it receives. */
+/** Packets the host's eth0 qdisc (the tbf) dropped: a full queue, the shaped link's congestion. */
+async function qdiscDrops(h: LabHost): Promise<number> {
+  const q = JSON.parse((await inHost(h, 'tc', ['-s', '-j', 'qdisc', 'show', 'dev', 'eth0'])).stdout) as { root?: boolean; drops?: number }[];
+  return q.find((x) => x.root)?.drops ?? 0;
+}
+
+/** tbf at `rate` on the host's eth0 and (--both-ways) on its port of the lab's bridge, which carries what it receives. */
 async function shape(lab: Lab, rate: string): Promise<void> {
   const tbf = ['root', 'tbf', 'rate', rate, 'burst', '256kb', 'latency', '100ms'];
   for (const h of lab.hosts) {
@@ -226,17 +237,27 @@ async function main(): Promise<void> {
       try {
         const before = await stats();
         const tx0 = await txBytes(master);
+        const drops0 = await qdiscDrops(master);
         const at = Date.now() / 1000 + 3; // time enough for every SSH connection (~50 ms each)
         const spans = await Promise.all(
           nodes.map(async (n) => {
-            const r = await onNode(theLab, n, timedFetch(dir, hostsDir(dir), refs, at), 1_800_000).catch((e: { stderr?: string; message: string }) => {
-              throw new Error(`${mode}: the fetch on ${n.name} failed: ${e.stderr || e.message}`);
+            const r = await onNode(theLab, n, timedFetch(dir, hostsDir(dir), refs, at), 1_800_000).catch(async (e: { stderr?: string; message: string }) => {
+              // What the lead needs to tell a product fault from the machine's: the agent's last
+              // lines and how congested the master's link was.
+              const agentLog = (await onNode(theLab, n, 'journalctl -u acpack-agent -n 20 -o cat --no-pager 2>&1').catch(() => ({ stdout: '(no log)' }))).stdout;
+              const drops = (await qdiscDrops(master).catch(() => drops0)) - drops0;
+              // Can the node reach the registry now, from its default address and from the agent's?
+              const probe = (src: string) => `curl -sS -o /dev/null -w '%{http_code} in %{time_connect}s/%{time_appconnect}s' --max-time 12 --cacert /etc/acpack/registry-ca.crt ${src} https://${master.ip}:5000/v2/ 2>&1 || true`;
+              const reach = (await onNode(theLab, n, `echo "registry from the default address: $(${probe('')}); from ${n.ip}: $(${probe(`--interface ${n.ip}`)})"`).catch((x: Error) => ({ stdout: x.message }))).stdout;
+              const listen = (await inHost(master, 'ss', ['-ltn', 'sport = :5000']).catch((x: Error) => ({ stdout: x.message }))).stdout;
+              throw new Error(`${mode}: the fetch on ${n.name} failed: ${e.stderr || e.message}\n--- its agent's log:\n${agentLog}\n--- ${reach.trim()}\n--- the master's listening socket (Recv-Q: connections not yet accepted):\n${listen}--- the master's tbf dropped ${drops} packets in this mode; load ${loadavg()[0].toFixed(2)}`);
             });
             const [start, end] = r.stdout.trim().split(/\s+/).map(Number);
             return { start, end };
           }),
         );
         const masterSentBytes = (await txBytes(master)) - tx0;
+        const masterDrops = (await qdiscDrops(master)) - drops0;
         const agents = minus(await stats(), before);
         // Everything there: each node's containerd holds every layer.
         for (const n of nodes) {
@@ -251,6 +272,7 @@ async function main(): Promise<void> {
           nodeSeconds: spans.map((s) => round(s.end - at)).sort((a, b) => a - b),
           startSkewSeconds: round(Math.max(...spans.map((s) => s.start)) - at, 3),
           masterSentBytes,
+          masterDrops,
           fromSeedBytes: agents.map((a) => a.fromSeed),
           fromPeersBytes: agents.map((a) => a.fromPeers),
           servedBytes: agents.map((a) => a.served),
@@ -281,10 +303,11 @@ async function main(): Promise<void> {
           await Promise.all(nodes.map((n) => onNode(theLab, n, resetAgent)));
         } else {
           const tx0 = await txBytes(master);
+          const drops0 = await qdiscDrops(master);
           t0 = process.hrtime.bigint();
           await inHost(master, process.execPath, ['--import', 'tsx', join(ROOT, 'bench/install/sftp-copy.ts'), lab.key, fileList, ...nodes.map((n) => n.ip)], 3_600_000);
           const s = round(seconds(t0));
-          results.sealer = finish({ seconds: s, masterSentBytes: (await txBytes(master)) - tx0 });
+          results.sealer = finish({ seconds: s, masterSentBytes: (await txBytes(master)) - tx0, masterDrops: (await qdiscDrops(master)) - drops0 });
           await Promise.all(nodes.map((n) => onNode(theLab, n, 'rm -rf /var/lib/sealer-copy')));
         }
       }
@@ -329,7 +352,7 @@ function table(r: { nodes: number; rate: string; shaped: string; layerBytes: num
     `bench/p2p: ${r.nodes} nodes + the master, S = ${mb(r.layerBytes)} MB in ${r.layers} layers (${r.images} images), links ${r.rate} (${r.shaped}), load ${r.loadAtStart} at start`,
     `T_phys = S/B + ⌈log₂N⌉·p/B = ${round(r.layerBytes / B)} + ${Math.ceil(Math.log2(r.nodes))}·${round(PIECE_SIZE / B, 3)} = ${round(tPhys)} s`,
     '',
-    `${'mode'.padEnd(14)}${'time s'.padStart(9)}${'×T_phys'.padStart(9)}${'median s'.padStart(10)}${'egress MB'.padStart(11)}${'egress/S'.padStart(10)}  from registry / from peers per node (MB)`,
+    `${'mode'.padEnd(14)}${'time s'.padStart(9)}${'×T_phys'.padStart(9)}${'median s'.padStart(10)}${'egress MB'.padStart(11)}${'egress/S'.padStart(10)}${'drops'.padStart(8)}  from registry / from peers per node (MB)`,
   ];
   const names: Record<Mode, string> = { p2p: 'p2p', direct: 'no p2p', sealer: 'sealer sftp' };
   for (const mode of ['p2p', 'direct', 'sealer'] as Mode[]) {
@@ -338,7 +361,7 @@ function table(r: { nodes: number; rate: string; shaped: string; layerBytes: num
     const median = m.nodeSeconds ? m.nodeSeconds[Math.floor((m.nodeSeconds.length - 1) / 2)] : undefined;
     const perNode = m.fromSeedBytes ? m.fromSeedBytes.map((s, i) => `${mb(s)}/${mb(m.fromPeersBytes![i])}`).join(' ') : '-';
     lines.push(
-      `${names[mode].padEnd(14)}${m.seconds.toFixed(2).padStart(9)}${m.overTPhys.toFixed(2).padStart(9)}${(median?.toFixed(2) ?? '-').padStart(10)}${mb(m.masterSentBytes).padStart(11)}${m.egressOverS.toFixed(2).padStart(10)}  ${perNode}`,
+      `${names[mode].padEnd(14)}${m.seconds.toFixed(2).padStart(9)}${m.overTPhys.toFixed(2).padStart(9)}${(median?.toFixed(2) ?? '-').padStart(10)}${mb(m.masterSentBytes).padStart(11)}${m.egressOverS.toFixed(2).padStart(10)}${String(m.masterDrops ?? '-').padStart(8)}  ${perNode}`,
     );
   }
   const p = results.p2p;
@@ -348,6 +371,7 @@ function table(r: { nodes: number; rate: string; shaped: string; layerBytes: num
       `goals: p2p ${p.overTPhys}·T_phys (≤ 1.3), egress ${p.egressOverS}·S (≤ 1.2)${r.p2pOverSealer !== undefined ? `, p2p/sealer ${r.p2pOverSealer} (≤ 0.3)` : ''}; nodes started within ${p.startSkewSeconds} s; bad pieces ${p.badPieces}`,
     );
   }
+  lines.push('(drops: packets the master tbf dropped, its queue full)');
   return lines.join('\n');
 }
 
