@@ -115,8 +115,10 @@ async function serveBlob(agent: PeerAgent, digest: Digest, path: string, req: In
   try {
     f = await agent.fetch(digest, path);
   } catch (err) {
+    // 404, not 502: containerd's blob fetcher (1.6) goes on to the next host, the registry itself,
+    // only after a 404, and fails the pull on any other status.
     agent.log(`${digest}: its pieces are not known (${(err as Error).message}); containerd goes on to the registry`);
-    return refuse(res, 502, `the site registry cannot tell this blob's pieces: ${(err as Error).message}`);
+    return refuse(res, 404, `the site registry cannot tell this blob's pieces (${(err as Error).message}): ask it directly`);
   }
   if (f === undefined) return passThrough(agent, path, req, res, digest);
   const size = f === 'whole' ? (await agent.store.whole(digest))! : f.partial.size;
@@ -159,7 +161,9 @@ async function passThrough(agent: PeerAgent, path: string, req: IncomingMessage,
       headers: { ...(req.headers.accept ? { accept: req.headers.accept } : {}), ...(req.headers.range ? { range: req.headers.range } : {}) },
     });
   } catch (err) {
-    return refuse(res, 502, `the site registry ${agent.o.registry} cannot be reached (${(err as Error).message}): only blobs already fetched can be served`);
+    // A blob answered 404 sends containerd on to the registry itself (see serveBlob); a manifest's
+    // resolver goes on after any error status.
+    return refuse(res, blob ? 404 : 502, `the site registry ${agent.o.registry} cannot be reached (${(err as Error).message}): only blobs already fetched can be served`);
   }
   const headers: Record<string, string> = {};
   for (const h of ['content-type', 'content-length', 'docker-content-digest', 'content-range', 'accept-ranges', 'www-authenticate', 'docker-distribution-api-version']) {

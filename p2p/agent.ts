@@ -101,7 +101,10 @@ export class PeerAgent {
     // Outgoing connections leave from the peer address: the tracker takes an announce only from the
     // address it names, and on a node with two NICs the route to the master may pick the other one.
     const localAddress = o.peerAddr.slice(0, o.peerAddr.lastIndexOf(':')).replace(/^\[|\]$/g, '');
-    this.http = new HttpAgent({ connect: { ...(o.ca ? { ca: o.ca } : {}), ...(isIP(localAddress) ? { localAddress } : {}) }, headersTimeout: 15_000, bodyTimeout: 60_000, connections: 32 });
+    // 30 s to connect, TLS handshake included, as acpack's own client: a master busy with many
+    // handshakes at the start of an install is slow to answer, not gone.
+    const connect = { timeout: 30_000, ...(o.ca ? { ca: o.ca } : {}), ...(isIP(localAddress) ? { localAddress } : {}) };
+    this.http = new HttpAgent({ connect, headersTimeout: 15_000, bodyTimeout: 60_000, connections: 32 });
   }
 
   static async start(o: AgentOptions): Promise<PeerAgent> {
