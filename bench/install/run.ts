@@ -11,16 +11,13 @@ import { appendFile, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
-import { stringify } from 'yaml';
 import { buildIndexImage, pushImage } from '../../demo/samples.js';
 import { startSourceRegistry } from '../../demo/source-registry.js';
 import { readDescriptor } from '../../oci/bundle-reader.js';
 import { ContentStore } from '../../oci/store.js';
 import type { Digest } from '../../oci/digest.js';
-import { bundle, createReporter } from '../../packer/index.js';
-import { parsePlatformList } from '../../arch/platform.js';
 import { acinstallOn, inHost, labDown, labUp, ssh, type Lab } from '../../test/hosts/lab.js';
-import { numberOption, randomLayer, ROOT } from '../common.js';
+import { benchBundle, numberOption, randomLayer, ROOT } from '../common.js';
 import { pushKubeadmImages } from '../../test/helpers/kubeadm-images.js';
 
 const run = promisify(execFile);
@@ -63,18 +60,7 @@ async function main(): Promise<void> {
   const kubeadmImages = await pushKubeadmImages(source.host);
   const kubeadm = join(ROOT, 'test/hosts/standins/kubeadm');
   const kubeadmSha = (await run('sha256sum', [kubeadm])).stdout.split(' ')[0];
-  const manifest = join(work, 'm.yaml');
-  await writeFile(
-    manifest,
-    stringify({
-      apiVersion: 'acpack/v1',
-      kind: 'Bundle',
-      metadata: { name: 'bench', version: 'v1' },
-      spec: { images: [...refs, ...kubeadmImages], binaries: [...bins, { name: 'kubeadm', version: 'v1.22.15', url: kubeadm, sha256: kubeadmSha, install: '/usr/bin/kubeadm' }] },
-    }),
-  );
-  const bundlePath = join(work, 'b.tar.zst');
-  await bundle({ manifestFile: manifest, platforms: parsePlatformList('amd64,arm64'), cacheDir: join(work, 'cache'), reporter: createReporter('silent'), sourceDateEpoch: 0, out: bundlePath });
+  const bundlePath = await benchBundle(work, 'bench', { images: [...refs, ...kubeadmImages], binaries: [...bins, { name: 'kubeadm', version: 'v1.22.15', url: kubeadm, sha256: kubeadmSha, install: '/usr/bin/kubeadm' }] }, 'amd64,arm64');
   await source.stop();
 
   // The files a node needs for its arch (amd64 here): binaries and every blob of its images.

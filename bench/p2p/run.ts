@@ -40,22 +40,20 @@
 import { appendFile, mkdir, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
-import { parsePlatformList, ARCHES } from '../../arch/platform.js';
+import { ARCHES } from '../../arch/platform.js';
 import { buildIndexImage, pushImage } from '../../demo/samples.js';
 import { startSourceRegistry, type SourceRegistry } from '../../demo/source-registry.js';
 import { readDescriptor } from '../../oci/bundle-reader.js';
 import type { Digest } from '../../oci/digest.js';
 import { ContentStore } from '../../oci/store.js';
 import { PIECE_SIZE } from '../../p2p/pieces.js';
-import { bundle, createReporter } from '../../packer/index.js';
 import { gzippedExecutable } from '../../packer/site-runtime.js';
 import { SITE_DIR } from '../../runtime/site-runtime.js';
 import { buildSite } from '../../scripts/build-site.js';
 import { pushKubeadmImages } from '../../test/helpers/kubeadm-images.js';
 import { acinstallOn, inHost, labDown, labUp, ssh, type Lab, type LabHost } from '../../test/hosts/lab.js';
 import { kubeadmBinary, kubeletBinary } from '../../test/hosts/standins/kubeadm-standin.js';
-import { numberOption, randomLayer, ROOT } from '../common.js';
+import { benchBundle, numberOption, randomLayer, ROOT } from '../common.js';
 import { agentStats, benchDir, contentList, directHostsDir, overlayUse, resetAgent, startContainerd, stopContainerd, timedFetch } from './node-steps.js';
 
 const args = process.argv.slice(2);
@@ -187,18 +185,7 @@ async function main(): Promise<void> {
       refs.push(`${source.host}/bench/p2p${i}:v1`);
     }
     const kubeadmImages = await pushKubeadmImages(source.host, { arches: ['amd64'] });
-    const manifest = join(work, 'm.yaml');
-    await writeFile(
-      manifest,
-      stringify({
-        apiVersion: 'acpack/v1',
-        kind: 'Bundle',
-        metadata: { name: 'bench-p2p', version: 'v1' },
-        spec: { images: [...refs, ...kubeadmImages], binaries: [await kubeadmBinary(join(work, 'bin')), kubeletBinary()] },
-      }),
-    );
-    const bundlePath = join(work, 'b.tar.zst');
-    await bundle({ manifestFile: manifest, platforms: parsePlatformList('amd64'), cacheDir: join(work, 'cache'), reporter: createReporter('silent'), sourceDateEpoch: 0, out: bundlePath, allowIncomplete: true });
+    const bundlePath = await benchBundle(work, 'bench-p2p', { images: [...refs, ...kubeadmImages], binaries: [await kubeadmBinary(join(work, 'bin')), kubeletBinary()] }, 'amd64', true);
     await source.stop();
     source = undefined;
 
