@@ -17,8 +17,10 @@ const STALLED_ANNOUNCE_MS = 300;
 /** The header carrying the serving agent's bitfield of that blob (base64). */
 export const HAVE_HEADER = 'x-acpack-have';
 /**
- * A fetch that gets no piece for this long fails, and containerd's request with it: what is left is
- * with no peer it can reach and the registry does not answer (the master gone before seeding it).
+ * A fetch fails, and containerd's request with it, when neither it nor any other fetch of this
+ * agent got a piece for this long: what is left is with no peer it can reach and the registry does
+ * not answer (the master gone before seeding it). Any piece counts, so that on a slow link a blob
+ * waiting its turn behind others is not given up.
  */
 export const STALL_MS = 90_000;
 /** With the tracker out of reach, how often a stalled blob asks the peers it knows what they have. */
@@ -84,6 +86,8 @@ export class PeerAgent {
   private announcing: Promise<void> | undefined;
   private interval = ANNOUNCE_INTERVAL_MS;
   private stopped = false;
+  /** When a piece of any blob last arrived. */
+  private progressAt = 0;
   /** Since when requests to the registry fail (logged once per outage), 0 while it answers. */
   private seedDownSince = 0;
   /** Piece hashes of whole blobs, computed for peers that ask while the registry is gone. */
@@ -195,7 +199,7 @@ export class PeerAgent {
     if (this.stopped) return;
     const now = Date.now();
     for (const f of [...this.fetching.values()]) {
-      if (now - f.progressAt > (this.o.stallMs ?? STALL_MS)) this.abandon(f, now);
+      if (now - Math.max(f.progressAt, this.progressAt) > (this.o.stallMs ?? STALL_MS)) this.abandon(f, now);
       else if (this.picker.trackerLost && now - f.polledAt > POLL_PEERS_MS && this.picker.downloading(f.partial.digest).isEmpty) {
         // No tracker to say who has what: the peers this node knows are asked directly.
         f.polledAt = now;
@@ -248,7 +252,7 @@ export class PeerAgent {
       return this.pump();
     }
     if (put === 'had') return; // an endgame copy that came second
-    f.progressAt = now();
+    f.progressAt = this.progressAt = now();
     if (req.peer === SEED) {
       this.stats.fromSeed += bytes.length;
       if (this.seedDownSince) this.log(`the registry serves pieces again (after ${Math.round((now() - this.seedDownSince) / 1000)} s)`);
