@@ -2,9 +2,11 @@
  * bench/install: on 4 test hosts, time `acinstall from` until every node has its binaries and its
  * images (containerd on each node pulling through the written hosts.toml), and count the bytes the
  * master sent; then, in the same run, what sealer does today: every file copied to each node one by
- * one over SFTP with an md5sum before and after. Both from the first master, inside its namespace.
+ * one over SFTP with an md5sum before and after. Both from the first master, inside its namespace,
+ * on links shaped with tbf (`--rate`, 200mbit by default; `none` for bare veths, where the two race
+ * for 2 CPU cores rather than for the network a site has).
  *
- *   npm run build && npx tsx bench/install/run.ts [--images 6] [--mb 40]
+ *   npm run build && npx tsx bench/install/run.ts [--images 6] [--mb 40] [--rate 200mbit]
  */
 import { execFile } from 'node:child_process';
 import { appendFile, mkdir, rm, writeFile } from 'node:fs/promises';
@@ -17,12 +19,13 @@ import { readDescriptor } from '../../oci/bundle-reader.js';
 import { ContentStore } from '../../oci/store.js';
 import type { Digest } from '../../oci/digest.js';
 import { acinstallOn, inHost, labDown, labUp, ssh, type Lab } from '../../test/hosts/lab.js';
-import { benchBundle, numberOption, randomLayer, ROOT } from '../common.js';
+import { benchBundle, numberOption, randomLayer, ROOT, shapeLab } from '../common.js';
 import { pushKubeadmImages } from '../../test/helpers/kubeadm-images.js';
 
 const run = promisify(execFile);
 const IMAGES = numberOption('images', 6);
 const MB = numberOption('mb', 40);
+const RATE = process.argv.includes('--rate') ? process.argv[process.argv.indexOf('--rate') + 1] : '200mbit';
 
 /** Bytes the master's eth0 has sent: /proc/net/dev as seen from inside its namespace. */
 async function txBytes(lab: Lab): Promise<number> {
@@ -82,6 +85,7 @@ async function main(): Promise<void> {
   const lab = await labUp(4, { dir: join(work, 'lab') });
   try {
     const [master, ...nodes] = lab.hosts;
+    if (RATE !== 'none') await shapeLab(lab, RATE);
     // acpack: from, then every node pulls its images through containerd and the written hosts.toml.
     let tx0 = await txBytes(lab);
     let t0 = process.hrtime.bigint();
@@ -92,8 +96,8 @@ async function main(): Promise<void> {
     await Promise.all(
       nodes.map(async (n) => {
         await ssh(lab, master, n, `mkdir -p ${dir}; printf 'version = 2\\nroot = "${dir}/root"\\nstate = "${dir}/state"\\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\\n[grpc]\\n  address = "${dir}/sock"\\n[ttrpc]\\n  address = "${dir}/sock.ttrpc"\\n' > ${dir}/config.toml; { containerd --config ${dir}/config.toml > ${dir}/log 2>&1 < /dev/null & echo $! > ${dir}/pid; }; for i in $(seq 50); do [ -S ${dir}/sock ] && break; sleep 0.1; done`);
-        // As kubelet would: every image at once.
-        await ssh(lab, master, n, refs.map((ref) => `ctr --address ${dir}/sock -n k8s.io content fetch --hosts-dir /etc/containerd/certs.d --platform linux/amd64 ${ref} > /dev/null &`).join(' ') + ' wait');
+        // As the kubelet does by default (serializeImagePulls): one image after another.
+        await ssh(lab, master, n, refs.map((ref) => `ctr --address ${dir}/sock -n k8s.io content fetch --hosts-dir /etc/containerd/certs.d --platform linux/amd64 ${ref} > /dev/null`).join(' && '), 1_800_000);
       }),
     );
     const acpackSeconds = seconds(t0);
@@ -111,6 +115,7 @@ async function main(): Promise<void> {
       bench: 'install',
       date: new Date().toISOString(),
       nodes: lab.hosts.length,
+      rate: RATE,
       payloadBytesPerNode: payload,
       acpackSeconds,
       acpackFromSeconds: fromSeconds,
@@ -121,7 +126,7 @@ async function main(): Promise<void> {
     };
     process.stdout.write(
       [
-        `4 test hosts (1 master + 3 workers), ${(payload / 1e6).toFixed(0)} MB of binaries and image blobs per node`,
+        `4 test hosts (1 master + 3 workers), links ${RATE === 'none' ? 'unshaped' : `shaped to ${RATE}`}, ${(payload / 1e6).toFixed(0)} MB of binaries and image blobs per node`,
         `acinstall from + image pulls: ${acpackSeconds} s (from: ${fromSeconds} s, with the import of the ${((d.blobs.bytes) / 1e6).toFixed(0)} MB two-arch bundle and kubeadm steps), master sent ${(acpackSent / 1e6).toFixed(0)} MB`,
         `sealer-style SFTP + md5sum:   ${sealerSeconds} s, master sent ${(sealerSent / 1e6).toFixed(0)} MB`,
         `ratio acpack/sealer: ${result.ratio}`,

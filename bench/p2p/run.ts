@@ -53,7 +53,7 @@ import { buildSite } from '../../scripts/build-site.js';
 import { pushKubeadmImages } from '../../test/helpers/kubeadm-images.js';
 import { acinstallOn, inHost, labDown, labUp, ssh, type Lab, type LabHost } from '../../test/hosts/lab.js';
 import { kubeadmBinary, kubeletBinary } from '../../test/hosts/standins/kubeadm-standin.js';
-import { benchBundle, numberOption, randomLayer, ROOT } from '../common.js';
+import { benchBundle, numberOption, randomLayer, ROOT, shapeLab } from '../common.js';
 import { agentStats, benchDir, contentList, directHostsDir, overlayUse, resetAgent, startContainerd, stopContainerd, timedFetch } from './node-steps.js';
 
 const args = process.argv.slice(2);
@@ -123,18 +123,6 @@ async function txBytes(h: LabHost): Promise<number> {
 async function qdiscDrops(h: LabHost): Promise<number> {
   const q = JSON.parse((await inHost(h, 'tc', ['-s', '-j', 'qdisc', 'show', 'dev', 'eth0'])).stdout) as { root?: boolean; drops?: number }[];
   return q.find((x) => x.root)?.drops ?? 0;
-}
-
-/** tbf at `rate` on the host's eth0 and (--both-ways) on its port of the lab's bridge, which carries what it receives. */
-async function shape(lab: Lab, rate: string): Promise<void> {
-  const tbf = ['root', 'tbf', 'rate', rate, 'burst', '256kb', 'latency', '100ms'];
-  for (const h of lab.hosts) {
-    await inHost(h, 'tc', ['qdisc', 'replace', 'dev', 'eth0', ...tbf]);
-    // labUp names host nodeI's bridge port pI, in the switch namespace `<lab id>-sw`.
-    const port = `p${h.name.replace(/^node/, '')}`;
-    if (BOTH_WAYS) await inHost({ netns: `${lab.id}-sw` }, 'tc', ['qdisc', 'replace', 'dev', port, ...tbf]);
-    else await inHost({ netns: `${lab.id}-sw` }, 'tc', ['qdisc', 'del', 'dev', port, 'root']).catch(() => {});
-  }
 }
 
 /** A command on a node, through SSH from the node to itself (loopback: nothing on the master's link). */
@@ -273,7 +261,7 @@ async function main(): Promise<void> {
     for (const rate of RATES) {
       const B = parseRate(rate) / 8;
       const tPhys = layerBytes / B + Math.ceil(Math.log2(NODES)) * (PIECE_SIZE / B);
-      await shape(lab, rate);
+      await shapeLab(lab, rate, BOTH_WAYS);
       const results: Partial<Record<Mode, ModeResult>> = {};
       const finish = (r: Omit<ModeResult, 'overTPhys' | 'egressOverS'>): ModeResult => ({ ...r, overTPhys: round(r.seconds / tPhys), egressOverS: round(r.masterSentBytes / layerBytes) });
       for (const mode of MODES as Mode[]) {
