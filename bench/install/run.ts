@@ -63,7 +63,8 @@ async function main(): Promise<void> {
   const kubeadmImages = await pushKubeadmImages(source.host);
   const kubeadm = join(ROOT, 'test/hosts/standins/kubeadm');
   const kubeadmSha = (await run('sha256sum', [kubeadm])).stdout.split(' ')[0];
-  const bundlePath = await benchBundle(work, 'bench', { images: [...refs, ...kubeadmImages], binaries: [...bins, { name: 'kubeadm', version: 'v1.22.15', url: kubeadm, sha256: kubeadmSha, install: '/usr/bin/kubeadm' }] }, 'amd64,arm64');
+  // No kubelet or CNI chart: the install's own steps and the pulls are what is timed (allowIncomplete).
+  const bundlePath = await benchBundle(work, 'bench', { images: [...refs, ...kubeadmImages], binaries: [...bins, { name: 'kubeadm', version: 'v1.22.15', url: kubeadm, sha256: kubeadmSha, install: '/usr/bin/kubeadm' }] }, 'amd64,arm64', true);
   await source.stop();
 
   // The files a node needs for its arch (amd64 here): binaries and every blob of its images.
