@@ -174,18 +174,25 @@ async function passThrough(agent: PeerAgent, path: string, req: IncomingMessage,
   const size = Number(headers['content-length']);
   const keep = blob && r.statusCode === 200 && Number.isSafeInteger(size) && size > 0 ? await agent.store.writer(`pass-${blob}`, { digest: blob, size }).catch(() => undefined) : undefined;
   if (!keep) return pipeline(r.body, res);
+  // Keeping is a bonus: a cache that cannot write (a full disk) stops keeping, never the pull.
+  let keeping: typeof keep | undefined = keep;
+  const drop = async (err: Error) => {
+    const k = keeping;
+    keeping = undefined;
+    await k?.discard().catch(() => {});
+    agent.log(`${blob}: not kept (${err.message})`);
+  };
   try {
     for await (const chunk of r.body) {
-      await keep.write(chunk as Buffer);
+      if (keeping) await keeping.write(chunk as Buffer).catch(drop);
       if (!res.write(chunk)) await drainedOrClosed(res);
       if (res.destroyed) throw new AcpackError('CLIENT_GONE', 'containerd went away before its end');
     }
     res.end();
-    await keep.commit();
+    await keeping?.commit().catch(drop);
   } catch (err) {
-    await keep.discard();
+    await drop(err as Error);
     if (!res.writableEnded) res.destroy();
-    agent.log(`${blob}: not kept (${(err as Error).message})`);
   }
 }
 
