@@ -26,12 +26,21 @@ export function prepullImages(d: BundleDescriptor, arch: string, master: boolean
 }
 
 /**
- * Starts the pull detached from the SSH session (it outlives it), unless one still runs: each image
- * in turn with ctr into containerd's k8s.io namespace, through the hosts.toml acinstall wrote; one
- * that fails does not stop the others. `status` holds 0 when every image arrived.
+ * Shell: true while the pull named by `dir`/pid still runs. The PID's command line must name `dir`:
+ * a pid file that outlived a reboot may name a PID some other process has now.
  */
-export function prepullScript(refs: string[], arch: string): string {
-  const d = shq(PREPULL_DIR);
+export function prepullRunning(dir = PREPULL_DIR): string {
+  return `[ -f ${shq(dir)}/pid ] && grep -qsaF ${shq(dir)} "/proc/$(cat ${shq(dir)}/pid)/cmdline"`;
+}
+
+/**
+ * Starts the pull detached from the SSH session (it outlives it): each image in turn with ctr into
+ * containerd's k8s.io namespace, through the hosts.toml acinstall wrote; one that fails does not
+ * stop the others. `status` holds 0 when every image arrived. A pull of the same list still running
+ * is left alone; one of another list (an earlier bundle's) is stopped first.
+ */
+export function prepullScript(refs: string[], arch: string, dir = PREPULL_DIR): string {
+  const d = shq(dir);
   const pull = `ctr -n k8s.io images pull --hosts-dir ${CERTS_D} --platform linux/${arch}`;
   const worker = [
     'rc=0',
@@ -40,9 +49,13 @@ export function prepullScript(refs: string[], arch: string): string {
   ].join('\n');
   return [
     `mkdir -p ${d}`,
-    `if [ -f ${d}/pid ] && [ ! -f ${d}/status ] && kill -0 "$(cat ${d}/pid)" 2>/dev/null; then echo running; exit 0; fi`,
-    `rm -f ${d}/status ${d}/log`,
-    `printf '%s\\n' ${refs.map(shq).join(' ')} > ${d}/images`,
+    `printf '%s\\n' ${refs.map(shq).join(' ')} > ${d}/images.next`,
+    `if ${prepullRunning(dir)}; then`,
+    `  if [ "$(sha256sum < ${d}/images.next)" = "$(sha256sum < ${d}/images 2>/dev/null)" ]; then rm -f ${d}/images.next; echo running; exit 0; fi`,
+    `  kill -- -"$(cat ${d}/pid)" 2>/dev/null || true`,
+    'fi',
+    `rm -f ${d}/status ${d}/log ${d}/pid`,
+    `mv -f ${d}/images.next ${d}/images`,
     `setsid sh -c ${shq(worker)} < /dev/null > /dev/null 2>&1 &`,
     `echo $! > ${d}/pid`,
     'echo started',

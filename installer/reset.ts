@@ -1,4 +1,4 @@
-import { PREPULL_DIR } from './prepull.js';
+import { PREPULL_DIR, prepullRunning } from './prepull.js';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AcpackError, plural } from '../oci/errors.js';
@@ -30,7 +30,7 @@ export function resetScript(d: BundleDescriptor | undefined): string {
     'systemctl disable --now kubelet 2>/dev/null || true',
     'systemctl disable --now acpack-agent 2>/dev/null || true',
     // The images pulled ahead, if still pulling: its session (setsid made its PID the group's).
-    `if [ -f ${PREPULL_DIR}/pid ]; then kill -- -"$(cat ${PREPULL_DIR}/pid)" 2>/dev/null || true; fi`,
+    `if ${prepullRunning()}; then kill -- -"$(cat ${PREPULL_DIR}/pid)" 2>/dev/null || true; fi`,
     'systemctl stop containerd 2>/dev/null || true',
     `rm -rf /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d /etc/containerd/certs.d /etc/containerd/config.toml ${shq(NODE_CA.slice(0, NODE_CA.lastIndexOf('/')))} ${RUNS_DIR} ${CHART_DIR} ${shq(NODE_RUNTIME.slice(0, NODE_RUNTIME.lastIndexOf('/')))} ${AGENT_UNIT} /var/lib/acpack-agent`,
     `rm -rf ${Object.keys(serviceFiles()).map(shq).join(' ')}`,
