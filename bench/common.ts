@@ -3,7 +3,6 @@ import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { parsePlatformList } from '../arch/platform.js';
 import { bundle, createReporter } from '../packer/index.js';
-import { inHost, type Lab } from '../test/hosts/lab.js';
 import { randomFillSync } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import type { Layer } from '../demo/samples.js';
@@ -35,19 +34,4 @@ export async function benchBundle(work: string, name: string, spec: { images: st
   const out = join(work, 'b.tar.zst');
   await bundle({ manifestFile, platforms: parsePlatformList(platforms), cacheDir: join(work, 'cache'), reporter: createReporter('silent'), sourceDateEpoch: 0, out, allowIncomplete });
   return out;
-}
-
-/**
- * tbf at `rate` on every host's eth0 (what it sends) and, `bothWays`, on its port of the lab's
- * bridge (what it receives): a site's links, where on bare veths the benches race for 2 CPU cores.
- */
-export async function shapeLab(lab: Lab, rate: string, bothWays = false): Promise<void> {
-  const tbf = ['root', 'tbf', 'rate', rate, 'burst', '256kb', 'latency', '100ms'];
-  for (const h of lab.hosts) {
-    await inHost(h, 'tc', ['qdisc', 'replace', 'dev', 'eth0', ...tbf]);
-    // labUp names host nodeI's bridge port pI, in the switch namespace `<lab id>-sw`.
-    const port = `p${h.name.replace(/^node/, '')}`;
-    if (bothWays) await inHost({ netns: `${lab.id}-sw` }, 'tc', ['qdisc', 'replace', 'dev', port, ...tbf]);
-    else await inHost({ netns: `${lab.id}-sw` }, 'tc', ['qdisc', 'del', 'dev', port, 'root']).catch(() => {});
-  }
 }

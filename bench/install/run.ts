@@ -18,8 +18,8 @@ import { startSourceRegistry } from '../../demo/source-registry.js';
 import { readDescriptor } from '../../oci/bundle-reader.js';
 import { ContentStore } from '../../oci/store.js';
 import type { Digest } from '../../oci/digest.js';
-import { acinstallOn, inHost, labDown, labUp, ssh, type Lab } from '../../test/hosts/lab.js';
-import { benchBundle, numberOption, randomLayer, ROOT, shapeLab } from '../common.js';
+import { acinstallOn, inHost, labDown, labUp, shapeLinks, ssh, type Lab } from '../../test/hosts/lab.js';
+import { benchBundle, numberOption, randomLayer, ROOT } from '../common.js';
 import { pushKubeadmImages } from '../../test/helpers/kubeadm-images.js';
 
 const run = promisify(execFile);
@@ -86,7 +86,7 @@ async function main(): Promise<void> {
   const lab = await labUp(4, { dir: join(work, 'lab') });
   try {
     const [master, ...nodes] = lab.hosts;
-    if (RATE !== 'none') await shapeLab(lab, RATE);
+    if (RATE !== 'none') await shapeLinks(lab, RATE);
     // acpack: from, then every node pulls its images through containerd and the written hosts.toml.
     let tx0 = await txBytes(lab);
     let t0 = process.hrtime.bigint();

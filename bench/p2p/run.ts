@@ -51,9 +51,9 @@ import { gzippedExecutable } from '../../packer/site-runtime.js';
 import { SITE_DIR } from '../../runtime/site-runtime.js';
 import { buildSite } from '../../scripts/build-site.js';
 import { pushKubeadmImages } from '../../test/helpers/kubeadm-images.js';
-import { acinstallOn, inHost, labDown, labUp, ssh, type Lab, type LabHost } from '../../test/hosts/lab.js';
+import { acinstallOn, inHost, labDown, labUp, shapeLinks, ssh, type Lab, type LabHost } from '../../test/hosts/lab.js';
 import { kubeadmBinary, kubeletBinary } from '../../test/hosts/standins/kubeadm-standin.js';
-import { benchBundle, numberOption, randomLayer, ROOT, shapeLab } from '../common.js';
+import { benchBundle, numberOption, randomLayer, ROOT } from '../common.js';
 import { agentStats, benchDir, contentList, directHostsDir, overlayUse, resetAgent, startContainerd, stopContainerd, timedFetch } from './node-steps.js';
 
 const args = process.argv.slice(2);
@@ -261,7 +261,7 @@ async function main(): Promise<void> {
     for (const rate of RATES) {
       const B = parseRate(rate) / 8;
       const tPhys = layerBytes / B + Math.ceil(Math.log2(NODES)) * (PIECE_SIZE / B);
-      await shapeLab(lab, rate, BOTH_WAYS);
+      await shapeLinks(lab, rate, BOTH_WAYS);
       const results: Partial<Record<Mode, ModeResult>> = {};
       const finish = (r: Omit<ModeResult, 'overTPhys' | 'egressOverS'>): ModeResult => ({ ...r, overTPhys: round(r.seconds / tPhys), egressOverS: round(r.masterSentBytes / layerBytes) });
       for (const mode of MODES as Mode[]) {

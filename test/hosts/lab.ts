@@ -294,3 +294,18 @@ export async function labDown(lab: Lab): Promise<void> {
   if (lab.lock) await rm(lab.lock, { recursive: true, force: true });
   if (existsSync(lab.dir)) await rm(lab.dir, { recursive: true, force: true });
 }
+
+/**
+ * tbf at `rate` on every host's eth0 (what it sends) and, `bothWays`, on its port of the lab's
+ * bridge (what it receives): a site's links, where on bare veths hosts race for 2 CPU cores.
+ */
+export async function shapeLinks(lab: Lab, rate: string, bothWays = false): Promise<void> {
+  const tbf = ['root', 'tbf', 'rate', rate, 'burst', '256kb', 'latency', '100ms'];
+  for (const h of lab.hosts) {
+    await inHost(h, 'tc', ['qdisc', 'replace', 'dev', 'eth0', ...tbf]);
+    // labUp names host nodeI's bridge port pI, in the switch namespace `<lab id>-sw`.
+    const port = `p${h.name.replace(/^node/, '')}`;
+    if (bothWays) await inHost({ netns: `${lab.id}-sw` }, 'tc', ['qdisc', 'replace', 'dev', port, ...tbf]);
+    else await inHost({ netns: `${lab.id}-sw` }, 'tc', ['qdisc', 'del', 'dev', port, 'root']).catch(() => {});
+  }
+}

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { buildIndexImage, buildLayer, pushImage } from '../../demo/samples.js';
 import { PIECE_SIZE } from '../../p2p/pieces.js';
-import { acinstallOn, inHost, ssh, type LabHost } from '../hosts/lab.js';
+import { acinstallOn, inHost, shapeLinks, ssh, type LabHost } from '../hosts/lab.js';
 import { kubeletBinary } from '../hosts/standins/kubeadm-standin.js';
 import { stopChild } from '../../demo/processes.js';
 import { ROOT } from '../helpers/env.js';
@@ -57,7 +57,7 @@ describe('the peer cache on test hosts', { timeout: 400_000 }, () => {
     const store = join(t.work.dir, 'site');
     const from = await acinstallOn(master, ['from', t.built.bundle, '-m', master.ip, '-n', workers.map((w) => w.ip).join(','), '-i', t.lab.key, '--store', store, '--ignore-preflight', 'disk,ip_forward,br_netfilter'], ROOT, 300_000);
     expect(from.code, `${from.stdout}\n${from.stderr}`).toBe(0);
-    for (const h of t.lab.hosts) await inHost(h, 'tc', ['qdisc', 'replace', 'dev', 'eth0', 'root', 'tbf', 'rate', '200mbit', 'burst', '256kb', 'latency', '100ms']);
+    await shapeLinks(t.lab, '200mbit');
 
     const before = await txBytes(master);
     const pulled = await Promise.all(workers.map((w) => fetchOn(w, t.built.big)));
@@ -153,7 +153,7 @@ describe('the peer cache on test hosts', { timeout: 400_000 }, () => {
     // bytes (the manifests resolved), the site registry — and its tracker — stop.
     expect((await fetchOn(seeded, ref)).stdout).toContain(ref);
     // Slower links, so that the stop comes while the askers are still fetching (checked below).
-    for (const h of t.lab.hosts) await inHost(h, 'tc', ['qdisc', 'replace', 'dev', 'eth0', 'root', 'tbf', 'rate', '40mbit', 'burst', '64kb', 'latency', '100ms']);
+    await shapeLinks(t.lab, '40mbit');
     const before = await Promise.all(askers.map(statsOf));
     const pulls = askers.map((w) => fetchOn(w, ref).then((p) => p.stdout, (e: { stdout?: string; stderr?: string }) => `failed: ${e.stdout}${e.stderr}`));
     for (let i = 0; i < 300; i++) {
