@@ -361,8 +361,7 @@ async function peerCacheTable(store: string): Promise<string> {
   const rows = nodes
     .sort((a, b) => a.addr.localeCompare(b.addr, undefined, { numeric: true }))
     .map((n) => [n.addr.replace(/:\d+$/, ''), ...(n.bytes ? [n.bytes.fromSeed, n.bytes.fromPeers, n.bytes.served].map(formatBytes) : ['-', '-', '-']), `${Math.round((now - n.seenAt) / 1000)} s ago`]);
-  const fromSeed = nodes.reduce((sum, n) => sum + (n.bytes?.fromSeed ?? 0), 0);
-  const fromPeers = nodes.reduce((sum, n) => sum + (n.bytes?.fromPeers ?? 0), 0);
+  const { fromSeed, fromPeers } = service.peerCacheTotals(nodes);
   return `\nPEER CACHE (each node's agent, since it started; the registry sent ${formatBytes(fromSeed)} to agents, peers ${formatBytes(fromPeers)})\n${textTable([['NODE', 'FROM REGISTRY', 'FROM PEERS', 'SERVED', 'ANNOUNCED'], ...rows])}\n`;
 }
 

@@ -12,7 +12,7 @@ import { Journal } from './journal.js';
 import { hostListChanges, loadClusterState, saveClusterState } from './cluster-state.js';
 import type { InstallProgress } from './progress-board.js';
 import { KnownHosts, SshHost } from './ssh.js';
-import { ensureRegistry, peerCacheNodes, siteRegistry, type SiteRegistry } from './registry-service.js';
+import { ensureRegistry, peerCacheNodes, peerCacheTotals, siteRegistry, type SiteRegistry } from './registry-service.js';
 import { checkBundleOrder, heldBinaries } from './upgrade.js';
 import { withStoreLock } from './store-lock.js';
 import { resetScript } from './reset.js';
@@ -226,9 +226,7 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
 async function reportPeerCache(o: FromOptions, site: SiteRegistry): Promise<void> {
   const nodes = (await peerCacheNodes(site))?.filter((n) => n.bytes);
   if (!nodes?.length) return;
-  const sent = nodes.reduce((n, x) => n + x.bytes!.fromSeed, 0);
-  const fromPeers = nodes.reduce((n, x) => n + x.bytes!.fromPeers, 0);
-  const most = Math.max(...nodes.map((x) => x.bytes!.fromSeed + x.bytes!.fromPeers));
+  const { fromSeed: sent, fromPeers, busiest: most } = peerCacheTotals(nodes);
   const ratio = most > 0 ? ` (${(sent / most).toFixed(2)}× the ${formatBytes(most)} the busiest node took)` : '';
   o.progress.master(`peer cache: the registry sent ${formatBytes(sent)} to the nodes' agents${ratio}; they took ${formatBytes(fromPeers)} from each other (acinstall status shows each node)`);
 }

@@ -99,6 +99,16 @@ async function backgroundPid(store: string): Promise<number | undefined> {
 
 const unitFile = join('/etc/systemd/system', REGISTRY_UNIT);
 
+/** The peer cache's traffic summed over its nodes: what the registry sent, what they took from each other, and the most one node took. */
+export function peerCacheTotals(nodes: NodeView[]): { fromSeed: number; fromPeers: number; busiest: number } {
+  const bytes = nodes.map((n) => n.bytes ?? { fromSeed: 0, fromPeers: 0, served: 0 });
+  return {
+    fromSeed: bytes.reduce((sum, b) => sum + b.fromSeed, 0),
+    fromPeers: bytes.reduce((sum, b) => sum + b.fromPeers, 0),
+    busiest: Math.max(0, ...bytes.map((b) => b.fromSeed + b.fromPeers)),
+  };
+}
+
 /** Each node's peer cache traffic as its agent last told the tracker; undefined when the registry does not answer. */
 export async function peerCacheNodes(r: SiteRegistry): Promise<NodeView[] | undefined> {
   const agent = new Agent({ connect: { ca: r.ca, timeout: 3000 }, headersTimeout: 5000, bodyTimeout: 5000 });
