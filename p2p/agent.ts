@@ -2,10 +2,11 @@ import { isIP } from 'node:net';
 import { Agent as HttpAgent, request, type Dispatcher } from 'undici';
 import type { Digest } from '../oci/digest.js';
 import { AcpackError, formatBytes } from '../oci/errors.js';
+import { HttpResponse } from '../oci/http.js';
 import { Bitfield } from './bitfield.js';
 import { PieceStore, type PartialBlob } from './piece-store.js';
 import { PIECE_SIZE, pieceCount, pieceHashesOfFile, pieceRange } from './pieces.js';
-import { ANNOUNCE_INTERVAL_MS, bytesLeft, encodeAnnounce, MAX_DONE_BLOBS, parseAnnounceResponse, parsePiecesAnswer, PIECES_PATH, type AnnounceWire, type BlobRef, type PiecesAnswer } from './protocol.js';
+import { ANNOUNCE_INTERVAL_MS, bytesLeft, encodeAnnounce, MAX_DONE_BLOBS, parseAnnounceResponse, MAX_PIECES_ANSWER_BYTES, parsePiecesAnswer, PIECES_PATH, type AnnounceWire, type BlobRef, type PiecesAnswer } from './protocol.js';
 import { PiecePicker, type PieceRequest } from './selection.js';
 
 /** The picker's name for the site registry, the seed that has every piece. */
@@ -307,10 +308,12 @@ export class PeerAgent {
     const answers = await Promise.all(
       peers.map(async ([peer, addr]) => {
         try {
-          const r = await request(`http://${addr}${PIECES_PATH}${digest}`, { dispatcher: this.http, headersTimeout: 2_000, bodyTimeout: 2_000 });
-          const text = await r.body.text();
+          const url = `http://${addr}${PIECES_PATH}${digest}`;
+          const r = await request(url, { dispatcher: this.http, headersTimeout: 2_000, bodyTimeout: 2_000 });
+          // A peer decides the length of what it sends: read no more than an answer can be.
+          const body = await new HttpResponse(url, r.statusCode, r.headers, r.body as ConstructorParameters<typeof HttpResponse>[3]).bytesUpTo(MAX_PIECES_ANSWER_BYTES);
           const have = r.headers[HAVE_HEADER];
-          return r.statusCode === 200 && typeof have === 'string' ? { peer, answer: JSON.parse(text) as PiecesAnswer, have } : undefined;
+          return r.statusCode === 200 && body && typeof have === 'string' ? { peer, answer: JSON.parse(body.toString()) as PiecesAnswer, have } : undefined;
         } catch {
           return undefined;
         }

@@ -49,6 +49,9 @@ export const MAX_ANNOUNCE_BYTES = 1 << 20;
  */
 export const PIECES_PATH = '/p2p/v1/pieces/';
 
+/** The most a PiecesAnswer can take: the hashes of MAX_PIECES pieces in base64, and room to spare. */
+export const MAX_PIECES_ANSWER_BYTES = 16 << 20;
+
 export interface PiecesAnswer {
   digest: Digest;
   size: number;
