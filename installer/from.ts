@@ -23,7 +23,8 @@ import { chartSteps, checkCluster, clusterSteps, isInstalled, nodeVersions } fro
 import { bundleArches, preflightError, runtimeLacking, type Facts } from './preflight.js';
 import { runPreflight } from './run-preflight.js';
 import { AGENT_PORT, containerdFiles, installBinaries, keptWarnings, serviceFiles, startServices, writeFiles } from './node-setup.js';
-import { startPeerCache } from './peer-cache.js';
+import { startPeerCache, type PeerCacheResult } from './peer-cache.js';
+import { RuntimeSources } from './runtime-sources.js';
 import { prepullImages, prepullState, startPrepull } from './prepull.js';
 import { bundleIdentity, laysClusterDown, type BundleDescriptor } from '../oci/bundle-format.js';
 import { kubernetesVersion } from '../kube/index.js';
@@ -142,6 +143,8 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
     const { previous } = await saveClusterState(o.store, typeof o.bundle === 'string' ? o.bundle : o.bundle.file, d, o.spec);
 
     const limit = pLimit(16);
+    const runtimeSources = new RuntimeSources();
+    const runtimeFrom = { peer: 0, registry: 0 };
     const outcomes = await Promise.all(
       o.spec.hosts.map((h) =>
         limit(async (): Promise<NodeOutcome> => {
@@ -162,14 +165,23 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
             // The runtime and the agent before the binaries, which come through the agent.
             if (!journal.isDone(h.ip, 'peer-cache', bundleId)) {
               o.progress.node(h.ip, 'peer-cache', 'running');
-              const down = await startPeerCache(host, d, arch, registry);
-              if (down) {
+              // The first master takes it from its own registry, off the link; the others where runtimeSources says.
+              const lease = h === master ? undefined : await runtimeSources.take(arch);
+              let result: PeerCacheResult | undefined;
+              try {
+                result = await startPeerCache(host, d, arch, registry, lease?.peer);
+              } finally {
+                lease?.done(result && { serves: result.servesRuntime, peerAddr: `${h.ip}:${AGENT_PORT}` });
+              }
+              if (result.runtimeFrom) runtimeFrom[result.runtimeFrom]++;
+              if (result.down) {
                 // Not the node's failure: its pulls go to the registry. The next run tries again.
-                journal.record(h.ip, 'peer-cache', 'failed', down);
-                o.progress.master(`warning: ${h.ip}: ${down}`);
+                journal.record(h.ip, 'peer-cache', 'failed', result.down);
+                o.progress.master(`warning: ${h.ip}: ${result.down}`);
               } else {
                 const runtime = d.runtime?.find((r) => r.arch === arch);
-                journal.record(h.ip, 'peer-cache', 'done', `agent on ${h.ip}:${AGENT_PORT}${runtime ? `, acinstall ${runtime.version} for ${arch}` : ''}`, bundleId);
+                const via = result.runtimeFrom === 'peer' ? ` (from ${lease?.peer})` : '';
+                journal.record(h.ip, 'peer-cache', 'done', `agent on ${h.ip}:${AGENT_PORT}${runtime ? `, acinstall ${runtime.version} for ${arch}${via}` : ''}`, bundleId);
               }
             }
             if (!journal.isDone(h.ip, 'binaries', bundleId)) {
@@ -206,6 +218,9 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
       ),
     );
     await known.save();
+    if (runtimeFrom.peer + runtimeFrom.registry > 0) {
+      o.progress.master(`acinstall's runtime: ${runtimeFrom.registry} node(s) took it from the registry, ${runtimeFrom.peer} from peers`);
+    }
     await clusterSteps(o, d, journal, known, outcomes, lvscare, versions);
     if (helm) await chartSteps(o, d, journal, known, outcomes, helm, `${master.ip}:${o.spec.registry.port}`, bundleId);
     const kubectl = kubectlCommand(d);

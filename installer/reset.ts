@@ -9,7 +9,7 @@ import { KUBEADM_RESET } from './kubeadm.js';
 import { CHART_DIR } from './charts.js';
 import { installedFiles, keptWarnings, NODE_CA, NODE_RUNTIME, removeIfOurs, RUNS_DIR, serviceFiles, shq } from './node-setup.js';
 import { KnownHosts, SshHost } from './ssh.js';
-import { AGENT_UNIT } from './peer-cache.js';
+import { AGENT_DIR, AGENT_UNIT } from './peer-cache.js';
 import { stopRegistry } from './registry-service.js';
 import { withStoreLock } from './store-lock.js';
 import { Journal } from './journal.js';
@@ -32,7 +32,7 @@ export function resetScript(d: BundleDescriptor | undefined): string {
     // The images pulled ahead, if still pulling: its session (setsid made its PID the group's).
     `if ${prepullRunning()}; then kill -- -"$(cat ${PREPULL_DIR}/pid)" 2>/dev/null || true; fi`,
     'systemctl stop containerd 2>/dev/null || true',
-    `rm -rf /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d /etc/containerd/certs.d /etc/containerd/config.toml ${shq(NODE_CA.slice(0, NODE_CA.lastIndexOf('/')))} ${RUNS_DIR} ${CHART_DIR} ${shq(NODE_RUNTIME.slice(0, NODE_RUNTIME.lastIndexOf('/')))} ${AGENT_UNIT} /var/lib/acpack-agent`,
+    `rm -rf /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d /etc/containerd/certs.d /etc/containerd/config.toml ${shq(NODE_CA.slice(0, NODE_CA.lastIndexOf('/')))} ${RUNS_DIR} ${CHART_DIR} ${shq(NODE_RUNTIME.slice(0, NODE_RUNTIME.lastIndexOf('/')))} ${AGENT_UNIT} ${AGENT_DIR}`,
     `rm -rf ${Object.keys(serviceFiles()).map(shq).join(' ')}`,
     // Any arch's: the node's own is not asked for.
     ...removeIfOurs(installedFiles(d)),

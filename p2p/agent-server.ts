@@ -18,6 +18,7 @@ const BLOB_RE = /^\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/;
 const MANIFEST_RE = /^\/v2\/(.+)\/(manifests|tags)\/([^/]+)$/;
 const PIECE_RE = new RegExp(`^${PEER_PIECE_PATH}(sha256:[0-9a-f]{64})/pieces/(\\d+)$`);
 const PIECES_RE = new RegExp(`^${PIECES_PATH}(sha256:[0-9a-f]{64})$`);
+const WHOLE_RE = new RegExp(`^${PEER_PIECE_PATH}(sha256:[0-9a-f]{64})$`);
 /** Pieces served to peers at once; more wait for the asker to try elsewhere (503). */
 const UPLOAD_SLOTS = 8;
 
@@ -33,11 +34,16 @@ export function peerServer(agent: PeerAgent): Server {
     if (req.method === 'GET' && req.url === '/metrics') return serveMetrics(agent, res);
     const piece = PIECE_RE.exec(req.url ?? '');
     const pieces = PIECES_RE.exec(req.url ?? '');
-    if (req.method !== 'GET' || !(piece || pieces)) return refuse(res, 404, 'a peer asks for pieces only');
+    const whole = WHOLE_RE.exec(req.url ?? '');
+    if (req.method !== 'GET' || !(piece || pieces || whole)) return refuse(res, 404, 'a peer asks for pieces or whole blobs only');
     if (uploads >= UPLOAD_SLOTS) return refuse(res, 503, 'all upload slots are taken');
     uploads++;
     res.on('close', () => uploads--);
-    const served = piece ? servePiece(agent, piece[1] as Digest, Number(piece[2]), res) : servePieces(agent, pieces![1] as Digest, res);
+    const served = piece
+      ? servePiece(agent, piece[1] as Digest, Number(piece[2]), res)
+      : pieces
+        ? servePieces(agent, pieces[1] as Digest, res)
+        : serveWhole(agent, whole![1] as Digest, res);
     served.catch((err) => fail(res, err));
   });
 }
@@ -64,6 +70,24 @@ async function servePieces(agent: PeerAgent, digest: Digest, res: ServerResponse
   if (!known) return refuse(res, 404, `${digest} is not here`);
   res.writeHead(200, { 'content-type': 'application/json', [HAVE_HEADER]: known.have.toBase64() });
   res.end(JSON.stringify(known.answer));
+}
+
+/**
+ * A whole blob this node verified, in one answer: for a node that has no agent yet, whose curl
+ * takes acinstall's runtime from a peer rather than from the master (installer/runtime-sources.ts).
+ */
+async function serveWhole(agent: PeerAgent, digest: Digest, res: ServerResponse): Promise<void> {
+  const size = await agent.store.whole(digest);
+  if (size === undefined) return refuse(res, 404, `${digest} is not here whole`);
+  const fh = await open(agent.store.wholePath(digest), 'r');
+  try {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size, 'docker-content-digest': digest });
+    const stream = fh.createReadStream({ highWaterMark: 1 << 20, autoClose: false });
+    stream.on('data', (chunk) => (agent.stats.served += chunk.length));
+    await pipeline(stream, res);
+  } finally {
+    await fh.close();
+  }
 }
 
 async function servePiece(agent: PeerAgent, digest: Digest, index: number, res: ServerResponse): Promise<void> {

@@ -15,7 +15,8 @@ import { pieceCount, pieceRange, verifyPiece } from './pieces.js';
  *   partial/<hex>.have   which pieces were verified (rewritten after each; re-checked on open)
  *   partial/<hex>.in-<ref>   a blob written whole, in order (the ingester: blobs of one piece
  *                   or less, passed through from the registry), until its digest is checked
- *   blobs/<hex>     a whole blob whose digest was verified, renamed from partial/
+ *   blobs/<hex>     a whole blob whose digest was verified, renamed from partial/ (the
+ *                   installer puts acinstall's runtime there too, checked and by way of partial/)
  * Whole blobs are kept up to `maxBytes` (least recently used go first); a partial one stays until
  * it is whole. containerd keeps its own copy of what it pulled: this is the peer cache's extra disk.
  * As a content store (oci/content.ts) it provides, ingests, lists and deletes whole blobs.

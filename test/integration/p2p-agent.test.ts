@@ -103,6 +103,23 @@ describe('peer agents', () => {
     expect(b.agent.stats).toEqual(before);
   }, 120_000);
 
+  it('hand a peer with no agent yet a whole blob they verified, and nothing they do not hold whole', async () => {
+    const w = await startAgent('whole');
+    const url = (l: Layer) => `http://${w.agent.o.peerAddr}/p2p/v1/blobs/${l.descriptor.digest}`;
+    expect((await fetch(url(layer2))).status).toBe(404);
+    await pull(w.url, layer2);
+    // containerd's stream ends with the last piece; the whole check and the move in place follow.
+    for (let i = 0; i < 50 && (await w.agent.store.whole(layer2.descriptor.digest)) === undefined; i++) await new Promise((r) => setTimeout(r, 100));
+    const served = w.agent.stats.served;
+    const r = await fetch(url(layer2));
+    expect(r.status).toBe(200);
+    expect(Number(r.headers.get('content-length'))).toBe(layer2.data.length);
+    expect(sha256(Buffer.from(await r.arrayBuffer()))).toBe(layer2.descriptor.digest);
+    expect(w.agent.stats.served - served).toBe(layer2.data.length);
+    // Another blob of the same image, never asked for here.
+    expect((await fetch(url(layer))).status).toBe(404);
+  }, 120_000);
+
   it('pass manifests through from the registry, untouched', async () => {
     const a = running[0];
     const url = `http://127.0.0.1:${(a.servers[1].address() as { port: number }).port}`;

@@ -57,6 +57,23 @@ describe('the peer cache on test hosts', { timeout: 400_000 }, () => {
     const store = join(t.work.dir, 'site');
     const from = await acinstallOn(master, ['from', t.built.bundle, '-m', master.ip, '-n', workers.map((w) => w.ip).join(','), '-i', t.lab.key, '--store', store, '--ignore-preflight', 'disk,ip_forward,br_netfilter'], ROOT, 300_000);
     expect(from.code, `${from.stdout}\n${from.stderr}`).toBe(0);
+    // acinstall's runtime: the registry hands it to two nodes at a time and they hand it on, so of
+    // five workers at least one took it from a peer (the first master takes its own, off the link).
+    const runtimeLine = /acinstall's runtime: (\d+) node\(s\) took it from the registry, (\d+) from peers/.exec(from.stderr);
+    expect(runtimeLine, from.stderr).not.toBeNull();
+    console.info(runtimeLine![0]);
+    expect(Number(runtimeLine![1]) + Number(runtimeLine![2])).toBe(t.lab.hosts.length);
+    expect(Number(runtimeLine![2]), from.stderr).toBeGreaterThanOrEqual(1);
+    // Each worker's agent runs on it and keeps it whole for the next: a blob named by its sha256
+    // that unpacks to the very executable the node runs.
+    const keptRuntime = [
+      'r=$(sha256sum < /usr/local/lib/acpack/acinstall)',
+      'for f in /var/lib/acpack-agent/blobs/*; do',
+      '  if [ "$(sha256sum < "$f" | cut -c1-64)" = "$(basename "$f")" ] && [ "$(gzip -dc "$f" 2>/dev/null | sha256sum)" = "$r" ]; then echo runtime-kept; fi',
+      'done',
+      'systemctl is-active acpack-agent',
+    ].join('\n');
+    for (const w of workers) expect((await ssh(t.lab, master, w, keptRuntime)).stdout).toBe('runtime-kept\nactive\n');
     await shapeLinks(t.lab, '200mbit');
 
     const before = await txBytes(master);
