@@ -95,7 +95,7 @@ async function servePiece(agent: PeerAgent, digest: Digest, index: number, res: 
   let bytes: Buffer | undefined;
   if (partial) {
     res.setHeader(HAVE_HEADER, partial.have.toBase64());
-    if (index < partial.pieces) bytes = await partial.read(index);
+    if (index < partial.pieces) bytes = await partial.read(index, agent.pool);
   } else {
     const size = await agent.store.whole(digest);
     if (size !== undefined) {
@@ -103,14 +103,31 @@ async function servePiece(agent: PeerAgent, digest: Digest, index: number, res: 
       res.setHeader(HAVE_HEADER, Bitfield.full(count).toBase64());
       if (index < count) {
         const { start, end } = pieceRange(size, index);
-        bytes = await agent.store.read(digest, start, end).catch(() => undefined);
+        bytes = await readPooled(agent, agent.store.wholePath(digest), start, end).catch(() => undefined);
       }
     }
   }
   if (!bytes) return refuse(res, 404, `piece ${index} of ${digest} is not here`);
   agent.stats.served += bytes.length;
   res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length });
-  res.end(bytes);
+  // Once the socket took it all ('finish'); a connection cut before leaves the buffer to the GC.
+  res.end(bytes, () => agent.pool.give(bytes));
+}
+
+/** Bytes [start, end) of a file, in a pooled buffer. */
+async function readPooled(agent: PeerAgent, path: string, start: number, end: number): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  const bytes = agent.pool.take(end - start);
+  try {
+    const { bytesRead } = await fh.read(bytes, 0, bytes.length, start);
+    if (bytesRead !== bytes.length) throw new AcpackError('SHORT_READ', `${path} ends before byte ${end}`);
+    return bytes;
+  } catch (err) {
+    agent.pool.give(bytes);
+    throw err;
+  } finally {
+    await fh.close();
+  }
 }
 
 async function handleLocal(agent: PeerAgent, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -158,12 +175,13 @@ async function serveBlob(agent: PeerAgent, digest: Digest, path: string, req: In
     const pieceSize = f === 'whole' ? size : f.partial.pieceSize;
     for (let at = start; at <= end && !res.destroyed; ) {
       if (f !== 'whole') await agent.pieceReady(f, Math.floor(at / pieceSize));
-      const upto = Math.min(end + 1, (Math.floor(at / pieceSize) + 1) * pieceSize, at + (1 << 20));
-      const bytes = Buffer.allocUnsafe(upto - at);
+      const upto = Math.min(end + 1, (Math.floor(at / pieceSize) + 1) * pieceSize, at + agent.pool.size);
+      const bytes = agent.pool.take(upto - at);
       const { bytesRead } = await fh.read(bytes, 0, bytes.length, at);
       if (bytesRead !== bytes.length) throw new AcpackError('SHORT_READ', `${digest} ended early at ${at + bytesRead}`);
       at = upto;
-      if (!res.write(bytes)) await drainedOrClosed(res);
+      // Given back once the socket took it (the callback), never while it may still be queued.
+      if (!res.write(bytes, (err) => err || agent.pool.give(bytes))) await drainedOrClosed(res);
     }
     res.end();
   } finally {

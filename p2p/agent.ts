@@ -4,6 +4,7 @@ import type { Digest } from '../oci/digest.js';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { HttpResponse } from '../oci/http.js';
 import { Bitfield } from './bitfield.js';
+import { BufferPool } from './buffer-pool.js';
 import { PieceStore, type PartialBlob } from './piece-store.js';
 import { PIECE_SIZE, pieceCount, pieceHashesOfFile, pieceRange } from './pieces.js';
 import { ANNOUNCE_INTERVAL_MS, bytesLeft, encodeAnnounce, MAX_DONE_BLOBS, parseAnnounceResponse, MAX_PIECES_ANSWER_BYTES, parsePiecesAnswer, PIECES_PATH, type AnnounceWire, type BlobRef, type PiecesAnswer } from './protocol.js';
@@ -93,6 +94,8 @@ export class PeerAgent {
   private seedDownSince = 0;
   /** Piece hashes of whole blobs, computed for peers that ask while the registry is gone. */
   private readonly wholeHashes = new Map<Digest, Promise<Buffer>>();
+  /** Piece buffers for what comes in and goes out (see buffer-pool.ts). */
+  readonly pool = new BufferPool(PIECE_SIZE, 24);
   readonly log: (line: string) => void;
   /** Its id at the tracker: its peer address, spelt as an id may be (`10.0.0.2_5001`). */
   readonly id: string;
@@ -239,8 +242,13 @@ export class PeerAgent {
       }
       return this.pump();
     }
-    if (this.fetching.get(req.digest) !== f) return;
-    const put = await f.partial.put(req.piece, bytes);
+    let put: Awaited<ReturnType<PartialBlob['put']>> | undefined;
+    try {
+      if (this.fetching.get(req.digest) === f) put = await f.partial.put(req.piece, bytes);
+    } finally {
+      // Hashed and written (or not wanted): nothing holds it now.
+      this.pool.give(bytes);
+    }
     if (this.fetching.get(req.digest) !== f) return;
     if (put === 'bad') {
       this.stats.badPieces++;
@@ -376,15 +384,36 @@ export class PeerAgent {
   private async fromSeed(f: Fetch, index: number): Promise<Buffer> {
     const { start, end } = pieceRange(f.partial.size, index, f.partial.pieceSize);
     const r = await request(`${this.o.registry}${f.seedPath}`, { dispatcher: this.http, headers: { range: `bytes=${start}-${end - 1}` }, maxRedirections: 0 } as Parameters<typeof request>[1]);
-    const body = Buffer.from(await r.body.arrayBuffer());
-    if (r.statusCode !== 206 && !(r.statusCode === 200 && start === 0 && end === f.partial.size)) throw new AcpackError('SEED_FAILED', `the registry answered ${r.statusCode}`);
-    return body;
+    if (r.statusCode !== 206 && !(r.statusCode === 200 && start === 0 && end === f.partial.size)) {
+      await r.body.dump().catch(() => {});
+      throw new AcpackError('SEED_FAILED', `the registry answered ${r.statusCode}`);
+    }
+    return this.pieceBody(r.body, end - start);
+  }
+
+  /**
+   * A piece's body, read into a pooled buffer. A body of another length is returned empty, which
+   * fails the piece's check like bad bytes would; one longer than the piece is cut off there.
+   */
+  private async pieceBody(body: AsyncIterable<Buffer>, length: number): Promise<Buffer> {
+    const buf = this.pool.take(length);
+    let n = 0;
+    for await (const chunk of body) {
+      if (n + chunk.length > length) {
+        n = -1;
+        break; // leaving the loop destroys the body
+      }
+      chunk.copy(buf, n);
+      n += chunk.length;
+    }
+    if (n === length) return buf;
+    this.pool.give(buf);
+    return Buffer.alloc(0);
   }
 
   private async fromPeer(req: PieceRequest, f: Fetch): Promise<Buffer> {
     const addr = this.peers.get(req.peer) ?? req.peer;
     const r = await request(`http://${addr}${PEER_PIECE_PATH}${req.digest}/pieces/${req.piece}`, { dispatcher: this.http });
-    const body = Buffer.from(await r.body.arrayBuffer());
     const have = r.headers[HAVE_HEADER];
     if (typeof have === 'string') {
       try {
@@ -393,10 +422,12 @@ export class PeerAgent {
         // a bitfield that does not fit: the tracker's view of that peer stays
       }
     }
+    if (r.statusCode !== 200) await r.body.dump().catch(() => {});
     if (r.statusCode === 503) throw new AcpackError('PEER_BUSY', 'busy');
     if (r.statusCode === 404) throw new AcpackError('PEER_LACKS', 'does not have it');
     if (r.statusCode !== 200) throw new AcpackError('PEER_FAILED', `answered ${r.statusCode}`);
-    return body;
+    const { start, end } = pieceRange(f.partial.size, req.piece, f.partial.pieceSize);
+    return this.pieceBody(r.body, end - start);
   }
 
   private scheduleAnnounce(ms: number): void {

@@ -6,6 +6,7 @@ import { readBlobRange, type Content, type ContentInfo, type ContentWriter } fro
 import { hexOf, isDigest, READ_CHUNK, sha256, type Digest } from '../oci/digest.js';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { Bitfield } from './bitfield.js';
+import type { BufferPool } from './buffer-pool.js';
 import { pieceCount, pieceRange, verifyPiece } from './pieces.js';
 
 /**
@@ -192,13 +193,15 @@ export class PartialBlob {
     return 'new';
   }
 
-  /** Piece `index`'s bytes, verified earlier; undefined when this node does not have it. */
-  async read(index: number): Promise<Buffer | undefined> {
+  /** Piece `index`'s bytes, verified earlier (in a buffer of `pool`'s when given); undefined when this node does not have it. */
+  async read(index: number, pool?: BufferPool): Promise<Buffer | undefined> {
     if (!this.have.has(index) || this.closed) return undefined;
     const { start, end } = pieceRange(this.size, index, this.pieceSize);
-    const bytes = Buffer.allocUnsafe(end - start);
+    const bytes = pool ? pool.take(end - start) : Buffer.allocUnsafe(end - start);
     const { bytesRead } = await this.fh.read(bytes, 0, bytes.length, start);
-    return bytesRead === bytes.length ? bytes : undefined;
+    if (bytesRead === bytes.length) return bytes;
+    pool?.give(bytes);
+    return undefined;
   }
 
   /**

@@ -14,7 +14,8 @@
  *
  * For each: the time until every node has everything, against T_phys = S/B + ⌈log₂N⌉·p/B (p the
  * 4 MiB piece; no netem, so no RTT term), the bytes the master's link sent (its namespace's
- * counters) over S, and per node the bytes its agent took from the registry and from peers. Goals
+ * counters) over S, per node the bytes its agent took from the registry and from peers, and the
+ * CPU seconds the machine spent meanwhile, by kind of process (bench/cpu-use.ts). Goals
  * (the issue): p2p ≤ 1.3·T_phys, its egress ≤ 1.2·S, its time ≤ 0.3 × sealer's. Every mode has a
  * containerd of its own on each node (fresh root, removed after), and agents' caches are emptied
  * before each p2p run, so nothing fetched before is reused. Appends a JSON line per rate to
@@ -54,6 +55,7 @@ import { pushKubeadmImages } from '../../test/helpers/kubeadm-images.js';
 import { acinstallOn, inHost, labDown, labUp, shapeLinks, ssh, type Lab, type LabHost } from '../../test/hosts/lab.js';
 import { kubeadmBinary, kubeletBinary } from '../../test/hosts/standins/kubeadm-standin.js';
 import { benchBundle, numberOption, randomLayer, ROOT } from '../common.js';
+import { sampleCpu, type CpuUse } from '../cpu-use.js';
 import { agentStats, benchDir, contentList, directHostsDir, overlayUse, resetAgent, startContainerd, stopContainerd, timedFetch } from './node-steps.js';
 
 const args = process.argv.slice(2);
@@ -97,6 +99,8 @@ interface ModeResult {
   fromPeersBytes?: number[];
   servedBytes?: number[];
   badPieces?: number;
+  /** Where the machine's CPU went meanwhile (bench/cpu-use.ts). */
+  cpu: CpuUse;
 }
 
 function parseRate(text: string): number {
@@ -214,6 +218,7 @@ async function main(): Promise<void> {
         const tx0 = await txBytes(master);
         const drops0 = await qdiscDrops(master);
         const at = Date.now() / 1000 + 3; // time enough for every SSH connection (~50 ms each)
+        const cpuUse = sampleCpu();
         const spans = await Promise.all(
           nodes.map(async (n) => {
             const r = await onNode(theLab, n, timedFetch(dir, hostsDir(dir), refs, at), 1_800_000).catch(async (e: { stderr?: string; message: string }) => {
@@ -231,6 +236,7 @@ async function main(): Promise<void> {
             return { start, end };
           }),
         );
+        const cpu = await cpuUse();
         const masterSentBytes = (await txBytes(master)) - tx0;
         const masterDrops = (await qdiscDrops(master)) - drops0;
         const agents = minus(await stats(), before);
@@ -252,6 +258,7 @@ async function main(): Promise<void> {
           fromPeersBytes: agents.map((a) => a.fromPeers),
           servedBytes: agents.map((a) => a.served),
           badPieces: agents.reduce((k, a) => k + a.badPieces, 0),
+          cpu,
         };
       } finally {
         await Promise.all(nodes.map((n) => onNode(theLab, n, stopContainerd(dir)).catch(() => {})));
@@ -280,9 +287,10 @@ async function main(): Promise<void> {
           const tx0 = await txBytes(master);
           const drops0 = await qdiscDrops(master);
           t0 = process.hrtime.bigint();
+          const cpuUse = sampleCpu();
           await inHost(master, process.execPath, ['--import', 'tsx', join(ROOT, 'bench/install/sftp-copy.ts'), lab.key, fileList, ...nodes.map((n) => n.ip)], 3_600_000);
           const s = round(seconds(t0));
-          results.sealer = finish({ seconds: s, masterSentBytes: (await txBytes(master)) - tx0, masterDrops: (await qdiscDrops(master)) - drops0 });
+          results.sealer = finish({ seconds: s, masterSentBytes: (await txBytes(master)) - tx0, masterDrops: (await qdiscDrops(master)) - drops0, cpu: await cpuUse() });
           await Promise.all(nodes.map((n) => onNode(theLab, n, 'rm -rf /var/lib/sealer-copy')));
         }
       }
@@ -338,6 +346,13 @@ function table(r: { nodes: number; rate: string; shaped: string; layerBytes: num
     lines.push(
       `${names[mode].padEnd(14)}${m.seconds.toFixed(2).padStart(9)}${m.overTPhys.toFixed(2).padStart(9)}${(median?.toFixed(2) ?? '-').padStart(10)}${mb(m.masterSentBytes).padStart(11)}${m.egressOverS.toFixed(2).padStart(10)}${String(m.masterDrops ?? '-').padStart(8)}  ${perNode}`,
     );
+  }
+  lines.push('', 'CPU seconds used while each mode ran (busy: all cores; by kind of process):');
+  for (const mode of ['p2p', 'direct', 'sealer'] as Mode[]) {
+    const c = results[mode]?.cpu;
+    if (!c) continue;
+    const kinds = Object.entries(c.byKind).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ');
+    lines.push(`  ${names[mode].padEnd(12)} busy ${c.busySeconds}, idle ${c.idleSeconds}: ${kinds}`);
   }
   const p = results.p2p;
   if (p) {
