@@ -16,7 +16,8 @@ import { ensureRegistry, peerCacheNodes, peerCacheTotals, siteRegistry, type Sit
 import { checkBundleOrder, heldBinaries } from './upgrade.js';
 import { withStoreLock } from './store-lock.js';
 import { resetScript } from './reset.js';
-import { helmCommand } from './charts.js';
+import { chartOrder, helmCommand } from './charts.js';
+import { chartImages } from './chart-images.js';
 import { kubectlCommand } from './post-check.js';
 import { lvscareImage } from './control-plane.js';
 import { chartSteps, checkCluster, clusterSteps, isInstalled, nodeVersions } from './cluster-steps.js';
@@ -142,6 +143,13 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
     for (const r of settled) if (r.status === 'rejected') throw r.reason;
     const { previous } = await saveClusterState(o.store, typeof o.bundle === 'string' ? o.bundle : o.bundle.file, d, o.spec);
 
+    // Rendered while the nodes are set up; each node's pull ahead waits for it. A chart that does
+    // not render costs its images being pulled ahead, not the install (helm install says why).
+    const charts = helm ? chartOrder(d, o.spec.network.cni) : [];
+    const chartRefs = chartImages(o.store, d, charts).catch((err: Error) => {
+      o.progress.master(`warning: the charts' images are not pulled ahead: ${err.message}`);
+      return [] as string[];
+    });
     const limit = pLimit(16);
     const runtimeSources = new RuntimeSources();
     const runtimeFrom = { peer: 0, registry: 0 };
@@ -200,7 +208,7 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
               journal.record(h.ip, 'services', 'done', 'containerd started, kubelet enabled', bundleId);
             }
             if (!journal.isDone(h.ip, 'prepull', bundleId)) {
-              const refs = prepullImages(d, arch, isMaster(h), lvscare);
+              const refs = prepullImages(d, arch, isMaster(h), lvscare, await chartRefs);
               await startPrepull(host, refs, arch);
               journal.record(h.ip, 'prepull', 'done', `${refs.length} images pulling in the background`, bundleId);
             }

@@ -15,14 +15,18 @@ const EVERY_NODE = ['pause', 'kube-proxy', 'coredns'];
 /** The node's background pull: its image list, PID, log and exit status. */
 export const PREPULL_DIR = `${RUNS_DIR}/prepull`;
 
-/** The bundle's images a node of this arch and role pulls ahead; lvscare on workers of a cluster with several masters. */
-export function prepullImages(d: BundleDescriptor, arch: string, master: boolean, lvscare?: string): string[] {
+/**
+ * The bundle's images a node of this arch and role pulls ahead: kubeadm's for its role, lvscare on
+ * workers of a cluster with several masters, then the charts' (`charts`, chart-images.ts) on every
+ * node, since their DaemonSets (the CNI first) run on masters too.
+ */
+export function prepullImages(d: BundleDescriptor, arch: string, master: boolean, lvscare?: string, charts: string[] = []): string[] {
   const names = new Set(master ? [...CONTROL_PLANE, ...EVERY_NODE] : EVERY_NODE);
   const name = (ref: string) => parseReference(ref).repository.split('/').pop()!;
-  return d.images
-    .filter((i) => i.platforms.some((p) => p.platform.split('/')[1] === arch))
-    .filter((i) => names.has(name(i.ref)) || (!master && i.ref === lvscare))
-    .map((i) => i.ref);
+  const ofArch = d.images.filter((i) => i.platforms.some((p) => p.platform.split('/')[1] === arch));
+  const kubeadm = ofArch.filter((i) => names.has(name(i.ref)) || (!master && i.ref === lvscare)).map((i) => i.ref);
+  const forCharts = ofArch.filter((i) => charts.includes(i.ref) && !kubeadm.includes(i.ref)).map((i) => i.ref);
+  return [...kubeadm, ...forCharts];
 }
 
 /**

@@ -3,7 +3,7 @@
  * so it cannot come through the agent: without this every node took its 40-odd MB from the master,
  * N copies on the master's link. Instead the registry hands it to a few nodes at a time, and every
  * node that has it (verified, kept in its agent's store, its agent answering) hands it on to a few
- * more: the copies double at each round, and the master sends a handful whatever N is.
+ * more: the copies double at each round, and the master sends about two a round, log₂N rounds.
  *
  * No I/O: `from` asks for a source before a node's peer-cache step and tells what came of it.
  */

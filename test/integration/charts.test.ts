@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { readDescriptor } from '../../oci/bundle-reader.js';
 import { acinstallOn, ssh } from '../hosts/lab.js';
 import { ROOT } from '../helpers/env.js';
-import { bundleSpec, kubeadmContent, localBinary } from '../helpers/fixtures.js';
+import { bundleSpec, kubeadmContent, localBinary, pushSmallImage } from '../helpers/fixtures.js';
 import { helmBinary, kubectlBinary } from '../helpers/helm.js';
 import { useLab } from '../helpers/lab.js';
 
@@ -19,8 +19,10 @@ const t = useLab(1, async ({ host, dir }) => {
   await mkdir(join(dir, 'charts/hybridnet/templates'), { recursive: true });
   await writeFile(join(dir, 'charts/hybridnet/Chart.yaml'), 'apiVersion: v2\nname: hybridnet\nversion: 0.6.8\nappVersion: 0.8.8\n');
   await writeFile(join(dir, 'charts/hybridnet/templates/cm.yaml'), 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hybridnet\ndata: {}\n');
+  // What hello's Deployment runs (named there under the demo's registry host).
+  const helloImage = await pushSmallImage(host, 'ecp_builder/hybridnet', 'v0.8.8');
   const withCharts = {
-    images,
+    images: [...images, helloImage],
     binaries: [kubeadm, localBinary('helm', 'v4', helmBinary(), '/usr/bin/helm')],
     // The manifest's order puts the CNI last: it is installed first all the same.
     charts: [{ path: 'charts/hello' }, { path: 'charts/hybridnet' }],
@@ -30,7 +32,7 @@ const t = useLab(1, async ({ host, dir }) => {
   // Neither carries a kubelet (nor `checked` a CNI chart): acpack's lint would refuse them, and what
   // is tested here is the charts step and the post-check, so they are built with allowIncomplete.
   const o = { allowIncomplete: true };
-  return { bundle: await bundleSpec(dir, withCharts, join(dir, 'b.tar.zst'), 'amd64', o), checked: await bundleSpec(join(dir, 'checked'), checked, join(dir, 'checked.tar.zst'), 'amd64', o) };
+  return { helloImage, bundle: await bundleSpec(dir, withCharts, join(dir, 'b.tar.zst'), 'amd64', o), checked: await bundleSpec(join(dir, 'checked'), checked, join(dir, 'checked.tar.zst'), 'amd64', o) };
 });
 
 describe('acinstall from with charts', () => {
@@ -46,6 +48,11 @@ describe('acinstall from with charts', () => {
     await expect(ssh(t.lab, master, master, 'test -e /var/lib/acpack/charts/hello-0.1.0.tgz')).rejects.toThrow();
     const log = (await ssh(t.lab, master, master, 'true').then(() => acinstallOn(master, ['status', '--store', join(t.work.dir, 'site')], ROOT))).stdout;
     expect(log).toMatch(/charts\s+failed\s+.*chart hybridnet/);
+    // The image hello runs was pulled ahead (its chart rendered by the bundle's helm), by the
+    // bundle's name for it, into the kubelet's namespace, while the cluster was laid down.
+    await ssh(t.lab, master, master, 'for i in $(seq 600); do [ -f /var/lib/acpack/runs/prepull/status ] && break; sleep 0.1; done; test "$(cat /var/lib/acpack/runs/prepull/status)" = 0', 90_000);
+    expect((await ssh(t.lab, master, master, 'cat /var/lib/acpack/runs/prepull/images')).stdout.split('\n')).toContain(t.built.helloImage);
+    expect((await ssh(t.lab, master, master, 'ctr -n k8s.io images ls -q')).stdout.split('\n')).toContain(t.built.helloImage);
   }, 180_000); // a whole install up to helm, on a machine that may be busy
 
   it('runs the post-check with the bundle\'s kubectl, which stops at the API server too', async () => {
