@@ -17,6 +17,7 @@ import { createInterface } from 'node:readline/promises';
 import { ContentStore } from '../oci/store.js';
 import { createReporter, reporterMode } from '../ui/progress.js';
 import { runProgram } from '../ui/program.js';
+import { SEED_SLOTS } from '../registry/seed-queue.js';
 
 const DEFAULT_STORE = '/var/lib/acpack';
 
@@ -98,6 +99,7 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
         readOnly: !!o.readOnly,
         authenticatedPull: !!o.authenticatedPull,
         siteNames: o.hostname,
+        seedSlots: Math.ceil(SEED_SLOTS / workers),
         log: o.quiet ? undefined : (l) => process.stdout.write(`${JSON.stringify(l)}\n`),
       });
       if (cluster.isPrimary) process.stderr.write(`acinstall: serving ${o.store} on ${reg.url}\n`);

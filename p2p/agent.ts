@@ -7,7 +7,7 @@ import { Bitfield } from './bitfield.js';
 import { BufferPool } from './buffer-pool.js';
 import { PieceStore, type PartialBlob } from './piece-store.js';
 import { PIECE_SIZE, pieceCount, pieceHashesOfFile, pieceRange } from './pieces.js';
-import { ANNOUNCE_INTERVAL_MS, bytesLeft, encodeAnnounce, MAX_DONE_BLOBS, parseAnnounceResponse, MAX_PIECES_ANSWER_BYTES, parsePiecesAnswer, PIECES_PATH, type AnnounceWire, type BlobRef, type PiecesAnswer } from './protocol.js';
+import { ANNOUNCE_INTERVAL_MS, bytesLeft, encodeAnnounce, MAX_DONE_BLOBS, parseAnnounceResponse, MAX_PIECES_ANSWER_BYTES, parsePiecesAnswer, PIECE_HEADER, PIECES_PATH, SEED_WAIT_MS, type AnnounceWire, type BlobRef, type PiecesAnswer } from './protocol.js';
 import { PiecePicker, type PieceRequest } from './selection.js';
 
 /** The picker's name for the site registry, the seed that has every piece. */
@@ -383,9 +383,17 @@ export class PeerAgent {
 
   private async fromSeed(f: Fetch, index: number): Promise<Buffer> {
     const { start, end } = pieceRange(f.partial.size, index, f.partial.pieceSize);
-    const r = await request(`${this.o.registry}${f.seedPath}`, { dispatcher: this.http, headers: { range: `bytes=${start}-${end - 1}` }, maxRedirections: 0 } as Parameters<typeof request>[1]);
+    // A piece request waits in the registry's queue for a seed slot (registry/seed-queue.ts): up to
+    // its SEED_WAIT_MS, then a 503 that sends it to the back of the line again.
+    const r = await request(`${this.o.registry}${f.seedPath}`, {
+      dispatcher: this.http,
+      headers: { range: `bytes=${start}-${end - 1}`, [PIECE_HEADER]: String(index) },
+      headersTimeout: SEED_WAIT_MS + 15_000,
+      maxRedirections: 0,
+    } as Parameters<typeof request>[1]);
     if (r.statusCode !== 206 && !(r.statusCode === 200 && start === 0 && end === f.partial.size)) {
       await r.body.dump().catch(() => {});
+      if (r.statusCode === 503) throw new AcpackError('PEER_BUSY', 'every seed slot is taken');
       throw new AcpackError('SEED_FAILED', `the registry answered ${r.statusCode}`);
     }
     return this.pieceBody(r.body, end - start);

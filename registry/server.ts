@@ -9,6 +9,8 @@ import { ContentStore } from '../oci/store.js';
 import { IndexDb } from './index-db.js';
 import { catalogName, queriesFor } from './naming.js';
 import { sendError } from './errors.js';
+import { PIECE_HEADER } from '../p2p/protocol.js';
+import { SEED_SLOTS, SeedQueue } from './seed-queue.js';
 import { getBlob, getManifest, isManifestReference, listCatalog, listTags, ManifestCache, unknownReference } from './pull.js';
 import { mappedBlobs } from './mapped-blobs.js';
 import { UploadHandlers } from './push.js';
@@ -34,6 +36,10 @@ export interface RegistryOptions {
   authenticatedPull?: boolean;
   /** Names this registry goes by (sea.hub): images named under them are found re-rooted. */
   siteNames?: string[];
+  /** Pieces this process sends the agents at once (seed-queue.ts); a `serve` with workers shares SEED_SLOTS out. */
+  seedSlots?: number;
+  /** How long an agent's piece request waits for a slot before a 503. */
+  seedWaitMs?: number;
 }
 
 /**
@@ -45,6 +51,7 @@ export async function createRegistryApp(opts: RegistryOptions) {
   const db = new IndexDb(opts.storeRoot);
   const manifests = new ManifestCache(store);
   const blobs = mappedBlobs(store);
+  const seeding = new SeedQueue(opts.seedSlots ?? SEED_SLOTS, opts.seedWaitMs);
   const users = opts.htpasswd ? new Htpasswd(opts.htpasswd) : undefined;
   const logins = users && new Logins(users);
   const uploads = new UploadHandlers(store, db, (name) => {
@@ -152,6 +159,7 @@ export async function createRegistryApp(opts: RegistryOptions) {
     if (kind === 'blobs' && read) {
       if (isDigest(rest) && !db.blobLinked(repo.repo, rest)) return sendError(res, 'BLOB_UNKNOWN', `blob ${rest} is not in ${name}`);
       if (req.method === 'HEAD' && isDigest(rest)) await store.touch(rest); // found: a push may be about to name it, gc spares it
+      if (req.method === 'GET' && req.headers[PIECE_HEADER] !== undefined) return seeding.serve(res, () => getBlob(req, res, store, blobs, rest));
       return getBlob(req, res, store, blobs, rest);
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendError(res, 'UNSUPPORTED', `${req.method} on ${kind} is not supported`);

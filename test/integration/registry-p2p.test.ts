@@ -24,6 +24,8 @@ import { bundleSpec, imageRef } from '../helpers/fixtures.js';
 let work: Awaited<ReturnType<typeof tempDir>>;
 let layer: Layer;
 let bundle: string;
+/** The source registry the image came from: containerd names it in `ns` when it asks the site registry. */
+let sourceHost: string;
 
 beforeAll(async () => {
   work = await tempDir();
@@ -32,6 +34,7 @@ beforeAll(async () => {
   const source = await withRegistry();
   try {
     const image = buildIndexImage('p2p/big', 'v1', { amd64: [layer] });
+    sourceHost = source.registry.host;
     await pushImage(source.registry.host, image);
     bundle = await bundleSpec(work.dir, { images: [imageRef(source.registry.host, image)] }, join(work.dir, 'b.tar.zst'));
   } finally {
@@ -106,6 +109,31 @@ describe('piece hashes', () => {
     expect((await piecesOf(reg.url, sha256('nothing'))).status).toBe(404);
     expect((await fetch(`${reg.url}/p2p/v1/pieces/sha256:nope`)).status).toBe(400);
   });
+});
+
+describe("the seed's pieces", () => {
+  it('wait their turn for a slot and each arrives whole; plain blob GETs do not wait', async () => {
+    const store = join(work.dir, 'seed-store');
+    await importBundle(bundle, store);
+    const reg = await startRegistry({ storeRoot: store, listen: '127.0.0.1:0', seedSlots: 1, seedWaitMs: 10_000 });
+    try {
+      const url = `${reg.url}/v2/p2p/big/blobs/${layer.descriptor.digest}?ns=${sourceHost}`;
+      const piece = async (i: number) => {
+        const start = i * PIECE_SIZE;
+        const end = Math.min(layer.data.length, start + PIECE_SIZE) - 1;
+        const r = await fetch(url, { headers: { range: `bytes=${start}-${end}`, 'x-acpack-piece': String(i) } });
+        return { status: r.status, ok: Buffer.from(await r.arrayBuffer()).equals(layer.data.subarray(start, end + 1)) };
+      };
+      // Nine at once through one slot: a slot that is not freed after a piece leaves the rest to a 503.
+      const answers = await Promise.all([0, 1, 2, 0, 1, 2, 0, 1, 2].map(piece));
+      expect(answers).toEqual(answers.map(() => ({ status: 206, ok: true })));
+      const whole = await fetch(url);
+      expect(whole.status).toBe(200);
+      expect(sha256(Buffer.from(await whole.arrayBuffer()))).toBe(layer.descriptor.digest);
+    } finally {
+      await reg.close();
+    }
+  }, 60_000);
 });
 
 describe('the tracker of `acinstall serve --workers 2`', () => {
