@@ -191,7 +191,7 @@ async function serveBlob(agent: PeerAgent, digest: Digest, path: string, req: In
 
 /**
  * Manifests, tags and HEADs: the site registry's answer as it is (never from peers). A whole blob
- * passed through (one piece or less) is kept too, once its digest is checked, for peers that need
+ * passed through (PASS_THROUGH_BYTES or less) is kept too, once its digest is checked, for peers that need
  * it when the master is gone.
  */
 async function passThrough(agent: PeerAgent, path: string, req: IncomingMessage, res: ServerResponse, blob?: Digest): Promise<void> {

@@ -27,6 +27,8 @@ export const HAVE_HEADER = 'x-acpack-have';
 export const STALL_MS = 90_000;
 /** With the tracker out of reach, how often a stalled blob asks the peers it knows what they have. */
 const POLL_PEERS_MS = 1_000;
+/** Blobs up to this size are passed through from the registry, not fetched from peers. */
+export const PASS_THROUGH_BYTES = 1 << 20;
 /** Peers asked at most for one blob's pieces or bitfield. */
 const MAX_POLLED_PEERS = 8;
 
@@ -139,7 +141,7 @@ export class PeerAgent {
   /**
    * Starts (or joins) the fetch of `digest`, which the registry serves at `seedPath`; resolves once
    * its pieces are known. 'whole': it is here already. undefined: the registry has no pieces for it
-   * (an older registry, or no such blob) or it is one piece at most: the caller serves the
+   * (an older registry, or no such blob) or it is PASS_THROUGH_BYTES at most: the caller serves the
    * registry's answer instead.
    */
   fetch(digest: Digest, seedPath: string): Promise<Fetch | 'whole' | undefined> {
@@ -161,9 +163,10 @@ export class PeerAgent {
     let views: { peer: string; have: Bitfield }[] = [];
     try {
       const answer = await this.registryJson<PiecesAnswer>(`${PIECES_PATH}${digest}`);
-      // One piece or less (configs, small layers, most binaries): one request to the registry costs
-      // less than the announces that would find it a peer.
-      if (!answer || answer.size <= answer.pieceSize) return undefined;
+      // Small blobs (configs, the smallest layers): one request to the registry costs less than the
+      // announces that would find them a peer. Larger ones, even of one piece, come from peers: each
+      // node taking its own copy from the master cost bench/p2p 0.86·S of extra egress at S = 100 MB.
+      if (!answer || answer.size <= PASS_THROUGH_BYTES) return undefined;
       info = parsePiecesAnswer(answer, digest);
     } catch (err) {
       // The registry is gone (the master stopped after seeding): a peer that has the blob tells its

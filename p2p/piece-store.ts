@@ -14,8 +14,8 @@ import { pieceCount, pieceRange, verifyPiece } from './pieces.js';
  * peers. Under `dir`:
  *   partial/<hex>   the blob's bytes at their offsets, a sparse file of its full size
  *   partial/<hex>.have   which pieces were verified (rewritten after each; re-checked on open)
- *   partial/<hex>.in-<ref>   a blob written whole, in order (the ingester: blobs of one piece
- *                   or less, passed through from the registry), until its digest is checked
+ *   partial/<hex>.in-<ref>   a blob written whole, in order (the ingester: blobs of 1 MiB or
+ *                   less, passed through from the registry), until its digest is checked
  *   blobs/<hex>     a whole blob whose digest was verified, renamed from partial/ (the
  *                   installer puts acinstall's runtime there too, checked and by way of partial/)
  * Whole blobs are kept up to `maxBytes` (least recently used go first); a partial one stays until

@@ -29,7 +29,8 @@
  *   npx tsx bench/p2p/run.ts --rate 200mbit,1gbit          # both rates in one lab, a line each
  *   npx tsx bench/p2p/run.ts --quick --no-record           # 4 nodes, 40 MB: a check of the bench
  *
- * Other options: `--modes direct,p2p,sealer` (a subset, run in the order given); `--both-ways` (a node then
+ * Other options: `--modes direct,p2p,sealer` (a subset, run in the order given); `--agent-logs DIR`
+ * (each node's agent log after each mode, DIR/<mode>-<node>.log); `--both-ways` (a node then
  * receives at B at most too, as on a real link; with eth0 alone it may take more than B from several
  * senders at once, while T_phys's S/B, the master sending every piece once, still holds). The site's
  * executables are rebuilt first when the sources changed (as the tests' global setup does). A
@@ -71,6 +72,8 @@ const RATES = stringOption('rate', '200mbit').split(',');
 const MODES = stringOption('modes', 'direct,p2p,sealer').split(',');
 const RECORD = !flag('no-record');
 const BOTH_WAYS = flag('both-ways');
+/** Where to keep each node's agent log after a p2p mode (`--agent-logs DIR`), to see what the agents did. */
+const AGENT_LOGS = stringOption('agent-logs', '');
 
 /** p2p-sim's layer sizes (MB, 400 in all), spread over 5 images of 3 layers, scaled to --mb. */
 const LAYERS_MB = [118, 74, 52, 41, 29, 24, 19, 14.5, 11, 7.2, 4.8, 3.1, 1.6, 0.7, 0.1];
@@ -237,6 +240,10 @@ async function main(): Promise<void> {
           }),
         );
         const cpu = await cpuUse();
+        if (AGENT_LOGS) {
+          await mkdir(AGENT_LOGS, { recursive: true });
+          for (const n of nodes) await writeFile(join(AGENT_LOGS, `${mode}-${n.name}.log`), (await onNode(theLab, n, 'journalctl -u acpack-agent -o cat --no-pager 2>&1 | tail -n 400')).stdout);
+        }
         const masterSentBytes = (await txBytes(master)) - tx0;
         const masterDrops = (await qdiscDrops(master)) - drops0;
         const agents = minus(await stats(), before);
