@@ -4,7 +4,7 @@ import type { Digest } from '../oci/digest.js';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { HttpResponse } from '../oci/http.js';
 import { Bitfield } from './bitfield.js';
-import { BufferPool } from './buffer-pool.js';
+import { BufferPool } from '../oci/buffer-pool.js';
 import { PieceStore, type PartialBlob } from './piece-store.js';
 import { PIECE_SIZE, pieceCount, pieceHashesOfFile, pieceRange } from './pieces.js';
 import { ANNOUNCE_INTERVAL_MS, bytesLeft, encodeAnnounce, MAX_DONE_BLOBS, parseAnnounceResponse, MAX_PIECES_ANSWER_BYTES, parsePiecesAnswer, PIECE_HEADER, PIECES_PATH, SEED_WAIT_MS, type AnnounceWire, type BlobRef, type PiecesAnswer } from './protocol.js';

@@ -6,7 +6,7 @@ import { readBlobRange, type Content, type ContentInfo, type ContentWriter } fro
 import { hexOf, isDigest, READ_CHUNK, sha256, type Digest } from '../oci/digest.js';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import { Bitfield } from './bitfield.js';
-import type { BufferPool } from './buffer-pool.js';
+import type { BufferPool } from '../oci/buffer-pool.js';
 import { pieceCount, pieceRange, verifyPiece } from './pieces.js';
 
 /**

@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { constants as bufferLimits } from 'node:buffer';
 import { open } from 'node:fs/promises';
+import { BufferPool } from '../oci/buffer-pool.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { isIndexType, type ImageIndex } from '../oci/media-types.js';
 import type { ContentStore } from '../oci/store.js';
@@ -154,12 +155,11 @@ export function drainedOrClosed(res: ServerResponse): Promise<void> {
 }
 
 /**
- * Chunks of a blob read from its file, in buffers kept for the next chunk or response: a new 1 MiB
+ * Chunks of a blob read from its file, in pooled buffers (oci/buffer-pool.ts): a new 1 MiB
  * Buffer per chunk (what a read stream takes) costs the kernel zeroing its pages every time.
  */
 const FILE_CHUNK = 1 << 20;
-const spareChunks: Buffer[] = [];
-const SPARE_CHUNKS = 16;
+const chunks = new BufferPool(FILE_CHUNK, 16);
 
 /**
  * Bytes start..end of a file, each chunk read while the one before is being written (a read stream
@@ -170,13 +170,13 @@ async function sendFile(res: Response, path: string, start: number, end: number)
   try {
     let writing = Promise.resolve(true);
     for (let at = start; at <= end; ) {
-      const chunk = spareChunks.pop() ?? Buffer.allocUnsafeSlow(FILE_CHUNK);
+      const chunk = chunks.take(FILE_CHUNK);
       const { bytesRead } = await file.read(chunk, 0, Math.min(FILE_CHUNK, end + 1 - at), at);
       if (!(await writing)) return;
       if (bytesRead === 0) throw new Error(`${path} ended at ${at} bytes, before the ${end + 1} its size promised`);
       at += bytesRead;
       writing = written(res, chunk.subarray(0, bytesRead)).then((ok) => {
-        if (ok && spareChunks.length < SPARE_CHUNKS) spareChunks.push(chunk);
+        if (ok) chunks.give(chunk);
         return ok;
       });
     }

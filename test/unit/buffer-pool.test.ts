@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BufferPool } from '../../p2p/buffer-pool.js';
+import { BufferPool } from '../../oci/buffer-pool.js';
 
 describe('the agent buffer pool', () => {
   it('gives back the memory of a buffer returned to it, at the length asked for', () => {

@@ -1,12 +1,13 @@
 /**
- * Piece-sized buffers, used again. An agent moves every byte of a blob three times (in from a peer,
- * out to its containerd, out to its peers); allocating a fresh 4 MiB buffer each time made the
- * kernel zero new pages and V8 run a full GC every few dozen pieces (its external memory grows),
- * which took a fifth of the agent's CPU in bench/p2p.
+ * Buffers of one size, used again. Allocating a fresh large buffer for every chunk sent or piece
+ * received makes the kernel zero new pages each time and V8 run full collections as its external
+ * memory grows: the registry's blob reads (1 MiB chunks) and the peer agent's pieces (4 MiB, in
+ * from a peer, out to its containerd and its peers; a fifth or so of the agent's CPU in bench/p2p
+ * before) both take theirs from a pool.
  *
- * A buffer goes back only when nothing holds it any more: after the piece was hashed and written,
- * or after the socket took all of it (a write's callback). Where that is not certain (a request
- * cut midway), it is not given back, and the garbage collector has it.
+ * A buffer goes back only when nothing holds it any more: after it was hashed and written, or after
+ * the socket took all of it (a write's callback). Where that is not certain (a request cut midway),
+ * it is not given back, and the garbage collector has it.
  */
 export class BufferPool {
   private readonly free: ArrayBuffer[] = [];
