@@ -1,7 +1,7 @@
 import { dirname } from 'node:path';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { hexOf, sha256 } from '../oci/digest.js';
-import { PEER_PIECE_PATH } from '../p2p/agent.js';
+import { PEER_BLOBS_PATH } from '../p2p/protocol.js';
 import type { HostSpec } from './cluster-spec.js';
 import { AGENT_LOCAL, AGENT_PORT, NODE_CA, NODE_RUNTIME, sha256Check, shq, STAGED } from './node-setup.js';
 import type { SshHost } from './ssh.js';
@@ -53,7 +53,7 @@ export function peerCacheScript(d: BundleDescriptor, arch: string, registry: str
     const staged = shq(`${NODE_RUNTIME}${STAGED}`);
     const good = `[ "$(sha256sum ${gz} | cut -d' ' -f1)" = ${shq(hexOf(runtime.digest))} ]`;
     // A peer that is slow (under 64 kB/s for 15 s) or gone costs seconds, then the registry serves it.
-    const fromPeer = peer ? `curl -fsS --max-time 300 --speed-time 15 --speed-limit 65536 -o ${gz} ${shq(`http://${peer}${PEER_PIECE_PATH}${runtime.digest}`)} 2>/dev/null && ${good}` : 'false';
+    const fromPeer = peer ? `curl -fsS --max-time 300 --speed-time 15 --speed-limit 65536 -o ${gz} ${shq(`http://${peer}${PEER_BLOBS_PATH}${runtime.digest}`)} 2>/dev/null && ${good}` : 'false';
     lines.push(
       `if ! [ -x ${shq(NODE_RUNTIME)} ] || ! [ "$(cat ${AGENT_APPLIED} 2>/dev/null | cut -d' ' -f2)" = ${shq(runtime.digest)} ]; then`,
       `  if ${fromPeer}; then echo runtime-from peer; else`,

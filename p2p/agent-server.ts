@@ -5,10 +5,10 @@ import { request } from 'undici';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { AcpackError } from '../oci/errors.js';
 import { drainedOrClosed, parseRange } from '../registry/pull.js';
-import { HAVE_HEADER, PEER_PIECE_PATH, type PeerAgent } from './agent.js';
+import { HAVE_HEADER, type PeerAgent } from './agent.js';
 import { Bitfield } from './bitfield.js';
 import { pieceCount, pieceRange } from './pieces.js';
-import { PIECES_PATH } from './protocol.js';
+import { PEER_BLOBS_PATH, PIECES_PATH } from './protocol.js';
 
 // The agent's two faces. For its own containerd (127.0.0.1): a pull-only OCI endpoint whose
 // manifests and tags come from the site registry as they are, and whose blobs come through the
@@ -16,9 +16,9 @@ import { PIECES_PATH } from './protocol.js';
 
 const BLOB_RE = /^\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/;
 const MANIFEST_RE = /^\/v2\/(.+)\/(manifests|tags)\/([^/]+)$/;
-const PIECE_RE = new RegExp(`^${PEER_PIECE_PATH}(sha256:[0-9a-f]{64})/pieces/(\\d+)$`);
+const PIECE_RE = new RegExp(`^${PEER_BLOBS_PATH}(sha256:[0-9a-f]{64})/pieces/(\\d+)$`);
 const PIECES_RE = new RegExp(`^${PIECES_PATH}(sha256:[0-9a-f]{64})$`);
-const WHOLE_RE = new RegExp(`^${PEER_PIECE_PATH}(sha256:[0-9a-f]{64})$`);
+const WHOLE_RE = new RegExp(`^${PEER_BLOBS_PATH}(sha256:[0-9a-f]{64})$`);
 /** Pieces served to peers at once; more wait for the asker to try elsewhere (503). */
 const UPLOAD_SLOTS = 8;
 

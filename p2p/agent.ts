@@ -7,13 +7,11 @@ import { Bitfield } from './bitfield.js';
 import { BufferPool } from '../oci/buffer-pool.js';
 import { PieceStore, type PartialBlob } from './piece-store.js';
 import { PIECE_SIZE, pieceCount, pieceHashesOfFile, pieceRange } from './pieces.js';
-import { ANNOUNCE_INTERVAL_MS, bytesLeft, encodeAnnounce, MAX_DONE_BLOBS, parseAnnounceResponse, MAX_PIECES_ANSWER_BYTES, parsePiecesAnswer, PIECE_HEADER, PIECES_PATH, SEED_WAIT_MS, type AnnounceWire, type BlobRef, type PiecesAnswer } from './protocol.js';
+import { ANNOUNCE_INTERVAL_MS, bytesLeft, encodeAnnounce, MAX_DONE_BLOBS, parseAnnounceResponse, MAX_PIECES_ANSWER_BYTES, parsePiecesAnswer, PEER_BLOBS_PATH, PIECE_HEADER, PIECES_PATH, SEED_WAIT_MS, type AnnounceWire, type BlobRef, type PiecesAnswer } from './protocol.js';
 import { PiecePicker, type PieceRequest } from './selection.js';
 
 /** The picker's name for the site registry, the seed that has every piece. */
 export const SEED = 'seed';
-/** Where a peer asks an agent for one piece: `/p2p/v1/blobs/<digest>/pieces/<index>`. */
-export const PEER_PIECE_PATH = '/p2p/v1/blobs/';
 /** The soonest a node with a stalled blob asks the tracker again. */
 const STALLED_ANNOUNCE_MS = 300;
 /** The header carrying the serving agent's bitfield of that blob (base64). */
@@ -424,7 +422,7 @@ export class PeerAgent {
 
   private async fromPeer(req: PieceRequest, f: Fetch): Promise<Buffer> {
     const addr = this.peers.get(req.peer) ?? req.peer;
-    const r = await request(`http://${addr}${PEER_PIECE_PATH}${req.digest}/pieces/${req.piece}`, { dispatcher: this.http });
+    const r = await request(`http://${addr}${PEER_BLOBS_PATH}${req.digest}/pieces/${req.piece}`, { dispatcher: this.http });
     const have = r.headers[HAVE_HEADER];
     if (typeof have === 'string') {
       try {
