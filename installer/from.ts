@@ -179,7 +179,7 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
               try {
                 result = await startPeerCache(host, d, arch, registry, lease?.peer);
               } finally {
-                lease?.done(result && { serves: result.servesRuntime, peerAddr: `${h.ip}:${AGENT_PORT}` });
+                lease?.done(result && { serves: result.servesRuntime, peerAddr: `${h.ip}:${AGENT_PORT}`, peerFailed: result.runtimeFrom === 'registry' });
               }
               if (result.runtimeFrom) runtimeFrom[result.runtimeFrom]++;
               if (result.down) {

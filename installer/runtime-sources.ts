@@ -18,9 +18,10 @@ export interface RuntimeLease {
   peer?: string;
   /**
    * The node's step ended. `serves`: it holds the runtime in its agent's store and its agent
-   * answers on `peerAddr`, so it may hand the runtime on.
+   * answers on `peerAddr`, so it may hand the runtime on. `peerFailed`: the peer named did not give
+   * it (gone, slow, a bad copy) and the node took it from the registry: nobody is sent there again.
    */
-  done(result?: { serves: boolean; peerAddr: string }): void;
+  done(result?: { serves: boolean; peerAddr: string; peerFailed?: boolean }): void;
 }
 
 interface Source {
@@ -80,6 +81,10 @@ export class RuntimeSources {
         if (ended) return;
         ended = true;
         release();
+        if (peer && result?.peerFailed) {
+          const list = this.sources.get(arch) ?? [];
+          this.sources.set(arch, list.filter((s) => s.addr !== peer));
+        }
         if (result?.serves) {
           const list = this.sources.get(arch) ?? [];
           if (!list.some((s) => s.addr === result.peerAddr)) list.push({ addr: result.peerAddr, serving: 0 });

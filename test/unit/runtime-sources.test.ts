@@ -41,6 +41,21 @@ describe('where each node takes the runtime from', () => {
     expect((await s.take('amd64')).peer).toBe('10.0.0.3:5001');
   });
 
+  it('sends nobody again to a peer that did not give it', async () => {
+    const s = new RuntimeSources(1, 2);
+    (await s.take('amd64')).done({ serves: true, peerAddr: '10.0.0.2:5001' });
+    const [a, b] = [await s.take('amd64'), await s.take('amd64')];
+    expect([a.peer, b.peer]).toEqual(['10.0.0.2:5001', '10.0.0.2:5001']);
+    a.done({ serves: true, peerAddr: '10.0.0.3:5001', peerFailed: true });
+    // The failed peer's other node still holds its slot; the next goes to the node that has it now.
+    expect((await s.take('amd64')).peer).toBe('10.0.0.3:5001');
+    b.done({ serves: false, peerAddr: '10.0.0.4:5001' });
+    const next = await s.take('amd64');
+    expect(next.peer).toBe('10.0.0.3:5001');
+    const after = await s.take('amd64');
+    expect(after.peer).toBeUndefined(); // 10.0.0.3 has two now; 10.0.0.2 is out; the registry
+  });
+
   it('frees the slot of a node whose step failed, once, however often it is told', async () => {
     const s = new RuntimeSources(1, 1);
     const a = await s.take('amd64');
