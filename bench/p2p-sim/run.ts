@@ -12,7 +12,7 @@
  *
  * Appends a JSON line to bench/results/p2p-sim.jsonl.
  *
- *   npx tsx bench/p2p-sim/run.ts [--nodes N] [--mbit 200] [--dt 0.01] [--seed 1] [--no-record]
+ *   npx tsx bench/p2p-sim/run.ts [--nodes N] [--mbit 200] [--mb 400] [--by-image] [--dt 0.01] [--seed 1] [--no-record]
  *   node --expose-gc --import tsx bench/p2p-sim/run.ts
  */
 import { appendFile } from 'node:fs/promises';
@@ -29,6 +29,11 @@ const MB = 1e6;
 /** Layer sizes of a Kubernetes distribution's images: a few large, many small; 400 MB in all. */
 const LAYERS_MB = [118, 74, 52, 41, 29, 24, 19, 14.5, 11, 7.2, 4.8, 3.1, 1.6, 0.7, 0.1];
 const bandwidth = (numberOption('mbit', 200) * 1e6) / 8;
+/** S in MB: the layer sizes scaled to it (bench/p2p's --mb). */
+const TOTAL_MB = numberOption('mb', 400);
+/** As bench/p2p's nodes fetch them: 5 images of 3 layers (layer j in image j mod 5), one image after another. */
+const BY_IMAGE = process.argv.includes('--by-image');
+const IMAGES = 5;
 const only = numberOption('nodes', 0);
 const gc = (globalThis as { gc?: () => void }).gc;
 
@@ -77,7 +82,8 @@ for (const nodes of only ? [only] : [50, 500]) {
   let snapshot: unknown[] = [];
   const options: SimOptions = {
     nodes,
-    blobs: LAYERS_MB.map((mb) => Math.round(mb * MB)),
+    blobs: LAYERS_MB.map((mb) => Math.round(((mb * TOTAL_MB) / 400) * MB)),
+    groups: BY_IMAGE ? Array.from({ length: IMAGES }, (_, i) => LAYERS_MB.flatMap((_, j) => (j % IMAGES === i ? [j] : []))) : undefined,
     bandwidth,
     dt: numberOption('dt', 0.01),
     seedSlots: numberOption('seed-slots', 8),

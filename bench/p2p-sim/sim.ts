@@ -15,6 +15,7 @@
  */
 import type { Digest } from '../../oci/digest.js';
 import { sha256 } from '../../oci/digest.js';
+import { Bitfield } from '../../p2p/bitfield.js';
 import { PIECE_SIZE, pieceCount, pieceRange } from '../../p2p/pieces.js';
 import { bytesLeft, encodeAnnounce, parseAnnounceResponse, type Announce } from '../../p2p/protocol.js';
 import { PiecePicker, type PickerOptions, type PieceRequest } from '../../p2p/selection.js';
@@ -24,6 +25,12 @@ export interface SimOptions {
   nodes: number;
   /** Blob sizes in bytes. */
   blobs: number[];
+  /**
+   * The order a node's consumer asks for them: indexes into `blobs`, group by group, the next group
+   * once every blob of the last is whole (ctr fetching one image after another, its layers at
+   * once). Without it, every blob is wanted from the start.
+   */
+  groups?: number[][];
   /** Link capacity of every node and of the master, bytes per second. */
   bandwidth: number;
   /** Time step, seconds. */
@@ -94,6 +101,9 @@ interface Node {
   dirty: boolean;
   finishedAt: number;
   fromPeers: number;
+  /** Blobs its consumer asked for so far (see SimOptions.groups). */
+  wanted: Blob[];
+  group: number;
   lastBody?: unknown;
 }
 
@@ -125,11 +135,15 @@ export function simulate(o: SimOptions): SimResult {
   const totalBytes = blobs.reduce((s, b) => s + b.size, 0);
   const masterSends = new Array<number>(offset).fill(0);
 
+  const groups = o.groups ?? [blobs.map((_, i) => i)];
   const nodes: Node[] = [];
   for (let i = 0; i < o.nodes; i++) {
     const picker = new PiecePicker('master', { ...o.picker, random });
-    for (const b of blobs) picker.addBlob(b.digest, b.pieces);
+    const wanted = groups[0].map((j) => blobs[j]);
+    for (const b of wanted) picker.addBlob(b.digest, b.pieces);
     nodes.push({
+      wanted,
+      group: 0,
       index: i,
       id: `node${i}`,
       addr: `10.${(i >> 8) & 255}.${i & 255}.1:5001`,
@@ -143,6 +157,22 @@ export function simulate(o: SimOptions): SimResult {
     });
   }
   const byId = new Map(nodes.map((n) => [n.id, n]));
+  const wants = (n: Node, b: Blob) => n.wanted.includes(b);
+  /** What a node holds of a blob: nothing of one its consumer has not asked for yet. */
+  const haveOf = (n: Node, b: Blob) => (wants(n, b) ? n.picker.have(b.digest) : new Bitfield(b.pieces));
+  /** Moves a node whose current group is whole on to the next; true once it has every group. */
+  const advance = (n: Node): boolean => {
+    while (n.wanted.every((b) => n.picker.complete(b.digest))) {
+      if (++n.group >= groups.length) return true;
+      for (const j of groups[n.group]) {
+        if (wants(n, blobs[j])) continue;
+        n.wanted.push(blobs[j]);
+        n.picker.addBlob(blobs[j].digest, blobs[j].pieces);
+      }
+      n.nextAnnounce = Math.min(n.nextAnnounce, 0); // the agent announces a new fetch at once
+    }
+    return false;
+  };
 
   let transfers: Transfer[] = [];
   const masterQueue: Transfer[] = [];
@@ -158,7 +188,7 @@ export function simulate(o: SimOptions): SimResult {
 
   const announce = (node: Node, now: number) => {
     const a: Announce = { node: node.id, addr: node.addr, blobs: [], done: [], left: 0, stopped: false };
-    for (const b of blobs) {
+    for (const b of node.wanted) {
       const have = node.picker.have(b.digest);
       if (have.isFull) a.done.push({ digest: b.digest, size: b.size, pieceSize: PIECE_SIZE });
       else {
@@ -185,7 +215,7 @@ export function simulate(o: SimOptions): SimResult {
 
   /** One request to each listed peer, answered with its bitfields of the blobs this node still fetches. */
   const poll = (node: Node) => {
-    const fetching = blobs.filter((b) => !node.picker.complete(b.digest));
+    const fetching = node.wanted.filter((b) => !node.picker.complete(b.digest));
     const asked = new Set<string>();
     for (const b of fetching) for (const id of node.peers.get(b.digest) ?? []) asked.add(id);
     for (const id of asked) {
@@ -194,7 +224,7 @@ export function simulate(o: SimOptions): SimResult {
       pollBytes += POLL_REQUEST_BYTES * 2;
       for (const b of fetching) {
         pollBytes += 75 + 4 * Math.ceil(Math.ceil(b.pieces / 8) / 3);
-        if (node.peers.get(b.digest)?.includes(id)) node.picker.updatePeer(b.digest, id, peer.picker.have(b.digest));
+        if (node.peers.get(b.digest)?.includes(id)) node.picker.updatePeer(b.digest, id, haveOf(peer, b));
       }
     }
   };
@@ -287,9 +317,9 @@ export function simulate(o: SimOptions): SimResult {
         masterSends[blobOf.get(t.req.digest)!.offset + t.req.piece]++;
       }
       for (const other of node.picker.received(t.req)) cancel(node, other);
-      if (t.src !== MASTER) node.picker.updatePeer(t.req.digest, t.req.peer, nodes[t.src].picker.have(t.req.digest));
+      if (t.src !== MASTER) node.picker.updatePeer(t.req.digest, t.req.peer, haveOf(nodes[t.src], blobOf.get(t.req.digest)!));
       node.dirty = true;
-      if (blobs.every((b) => node.picker.complete(b.digest))) {
+      if (advance(node)) {
         node.finishedAt = now + o.dt;
         unfinished--;
         node.nextAnnounce = now + o.dt; // it now seeds: say so
@@ -317,7 +347,7 @@ export function simulate(o: SimOptions): SimResult {
     // P2P_SIM_DEBUG=1 prints the swarm once a simulated second, for tuning.
     if (process.env.P2P_SIM_DEBUG && Math.round(now / o.dt) % Math.round(1 / o.dt) === 0) {
       const rate = active.reduce((s, t) => s + t.rate, 0);
-      const had = nodes.reduce((s, n) => s + blobs.reduce((x, b) => x + n.picker.have(b.digest).count, 0), 0);
+      const had = nodes.reduce((s, n) => s + blobs.reduce((x, b) => x + haveOf(n, b).count, 0), 0);
       const idle = nodes.filter((n) => n.finishedAt === Infinity && n.picker.inFlight().length === 0).length;
       const outs = new Map<number, number>();
       for (const t of active) outs.set(t.src, (outs.get(t.src) ?? 0) + 1);
