@@ -1,6 +1,7 @@
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { parseReference } from '../oci/reference.js';
-import { CERTS_D, RUNS_DIR, shq } from './node-setup.js';
+import { PREHEAT_PATH } from '../p2p/protocol.js';
+import { AGENT_LOCAL, CERTS_D, RUNS_DIR, shq } from './node-setup.js';
 import type { SshHost } from './ssh.js';
 
 // Images pulled ahead (docs/p2p.md): as soon as a node's containerd and agent run, it starts pulling
@@ -40,13 +41,17 @@ export function prepullRunning(dir = PREPULL_DIR): string {
 /**
  * Starts the pull detached from the SSH session (it outlives it): each image in turn with ctr into
  * containerd's k8s.io namespace, through the hosts.toml acinstall wrote; one that fails does not
- * stop the others. `status` holds 0 when every image arrived. A pull of the same list still running
+ * stop the others. Meanwhile the node's agent preheats the whole list (p2p/preheat.ts), so that its
+ * layers cross the network all at once rather than image by image; ctr's requests join those
+ * fetches. An agent that is down costs nothing: ctr pulls from the registry. `status` holds 0 when
+ * every image arrived. A pull of the same list still running
  * is left alone; one of another list (an earlier bundle's) is stopped first.
  */
 export function prepullScript(refs: string[], arch: string, dir = PREPULL_DIR): string {
   const d = shq(dir);
   const pull = `ctr -n k8s.io images pull --hosts-dir ${CERTS_D} --platform linux/${arch}`;
   const worker = [
+    `curl -sS --max-time 3600 -X POST --data-binary @${d}/preheat.json ${AGENT_LOCAL}${PREHEAT_PATH} > ${d}/preheat.out 2>&1 &`,
     'rc=0',
     `while read -r ref; do ${pull} "$ref" >/dev/null 2>>${d}/log || { rc=1; echo "failed: $ref" >> ${d}/log; }; done < ${d}/images`,
     `echo $rc > ${d}/status`,
@@ -58,8 +63,9 @@ export function prepullScript(refs: string[], arch: string, dir = PREPULL_DIR): 
     `  if [ "$(sha256sum < ${d}/images.next)" = "$(sha256sum < ${d}/images 2>/dev/null)" ]; then rm -f ${d}/images.next; echo running; exit 0; fi`,
     `  kill -- -"$(cat ${d}/pid)" 2>/dev/null || true`,
     'fi',
-    `rm -f ${d}/status ${d}/log ${d}/pid`,
+    `rm -f ${d}/status ${d}/log ${d}/pid ${d}/preheat.out`,
     `mv -f ${d}/images.next ${d}/images`,
+    `printf '%s' ${shq(JSON.stringify({ images: refs, platform: `linux/${arch}` }))} > ${d}/preheat.json`,
     `setsid sh -c ${shq(worker)} < /dev/null > /dev/null 2>&1 &`,
     `echo $! > ${d}/pid`,
     'echo started',

@@ -2,13 +2,15 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { open } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { request } from 'undici';
+import { parsePlatform } from '../arch/platform.js';
 import { isDigest, type Digest } from '../oci/digest.js';
-import { AcpackError } from '../oci/errors.js';
+import { AcpackError, formatBytes } from '../oci/errors.js';
 import { drainedOrClosed, parseRange } from '../registry/pull.js';
 import { HAVE_HEADER, type PeerAgent } from './agent.js';
 import { Bitfield } from './bitfield.js';
 import { pieceCount, pieceRange } from './pieces.js';
-import { PEER_BLOBS_PATH, PIECES_PATH } from './protocol.js';
+import { preheat } from './preheat.js';
+import { PEER_BLOBS_PATH, PIECES_PATH, PREHEAT_PATH } from './protocol.js';
 
 // The agent's two faces. For its own containerd (127.0.0.1): a pull-only OCI endpoint whose
 // manifests and tags come from the site registry as they are, and whose blobs come through the
@@ -132,6 +134,7 @@ async function readPooled(agent: PeerAgent, path: string, start: number, end: nu
 
 async function handleLocal(agent: PeerAgent, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://agent');
+  if (url.pathname === PREHEAT_PATH && req.method === 'POST') return servePreheat(agent, req, res);
   const read = req.method === 'GET' || req.method === 'HEAD';
   if (!read) return refuse(res, 405, 'the agent only serves pulls');
   if (url.pathname === '/v2/' || url.pathname === '/v2') {
@@ -147,6 +150,40 @@ async function handleLocal(agent: PeerAgent, req: IncomingMessage, res: ServerRe
   if (blob && req.method === 'GET') return serveBlob(agent, blob[2] as Digest, `${url.pathname}${url.search}`, req, res);
   if (blob || MANIFEST_RE.test(url.pathname)) return passThrough(agent, `${url.pathname}${url.search}`, req, res);
   refuse(res, 404, `no such endpoint: ${url.pathname}`);
+}
+
+/** Most a preheat request's body may weigh: a few thousand image names. */
+const MAX_PREHEAT_BODY = 1 << 20;
+
+async function servePreheat(agent: PeerAgent, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of req) {
+    n += (chunk as Buffer).length;
+    if (n > MAX_PREHEAT_BODY) return refuse(res, 413, `a preheat request is at most ${MAX_PREHEAT_BODY} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  let body: { images?: unknown; platform?: unknown };
+  try {
+    body = JSON.parse(Buffer.concat(chunks).toString());
+  } catch {
+    return refuse(res, 400, 'a preheat request is JSON: {"images": ["registry.k8s.io/pause:3.5"], "platform": "linux/amd64"}');
+  }
+  const { images, platform } = body;
+  if (!Array.isArray(images) || !images.every((i) => typeof i === 'string') || typeof platform !== 'string') {
+    return refuse(res, 400, 'a preheat request names "images" (a list of references) and "platform" (e.g. linux/amd64)');
+  }
+  try {
+    parsePlatform(platform);
+  } catch (err) {
+    return refuse(res, 400, (err as Error).message);
+  }
+  const started = Date.now();
+  const result = await preheat(agent, images, platform);
+  const failed = result.failed.map((f) => `${f.image}: ${f.error}`).join('; ');
+  agent.log(`preheat: ${result.blobs} layers of ${result.images} images (${formatBytes(result.bytes)}) in ${((Date.now() - started) / 1000).toFixed(1)} s${result.skipped ? `, ${result.skipped} left out (the cache holds no more)` : ''}${failed ? `; failed: ${failed}` : ''}`);
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(result));
 }
 
 /** A blob for containerd: from this node's cache, else fetched through the peer cache and streamed as its pieces arrive. */
@@ -171,6 +208,7 @@ async function serveBlob(agent: PeerAgent, digest: Digest, path: string, req: In
   if (size === 0) return void res.end();
   // Our own descriptor of the file: it stays readable when the finished blob is renamed meanwhile.
   const fh = await open(f === 'whole' ? agent.store.wholePath(digest) : f.partial.path, 'r');
+  const stopReading = f === 'whole' ? undefined : agent.reading(f);
   try {
     const pieceSize = f === 'whole' ? size : f.partial.pieceSize;
     for (let at = start; at <= end && !res.destroyed; ) {
@@ -185,6 +223,7 @@ async function serveBlob(agent: PeerAgent, digest: Digest, path: string, req: In
     }
     res.end();
   } finally {
+    stopReading?.();
     await fh.close();
   }
 }

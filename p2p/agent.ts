@@ -55,6 +55,7 @@ export interface AgentStats {
 
 interface Fetch {
   partial: PartialBlob;
+  startedAt: number;
   /** When a piece last arrived (or the fetch began). */
   progressAt: number;
   /** When its peers were last asked for their bitfields (the tracker out of reach). */
@@ -179,7 +180,7 @@ export class PeerAgent {
     let settle!: (err?: Error) => void;
     const done = new Promise<void>((resolve, reject) => (settle = (err) => (err ? reject(err) : resolve())));
     done.catch(() => {}); // a waiter may never come
-    const f: Fetch = { partial, progressAt: Date.now(), polledAt: Date.now(), seedPath, waiters: new Map(), done, settle };
+    const f: Fetch = { partial, startedAt: Date.now(), progressAt: Date.now(), polledAt: Date.now(), seedPath, waiters: new Map(), done, settle };
     this.fetching.set(digest, f);
     this.picker.addBlob(digest, partial.pieces, partial.have);
     for (const v of views) this.picker.updatePeer(digest, v.peer, v.have);
@@ -192,12 +193,23 @@ export class PeerAgent {
   /** Resolves once piece `index` of a fetch is verified and written. */
   pieceReady(f: Fetch, index: number): Promise<void> {
     if (f.partial.have.has(index)) return Promise.resolve();
+    if (this.fetching.get(f.partial.digest) === f) {
+      this.picker.awaiting(f.partial.digest, index);
+      this.pump();
+    }
     return new Promise((resolve, reject) => {
       const list = f.waiters.get(index) ?? [];
       list.push(resolve);
       f.waiters.set(index, list);
       f.done.catch(reject);
     });
+  }
+
+  /** containerd starts streaming a fetch; the returned function says it stopped. Its pieces go first (PiecePicker.reading). */
+  reading(f: Fetch): () => void {
+    const digest = f.partial.digest;
+    this.picker.reading(digest, true);
+    return () => this.picker.reading(digest, false);
   }
 
   private pump(): void {
@@ -215,8 +227,12 @@ export class PeerAgent {
       this.request(req).catch((err: Error) => this.log(`piece ${req.piece} of ${req.digest}: ${err.message}`));
     }
     // A blob with nothing asked for has no piece it may take: ask the tracker again soon (a peer may
-    // have finished the piece it waits for) rather than at the next interval.
-    const stalled = [...this.fetching.keys()].some((d) => this.picker.downloading(d).isEmpty && !this.picker.complete(d));
+    // have finished the piece it waits for) rather than at the next interval, when containerd waits
+    // for that blob or the node has nothing else to do. (Not for every such blob: a preheat has
+    // most of its blobs waiting their turn, and announcing each 300 ms for them cost the registry
+    // three times its CPU in bench/p2p.)
+    const idle = this.picker.inFlight().length === 0;
+    const stalled = [...this.fetching.keys()].some((d) => this.picker.downloading(d).isEmpty && !this.picker.complete(d) && (idle || this.picker.isRead(d)));
     if (stalled && !this.announcing) this.scheduleAnnounceWithin(Math.max(STALLED_ANNOUNCE_MS, this.interval / 4));
   }
 
@@ -287,6 +303,7 @@ export class PeerAgent {
     try {
       await finishing;
       f.settle();
+      this.log(`${digest}: whole (${formatBytes(f.partial.size)}) after ${((Date.now() - f.startedAt) / 1000).toFixed(1)} s`);
       this.scheduleAnnounce(20); // peers learn at once that this node has the whole blob
     } catch (err) {
       this.log((err as Error).message);
@@ -457,7 +474,8 @@ export class PeerAgent {
       try {
         const done = (await this.store.wholeBlobs()).slice(0, MAX_DONE_BLOBS).map((b) => ({ ...b, pieceSize: PIECE_SIZE }));
         // Taken after the await: a fetch that finished meanwhile is among `done`, not here.
-        const fetching = [...this.fetching.values()];
+        // Those containerd reads first: the tracker hands out seed pieces in this order.
+        const fetching = [...this.fetching.values()].sort((a, b) => Number(this.picker.isRead(b.partial.digest)) - Number(this.picker.isRead(a.partial.digest)));
         const blobs = fetching.map((f) => {
           const { digest, size, pieceSize } = f.partial;
           return { digest, size, pieceSize, have: this.picker.have(digest).copy(), downloading: this.picker.downloading(digest) };

@@ -50,6 +50,11 @@ export const MAX_ANNOUNCE_BYTES = 1 << 20;
 export const PIECES_PATH = '/p2p/v1/pieces/';
 /** On an agent's peer face: `<digest>/pieces/<index>`, one piece; `<digest>`, a blob it holds whole. */
 export const PEER_BLOBS_PATH = '/p2p/v1/blobs/';
+/**
+ * POST on an agent's local face: `{"images": [...], "platform": "linux/arm64"}`; answers, once every
+ * layer is whole or failed, with a PreheatResult (p2p/preheat.ts).
+ */
+export const PREHEAT_PATH = '/p2p/v1/preheat';
 /** On an agent's ranged blob GET to the registry: it is a piece, which waits for a seed slot (registry/seed-queue.ts). */
 export const PIECE_HEADER = 'x-acpack-piece';
 /** The longest a piece request waits for a seed slot before the registry answers 503 (ask again). */

@@ -72,7 +72,18 @@ interface BlobState {
    */
   shunnedOnly: Set<number>;
   emptyAnswers: number;
+  /** Readers streaming this blob to containerd now (see `reading`). */
+  readers: number;
+  /** Its place among the blobs added: the order a consumer will read them in. */
+  seq: number;
+  /** Pieces a reader waits for. */
+  awaited: Set<number>;
 }
+
+/** How far ahead of rarity a piece someone waits for goes: ahead of every other. */
+const URGENT = 1e9;
+/** How far one blob's place in line weighs: more than any piece's rarity (what a node knows of at most a few hundred peers). */
+const IN_LINE = 1e3;
 
 export class PiecePicker {
   private readonly blobs = new Map<Digest, BlobState>();
@@ -80,6 +91,7 @@ export class PiecePicker {
   private readonly opt: Required<PickerOptions>;
   /** Requests in flight to peers; the seed's are bounded apart, since they may wait in the master's queue. */
   private peerRequests = 0;
+  private added = 0;
   /** Set by the agent while the tracker cannot be reached: pieces no peer has come from the seed. */
   trackerLost = false;
 
@@ -114,6 +126,9 @@ export class PiecePicker {
       seedHints: new Set(),
       shunnedOnly: new Set(),
       emptyAnswers: 0,
+      readers: 0,
+      seq: this.added++,
+      awaited: new Set(),
     });
   }
 
@@ -192,8 +207,12 @@ export class PiecePicker {
         if (blob.have.has(p) || blob.requests.has(p)) continue;
         const avail = blob.availability[p];
         if (avail === 0 && !blob.seedHints.has(p) && !seedFree && !blob.shunnedOnly.has(p)) continue;
-        // Rarest first; the random part breaks ties (and near-ties, with rarityJitter > 1).
-        candidates.push({ blob, piece: p, rank: avail + this.opt.rarityJitter * this.opt.random() });
+        // Rarest first within a blob; the random part breaks ties (and near-ties, with
+        // rarityJitter > 1). Blobs in line: ahead of all the piece a reader waits for, then the
+        // rest of the blobs being read, then the others in the order they were added (a preheat's
+        // in its image list's order, which is the order containerd will read them in).
+        const urgency = blob.awaited.has(p) ? 2 : blob.readers > 0 ? 1 : 0;
+        candidates.push({ blob, piece: p, rank: avail + this.opt.rarityJitter * this.opt.random() - urgency * URGENT + blob.seq * IN_LINE });
       }
     }
     candidates.sort((a, b) => a.rank - b.rank);
@@ -212,6 +231,26 @@ export class PiecePicker {
     return out;
   }
 
+  /**
+   * A reader (containerd's pull) starts (`true`) or stops streaming a blob. A blob fetched for a
+   * preheat has none until containerd asks for it: the blobs containerd reads come first, so that
+   * it takes each in while the rest is still on the network, rather than all of it at the end.
+   */
+  reading(digest: Digest, on: boolean): void {
+    const blob = this.blobs.get(digest);
+    if (blob) blob.readers = Math.max(0, blob.readers + (on ? 1 : -1));
+  }
+
+  isRead(digest: Digest): boolean {
+    return (this.blobs.get(digest)?.readers ?? 0) > 0;
+  }
+
+  /** A reader waits for this piece: it goes first. */
+  awaiting(digest: Digest, piece: number): void {
+    const blob = this.blobs.get(digest);
+    if (blob && !blob.have.has(piece)) blob.awaited.add(piece);
+  }
+
   /** A verified piece. Returns the other requests for it (endgame copies) for the caller to cancel. */
   received(req: PieceRequest): PieceRequest[] {
     const blob = this.blob(req.digest);
@@ -220,6 +259,7 @@ export class PiecePicker {
     for (const peer of askedFrom) this.drop(blob, req.piece, peer);
     blob.have.set(req.piece);
     blob.seedHints.delete(req.piece);
+    blob.awaited.delete(req.piece);
     return others;
   }
 

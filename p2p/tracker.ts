@@ -364,13 +364,11 @@ export class Tracker {
         } else swarm.hintTo[p] = undefined;
       }
     });
-    // Blobs in a random order, so that one node's hints are not always in its first blob.
-    const order = fetching.map((_, i) => i);
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = Math.floor(this.opt.random() * (i + 1));
-      [order[i], order[j]] = [order[j], order[i]];
-    }
-    for (const i of order) {
+    // Blobs in the order the node lists them: an agent lists first those its containerd reads now,
+    // then the rest as it began them (a preheat: in its image list's order). So the master sends
+    // the image containerd takes in first, first, and containerd takes it in while the rest is on
+    // the network rather than all at the end.
+    for (let i = 0; i < fetching.length; i++) {
       if (held >= this.opt.seedHintsPerNode) break;
       const swarm = fetching[i];
       const slot = swarm.slot(node)!;

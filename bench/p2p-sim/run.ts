@@ -83,6 +83,7 @@ for (const nodes of only ? [only] : [50, 500]) {
   const options: SimOptions = {
     nodes,
     blobs: LAYERS_MB.map((mb) => Math.round(((mb * TOTAL_MB) / 400) * MB)),
+    preheat: process.argv.includes('--preheat'),
     groups: BY_IMAGE ? Array.from({ length: IMAGES }, (_, i) => LAYERS_MB.flatMap((_, j) => (j % IMAGES === i ? [j] : []))) : undefined,
     bandwidth,
     dt: numberOption('dt', 0.01),

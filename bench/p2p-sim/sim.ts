@@ -31,6 +31,11 @@ export interface SimOptions {
    * once). Without it, every blob is wanted from the start.
    */
   groups?: number[][];
+  /**
+   * With groups: every blob is fetched from the start (the agent preheats the node's image list),
+   * and the consumer reads its group's blobs meanwhile, which the picker and the announce put first.
+   */
+  preheat?: boolean;
   /** Link capacity of every node and of the master, bytes per second. */
   bandwidth: number;
   /** Time step, seconds. */
@@ -139,8 +144,9 @@ export function simulate(o: SimOptions): SimResult {
   const nodes: Node[] = [];
   for (let i = 0; i < o.nodes; i++) {
     const picker = new PiecePicker('master', { ...o.picker, random });
-    const wanted = groups[0].map((j) => blobs[j]);
+    const wanted = (o.preheat ? groups.flat() : groups[0]).map((j) => blobs[j]);
     for (const b of wanted) picker.addBlob(b.digest, b.pieces);
+    for (const j of groups[0]) picker.reading(blobs[j].digest, true);
     nodes.push({
       wanted,
       group: 0,
@@ -162,8 +168,9 @@ export function simulate(o: SimOptions): SimResult {
   const haveOf = (n: Node, b: Blob) => (wants(n, b) ? n.picker.have(b.digest) : new Bitfield(b.pieces));
   /** Moves a node whose current group is whole on to the next; true once it has every group. */
   const advance = (n: Node): boolean => {
-    while (n.wanted.every((b) => n.picker.complete(b.digest))) {
+    while (groups[n.group].every((j) => n.picker.complete(blobs[j].digest))) {
       if (++n.group >= groups.length) return true;
+      for (const j of groups[n.group]) n.picker.reading(blobs[j].digest, true);
       for (const j of groups[n.group]) {
         if (wants(n, blobs[j])) continue;
         n.wanted.push(blobs[j]);
@@ -188,7 +195,9 @@ export function simulate(o: SimOptions): SimResult {
 
   const announce = (node: Node, now: number) => {
     const a: Announce = { node: node.id, addr: node.addr, blobs: [], done: [], left: 0, stopped: false };
-    for (const b of node.wanted) {
+    // As the agent does: the blobs its consumer reads first.
+    const order = [...node.wanted].sort((x, y) => Number(node.picker.isRead(y.digest)) - Number(node.picker.isRead(x.digest)));
+    for (const b of order) {
       const have = node.picker.have(b.digest);
       if (have.isFull) a.done.push({ digest: b.digest, size: b.size, pieceSize: PIECE_SIZE });
       else {

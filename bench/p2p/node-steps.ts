@@ -2,7 +2,8 @@
  * Shell run on the benchmark's nodes (bench/p2p/run.ts), over SSH from each node to itself so that
  * nothing but the measured transfers crosses the master's link.
  */
-import { shq } from '../../installer/node-setup.js';
+import { AGENT_LOCAL, shq } from '../../installer/node-setup.js';
+import { PREHEAT_PATH } from '../../p2p/protocol.js';
 
 /** Where a mode's containerd lives on a node (in the host's tmpfs overlay), removed after the mode. */
 export const benchDir = (mode: string) => `/var/lib/acpack-bench-p2p/${mode}`;
@@ -70,20 +71,27 @@ export function directHostsDir(dir: string): string {
 /**
  * Waits until the epoch second `at` (every host shares this machine's clock), then fetches the
  * images one after another, as the kubelet does by default (serializeImagePulls), each with ctr's
- * three layers at a time, without unpacking; prints `start END` epoch seconds, or fails with each
+ * three layers at a time, without unpacking; prints `START END` epoch seconds and, on a second line,
+ * when each image was in, or fails with each
  * failed fetch's error output. (Every image at once, 40 ctr clients on this 2-core machine, starved
- * the master into TLS handshake timeouts before any mode was measured.)
+ * the master into TLS handshake timeouts before any mode was measured.) With `preheat`, the node's
+ * agent is asked to preheat the same list meanwhile, as the installer's pull-ahead does
+ * (installer/prepull.ts).
  */
-export function timedFetch(dir: string, hostsDir: string, refs: string[], at: number): string {
+export function timedFetch(dir: string, hostsDir: string, refs: string[], at: number, preheat = false): string {
   const ctr = `ctr --address ${dir}/sock -n bench content fetch --hosts-dir ${shq(hostsDir)} --platform linux/amd64`;
   return [
     `d=$(awk -v t=${at.toFixed(3)} -v n=$(date +%s.%N) 'BEGIN { d = t - n; if (d < 0) d = 0; if (d > 60) d = 60; printf "%.3f", d }')`,
     'sleep "$d"',
     'start=$(date +%s.%N)',
     'fail=0',
-    ...refs.map((ref, i) => `${ctr} ${shq(ref)} > /dev/null 2> ${dir}/fetch${i}.err || { fail=1; echo "fetch ${i}: $(tail -3 ${dir}/fetch${i}.err)" >&2; }`),
+    ...(preheat ? [`curl -sS --max-time 1800 -X POST --data-binary ${shq(JSON.stringify({ images: refs, platform: 'linux/amd64' }))} ${AGENT_LOCAL}${PREHEAT_PATH} > ${dir}/preheat.out 2>&1 &`] : []),
+    'images_in=""',
+    ...refs.map((ref, i) => `${ctr} ${shq(ref)} > /dev/null 2> ${dir}/fetch${i}.err || { fail=1; echo "fetch ${i}: $(tail -3 ${dir}/fetch${i}.err)" >&2; }; images_in="$images_in $(date +%s.%N)"`),
     'end=$(date +%s.%N)',
+    ...(preheat ? ['wait'] : []),
     'echo "$start $end"',
+    'echo "$images_in"',
     'exit $fail',
   ].join('\n');
 }

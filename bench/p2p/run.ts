@@ -8,12 +8,13 @@
  *   - direct: every node's containerd (`ctr content fetch`, no unpacking) pulls every image at the
  *     same instant from the site registry, through a copy of acinstall's hosts.toml whose `[host]`
  *     is the registry instead of the node's agent: all from the master (the agents run, idle);
- *   - p2p: the same through acinstall's own hosts.toml, i.e. through each node's agent;
+ *   - p2p: the same through acinstall's own hosts.toml, i.e. through each node's agent, which is
+ *     asked to preheat the image list meanwhile, as the installer's pull-ahead does;
  *   - sealer: the same blobs as files, copied node after node, file after file, over SFTP from the
  *     master with md5sum before and after (bench/install/sftp-copy.ts).
  *
  * For each: the time until every node has everything, against T_phys = S/B + ⌈log₂N⌉·p/B (p the
- * 4 MiB piece; no netem, so no RTT term), the bytes the master's link sent (its namespace's
+ * 1 MiB piece; no netem, so no RTT term), the bytes the master's link sent (its namespace's
  * counters) over S, per node the bytes its agent took from the registry and from peers, and the
  * CPU seconds the machine spent meanwhile, by kind of process (bench/cpu-use.ts). Goals
  * (the issue): p2p ≤ 1.3·T_phys, its egress ≤ 1.2·S, its time ≤ 0.3 × sealer's. Every mode has a
@@ -91,6 +92,8 @@ interface ModeResult {
   overTPhys: number;
   /** Each node's time to everything (sorted); for sealer, undefined (one copy after another). */
   nodeSeconds?: number[];
+  /** Per image, in the order fetched, the median node's time until it was in (none for sealer). */
+  imageSeconds?: number[];
   /** How late the last node started after the common instant. */
   startSkewSeconds?: number;
   masterSentBytes: number;
@@ -213,7 +216,7 @@ async function main(): Promise<void> {
     const minus = (a: Agent[], b: Agent[]) => a.map((x, i) => ({ fromSeed: x.fromSeed - b[i].fromSeed, fromPeers: x.fromPeers - b[i].fromPeers, served: x.served - b[i].served, badPieces: x.badPieces - b[i].badPieces }));
 
     /** Every node fetches every image at one instant through `hostsDir`; the mode's containerd is removed after. */
-    async function fetchAll(mode: string, hostsDir: (dir: string) => string, setup?: (dir: string) => string): Promise<Omit<ModeResult, 'overTPhys' | 'egressOverS'>> {
+    async function fetchAll(mode: string, hostsDir: (dir: string) => string, setup?: (dir: string) => string, preheat = false): Promise<Omit<ModeResult, 'overTPhys' | 'egressOverS'>> {
       const dir = benchDir(mode);
       await Promise.all(nodes.map((n) => onNode(theLab, n, `${startContainerd(dir)}${setup ? `\n${setup(dir)}` : ''}`)));
       try {
@@ -224,7 +227,7 @@ async function main(): Promise<void> {
         const cpuUse = sampleCpu();
         const spans = await Promise.all(
           nodes.map(async (n) => {
-            const r = await onNode(theLab, n, timedFetch(dir, hostsDir(dir), refs, at), 1_800_000).catch(async (e: { stderr?: string; message: string }) => {
+            const r = await onNode(theLab, n, timedFetch(dir, hostsDir(dir), refs, at, preheat), 1_800_000).catch(async (e: { stderr?: string; message: string }) => {
               // What the lead needs to tell a product fault from the machine's: the agent's last
               // lines and how congested the master's link was.
               const agentLog = (await onNode(theLab, n, 'journalctl -u acpack-agent -n 20 -o cat --no-pager 2>&1').catch(() => ({ stdout: '(no log)' }))).stdout;
@@ -235,8 +238,9 @@ async function main(): Promise<void> {
               const listen = (await inHost(master, 'ss', ['-ltn', 'sport = :5000']).catch((x: Error) => ({ stdout: x.message }))).stdout;
               throw new Error(`${mode}: the fetch on ${n.name} failed: ${e.stderr || e.message}\n--- its agent's log:\n${agentLog}\n--- ${reach.trim()}\n--- the master's listening socket (Recv-Q: connections not yet accepted):\n${listen}--- the master's tbf dropped ${drops} packets in this mode; load ${loadavg()[0].toFixed(2)}`);
             });
-            const [start, end] = r.stdout.trim().split(/\s+/).map(Number);
-            return { start, end };
+            const [times, imagesIn = ''] = r.stdout.trim().split('\n');
+            const [start, end] = times.trim().split(/\s+/).map(Number);
+            return { start, end, imagesIn: imagesIn.trim().split(/\s+/).map(Number) };
           }),
         );
         const cpu = await cpuUse();
@@ -258,6 +262,7 @@ async function main(): Promise<void> {
         return {
           seconds: round(Math.max(...spans.map((s) => s.end)) - at),
           nodeSeconds: spans.map((s) => round(s.end - at)).sort((a, b) => a - b),
+          imageSeconds: refs.map((_, i) => round(spans.map((s) => s.imagesIn[i] - at).sort((a, b) => a - b)[Math.floor((spans.length - 1) / 2)])),
           startSkewSeconds: round(Math.max(...spans.map((s) => s.start)) - at, 3),
           masterSentBytes,
           masterDrops,
@@ -287,7 +292,7 @@ async function main(): Promise<void> {
         } else if (mode === 'p2p') {
           // Agents with empty caches and counters: nothing from an earlier run is served.
           await Promise.all(nodes.map((n) => onNode(theLab, n, resetAgent)));
-          results.p2p = finish(await fetchAll(`p2p-${rate}`, () => '/etc/containerd/certs.d'));
+          results.p2p = finish(await fetchAll(`p2p-${rate}`, () => '/etc/containerd/certs.d', undefined, true));
           // The agents' copies leave room in the tmpfs for sealer's files.
           await Promise.all(nodes.map((n) => onNode(theLab, n, resetAgent)));
         } else {
@@ -354,6 +359,8 @@ function table(r: { nodes: number; rate: string; shaped: string; layerBytes: num
       `${names[mode].padEnd(14)}${m.seconds.toFixed(2).padStart(9)}${m.overTPhys.toFixed(2).padStart(9)}${(median?.toFixed(2) ?? '-').padStart(10)}${mb(m.masterSentBytes).padStart(11)}${m.egressOverS.toFixed(2).padStart(10)}${String(m.masterDrops ?? '-').padStart(8)}  ${perNode}`,
     );
   }
+  lines.push('', 'each image in, in the order fetched (median node, s):');
+  for (const mode of ['p2p', 'direct'] as Mode[]) if (results[mode]?.imageSeconds) lines.push(`  ${names[mode].padEnd(12)} ${results[mode]!.imageSeconds!.join(' ')}`);
   lines.push('', 'CPU seconds used while each mode ran (busy: all cores; by kind of process):');
   for (const mode of ['p2p', 'direct', 'sealer'] as Mode[]) {
     const c = results[mode]?.cpu;

@@ -53,6 +53,10 @@ describe('acinstall from with charts', () => {
     await ssh(t.lab, master, master, 'for i in $(seq 600); do [ -f /var/lib/acpack/runs/prepull/status ] && break; sleep 0.1; done; test "$(cat /var/lib/acpack/runs/prepull/status)" = 0', 90_000);
     expect((await ssh(t.lab, master, master, 'cat /var/lib/acpack/runs/prepull/images')).stdout.split('\n')).toContain(t.built.helloImage);
     expect((await ssh(t.lab, master, master, 'ctr -n k8s.io images ls -q')).stdout.split('\n')).toContain(t.built.helloImage);
+    // Its agent preheated that same list: every image resolved by the name the bundle gives it.
+    const images = (await ssh(t.lab, master, master, 'cat /var/lib/acpack/runs/prepull/images')).stdout.trim().split('\n');
+    const preheat = await ssh(t.lab, master, master, 'for i in $(seq 300); do [ -s /var/lib/acpack/runs/prepull/preheat.out ] && break; sleep 0.1; done; cat /var/lib/acpack/runs/prepull/preheat.out', 60_000);
+    expect(JSON.parse(preheat.stdout), preheat.stdout).toMatchObject({ images: images.length, failed: [] });
   }, 180_000); // a whole install up to helm, on a machine that may be busy
 
   it('runs the post-check with the bundle\'s kubectl, which stops at the API server too', async () => {

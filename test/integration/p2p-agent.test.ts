@@ -130,6 +130,32 @@ describe('peer agents', () => {
     expect((await fetch(`${url}/v2/p2p/big/manifests/nope?ns=${source}`)).status).toBe(404);
   });
 
+
+  it('preheat an image list: every layer over 1 MiB whole before containerd asks, what fails named, the rest still fetched', async () => {
+    const p = await startAgent('preheat');
+    const preheat = (body: unknown) => fetch(`${p.url}/p2p/v1/preheat`, { method: 'POST', body: JSON.stringify(body) });
+    const r = await preheat({ images: [`${source}/p2p/big:v1`, `${source}/p2p/missing:v1`], platform: 'linux/amd64' });
+    expect(r.status).toBe(200);
+    const result = await r.json();
+    expect(result).toMatchObject({ images: 2, blobs: 2, bytes: layer.data.length + layer2.data.length, skipped: 0 });
+    expect(result.failed).toHaveLength(1);
+    expect(result.failed[0].image).toBe(`${source}/p2p/missing:v1`);
+    expect(result.failed[0].error).toContain('404');
+    for (const l of [layer, layer2]) expect(await p.agent.store.whole(l.descriptor.digest)).toBe(l.data.length);
+    // A layer of less than 1 MiB is left to containerd's own request, passed through.
+    expect(await p.agent.store.whole(small.descriptor.digest)).toBeUndefined();
+    expect(p.agent.stats.fromSeed + p.agent.stats.fromPeers).toBe(layer.data.length + layer2.data.length);
+    // containerd's pulls then cost nobody anything.
+    const before = { ...p.agent.stats };
+    expect(sha256(await pull(p.url, layer2))).toBe(layer2.descriptor.digest);
+    expect(p.agent.stats).toEqual(before);
+
+    const arm = await (await preheat({ images: [`${source}/p2p/big:v1`], platform: 'linux/arm64' })).json();
+    expect(arm.failed[0].error).toContain('no manifest for linux/arm64');
+    expect(arm.blobs).toBe(0);
+    expect((await preheat({ images: 'p2p/big' })).status).toBe(400);
+    expect((await preheat({ images: [], platform: 'linux/amd64/v8/x' })).status).toBe(400);
+  }, 120_000);
   it('catch a peer that serves bad bytes by the piece hash, shun it, and still finish', async () => {
     // A liar: it tells the tracker it holds the whole blob and answers every piece with flipped bytes.
     const port = await freePort();

@@ -37,6 +37,26 @@ describe('piece selection', () => {
     expect(order).toEqual([3, 2, 1, 0]);
   });
 
+  it('takes blobs in line: the piece a reader waits for, then the blobs being read, then the rest in the order added', () => {
+    const p = picker(4, { a: [0, 1, 2, 3], b: [0, 1, 2], c: [0, 1], d: [0] }, [], { maxTotal: 1 });
+    const second = sha256('added second');
+    p.addBlob(second, 3);
+    p.tracked(second, [{ id: 'a', have: bits(3, [0, 1, 2]) }], []);
+    const next = () => {
+      const [req] = p.next(0);
+      p.received(req);
+      return `${req.digest === D ? 'first' : 'second'}:${req.piece}`;
+    };
+    // Nobody reads either: the blob added first, rarest piece first, though the second's pieces
+    // (one peer each) are rarer than its piece 2 (three peers).
+    expect([next(), next()]).toEqual(['first:3', 'first:2']);
+    p.reading(second, true);
+    p.awaiting(second, 2);
+    expect(next()).toBe('second:2');
+    expect([next(), next()].sort()).toEqual(['second:0', 'second:1']);
+    expect([next(), next()]).toEqual(['first:1', 'first:0']);
+  });
+
   it('spreads requests over peers within the per-peer and total bounds', () => {
     const all = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
     const p = picker(10, { a: all, b: all, c: all }, [], { maxPerPeer: 2, maxTotal: 5 });

@@ -63,5 +63,7 @@ describe('the images pulled ahead', () => {
     for (let i = 0; i < 150 && !(await readFile(join(dir, 'status'), 'utf8').catch(() => '')); i++) await sleep(20);
     expect((await readFile(join(dir, 'status'), 'utf8')).trim()).toBe('0');
     expect(await readFile(join(work.dir, 'ctr.calls'), 'utf8')).toContain('images pull --hosts-dir /etc/containerd/certs.d --platform linux/amd64 d:3');
+    // What the node's agent is asked to preheat meanwhile: the same list.
+    expect(JSON.parse(await readFile(join(dir, 'preheat.json'), 'utf8'))).toEqual({ images: ['d:3'], platform: 'linux/amd64' });
   });
 });
