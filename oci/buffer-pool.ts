@@ -1,7 +1,7 @@
 /**
  * Buffers of one size, used again. Allocating a fresh large buffer for every chunk sent or piece
  * received makes the kernel zero new pages each time and V8 run full collections as its external
- * memory grows: the registry's blob reads (1 MiB chunks) and the peer agent's pieces (4 MiB, in
+ * memory grows: the registry's blob reads (1 MiB chunks) and the peer agent's pieces (1 MiB, in
  * from a peer, out to its containerd and its peers; a fifth or so of the agent's CPU in bench/p2p
  * before) both take theirs from a pool.
  *

@@ -1,12 +1,12 @@
 /**
  * A set of piece indexes as bits, one per piece: what a node has, what it is fetching. Bit i is bit
  * (7 − i mod 8) of byte ⌊i/8⌋, most significant first as in BitTorrent's bitfield message, and the
- * spare bits of the last byte are zero. A 400 MB blob in 4 MiB pieces is 13 bytes, 20 in base64:
+ * spare bits of the last byte are zero. A 400 MB blob in 1 MiB pieces is 48 bytes, 64 in base64:
  * this is what keeps the tracker's memory and the announces small.
  */
 import { AcpackError } from '../oci/errors.js';
 
-/** More pieces than any blob the site carries has (1 TiB in 4 MiB pieces); bounds what a peer can make us allocate. */
+/** More pieces than any blob the site carries has (256 GiB in 1 MiB pieces); bounds what a peer can make us allocate. */
 export const MAX_PIECES = 1 << 18;
 
 const POPCOUNT = new Uint8Array(256);

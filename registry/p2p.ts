@@ -23,10 +23,14 @@ export function p2pRoutes(store: ContentStore, db: IndexDb, tracker: TrackerServ
   const router = express.Router();
   const computing = new Map<Digest, Promise<{ pieceSize: number; hashes: Buffer }>>();
 
-  /** Recorded at import or push; a blob from before that gets them now, once per process at a time. */
+  /**
+   * Recorded at import or push; a blob from before gets them now, once per process at a time, and
+   * so does one recorded at another piece size (an older release's 4 MiB): agents announce the
+   * blobs they hold whole at PIECE_SIZE, and a swarm has one piece size.
+   */
   const piecesOf = (digest: Digest, size: number) => {
     const known = db.pieces(digest);
-    if (known) return Promise.resolve(known);
+    if (known?.pieceSize === PIECE_SIZE) return Promise.resolve(known);
     let p = computing.get(digest);
     if (!p) {
       p = pieceHashesOfFile(store.path(digest), PIECE_SIZE, size)

@@ -105,6 +105,25 @@ describe('piece hashes', () => {
     }
   });
 
+  it('recorded at another piece size (an older release) are computed again at this one', async () => {
+    const old = 4 * PIECE_SIZE;
+    const db = new IndexDb(store());
+    try {
+      db.recordPieces(layer.descriptor.digest, old, pieceHashes(layer.data, old));
+    } finally {
+      db.close();
+    }
+    const r = await piecesOf(reg.url, layer.descriptor.digest);
+    expect(r.body.pieceSize).toBe(PIECE_SIZE);
+    expect(Buffer.from(r.body.hashes, 'base64').equals(pieceHashes(layer.data))).toBe(true);
+    const after = new IndexDb(store());
+    try {
+      expect(after.pieces(layer.descriptor.digest)?.pieceSize).toBe(PIECE_SIZE);
+    } finally {
+      after.close();
+    }
+  });
+
   it('of a blob the store lacks are a 404, and a bad digest a 400', async () => {
     expect((await piecesOf(reg.url, sha256('nothing'))).status).toBe(404);
     expect((await fetch(`${reg.url}/p2p/v1/pieces/sha256:nope`)).status).toBe(400);
