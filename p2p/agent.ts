@@ -229,8 +229,7 @@ export class PeerAgent {
     // A blob with nothing asked for has no piece it may take: ask the tracker again soon (a peer may
     // have finished the piece it waits for) rather than at the next interval, when containerd waits
     // for that blob or the node has nothing else to do. (Not for every such blob: a preheat has
-    // most of its blobs waiting their turn, and announcing each 300 ms for them cost the registry
-    // three times its CPU in bench/p2p.)
+    // most of its blobs waiting their turn, and a node would announce every 300 ms for them.)
     const idle = this.picker.inFlight().length === 0;
     const stalled = [...this.fetching.keys()].some((d) => this.picker.downloading(d).isEmpty && !this.picker.complete(d) && (idle || this.picker.isRead(d)));
     if (stalled && !this.announcing) this.scheduleAnnounceWithin(Math.max(STALLED_ANNOUNCE_MS, this.interval / 4));

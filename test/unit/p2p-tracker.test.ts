@@ -39,6 +39,20 @@ describe('the tracker', () => {
     expect(hints.slice(PIECES).every((h) => h.length === 0)).toBe(true);
   });
 
+  it('hands a node its seed pieces from its blobs in the order it lists them (what its containerd reads first)', () => {
+    const tracker = new Tracker({ random: random() });
+    const E = sha256('read first');
+    const both = (node: string, first: Digest) => {
+      const [a, b] = [fetching(node, [], [], first), fetching(node, [], [], first === D ? E : D)];
+      return { ...a, blobs: [...a.blobs, ...b.blobs], left: a.left + b.left };
+    };
+    // Until every piece of the first-listed blob is handed, every node's hint is in it, whatever the order of others.
+    for (let i = 0; i < PIECES; i++) {
+      const answer = tracker.announce(both(`n${i}`, i % 2 ? D : E), 0);
+      expect(answer.blobs.map((b) => b.seed.length), `node ${i}`).toEqual([1, 0]);
+    }
+  });
+
   it('keeps a seed piece with its node while it fetches it, and hands it to another once that node is gone', () => {
     const tracker = new Tracker({ random: random(), interval: 1000 });
     const [piece] = tracker.announce(fetching('a'), 0).blobs[0].seed;
