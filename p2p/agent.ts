@@ -193,10 +193,6 @@ export class PeerAgent {
   /** Resolves once piece `index` of a fetch is verified and written. */
   pieceReady(f: Fetch, index: number): Promise<void> {
     if (f.partial.have.has(index)) return Promise.resolve();
-    if (this.fetching.get(f.partial.digest) === f) {
-      this.picker.awaiting(f.partial.digest, index);
-      this.pump();
-    }
     return new Promise((resolve, reject) => {
       const list = f.waiters.get(index) ?? [];
       list.push(resolve);

@@ -76,11 +76,9 @@ interface BlobState {
   readers: number;
   /** Its place among the blobs added: the order a consumer will read them in. */
   seq: number;
-  /** Pieces a reader waits for. */
-  awaited: Set<number>;
 }
 
-/** How far ahead of rarity a piece someone waits for goes: ahead of every other. */
+/** How far ahead of the others the blobs being read go. */
 const URGENT = 1e9;
 /** How far one blob's place in line weighs: more than any piece's rarity (what a node knows of at most a few hundred peers). */
 const IN_LINE = 1e3;
@@ -128,7 +126,6 @@ export class PiecePicker {
       emptyAnswers: 0,
       readers: 0,
       seq: this.added++,
-      awaited: new Set(),
     });
   }
 
@@ -207,12 +204,14 @@ export class PiecePicker {
         if (blob.have.has(p) || blob.requests.has(p)) continue;
         const avail = blob.availability[p];
         if (avail === 0 && !blob.seedHints.has(p) && !seedFree && !blob.shunnedOnly.has(p)) continue;
-        // Rarest first within a blob; the random part breaks ties (and near-ties, with
-        // rarityJitter > 1). Blobs in line: ahead of all the piece a reader waits for, then the
-        // rest of the blobs being read, then the others in the order they were added (a preheat's
-        // in its image list's order, which is the order containerd will read them in).
-        const urgency = blob.awaited.has(p) ? 2 : blob.readers > 0 ? 1 : 0;
-        candidates.push({ blob, piece: p, rank: avail + this.opt.rarityJitter * this.opt.random() - urgency * URGENT + blob.seq * IN_LINE });
+        // Rarest first; the random part breaks ties (and near-ties, with rarityJitter > 1). Blobs
+        // being read go ahead, rarest first among them all; the others wait in the order they were
+        // added (a preheat's in its image list's order, the order containerd will read them in).
+        // Not the piece a reader waits for first, nor read blobs one after another: every node
+        // would chase the same piece, which only its few holders can send (bench/install, image
+        // by image at 200 Mbit/s: 95.4 s with both, 81.7 s without; one run each).
+        const rank = blob.readers > 0 ? -URGENT : blob.seq * IN_LINE;
+        candidates.push({ blob, piece: p, rank: rank + avail + this.opt.rarityJitter * this.opt.random() });
       }
     }
     candidates.sort((a, b) => a.rank - b.rank);
@@ -245,12 +244,6 @@ export class PiecePicker {
     return (this.blobs.get(digest)?.readers ?? 0) > 0;
   }
 
-  /** A reader waits for this piece: it goes first. */
-  awaiting(digest: Digest, piece: number): void {
-    const blob = this.blobs.get(digest);
-    if (blob && !blob.have.has(piece)) blob.awaited.add(piece);
-  }
-
   /** A verified piece. Returns the other requests for it (endgame copies) for the caller to cancel. */
   received(req: PieceRequest): PieceRequest[] {
     const blob = this.blob(req.digest);
@@ -259,7 +252,6 @@ export class PiecePicker {
     for (const peer of askedFrom) this.drop(blob, req.piece, peer);
     blob.have.set(req.piece);
     blob.seedHints.delete(req.piece);
-    blob.awaited.delete(req.piece);
     return others;
   }
 
