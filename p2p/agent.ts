@@ -205,7 +205,10 @@ export class PeerAgent {
   reading(f: Fetch): () => void {
     const digest = f.partial.digest;
     this.picker.reading(digest, true);
-    return () => this.picker.reading(digest, false);
+    // Only this fetch's own count: one abandoned and begun again is a new blob to the picker.
+    return () => {
+      if (this.fetching.get(digest) === f) this.picker.reading(digest, false);
+    };
   }
 
   private pump(): void {

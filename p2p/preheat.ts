@@ -2,9 +2,11 @@ import { request } from 'undici';
 import { parsePlatform, platformMatches, type Platform } from '../arch/platform.js';
 import { sha256, type Digest } from '../oci/digest.js';
 import { AcpackError } from '../oci/errors.js';
+import { HttpResponse } from '../oci/http.js';
 import { isIndexType, MANIFEST_ACCEPT, type Descriptor, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
 import { manifestShapeProblem } from '../oci/manifest-shape.js';
 import { parseReference } from '../oci/reference.js';
+import { manifestMediaType } from '../oci/registry-client.js';
 import { PASS_THROUGH_BYTES, type PeerAgent } from './agent.js';
 
 // Preheat, as Dragonfly calls it: the agent takes a node's whole image list at once. containerd
@@ -103,24 +105,13 @@ async function layersOf(agent: PeerAgent, image: string, want: Platform): Promis
 async function manifestAt(agent: PeerAgent, path: string, digest?: Digest): Promise<ImageManifest | ImageIndex> {
   const url = `${agent.o.registry}${path}`;
   const r = await request(url, { dispatcher: agent.registryClient, headers: { accept: MANIFEST_ACCEPT } });
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const chunk of r.body) {
-    n += chunk.length;
-    if (n > MAX_MANIFEST_BYTES) throw new AcpackError('BAD_MANIFEST', `${path}: the registry's answer is larger than a manifest may be`);
-    chunks.push(chunk as Buffer);
-  }
-  const body = Buffer.concat(chunks);
+  const res = new HttpResponse(url, r.statusCode, r.headers, r.body as ConstructorParameters<typeof HttpResponse>[3]);
+  const body = await res.bytesUpTo(MAX_MANIFEST_BYTES);
+  if (!body) throw new AcpackError('BAD_MANIFEST', `${path}: the registry's answer is larger than a manifest may be`);
   if (r.statusCode !== 200) throw new AcpackError('REGISTRY_FAILED', `${path}: the registry answered ${r.statusCode}: ${body.toString().slice(0, 200)}`);
   if (digest && sha256(body) !== digest) throw new AcpackError('BAD_MANIFEST', `${path}: the registry's answer does not match its digest`);
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(body.toString());
-  } catch {
-    throw new AcpackError('BAD_MANIFEST', `${path}: not JSON`);
-  }
-  const mediaType = String(r.headers['content-type'] ?? (parsed as { mediaType?: string }).mediaType ?? '');
-  const index = isIndexType(mediaType) || Array.isArray((parsed as { manifests?: unknown }).manifests);
+  const index = isIndexType(manifestMediaType(body, res.header('content-type'), url));
+  const parsed: unknown = JSON.parse(body.toString()); // manifestMediaType refused what is not JSON
   const problem = manifestShapeProblem(parsed, index);
   if (problem) throw new AcpackError('BAD_MANIFEST', `${path}: ${problem}`);
   return parsed as ImageManifest | ImageIndex;
