@@ -12,7 +12,7 @@ import { PASS_THROUGH_BYTES, type PeerAgent } from './agent.js';
 // Preheat, as Dragonfly calls it: the agent takes a node's whole image list at once. containerd
 // (and the kubelet, one image at a time by default) asks for an image's layers only once the last
 // image is in, so the swarm forms anew for each image with a handful of pieces to share: bench/p2p-sim
-// puts 8 nodes at 20 Mbit/s at 1.50·T_phys fetching image by image, at 1.16·T_phys with the
+// puts 8 nodes at 20 Mbit/s at 1.50·T_phys fetching image by image, at 1.15·T_phys with the
 // preheat (the image being read first). The installer preheats the images a node pulls ahead (installer/prepull.ts) while
 // containerd pulls them; containerd's requests join the fetches already running.
 

@@ -170,11 +170,12 @@ export function simulate(o: SimOptions): SimResult {
   const advance = (n: Node): boolean => {
     while (groups[n.group].every((j) => n.picker.complete(blobs[j].digest))) {
       if (++n.group >= groups.length) return true;
-      for (const j of groups[n.group]) n.picker.reading(blobs[j].digest, true);
       for (const j of groups[n.group]) {
-        if (wants(n, blobs[j])) continue;
-        n.wanted.push(blobs[j]);
-        n.picker.addBlob(blobs[j].digest, blobs[j].pieces);
+        if (!wants(n, blobs[j])) {
+          n.wanted.push(blobs[j]);
+          n.picker.addBlob(blobs[j].digest, blobs[j].pieces);
+        }
+        n.picker.reading(blobs[j].digest, true); // added first: reading a blob the picker lacks is a no-op
       }
       n.nextAnnounce = Math.min(n.nextAnnounce, 0); // the agent announces a new fetch at once
     }
