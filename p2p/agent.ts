@@ -25,8 +25,13 @@ export const HAVE_HEADER = 'x-acpack-have';
 export const STALL_MS = 90_000;
 /** With the tracker out of reach, how often a stalled blob asks the peers it knows what they have. */
 const POLL_PEERS_MS = 1_000;
-/** Blobs up to this size are passed through from the registry, not fetched from peers. */
-export const PASS_THROUGH_BYTES = 1 << 20;
+/**
+ * Blobs up to this size are passed through from the registry, not fetched from peers: configs and
+ * the tiniest layers, where a request to the registry costs less than the announces that would find
+ * a peer. Not every blob of one piece: at 1 MiB, the four small layers of bench/p2p's images cost
+ * the master 0.11·S of extra egress at 8 nodes, every node taking its own copy.
+ */
+export const PASS_THROUGH_BYTES = 64 << 10;
 /** Peers asked at most for one blob's pieces or bitfield. */
 const MAX_POLLED_PEERS = 8;
 
@@ -164,7 +169,8 @@ export class PeerAgent {
       const answer = await this.registryJson<PiecesAnswer>(`${PIECES_PATH}${digest}`);
       // Small blobs (configs, the smallest layers): one request to the registry costs less than the
       // announces that would find them a peer. Larger ones, even of one piece, come from peers: each
-      // node taking its own copy from the master cost bench/p2p 0.86·S of extra egress at S = 100 MB.
+      // node taking its own copy from the master cost bench/p2p 0.86·S of extra egress at S = 100 MB
+      // (4 MiB pieces, every blob of one piece passed through).
       if (!answer || answer.size <= PASS_THROUGH_BYTES) return undefined;
       info = parsePiecesAnswer(answer, digest);
     } catch (err) {

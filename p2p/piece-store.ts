@@ -14,7 +14,7 @@ import { pieceCount, pieceRange, verifyPiece } from './pieces.js';
  * peers. Under `dir`:
  *   partial/<hex>   the blob's bytes at their offsets, a sparse file of its full size
  *   partial/<hex>.have   which pieces were verified (rewritten after each; re-checked on open)
- *   partial/<hex>.in-<ref>   a blob written whole, in order (the ingester: blobs of 1 MiB or
+ *   partial/<hex>.in-<ref>   a blob written whole, in order (the ingester: blobs of 64 KiB or
  *                   less, passed through from the registry), until its digest is checked
  *   blobs/<hex>     a whole blob whose digest was verified, renamed from partial/ (the
  *                   installer puts acinstall's runtime there too, checked and by way of partial/)

@@ -100,6 +100,8 @@ interface ModeResult {
   egressOverS: number;
   /** Packets the master's tbf dropped during the mode. */
   masterDrops?: number;
+  /** Body bytes the site registry answered with during the mode, by route (its /metrics; aborted answers count whole). */
+  registryBytes?: Record<string, number>;
   /** Per node, what its agent took during the mode (none for sealer). */
   fromSeedBytes?: number[];
   fromPeersBytes?: number[];
@@ -134,6 +136,16 @@ async function qdiscDrops(h: LabHost): Promise<number> {
   const q = JSON.parse((await inHost(h, 'tc', ['-s', '-j', 'qdisc', 'show', 'dev', 'eth0'])).stdout) as { root?: boolean; drops?: number }[];
   return q.find((x) => x.root)?.drops ?? 0;
 }
+
+/** The site registry's body bytes by route so far (acpack_registry_response_bytes_total on its /metrics). */
+async function registryBytes(h: LabHost, store: string): Promise<Record<string, number>> {
+  const text = (await inHost(h, 'curl', ['-fsS', '--max-time', '10', '--cacert', join(store, 'tls', 'ca.crt'), `https://${h.ip}:5000/metrics`])).stdout;
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^acpack_registry_response_bytes_total\{route="([^"]+)"\} (\S+)$/gm)) out[m[1]] = Number(m[2]);
+  return out;
+}
+
+const minusBytes = (a: Record<string, number>, b: Record<string, number>) => Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v - (b[k] ?? 0)]).filter(([, v]) => (v as number) > 0));
 
 /** A command on a node, through SSH from the node to itself (loopback: nothing on the master's link). */
 const onNode = (lab: Lab, n: LabHost, command: string, timeoutMs = 60_000) => ssh(lab, n, n, command, timeoutMs);
@@ -223,6 +235,7 @@ async function main(): Promise<void> {
         const before = await stats();
         const tx0 = await txBytes(master);
         const drops0 = await qdiscDrops(master);
+        const reg0 = await registryBytes(master, join(work, 'site'));
         const at = Date.now() / 1000 + 3; // time enough for every SSH connection (~50 ms each)
         const cpuUse = sampleCpu();
         const spans = await Promise.all(
@@ -250,6 +263,7 @@ async function main(): Promise<void> {
         }
         const masterSentBytes = (await txBytes(master)) - tx0;
         const masterDrops = (await qdiscDrops(master)) - drops0;
+        const registrySent = minusBytes(await registryBytes(master, join(work, 'site')), reg0);
         const agents = minus(await stats(), before);
         // Everything there: each node's containerd holds every layer.
         for (const n of nodes) {
@@ -266,6 +280,7 @@ async function main(): Promise<void> {
           startSkewSeconds: round(Math.max(...spans.map((s) => s.start)) - at, 3),
           masterSentBytes,
           masterDrops,
+          registryBytes: registrySent,
           fromSeedBytes: agents.map((a) => a.fromSeed),
           fromPeersBytes: agents.map((a) => a.fromPeers),
           servedBytes: agents.map((a) => a.served),
@@ -361,6 +376,11 @@ function table(r: { nodes: number; rate: string; shaped: string; layerBytes: num
   }
   lines.push('', 'each image in, in the order fetched (median node, s):');
   for (const mode of ['p2p', 'direct'] as Mode[]) if (results[mode]?.imageSeconds) lines.push(`  ${names[mode].padEnd(12)} ${results[mode]!.imageSeconds!.join(' ')}`);
+  lines.push('', "the site registry's answers by route, MB (aborted ones count whole):");
+  for (const mode of ['p2p', 'direct'] as Mode[]) {
+    const b = results[mode]?.registryBytes;
+    if (b) lines.push(`  ${names[mode].padEnd(12)} ${Object.entries(b).map(([k, v]) => `${k} ${(v / 1e6).toFixed(1)}`).join(', ')}`);
+  }
   lines.push('', 'CPU seconds used while each mode ran (busy: all cores; by kind of process):');
   for (const mode of ['p2p', 'direct', 'sealer'] as Mode[]) {
     const c = results[mode]?.cpu;

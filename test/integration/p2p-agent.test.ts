@@ -7,7 +7,7 @@ import { buildIndexImage, buildLayer, pushImage, type Layer } from '../../demo/s
 import { freePort } from '../../demo/source-registry.js';
 import { sha256 } from '../../oci/digest.js';
 import { importBundle, startRegistry, type RunningRegistry } from '../../registry/index.js';
-import { PeerAgent } from '../../p2p/agent.js';
+import { PASS_THROUGH_BYTES, PeerAgent } from '../../p2p/agent.js';
 import { localServer, peerServer } from '../../p2p/agent-server.js';
 import { PIECE_SIZE } from '../../p2p/pieces.js';
 import { tempDir, withRegistry } from '../helpers/env.js';
@@ -22,7 +22,9 @@ let work: Awaited<ReturnType<typeof tempDir>>;
 let layer: Layer;
 /** A second blob of several pieces, in the same image. */
 let layer2: Layer;
-/** A blob of less than a piece: passed through from the registry, and kept. */
+/** A blob of one piece, larger than PASS_THROUGH_BYTES: from peers too. */
+let onePiece: Layer;
+/** A blob of PASS_THROUGH_BYTES or less: passed through from the registry, and kept. */
 let small: Layer;
 let registryClosed = false;
 let source: string;
@@ -33,11 +35,12 @@ beforeAll(async () => {
   work = await tempDir();
   layer = await buildLayer([{ path: 'big', content: randomBytes(5 * PIECE_SIZE + 777) }]);
   layer2 = await buildLayer([{ path: 'big2', content: randomBytes(3 * PIECE_SIZE + 55) }]);
-  small = await buildLayer([{ path: 'small', content: randomBytes(100_000) }]);
+  onePiece = await buildLayer([{ path: 'one', content: randomBytes(PIECE_SIZE / 3) }]);
+  small = await buildLayer([{ path: 'small', content: randomBytes(PASS_THROUGH_BYTES / 2) }]);
   const src = await withRegistry();
   try {
     source = src.registry.host;
-    const image = buildIndexImage('p2p/big', 'v1', { amd64: [layer, layer2, small] });
+    const image = buildIndexImage('p2p/big', 'v1', { amd64: [layer, layer2, onePiece, small] });
     await pushImage(source, image);
     const bundle = await bundleSpec(work.dir, { images: [imageRef(source, image)] }, join(work.dir, 'b.tar.zst'));
     await importBundle(bundle, join(work.dir, 'store'));
@@ -103,6 +106,15 @@ describe('peer agents', () => {
     expect(b.agent.stats).toEqual(before);
   }, 120_000);
 
+  it('fetch a blob of one piece from peers too: the registry sends it once', async () => {
+    const [x, y] = [await startAgent('one-x'), await startAgent('one-y')];
+    expect(sha256(await pull(x.url, onePiece))).toBe(onePiece.descriptor.digest);
+    expect(x.agent.stats.fromSeed).toBe(onePiece.data.length);
+    for (let i = 0; i < 50 && (await x.agent.store.whole(onePiece.descriptor.digest)) === undefined; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(sha256(await pull(y.url, onePiece))).toBe(onePiece.descriptor.digest);
+    expect(y.agent.stats).toMatchObject({ fromSeed: 0, fromPeers: onePiece.data.length });
+  }, 60_000);
+
   it('hand a peer with no agent yet a whole blob they verified, and nothing they do not hold whole', async () => {
     const w = await startAgent('whole');
     const url = (l: Layer) => `http://${w.agent.o.peerAddr}/p2p/v1/blobs/${l.descriptor.digest}`;
@@ -131,20 +143,20 @@ describe('peer agents', () => {
   });
 
 
-  it('preheat an image list: every layer over 1 MiB whole before containerd asks, what fails named, the rest still fetched', async () => {
+  it('preheat an image list: every layer over PASS_THROUGH_BYTES whole before containerd asks, what fails named, the rest still fetched', async () => {
     const p = await startAgent('preheat');
     const preheat = (body: unknown) => fetch(`${p.url}/p2p/v1/preheat`, { method: 'POST', body: JSON.stringify(body) });
     const r = await preheat({ images: [`${source}/p2p/big:v1`, `${source}/p2p/missing:v1`], platform: 'linux/amd64' });
     expect(r.status).toBe(200);
     const result = await r.json();
-    expect(result).toMatchObject({ images: 2, blobs: 2, bytes: layer.data.length + layer2.data.length, skipped: 0 });
+    expect(result).toMatchObject({ images: 2, blobs: 3, bytes: layer.data.length + layer2.data.length + onePiece.data.length, skipped: 0 });
     expect(result.failed).toHaveLength(1);
     expect(result.failed[0].image).toBe(`${source}/p2p/missing:v1`);
     expect(result.failed[0].error).toContain('404');
-    for (const l of [layer, layer2]) expect(await p.agent.store.whole(l.descriptor.digest)).toBe(l.data.length);
-    // A layer of less than 1 MiB is left to containerd's own request, passed through.
+    for (const l of [layer, layer2, onePiece]) expect(await p.agent.store.whole(l.descriptor.digest)).toBe(l.data.length);
+    // A layer of PASS_THROUGH_BYTES or less is left to containerd's own request, passed through.
     expect(await p.agent.store.whole(small.descriptor.digest)).toBeUndefined();
-    expect(p.agent.stats.fromSeed + p.agent.stats.fromPeers).toBe(layer.data.length + layer2.data.length);
+    expect(p.agent.stats.fromSeed + p.agent.stats.fromPeers).toBe(layer.data.length + layer2.data.length + onePiece.data.length);
     // containerd's pulls then cost nobody anything.
     const before = { ...p.agent.stats };
     expect(sha256(await pull(p.url, layer2))).toBe(layer2.descriptor.digest);
