@@ -96,6 +96,11 @@ export class HttpResponse {
     readonly body: Body,
   ) {}
 
+  /** undici's answer to `request(url)`, as an HttpResponse. */
+  static of(url: string, r: Dispatcher.ResponseData): HttpResponse {
+    return new HttpResponse(url, r.statusCode, r.headers, r.body as unknown as Body);
+  }
+
   get ok(): boolean {
     return this.status >= 200 && this.status < 300;
   }
@@ -183,7 +188,7 @@ export async function fetchWithRetry(url: string, init: RequestOptions, policy: 
   const opts = { method: init.method as Dispatcher.HttpMethod, headers: init.headers, dispatcher: init.dispatcher, retryOptions };
   try {
     const r = await request(url, opts);
-    return new HttpResponse(url, r.statusCode, r.headers, r.body as unknown as Body);
+    return HttpResponse.of(url, r);
   } catch (err) {
     if (err instanceof AcpackError) throw err; // a refusal (a redirect to file:), not a network fault
     const retried = RETRIED_ERRORS.includes(networkCode(err) ?? '');

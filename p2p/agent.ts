@@ -166,11 +166,8 @@ export class PeerAgent {
     let info: (BlobRef & { hashes: Buffer }) | undefined;
     let views: { peer: string; have: Bitfield }[] = [];
     try {
-      const answer = await this.registryJson<PiecesAnswer>(`${PIECES_PATH}${digest}`);
-      // Small blobs (configs, the smallest layers): one request to the registry costs less than the
-      // announces that would find them a peer. Larger ones, even of one piece, come from peers: each
-      // node taking its own copy from the master cost bench/p2p 0.86·S of extra egress at S = 100 MB
-      // (4 MiB pieces, every blob of one piece passed through).
+      const answer = await this.registryPieces(digest);
+      // Small blobs are passed through (PASS_THROUGH_BYTES says why).
       if (!answer || answer.size <= PASS_THROUGH_BYTES) return undefined;
       info = parsePiecesAnswer(answer, digest);
     } catch (err) {
@@ -341,7 +338,7 @@ export class PeerAgent {
           const url = `http://${addr}${PIECES_PATH}${digest}`;
           const r = await request(url, { dispatcher: this.http, headersTimeout: 2_000, bodyTimeout: 2_000 });
           // A peer decides the length of what it sends: read no more than an answer can be.
-          const body = await new HttpResponse(url, r.statusCode, r.headers, r.body as ConstructorParameters<typeof HttpResponse>[3]).bytesUpTo(MAX_PIECES_ANSWER_BYTES);
+          const body = await HttpResponse.of(url, r).bytesUpTo(MAX_PIECES_ANSWER_BYTES);
           const have = r.headers[HAVE_HEADER];
           return r.statusCode === 200 && body && typeof have === 'string' ? { peer, answer: JSON.parse(body.toString()) as PiecesAnswer, have } : undefined;
         } catch {
@@ -517,12 +514,15 @@ export class PeerAgent {
   }
 
   /** A JSON answer of the registry; undefined on a 404. */
-  private async registryJson<T>(path: string): Promise<T | undefined> {
-    const r = await request(`${this.o.registry}${path}`, { dispatcher: this.http });
-    const text = await r.body.text();
-    if (r.statusCode === 404) return undefined;
-    if (r.statusCode !== 200) throw new AcpackError('REGISTRY_FAILED', `${path}: the registry answered ${r.statusCode}: ${text.slice(0, 200)}`);
-    return JSON.parse(text) as T;
+  /** The registry's pieces answer for a blob, read no further than one can be; undefined when it has none. */
+  private async registryPieces(digest: Digest): Promise<PiecesAnswer | undefined> {
+    const path = `${PIECES_PATH}${digest}`;
+    const res = HttpResponse.of(path, await request(`${this.o.registry}${path}`, { dispatcher: this.http }));
+    const body = await res.bytesUpTo(MAX_PIECES_ANSWER_BYTES);
+    if (res.status === 404) return undefined;
+    if (!body) throw new AcpackError('REGISTRY_FAILED', `${path}: the registry's answer is longer than a pieces answer may be (${MAX_PIECES_ANSWER_BYTES} bytes)`);
+    if (res.status !== 200) throw new AcpackError('REGISTRY_FAILED', `${path}: the registry answered ${res.status}: ${body.toString().slice(0, 200)}`);
+    return JSON.parse(body.toString()) as PiecesAnswer;
   }
 
   /** The registry's own dispatcher, for the server to pass manifests through. */

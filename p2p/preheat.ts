@@ -105,7 +105,7 @@ async function layersOf(agent: PeerAgent, image: string, want: Platform): Promis
 async function manifestAt(agent: PeerAgent, path: string, digest?: Digest): Promise<ImageManifest | ImageIndex> {
   const url = `${agent.o.registry}${path}`;
   const r = await request(url, { dispatcher: agent.registryClient, headers: { accept: MANIFEST_ACCEPT } });
-  const res = new HttpResponse(url, r.statusCode, r.headers, r.body as ConstructorParameters<typeof HttpResponse>[3]);
+  const res = HttpResponse.of(url, r);
   const body = await res.bytesUpTo(MAX_MANIFEST_BYTES);
   if (!body) throw new AcpackError('BAD_MANIFEST', `${path}: the registry's answer is larger than a manifest may be`);
   if (r.statusCode !== 200) throw new AcpackError('REGISTRY_FAILED', `${path}: the registry answered ${r.statusCode}: ${body.toString().slice(0, 200)}`);
