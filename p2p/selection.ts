@@ -244,6 +244,11 @@ export class PiecePicker {
     return (this.blobs.get(digest)?.readers ?? 0) > 0;
   }
 
+  /** Whether the tracker handed this node that piece to take from the seed. */
+  seedHinted(digest: Digest, piece: number): boolean {
+    return this.blobs.get(digest)?.seedHints.has(piece) ?? false;
+  }
+
   /** A verified piece. Returns the other requests for it (endgame copies) for the caller to cancel. */
   received(req: PieceRequest): PieceRequest[] {
     const blob = this.blob(req.digest);

@@ -9,7 +9,8 @@ export type Intercept = (req: IncomingMessage, res: ServerResponse) => boolean |
 
 export interface FaultProxy {
   host: string;
-  log: { method: string; url: string; authorization?: string; range?: string }[];
+  /** Every request as it arrived (`at`: Date.now() then). */
+  log: { method: string; url: string; authorization?: string; range?: string; at: number }[];
   intercept: Intercept[];
   close(): Promise<void>;
 }
@@ -17,11 +18,14 @@ export interface FaultProxy {
 export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const proxy: FaultProxy = { host: '', log: [], intercept: [], close: async () => {} };
   const server: Server = createServer(async (req, res) => {
-    proxy.log.push({ method: req.method!, url: req.url!, authorization: req.headers.authorization, range: req.headers.range });
+    proxy.log.push({ method: req.method!, url: req.url!, authorization: req.headers.authorization, range: req.headers.range, at: Date.now() });
     for (const i of proxy.intercept) if (await i(req, res)) return;
     const headers: Record<string, string> = {};
-    for (const k of ['accept', 'range']) if (req.headers[k]) headers[k] = String(req.headers[k]);
-    const up = await fetch(`http://${upstream}${req.url}`, { method: req.method, headers, redirect: 'manual' });
+    for (const k of ['accept', 'range', 'content-type']) if (req.headers[k]) headers[k] = String(req.headers[k]);
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = chunks.length > 0 ? Buffer.concat(chunks) : undefined;
+    const up = await fetch(`http://${upstream}${req.url}`, { method: req.method, headers, body, redirect: 'manual' });
     const out: Record<string, string> = {};
     up.headers.forEach((v, k) => {
       if (k !== 'content-encoding' && k !== 'transfer-encoding') out[k] = v;

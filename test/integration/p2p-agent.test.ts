@@ -11,6 +11,7 @@ import { PASS_THROUGH_BYTES, PeerAgent } from '../../p2p/agent.js';
 import { localServer, peerServer } from '../../p2p/agent-server.js';
 import { PIECE_SIZE } from '../../p2p/pieces.js';
 import { tempDir, withRegistry } from '../helpers/env.js';
+import { startFaultProxy } from '../helpers/fault-proxy.js';
 import { bundleSpec, imageRef } from '../helpers/fixtures.js';
 
 /**
@@ -26,6 +27,8 @@ let layer2: Layer;
 let onePiece: Layer;
 /** A blob of PASS_THROUGH_BYTES or less: passed through from the registry, and kept. */
 let small: Layer;
+/** A blob of many pieces in an image of its own (p2p/paced), for the seed's pace. */
+let paced: Layer;
 let registryClosed = false;
 let source: string;
 let reg: RunningRegistry;
@@ -37,12 +40,15 @@ beforeAll(async () => {
   layer2 = await buildLayer([{ path: 'big2', content: randomBytes(3 * PIECE_SIZE + 55) }]);
   onePiece = await buildLayer([{ path: 'one', content: randomBytes(PIECE_SIZE / 3) }]);
   small = await buildLayer([{ path: 'small', content: randomBytes(PASS_THROUGH_BYTES / 2) }]);
+  paced = await buildLayer([{ path: 'paced', content: randomBytes(12 * PIECE_SIZE) }]);
   const src = await withRegistry();
   try {
     source = src.registry.host;
     const image = buildIndexImage('p2p/big', 'v1', { amd64: [layer, layer2, onePiece, small] });
+    const pacedImage = buildIndexImage('p2p/paced', 'v1', { amd64: [paced] });
     await pushImage(source, image);
-    const bundle = await bundleSpec(work.dir, { images: [imageRef(source, image)] }, join(work.dir, 'b.tar.zst'));
+    await pushImage(source, pacedImage);
+    const bundle = await bundleSpec(work.dir, { images: [imageRef(source, image), imageRef(source, pacedImage)] }, join(work.dir, 'b.tar.zst'));
     await importBundle(bundle, join(work.dir, 'store'));
   } finally {
     await src.cleanup();
@@ -72,8 +78,8 @@ async function startAgent(name: string, o: { registry?: string; stallMs?: number
 }
 
 /** A pull of a layer through an agent, as containerd asks in mirror mode. */
-async function pull(url: string, l = layer): Promise<Buffer> {
-  const r = await fetch(`${url}/v2/p2p/big/blobs/${l.descriptor.digest}?ns=${source}`);
+async function pull(url: string, l = layer, repo = 'p2p/big'): Promise<Buffer> {
+  const r = await fetch(`${url}/v2/${repo}/blobs/${l.descriptor.digest}?ns=${source}`);
   expect(r.status).toBe(200);
   expect(r.headers.get('docker-content-digest')).toBe(l.descriptor.digest);
   return Buffer.from(await r.arrayBuffer());
@@ -113,6 +119,32 @@ describe('peer agents', () => {
     for (let i = 0; i < 50 && (await x.agent.store.whole(onePiece.descriptor.digest)) === undefined; i++) await new Promise((r) => setTimeout(r, 100));
     expect(sha256(await pull(y.url, onePiece))).toBe(onePiece.descriptor.digest);
     expect(y.agent.stats).toMatchObject({ fromSeed: 0, fromPeers: onePiece.data.length });
+  }, 60_000);
+
+  it('ask the tracker for the next seed piece as soon as one arrives, not an interval later', async () => {
+    // Each agent reaches the registry through a proxy of its own, which logs when each request came.
+    const proxies = [await startFaultProxy(new URL(reg.url).host), await startFaultProxy(new URL(reg.url).host)];
+    try {
+      const agents = [await startAgent('pace-a', { registry: `http://${proxies[0].host}` }), await startAgent('pace-b', { registry: `http://${proxies[1].host}` })];
+      const got = await Promise.all(agents.map((a) => pull(a.url, paced, 'p2p/paced')));
+      for (const g of got) expect(sha256(g)).toBe(paced.descriptor.digest);
+      // Super-seeding: the master sent each piece about once, a few to each node.
+      const fromSeed = agents.map((a) => a.agent.stats.fromSeed);
+      expect(fromSeed[0] + fromSeed[1]).toBeLessThanOrEqual(paced.data.length + 2 * PIECE_SIZE);
+      // The tracker hands a node one seed piece per announce. Had the agent waited for its next
+      // announce (a stalled blob brings it within 500 ms at the tracker's 2 s), each gap between a
+      // node's seed pieces would be that long; announcing when a piece arrives makes it a round trip.
+      const gaps: number[] = [];
+      for (const p of proxies) {
+        const seeds = p.log.filter((l) => l.method === 'GET' && l.range && l.url.includes(paced.descriptor.digest)).map((l) => l.at);
+        expect(seeds.length).toBeGreaterThanOrEqual(2);
+        for (let i = 1; i < seeds.length; i++) gaps.push(seeds[i] - seeds[i - 1]);
+      }
+      gaps.sort((a, b) => a - b);
+      expect(gaps[Math.floor(gaps.length / 2)]).toBeLessThan(250);
+    } finally {
+      for (const p of proxies) await p.close();
+    }
   }, 60_000);
 
   it('hand a peer with no agent yet a whole blob they verified, and nothing they do not hold whole', async () => {
