@@ -76,10 +76,12 @@ export function directHostsDir(dir: string): string {
  * failed fetch's error output. (Every image at once, 40 ctr clients on this 2-core machine, starved
  * the master into TLS handshake timeouts before any mode was measured.) With `preheat`, the node's
  * agent is asked to preheat the same list meanwhile, as the installer's pull-ahead does
- * (installer/prepull.ts).
+ * (installer/prepull.ts). `ctr --debug` turns ctr's progress bars off (it draws none with debug
+ * output on): their poll of containerd's ingests every 100 ms cost the 8 nodes' ctr and containerd
+ * ~15 CPU-seconds a run on this 2-core machine, time the kubelet, which draws none, does not spend.
  */
 export function timedFetch(dir: string, hostsDir: string, refs: string[], at: number, preheat = false): string {
-  const ctr = `ctr --address ${dir}/sock -n bench content fetch --hosts-dir ${shq(hostsDir)} --platform linux/amd64`;
+  const ctr = `ctr --debug --address ${dir}/sock -n bench content fetch --hosts-dir ${shq(hostsDir)} --platform linux/amd64`;
   return [
     `d=$(awk -v t=${at.toFixed(3)} -v n=$(date +%s.%N) 'BEGIN { d = t - n; if (d < 0) d = 0; if (d > 60) d = 60; printf "%.3f", d }')`,
     'sleep "$d"',
