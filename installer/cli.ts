@@ -18,6 +18,7 @@ import { ContentStore } from '../oci/store.js';
 import { createReporter, reporterMode } from '../ui/progress.js';
 import { runProgram } from '../ui/program.js';
 import { SEED_SLOTS } from '../registry/seed-queue.js';
+import { loadTrustKeys, trustDir, type TrustPolicy } from '../oci/bundle-signature.js';
 
 const DEFAULT_STORE = '/var/lib/acpack';
 
@@ -46,16 +47,23 @@ export function buildProgram(): Command {
     .argument('<bundle>', 'bundle.tar.zst, or - for standard input')
     .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)
     .option('--json', 'print progress and the result as JSON lines')
-    .addHelpText('after', '\nRe-importing is a no-op; a newer bundle adds only the blobs the store lacks. A corrupt, truncated or\nhostile bundle is refused and the store is left exactly as it was.')
+    .option('--trust <key.pub>', `take bundles signed by this public key (repeatable; with ${trustDir()}/*.pub)`, collect, [])
+    .option('--allow-unsigned', 'with trust keys configured, import an unsigned or otherwise signed bundle anyway (with a warning)')
+    .addHelpText('after', `\nRe-importing is a no-op; a newer bundle adds only the blobs the store lacks. A corrupt, truncated or\nhostile bundle is refused and the store is left exactly as it was.\n${TRUST_HELP}`)
     .action(async (file: string, o) => {
       const { importBundle } = await load.registry();
+      const trust = await trustPolicy(o);
       const reporter = createReporter(reporterMode(!!o.json));
       reporter.phase('import', 0);
       const input = file === '-' ? process.stdin : file;
-      const r = await importBundle(input, o.store, (n) => reporter.bytes(n), file === '-' ? 'standard input' : file);
+      const r = await importBundle(input, o.store, (n) => reporter.bytes(n), file === '-' ? 'standard input' : file, trust);
       reporter.end();
+      if (r.warning) process.stderr.write(`warning: ${r.warning}\n`);
       if (o.json) process.stdout.write(`${JSON.stringify({ event: 'imported', ...r })}\n`);
-      else process.stdout.write(`imported ${r.name} ${r.version}: ${plural(r.refs, 'reference')}, ${plural(r.blobs, 'blob')} (${r.added} new, ${formatBytes(r.addedBytes)})\n`);
+      else {
+        const signed = r.origin.signed && r.origin.by ? `; signed by trusted key ${r.origin.keyId} (${r.origin.by.from})` : '';
+        process.stdout.write(`imported ${r.name} ${r.version}: ${plural(r.refs, 'reference')}, ${plural(r.blobs, 'blob')} (${r.added} new, ${formatBytes(r.addedBytes)})${signed}\n`);
+      }
     });
 
   program
@@ -201,6 +209,8 @@ import runs: each deletion re-checks under the store lock.`,
     .argument('<bundle>', 'bundle.tar.zst')
     .option('--max-unavailable <n>', 'workers upgraded at once by a newer bundle (each is out while its kubelet restarts)', '1')
     .option('--allow-downgrade', 'install an older release of the bundle the cluster runs (the same Kubernetes version: it is never downgraded)')
+    .option('--trust <key.pub>', `take bundles signed by this public key (repeatable; with ${trustDir()}/*.pub)`, collect, [])
+    .option('--allow-unsigned', 'with trust keys configured, install an unsigned or otherwise signed bundle anyway (with a warning)')
     .addHelpText(
       'after',
       `
@@ -212,7 +222,8 @@ the journal records as done. A newer bundle on an installed cluster upgrades Kub
 upgrade, control plane first, then the workers --max-unavailable at a time, each kubelet swapped in
 after its node's upgrade). Then the bundle's charts with helm on the first
 master, from the site registry over oci://: the CNI (network.cni) first, then the manifest's order.
-Last, with the bundle's kubectl, the post-check: every node Ready, every kube-system pod running.`,
+Last, with the bundle's kubectl, the post-check: every node Ready, every kube-system pod running.
+${TRUST_HELP}`,
     )
     .action(async (bundle: string, o) => {
       const maxUnavailable = Number(o.maxUnavailable);
@@ -220,8 +231,9 @@ Last, with the bundle's kubectl, the post-check: every node Ready, every kube-sy
       const spec = await specFrom(o);
       const { checkRerun, installFrom } = await load.from();
       await checkRerun(o.store, spec, bundle, !!o.allowDowngrade);
+      const trust = await trustPolicy(o);
       const progress = createInstallProgress();
-      const outcomes = await installFrom({ bundle, spec, store: o.store, ignore: o.ignorePreflight, progress, maxUnavailable }).finally(() => progress.end());
+      const outcomes = await installFrom({ bundle, spec, store: o.store, ignore: o.ignorePreflight, progress, maxUnavailable, trust }).finally(() => progress.end());
       reportOutcomes(outcomes);
       process.stdout.write(installSummary(o.store, spec.hosts));
     });
@@ -510,6 +522,16 @@ function reportOutcomes(outcomes: NodeOutcome[]): void {
 const addIgnored = (v: string, prev: string[]) => [...prev, ...parseIgnoreList(v)];
 
 const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').filter(Boolean)];
+
+const TRUST_HELP = `Trust: with any trust key (--trust, or *.pub in ${trustDir()}) a bundle must be signed by one of them
+(acpack bundle --sign KEY): an unsigned or otherwise signed one is refused unless --allow-unsigned, and one
+whose bundle.json or contents changed after signing is always refused. With no trust key, every bundle is
+taken with a warning that its origin is unchecked.`;
+
+/** The site's trust keys: --trust and the trust directory's. */
+async function trustPolicy(o: { trust: string[]; allowUnsigned?: boolean }): Promise<TrustPolicy> {
+  return { keys: await loadTrustKeys(o.trust), allowUnsigned: !!o.allowUnsigned };
+}
 
 async function tlsFrom(o: { tls?: string; tlsCert?: string; tlsKey?: string; store: string; hostname: string[]; ip: string[] }) {
   if (o.tls !== undefined && o.tls !== 'auto') throw new AcpackError('BAD_ARGUMENT', `--tls takes "auto", not "${o.tls}"`);

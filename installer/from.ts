@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { archFromUname, nodeArch } from '../arch/platform.js';
 import { AcpackError, formatBytes, plural } from '../oci/errors.js';
-import { readDescriptor } from '../oci/bundle-reader.js';
+import { readDescriptor, readHead } from '../oci/bundle-reader.js';
+import { judgeOrigin, originOf, type TrustPolicy } from '../oci/bundle-signature.js';
 import { importBundle } from '../registry/index.js';
 import { firstMaster, isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import { Journal } from './journal.js';
@@ -39,6 +40,8 @@ export interface FromOptions {
   progress: InstallProgress;
   /** Workers upgraded at once (each is out while its kubelet restarts); 1 by default. */
   maxUnavailable?: number;
+  /** The site's trust keys (--trust, /etc/acpack/trust/) and --allow-unsigned; none: every bundle is taken with a warning. */
+  trust?: TrustPolicy;
 }
 
 export interface NodeOutcome {
@@ -57,11 +60,19 @@ export interface NodeOutcome {
 export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
   assertOnFirstMaster(firstMaster(o.spec).ip);
   const file = typeof o.bundle === 'string' ? o.bundle : o.bundle.file;
-  const d = typeof o.bundle === 'string' ? await readDescriptor(o.bundle) : o.bundle.descriptor;
+  let d: BundleDescriptor;
+  let warning: string | undefined;
+  if (typeof o.bundle === 'string') {
+    // Whose bundle it is, before anything is touched (the import checks it again as it reads).
+    const head = await readHead(o.bundle);
+    warning = judgeOrigin(originOf(head.descriptorBytes, head.signature, o.trust?.keys ?? []), o.trust ?? { keys: [] }, file);
+    d = head.descriptor;
+  } else d = o.bundle.descriptor;
   // This machine is the first master: a bundle without its runtime is named before anything is
   // touched. The other nodes' arches are known once preflight has asked them (runtimeLacking there).
   const lacking = runtimeLacking(bundleArches(d), nodeArch());
   if (lacking) throw new AcpackError('NO_RUNTIME', `${file} (${d.name} ${d.version}): ${lacking}. This machine, the first master, is ${nodeArch()}: nothing was imported or touched`);
+  if (warning) o.progress.master(`warning: ${warning}`);
   await mkdir(o.store, { recursive: true });
   return withStoreLock(o.store, `installing ${file}`, () => install(o, d));
 }
@@ -115,7 +126,7 @@ async function install(o: FromOptions, d: BundleDescriptor): Promise<NodeOutcome
     const importing = async () => {
       if (typeof o.bundle !== 'string') return;
       o.progress.master(`importing ${d.name} ${d.version}`);
-      const imported = await importBundle(o.bundle, o.store);
+      const imported = await importBundle(o.bundle, o.store, undefined, undefined, o.trust);
       journal.record(master.ip, 'import', 'done', `${d.name} ${d.version}: ${imported.added} new blobs`);
     };
     const serving = async () => {

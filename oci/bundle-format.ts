@@ -1,8 +1,10 @@
 import type { Platform } from '../arch/platform.js';
 import type { Digest } from './digest.js';
 
-/** Format v1 of bundle.tar.zst; see DESIGN.md. Entries appear in this order. */
-export const BUNDLE_FORMAT = 1;
+/** The format acpack writes (docs/bundle-format.md); readers take v1 too. Entries appear in this order. */
+export const BUNDLE_FORMAT = 2;
+/** Formats a reader takes. */
+export const READ_FORMATS: readonly number[] = [1, 2];
 export const OCI_LAYOUT_ENTRY = 'oci-layout';
 export const BUNDLE_JSON_ENTRY = 'bundle.json';
 export const BUNDLE_SIG_ENTRY = 'bundle.json.sig';
@@ -69,9 +71,21 @@ export interface BundledRuntime {
   ref: string;
 }
 
+/**
+ * One blob of a v2 bundle, as bundle.json lists it. `volume`: the file (1, 2, …) whose entry holds
+ * it. A blob larger than a volume has `parts` instead, each an entry of its own named by its
+ * digest. With neither, the bundle does not carry it (a delta): the site's store must hold it.
+ */
+export interface ListedBlob {
+  digest: Digest;
+  size: number;
+  volume?: number;
+  parts?: { digest: Digest; size: number; volume: number }[];
+}
+
 /** bundle.json: what the bundle holds, readable before a single blob. */
 export interface BundleDescriptor {
-  format: typeof BUNDLE_FORMAT;
+  format: 1 | 2;
   name: string;
   version: string;
   /** sha256 of the manifest file the bundle was built from. */
@@ -82,7 +96,16 @@ export interface BundleDescriptor {
   charts: BundledChart[];
   /** Absent from bundles that lay no cluster down (and from those of an acpack before it). */
   runtime?: BundledRuntime[];
-  blobs: { count: number; bytes: number };
+  /**
+   * The blobs the bundle carries, over all its volumes: how many and their bytes. Format 2 lists
+   * them too (`list`), every blob the bundle's content needs, carried or not: bundle.json then
+   * names every byte of the bundle, which is what its signature covers.
+   */
+  blobs: { count: number; bytes: number; list?: ListedBlob[] };
+  /** Format 2: index.json's digest and size (its entry is checked against them). */
+  index?: { digest: Digest; size: number };
+  /** Format 2: how many files the bundle is written as (1 unless `--volume-size`). */
+  volumes?: number;
   /** For a delta bundle: the bundle whose blobs it leaves out. */
   base?: { name: string; version: string; digest: Digest };
 }
@@ -159,12 +182,18 @@ export const descriptorSchema = {
   },
 } as const;
 
-/** bundle.json, format v1 (its `format` is checked first, so a newer format is named as such). */
+const listedPartSchema = {
+  type: 'object',
+  required: ['digest', 'size', 'volume'],
+  properties: { digest: digestSchema, size: sizeSchema, volume: { type: 'integer', minimum: 1 } },
+} as const;
+
+/** bundle.json, format v1 or v2 (its `format` is checked first, so a newer format is named as such; v2's own fields are required in parseDescriptor). */
 export const bundleJsonSchema = {
   type: 'object',
   required: ['format', 'name', 'version', 'source', 'platforms', 'images', 'binaries', 'charts', 'blobs'],
   properties: {
-    format: { const: BUNDLE_FORMAT },
+    format: { enum: READ_FORMATS },
     name: textSchema,
     version: textSchema,
     source: digestSchema,
@@ -224,8 +253,22 @@ export const bundleJsonSchema = {
     blobs: {
       type: 'object',
       required: ['count', 'bytes'],
-      properties: { count: { type: 'integer', minimum: 0, maximum: BUNDLE_LIMITS.blobs }, bytes: sizeSchema },
+      properties: {
+        count: { type: 'integer', minimum: 0, maximum: BUNDLE_LIMITS.blobs },
+        bytes: sizeSchema,
+        list: {
+          type: 'array',
+          maxItems: BUNDLE_LIMITS.blobs,
+          items: {
+            type: 'object',
+            required: ['digest', 'size'],
+            properties: { digest: digestSchema, size: sizeSchema, volume: { type: 'integer', minimum: 1 }, parts: { type: 'array', items: listedPartSchema } },
+          },
+        },
+      },
     },
+    index: { type: 'object', required: ['digest', 'size'], properties: { digest: digestSchema, size: sizeSchema } },
+    volumes: { type: 'integer', minimum: 1, maximum: 9999 },
     base: { type: 'object', required: ['name', 'version', 'digest'], properties: { name: textSchema, version: textSchema, digest: digestSchema } },
   },
 } as const;

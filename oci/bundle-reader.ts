@@ -7,7 +7,6 @@ import { AcpackError, formatBytes } from './errors.js';
 import { digestOfHash, isDigest, newHash, sha256, shortDigest, type Digest } from './digest.js';
 import {
   BLOB_PREFIX,
-  BUNDLE_FORMAT,
   BUNDLE_JSON_ENTRY,
   BUNDLE_LIMITS,
   BUNDLE_SIG_ENTRY,
@@ -16,15 +15,17 @@ import {
   indexJsonSchema,
   manifestDigests,
   OCI_LAYOUT_ENTRY,
+  READ_FORMATS,
   type BundleDescriptor,
 } from './bundle-format.js';
+import { parseSignature, type BundleSignature } from './bundle-signature.js';
 import type { Descriptor, ImageIndex, ImageManifest } from './media-types.js';
 import { zstdDecompress } from './zstd.js';
 
 export type BundleEntry =
   | { kind: 'layout'; data: Buffer }
   | { kind: 'descriptor'; data: Buffer; descriptor: BundleDescriptor }
-  | { kind: 'signature'; data: Buffer }
+  | { kind: 'signature'; data: Buffer; signature: BundleSignature }
   | { kind: 'index'; data: Buffer; index: ImageIndex }
   /** `manifest` is set for the manifests and indexes bundle.json and index.json name: parsed and checked. */
   | { kind: 'blob'; digest: Digest; size: number; stream: Readable; manifest?: ImageManifest | ImageIndex };
@@ -98,7 +99,12 @@ export async function* bundleEntries(input: Readable | string, label = typeof in
       lastMeta = at;
       const data = await readEntry(entry);
       if (name === OCI_LAYOUT_ENTRY) yield { kind: 'layout', data };
-      else if (name === BUNDLE_SIG_ENTRY) yield { kind: 'signature', data };
+      else if (name === BUNDLE_SIG_ENTRY) {
+        if (!ledger) throw bad('bundle.json.sig comes before bundle.json');
+        const signature = parseSignature(data);
+        if (typeof signature === 'string') throw bad(signature);
+        yield { kind: 'signature', data, signature };
+      }
       else if (name === BUNDLE_JSON_ENTRY) {
         const descriptor = parseDescriptor(data, bad);
         ledger = new Ledger(descriptor, label, bad);
@@ -106,6 +112,7 @@ export async function* bundleEntries(input: Readable | string, label = typeof in
         yield { kind: 'descriptor', data, descriptor };
       } else {
         if (!ledger) throw bad('index.json comes before bundle.json');
+        ledger.checkIndexBytes(data);
         const index = parseIndex(data, bad);
         ledger.addIndex(index);
         sawIndex = true;
@@ -142,10 +149,26 @@ export async function drainVerified(entry: Extract<BundleEntry, { kind: 'blob' }
 
 /** Reads just bundle.json, stopping right after it: cheap whatever the bundle's size. */
 export async function readDescriptor(path: string): Promise<BundleDescriptor> {
+  return (await readHead(path)).descriptor;
+}
+
+export interface BundleHead {
+  descriptor: BundleDescriptor;
+  /** bundle.json's bytes, what a signature covers. */
+  descriptorBytes: Buffer;
+  signature?: BundleSignature;
+}
+
+/** Reads bundle.json and its signature, stopping before index.json. */
+export async function readHead(path: string): Promise<BundleHead> {
+  let head: BundleHead | undefined;
   for await (const entry of bundleEntries(path)) {
-    if (entry.kind === 'descriptor') return entry.descriptor;
+    if (entry.kind === 'descriptor') head = { descriptor: entry.descriptor, descriptorBytes: entry.data };
+    else if (entry.kind === 'signature') head!.signature = entry.signature;
+    else if (entry.kind !== 'layout') break;
   }
-  throw new AcpackError('BAD_BUNDLE', `${path} has no bundle.json`);
+  if (!head) throw new AcpackError('BAD_BUNDLE', `${path} has no bundle.json`);
+  return head;
 }
 
 type TarEntry = AsyncIterable<Buffer> & { header: tar.Header; resume(): void };
@@ -193,17 +216,36 @@ class Ledger {
   blobs = 0;
   private bytes = 0;
 
+  /** Format 2: bundle.json's list, which alone says what may be in the bundle. */
+  private readonly listed: Map<Digest, number> | undefined;
+
   constructor(
     private readonly d: BundleDescriptor,
     private readonly label: string,
     private readonly bad: Bad,
   ) {
     this.manifests = manifestDigests(d);
+    if (d.format === 2 && d.blobs.list) {
+      this.listed = new Map(d.blobs.list.map((b) => [b.digest, b.size]));
+      for (const [digest, size] of this.listed) this.declared.set(digest, { size, by: 'bundle.json' });
+    }
     for (const b of d.binaries) this.declare(b.digest, b.size, `bundle.json (binary ${b.name} ${b.version} for ${b.arch})`);
     for (const r of d.runtime ?? []) this.declare(r.digest, r.size, `bundle.json (acinstall's runtime ${r.version} for ${r.arch})`);
+    for (const m of this.manifests) if (this.listed && !this.listed.has(m)) throw this.bad(`bundle.json names manifest ${m} but does not list it among its blobs`);
+  }
+
+  /** Format 2: index.json is the one bundle.json names by digest (so a signature over bundle.json covers it). */
+  checkIndexBytes(data: Buffer): void {
+    const want = this.d.index;
+    if (this.d.format !== 2 || !want) return;
+    const actual = sha256(data);
+    if (actual !== want.digest || data.length !== want.size) {
+      throw this.bad(`index.json (${bytes(data.length)}, ${shortDigest(actual)}) is not the one bundle.json names (${bytes(want.size)}, ${shortDigest(want.digest)}): it was changed after the bundle was written`);
+    }
   }
 
   addIndex(index: ImageIndex): void {
+    checkIndexNames(this.d, index, this.bad);
     for (const m of index.manifests) {
       this.manifests.add(m.digest);
       this.declare(m.digest, m.size, `index.json (${m.annotations?.['org.opencontainers.image.ref.name'] ?? shortDigest(m.digest)})`);
@@ -220,6 +262,7 @@ class Ledger {
     const declared = this.declared.get(digest);
     const manifest = this.manifests.has(digest);
     if (declared && declared.size !== size) throw this.bad(`${name} is ${bytes(size)} in the bundle, but ${declared.by} says ${bytes(declared.size)}`);
+    if (this.listed && !this.listed.has(digest)) throw this.bad(`${name} (${bytes(size)}) is in the bundle, but bundle.json does not list it`);
     if (!declared && !manifest) throw this.bad(`${name} (${bytes(size)}) is in the bundle, but nothing in bundle.json, index.json or its manifests declares it`);
     if (manifest && size > BUNDLE_LIMITS.manifestBytes) {
       throw this.bad(`manifest ${digest} is ${bytes(size)}, more than a manifest can be (${formatBytes(BUNDLE_LIMITS.manifestBytes)})`);
@@ -268,6 +311,8 @@ class Ledger {
     }
     const seen = this.seen.get(digest);
     if (seen !== undefined && seen !== size) throw this.bad(`${by} says blob ${digest} has ${bytes(size)}, its entry in the bundle had ${bytes(seen)}`);
+    // Format 2 lists every blob: one it does not list is missing, which the walk of index.json names.
+    if (this.listed) return;
     // Every blob declared must be in the bundle, so there cannot be more of them than bundle.json counts.
     if (this.declared.size >= this.d.blobs.count) throw this.bad(`${by} declares one blob more than the ${this.d.blobs.count} bundle.json counts in all`);
     this.declared.set(digest, { size, by });
@@ -281,15 +326,67 @@ const validateIndex = ajv.compile<ImageIndex>(indexJsonSchema);
 function parseDescriptor(data: Buffer, bad: Bad): BundleDescriptor {
   const d = parseJson(data, BUNDLE_JSON_ENTRY, bad) as Partial<BundleDescriptor> | null;
   if (typeof d !== 'object' || d === null || Array.isArray(d)) throw bad('bundle.json is not a JSON object');
-  if (d.format !== BUNDLE_FORMAT) {
-    throw bad(d.format === undefined ? 'bundle.json has no format' : `bundle.json says format ${preview(d.format)}; this acpack reads format ${BUNDLE_FORMAT}`);
+  if (!READ_FORMATS.includes(d.format as number)) {
+    throw bad(d.format === undefined ? 'bundle.json has no format' : `bundle.json says format ${preview(d.format)}; this acpack reads formats ${READ_FORMATS.join(' and ')}`);
   }
   if (!validateDescriptor(d)) throw bad(`bundle.json ${schemaProblem(validateDescriptor.errors)}`);
+  if (d.format === 2) checkBlobList(d, bad);
   // A node is handed the runtime of its arch: two of them would leave which one to chance.
   const arches = (d.runtime ?? []).map((r) => r.arch);
   const twice = arches.find((a, i) => arches.indexOf(a) !== i);
   if (twice !== undefined) throw bad(`bundle.json lists acinstall's runtime for ${preview(twice)} twice`);
   return d;
+}
+
+/**
+ * Format 2's own fields: index.json named, and every blob listed once, the totals those listed
+ * make. Volume sets, split blobs and deltas are part of format 2 (docs/bundle-format.md) but not
+ * written by this acpack yet, nor read.
+ */
+function checkBlobList(d: BundleDescriptor, bad: Bad): void {
+  if (!d.index) throw bad('bundle.json (format 2) has no index');
+  if (!d.blobs.list) throw bad('bundle.json (format 2) has no blobs.list');
+  if (d.volumes !== 1) throw bad(`bundle.json says it is ${d.volumes ?? 'an unknown number of'} volumes; this acpack reads bundles of one file`);
+  const seen = new Set<Digest>();
+  let bytes = 0;
+  for (const b of d.blobs.list) {
+    if (seen.has(b.digest)) throw bad(`bundle.json lists blob ${b.digest} twice`);
+    seen.add(b.digest);
+    if (b.parts || b.volume !== 1) throw bad(`bundle.json lists blob ${b.digest} ${b.parts ? 'in parts' : 'as not carried'}; this acpack reads bundles that carry every blob whole`);
+    bytes += b.size;
+  }
+  if (seen.size !== d.blobs.count || bytes !== d.blobs.bytes) {
+    throw bad(`bundle.json lists ${seen.size} blobs of ${bytes} bytes but counts ${d.blobs.count} of ${d.blobs.bytes}`);
+  }
+}
+
+/**
+ * index.json names exactly what bundle.json says, each reference once with its digest: the images,
+ * the binaries' and the runtime's indexes, the charts. The tags a site serves come from index.json;
+ * one that bundle.json does not name would be a tag nobody signed or inspected.
+ */
+function checkIndexNames(d: BundleDescriptor, index: ImageIndex, bad: Bad): void {
+  const want = new Map<string, Digest>();
+  const expect = (ref: string, digest: Digest) => {
+    const before = want.get(ref);
+    if (before !== undefined && before !== digest) throw bad(`bundle.json names ${ref} twice, as ${shortDigest(before)} and ${shortDigest(digest)}`);
+    want.set(ref, digest);
+  };
+  for (const i of d.images) expect(i.ref, i.digest);
+  for (const b of d.binaries) expect(b.ref, b.index);
+  for (const c of d.charts) expect(c.ref, c.digest);
+  for (const r of d.runtime ?? []) expect(r.ref, r.index);
+  const found = new Set<string>();
+  for (const m of index.manifests) {
+    const ref = m.annotations?.['org.opencontainers.image.ref.name'];
+    if (ref === undefined) throw bad(`index.json has an entry (${shortDigest(m.digest)}) with no reference name`);
+    if (found.has(ref)) throw bad(`index.json names ${ref} twice`);
+    found.add(ref);
+    const digest = want.get(ref);
+    if (digest === undefined) throw bad(`index.json names ${ref}, which bundle.json does not`);
+    if (digest !== m.digest) throw bad(`index.json says ${ref} is ${shortDigest(m.digest)}, bundle.json says ${shortDigest(digest)}`);
+  }
+  for (const ref of want.keys()) if (!found.has(ref)) throw bad(`bundle.json names ${ref}, which index.json does not`);
 }
 
 function parseIndex(data: Buffer, bad: Bad): ImageIndex {

@@ -7,7 +7,7 @@ import { digestOfHash, hexOf, newHash, READ_CHUNK, shortDigest, type Digest } fr
 import { TAR_END, tarHeader, tarPadding } from './tar-header.js';
 import type { ContentStore } from './store.js';
 import type { ImageIndex } from './media-types.js';
-import { BLOB_PREFIX, BUNDLE_JSON_ENTRY, INDEX_ENTRY, OCI_LAYOUT_BYTES, OCI_LAYOUT_ENTRY, type BundleDescriptor } from './bundle-format.js';
+import { BLOB_PREFIX, BUNDLE_JSON_ENTRY, BUNDLE_SIG_ENTRY, INDEX_ENTRY, OCI_LAYOUT_BYTES, OCI_LAYOUT_ENTRY, type BundleDescriptor } from './bundle-format.js';
 import { zstdCompress } from './zstd.js';
 
 export interface BundleBlob {
@@ -24,6 +24,8 @@ export interface WriteBundleOptions {
   ready?: (digest: Digest) => Promise<unknown> | undefined;
   /** Blobs hashed on their way into the store moments ago; every other blob is re-hashed as it is read. */
   verified?: ReadonlySet<Digest>;
+  /** bundle.json.sig for bundle.json's bytes (bundle-signature.ts), when the bundle is signed. */
+  sign?: (descriptorBytes: Buffer) => Buffer;
 }
 
 /** What a bundle run is writing (the bundle's and its executables' temp files): an interrupted CLI removes them before it exits. */
@@ -69,7 +71,9 @@ export async function writeBundle(
 
   try {
     await small(OCI_LAYOUT_ENTRY, OCI_LAYOUT_BYTES);
-    await small(BUNDLE_JSON_ENTRY, bundleJsonBytes(descriptor));
+    const descriptorBytes = bundleJsonBytes(descriptor);
+    await small(BUNDLE_JSON_ENTRY, descriptorBytes);
+    if (opts.sign) await small(BUNDLE_SIG_ENTRY, opts.sign(descriptorBytes));
     await small(INDEX_ENTRY, bundleJsonBytes(index));
     // Two buffers in turn: one is read into while zstd takes the other. zstd copies its input,
     // so a buffer is free again once its write callback fires.

@@ -2,9 +2,10 @@ import { access, constants, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { formatPlatform, isArch } from '../arch/platform.js';
 import { AcpackError, formatBytes, plural } from '../oci/errors.js';
-import type { Digest } from '../oci/digest.js';
 import { BUNDLE_FORMAT, type BundleDescriptor, type BundledRuntime } from '../oci/bundle-format.js';
-import { writeBundle, type BundleBlob } from '../oci/bundle-writer.js';
+import { bundleJsonBytes, writeBundle, type BundleBlob } from '../oci/bundle-writer.js';
+import { loadSigningKey, signDescriptor } from '../oci/bundle-signature.js';
+import { sha256, type Digest } from '../oci/digest.js';
 import { bundleIndex, hostPlatform, resolveManifestContent, type Resolution, type ResolveOptions } from './pack.js';
 import { chartKey, writeLock, type LockFile } from './lock.js';
 import { percent, type Reporter } from '../ui/progress.js';
@@ -40,6 +41,8 @@ export interface BundleOptions extends ResolveOptions {
   allowIncomplete?: boolean;
   /** Write acinstall's executable for each bundled arch beside `out`, what goes on the medium with it (the CLI does). */
   executables?: boolean;
+  /** The ed25519 private key (PEM file) to sign bundle.json with. */
+  sign?: string;
 }
 
 /** `acpack bundle`: resolve into the store, then stream bundle.tar.zst out of it. */
@@ -58,19 +61,22 @@ export async function bundle(opts: BundleOptions): Promise<BundleSummary> {
       await lint.checks.manifest!(m, platforms);
     },
   };
+  const signingKey = opts.sign ? await loadSigningKey(opts.sign) : undefined;
   const r = await resolveManifestContent({ ...opts, checks, runtime: true });
-  const descriptor = bundleDescriptor(r);
+  const index = bundleIndex(r);
   const blobs = orderedBlobs(r);
+  const descriptor = bundleDescriptor(r, blobs, bundleJsonBytes(index));
   // Downloading and writing overlap: the writer takes each blob as soon as it is verified in the store,
   // in the order downloads were started, so the bytes written measure the whole job.
   r.fetcher.onBytes = () => {};
   opts.reporter.phase(r.downloads.size > 0 ? 'fetch and write' : 'write', descriptor.blobs.bytes);
-  const writing = writeBundle(r.store, descriptor, bundleIndex(r), blobs, opts.out, {
+  const writing = writeBundle(r.store, descriptor, index, blobs, opts.out, {
     mtime: opts.sourceDateEpoch,
     onBytes: (n) => opts.reporter.bytes(n),
     ready: (digest) => r.downloads.get(digest),
     // Blobs this run just downloaded were hashed on the way in; blobs from an earlier run are re-hashed.
     verified: r.fetcher.verified,
+    ...(signingKey ? { sign: (bytes: Buffer) => signDescriptor(bytes, signingKey) } : {}),
   });
   const staging = opts.executables ? StagedExecutables.stage(dirname(opts.out), bundledArches(r.platforms)) : undefined;
   const [wrote, fetched, staged] = await Promise.allSettled([writing, r.downloaded, staging]);
@@ -155,9 +161,10 @@ function orderedBlobs(r: Resolution): BundleBlob[] {
   return all.map(({ digest, size }) => ({ digest, size }));
 }
 
-export function bundleDescriptor(r: Resolution): BundleDescriptor {
+/** bundle.json for the blobs in the order written and index.json's bytes. */
+export function bundleDescriptor(r: Resolution, blobs: BundleBlob[], indexBytes: Buffer): BundleDescriptor {
   let bytes = 0;
-  for (const b of r.blobs.values()) bytes += b.size;
+  for (const b of blobs) bytes += b.size;
   const sum = (ds: { size: number }[]) => ds.reduce((n, d) => n + d.size, 0);
   return {
     format: BUNDLE_FORMAT,
@@ -188,7 +195,9 @@ export function bundleDescriptor(r: Resolution): BundleDescriptor {
     ),
     charts: r.charts.map((c) => ({ name: c.name, version: c.version, ref: c.ref, digest: c.manifest.digest, chart: c.pin, size: c.manifest.size + sum(c.blobs) })),
     ...(r.runtime ? { runtime: runtimeEntries(r.runtime) } : {}),
-    blobs: { count: r.blobs.size, bytes },
+    index: { digest: sha256(indexBytes), size: indexBytes.length },
+    volumes: 1,
+    blobs: { count: blobs.length, bytes, list: blobs.map((b) => ({ digest: b.digest, size: b.size, volume: 1 })) },
   };
 }
 

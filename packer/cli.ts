@@ -5,7 +5,8 @@ import { rmSync } from 'node:fs';
 import { ARCHES, formatPlatform, parsePlatformList, type Platform } from '../arch/platform.js';
 import { AcpackError, formatBytes, plural } from '../oci/errors.js';
 import { textTable } from '../oci/text-table.js';
-import { readDescriptor } from '../oci/bundle-reader.js';
+import { readHead } from '../oci/bundle-reader.js';
+import { generateKey, loadTrustKeys, originOf, type Origin } from '../oci/bundle-signature.js';
 import { verifyBundle } from '../oci/bundle-verify.js';
 import { partialBundles } from '../oci/bundle-writer.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
@@ -15,6 +16,7 @@ import { contents, hostPlatform } from './pack.js';
 import { carriesKubeadm, incompleteError, lintManifest, uncheckedCharts } from './lint.js';
 import { createReporter, reporterMode } from '../ui/progress.js';
 import { runProgram } from '../ui/program.js';
+import { spdxDocument } from './sbom.js';
 
 function defaultCache(): string {
   return join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'acpack');
@@ -63,10 +65,11 @@ export function buildProgram(): Command {
       .option('--json', 'print progress and results as JSON lines on stdout');
 
   withResolveOptions(program.command('bundle'))
-    .description('Resolve every image, binary and chart of a manifest and write bundle format v1')
+    .description('Resolve every image, binary and chart of a manifest and write bundle format v2')
     .option('-o, --output <file>', 'where to write the bundle', 'bundle.tar.zst')
     .option('--locked', 'use only what the lock file (<manifest>.lock) pins, and fail if anything upstream moved')
     .option('--allow-incomplete', 'write a bundle that carries kubeadm but cannot lay a cluster down (the lint\'s refusals become loud warnings)')
+    .option('--sign <key>', 'sign bundle.json with this ed25519 private key (acpack keygen -o NAME writes one); sites that trust NAME.pub refuse anything it does not cover')
     .addHelpText(
       'after',
       `
@@ -99,6 +102,7 @@ Example:
         out: o.output,
         allowIncomplete: !!o.allowIncomplete,
         executables: true,
+        sign: o.sign,
       });
       if (o.json) process.stdout.write(`${JSON.stringify({ event: 'summary', ...summary })}\n`);
       else process.stdout.write(`${formatSummary(summary)}\n`);
@@ -149,12 +153,27 @@ Example:
 
   program
     .command('inspect')
-    .description('Show what a bundle holds (reads only its header entries, never unpacks)')
+    .description('Show what a bundle holds and who signed it (reads only its header entries, never unpacks)')
     .argument('<bundle>', 'bundle.tar.zst')
     .option('--json', 'print bundle.json')
+    .option('--sbom', 'print an SPDX 2.3 JSON document: images with their digest per platform, binaries with their sha256 per arch, charts')
+    .option('--trust <key.pub>', 'check the signature against this public key (repeatable; the site\'s trust directory is read too)', collect, [])
     .action(async (file: string, o) => {
-      const d = await readDescriptor(file);
-      process.stdout.write(o.json ? `${JSON.stringify(d, null, 2)}\n` : formatInspect(d));
+      const head = await readHead(file);
+      if (o.sbom) return void process.stdout.write(`${JSON.stringify(spdxDocument(head.descriptor, head.descriptorBytes), null, 2)}\n`);
+      const keys = await loadTrustKeys(o.trust);
+      const origin = originOf(head.descriptorBytes, head.signature, keys);
+      process.stdout.write(o.json ? `${JSON.stringify(head.descriptor, null, 2)}\n` : formatInspect(head.descriptor, origin, keys.length));
+    });
+
+  program
+    .command('keygen')
+    .description('Write an ed25519 key pair to sign bundles with: NAME (private, mode 0600) and NAME.pub (for the sites)')
+    .requiredOption('-o, --output <name>', 'the private key\'s file; the public key goes to NAME.pub')
+    .addHelpText('after', '\nKeep NAME where bundles are made; put NAME.pub in /etc/acpack/trust/ on the sites (or pass --trust NAME.pub\nto acinstall import and from). An existing key is never overwritten.')
+    .action(async (o) => {
+      const k = await generateKey(o.output);
+      process.stdout.write(`wrote ${k.privatePath} (private: keep it where bundles are made) and ${k.publicPath} (for the sites' /etc/acpack/trust/)\nkey ${k.keyId}\n`);
     });
 
   program
@@ -174,8 +193,8 @@ Example:
   return program;
 }
 
-export function formatInspect(d: BundleDescriptor): string {
-  const out = [`${d.name} ${d.version} (bundle format ${d.format}) for ${d.platforms.join(', ')}`, `${plural(d.blobs.count, 'blob')}, ${formatBytes(d.blobs.bytes)}`, ''];
+export function formatInspect(d: BundleDescriptor, origin: Origin = { signed: false }, trustKeys = 0): string {
+  const out = [`${d.name} ${d.version} (bundle format ${d.format}) for ${d.platforms.join(', ')}`, `${plural(d.blobs.count, 'blob')}, ${formatBytes(d.blobs.bytes)}`, signedLine(origin, trustKeys), ''];
   if (d.images.length) {
     out.push(`IMAGES (${d.images.length})`);
     out.push(textTable([['REFERENCE', 'PLATFORMS', 'SIZE'], ...d.images.map((i) => [i.ref, i.platforms.map((p) => p.platform).join(','), i.platforms.map((p) => formatBytes(p.size)).join(' / ')])]), '');
@@ -193,6 +212,12 @@ export function formatInspect(d: BundleDescriptor): string {
     out.push(textTable([['ARCH', 'VERSION', 'SIZE', 'DIGEST'], ...d.runtime.map((r) => [r.arch, r.version, formatBytes(r.size), r.digest])]), '');
   }
   return `${out.join('\n')}\n`;
+}
+
+function signedLine(origin: Origin, trustKeys: number): string {
+  if (!origin.signed) return 'not signed';
+  if (!origin.by) return `signed by key ${origin.keyId} (${trustKeys ? 'not one of the trusted keys' : 'not checked: no trust key given'})`;
+  return origin.valid ? `signed by key ${origin.keyId}: valid, trusted (${origin.by.from})` : `signed by key ${origin.keyId} (${origin.by.from}): THE SIGNATURE DOES NOT MATCH bundle.json`;
 }
 
 /** On Ctrl-C or SIGTERM: `cleanup` runs (synchronously) and says what was kept; the process exits 130. */

@@ -9,6 +9,7 @@ import { ANNOTATION_REF_NAME, type ImageIndex, type ImageManifest } from '../oci
 import { childrenOf, IndexDb, type ManifestRow, type Recorded, type TagRow } from './index-db.js';
 import { splitRefName } from './naming.js';
 import { PieceHasher } from '../p2p/pieces.js';
+import { judgeOrigin, originOf, type BundleSignature, type Origin, type TrustPolicy } from '../oci/bundle-signature.js';
 
 export interface ImportResult {
   name: string;
@@ -18,6 +19,10 @@ export interface ImportResult {
   added: number;
   addedBytes: number;
   refs: number;
+  /** Who signed it, as far as this site's trust keys tell. */
+  origin: Origin;
+  /** Set when it was taken with its origin unchecked: what to tell the operator. */
+  warning?: string;
 }
 
 /** How long an import waits for another process (another import) writing the same blob. */
@@ -30,13 +35,17 @@ const SAME_BLOB_WAIT_MS = 30 * 60_000;
  * the blobs this import added are removed again unless something else took them up meanwhile, and
  * its partial writes are dropped. Other imports, pushes and gc may run at the same time.
  */
-export async function importBundle(input: string | Readable, storeRoot: string, onBytes?: (n: number) => void, label?: string): Promise<ImportResult> {
+export async function importBundle(input: string | Readable, storeRoot: string, onBytes?: (n: number) => void, label?: string, trust: TrustPolicy = { keys: [] }): Promise<ImportResult> {
   const source = label ?? (typeof input === 'string' ? input : 'the bundle on standard input');
   const store = await ContentStore.open(storeRoot);
   const db = new IndexDb(storeRoot);
   /** Blobs this import created, with their mtime right after: a later touch means someone else uses it. */
   const added = new Map<Digest, number>();
   let descriptor: BundleDescriptor | undefined;
+  let descriptorBytes: Buffer | undefined;
+  let signature: BundleSignature | undefined;
+  let origin: Origin = { signed: false };
+  let warning: string | undefined;
   let index: ImageIndex | undefined;
   /** Manifests as the reader parsed and validated them on their way past. */
   const parsed = new Map<Digest, ImageIndex & ImageManifest>();
@@ -46,8 +55,14 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
     for await (const entry of bundleEntries(input, source)) {
       if (entry.kind === 'descriptor') {
         descriptor = entry.descriptor;
-        await checkFreeSpace(store, storeRoot, descriptor);
+        descriptorBytes = entry.data;
+      } else if (entry.kind === 'signature') {
+        signature = entry.signature;
       } else if (entry.kind === 'index') {
+        // Before a byte reaches the store: the bundle is the site's to take, and fits.
+        origin = originOf(descriptorBytes!, signature, trust.keys);
+        warning = judgeOrigin(origin, trust, source);
+        await checkFreeSpace(store, storeRoot, descriptor!);
         index = entry.index;
       } else if (entry.kind === 'blob') {
         blobs++;
@@ -92,7 +107,7 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
       db.record(rows);
       return rows.tags?.length ?? 0;
     });
-    return { name: descriptor.name, version: descriptor.version, blobs, added: added.size, addedBytes, refs };
+    return { name: descriptor.name, version: descriptor.version, blobs, added: added.size, addedBytes, refs, origin, ...(warning ? { warning } : {}) };
   } catch (err) {
     await rollback(store, db, added).catch(() => {});
     if (err instanceof AcpackError) throw new AcpackError(err.code, `${err.message} (nothing was imported)`, { cause: err });

@@ -15,6 +15,7 @@ import { specFromFlags } from '../../installer/cluster-spec.js';
 import { writeBundle } from '../../oci/bundle-writer.js';
 import { ContentStore } from '../../oci/store.js';
 import type { BundleDescriptor } from '../../oci/bundle-format.js';
+import { ANNOTATION_REF_NAME, MT } from '../../oci/media-types.js';
 import { nodeArch } from '../../arch/platform.js';
 import { ownVersion } from '../../ui/program.js';
 
@@ -210,11 +211,12 @@ describe("acinstall from with a bundle that lacks acinstall's runtime for the fi
       images: [],
       binaries: [{ name: 'kubeadm', version: 'v1.22.15', arch: nodeArch(), digest: d('a'), size: 1, manifest: d('b'), index: d('c'), ref: 'acpack.local/binaries/kubeadm:v1.22.15', mode: '0755' }],
       charts: [],
-      // Its blobs are never reached: from reads bundle.json alone before it refuses.
+      // Its blobs are never reached: from reads bundle.json (and index.json) alone before it refuses.
       blobs: { count: 3, bytes: 1 },
     };
     const bundle = join(dir, 'old.tar.zst');
-    await writeBundle(await ContentStore.open(join(dir, 'cache')), descriptor, { schemaVersion: 2, manifests: [] }, [], bundle, { mtime: 0 });
+    const index = { schemaVersion: 2 as const, manifests: [{ mediaType: MT.ociIndex, digest: d('c'), size: 1, annotations: { [ANNOTATION_REF_NAME]: descriptor.binaries[0].ref } }] };
+    await writeBundle(await ContentStore.open(join(dir, 'cache')), descriptor, index, [], bundle, { mtime: 0 });
     const store = join(work.dir, 'store-no-runtime');
     const before = connections;
     const r = await runAcinstall(['from', bundle, '-m', '127.0.0.1', '--port', String(port), '-p', 'not-used', '--store', store]);

@@ -97,6 +97,27 @@ describe('acpack CLI', () => {
     expect(json.images.map((i: { digest: string }) => i.digest).sort()).toEqual([fx.web.top.digest, fx.db.top.digest].sort());
   });
 
+  it('inspect --sbom prints SPDX 2.3 with a package per image and platform, named by its manifest digest', async () => {
+    const res = await runCli(['inspect', bundlePath, '--sbom']);
+    expect(res.code, res.stderr).toBe(0);
+    const doc = JSON.parse(res.stdout);
+    expect(doc).toMatchObject({ spdxVersion: 'SPDX-2.3', dataLicense: 'CC0-1.0', SPDXID: 'SPDXRef-DOCUMENT', creationInfo: { creators: [expect.stringMatching(/^Tool: acpack-/)] } });
+    // Each platform's manifest, as the top index of the multi-arch image lists it.
+    const expected: string[] = [];
+    for (const img of [fx.web, fx.db]) {
+      const ref = imageRef(env.registry.host, img);
+      const index = JSON.parse(img.top.data.toString());
+      for (const m of index.manifests) expected.push(`${ref} linux/${m.platform.architecture} ${m.digest.slice(7)}`);
+    }
+    const got = doc.packages.map((p: any) => `${p.name} ${p.comment.split(' ')[0]} ${p.checksums[0].checksumValue}`);
+    expect(got.sort()).toEqual(expected.sort());
+    expect(doc.packages.every((p: any) => p.primaryPackagePurpose === 'CONTAINER' && /^pkg:oci\/.+@sha256%3A[a-f0-9]{64}\?.*arch=/.test(p.externalRefs[0].referenceLocator))).toBe(true);
+    const ids = doc.packages.map((p: any) => p.SPDXID);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(ids.every((i: string) => /^SPDXRef-[A-Za-z0-9.-]+$/.test(i))).toBe(true);
+    expect(doc.relationships.map((r: any) => r.relatedSpdxElement).sort()).toEqual([...ids].sort());
+  });
+
   it('verify passes a good bundle and fails a truncated one', async () => {
     const ok = await runCli(['verify', bundlePath]);
     expect(ok.code, ok.stderr).toBe(0);

@@ -1,16 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { cp, mkdir, open, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import tar from 'tar-stream';
 import { bundle } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { bundleEntries } from '../../oci/bundle-reader.js';
 import { verifyBundle } from '../../oci/bundle-verify.js';
 import { zstdCompress } from '../../oci/zstd.js';
+import { entriesOf, type Entry } from '../helpers/bundle-entries.js';
 import { TAR_END, tarHeader, tarPadding } from '../../oci/tar-header.js';
 import { importBundle } from '../../registry/index.js';
 import { ACINSTALL, ROOT, silent, tempDir } from '../helpers/env.js';
@@ -23,21 +22,17 @@ import { writeManifest } from '../helpers/fixtures.js';
  * bounded memory. Needs no registry: the base bundle holds a local binary and a local chart.
  */
 
-const run = promisify(execFile);
 const GiB = 1 << 30;
 /** The CLIs run under this address-space limit: node with tsx needs ~2 GiB of it, a 4 GiB bomb cannot fit. */
 const AS_LIMIT = 3 * GiB;
 
 let work: Awaited<ReturnType<typeof tempDir>>;
-/** The base bundle's entries, in order, and what its bundle.json says. */
+/** The base bundle's entries, in order (as format 1, and as written: format 2), and what its bundle.json says. */
 let base: Entry[];
+let v2: Entry[];
 let desc: { binaries: { digest: string; manifest: string; index: string; size: number }[]; charts: { digest: string; chart: string }[]; blobs: { count: number; bytes: number } };
 let basePath: string;
 
-interface Entry {
-  name: string;
-  data: Buffer;
-}
 
 beforeAll(async () => {
   work = await tempDir('acpack-hostile-');
@@ -51,9 +46,22 @@ beforeAll(async () => {
   });
   basePath = join(work.dir, 'base.tar.zst');
   await bundle({ manifestFile: m, platforms: parsePlatformList('amd64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out: basePath });
-  base = await entriesOf(basePath);
+  v2 = await entriesOf(basePath);
+  // The attacks below are on format 1, which lists no blobs and names no index.json digest: each
+  // is caught by the checks at tar headers rather than by a list. Format 2's own are further down.
+  base = asV1(v2);
   desc = JSON.parse(get(base, 'bundle.json').toString());
 });
+
+/** The same bundle as format 1 wrote it: no blob list, no index digest, no volume count. */
+function asV1(entries: Entry[]): Entry[] {
+  return withDescriptor(entries, (d) => {
+    d.format = 1;
+    delete d.index;
+    delete d.volumes;
+    delete d.blobs.list;
+  });
+}
 
 afterAll(() => work?.cleanup());
 
@@ -67,20 +75,6 @@ function get(entries: Entry[], name: string): Buffer {
   const e = entries.find((x) => x.name === name);
   if (!e) throw new Error(`no entry ${name}`);
   return e.data;
-}
-
-/** The entries of a bundle, read with the zstd CLI and tar-stream (not with the code under test). */
-async function entriesOf(path: string): Promise<Entry[]> {
-  const { stdout } = await run('zstd', ['-dc', path], { encoding: 'buffer', maxBuffer: 64 << 20 });
-  const extract = tar.extract();
-  extract.end(stdout);
-  const out: Entry[] = [];
-  for await (const e of extract) {
-    const parts: Buffer[] = [];
-    for await (const c of e) parts.push(c as Buffer);
-    out.push({ name: e.header.name, data: Buffer.concat(parts) });
-  }
-  return out;
 }
 
 /** The base entries with bundle.json edited (and its totals adjusted by `extra` blobs). */
@@ -335,11 +329,15 @@ describe('every blob entry is checked at its tar header against what the bundle 
   it('a manifest larger than 4 MiB is refused at its header', async () => {
     const big = Buffer.alloc(5 << 20, ' ');
     const digest = `sha256:${hex(big)}`;
-    const entries = withDescriptor(base, (d) => {
-      d.charts.push({ ...d.charts[0], name: 'huge', digest });
+    const ref = 'acpack.local/charts/huge:1';
+    let entries = withDescriptor(base, (d) => {
+      d.charts.push({ ...d.charts[0], name: 'huge', ref, digest });
       d.blobs.count += 1;
       d.blobs.bytes += big.length;
     });
+    const index = JSON.parse(get(base, 'index.json').toString());
+    index.manifests.push({ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest, size: big.length, annotations: { 'org.opencontainers.image.ref.name': ref } });
+    entries = replace(entries, 'index.json', Buffer.from(JSON.stringify(index)));
     const path = await craft('huge-manifest.tar.zst', [...entries.slice(0, 3), { name: blobName(digest), data: big }, ...entries.slice(3)]);
     await expect(verifyBundle(path)).rejects.toMatchObject({ code: 'BAD_BUNDLE', message: expect.stringContaining(`manifest ${digest} is 5242880 bytes (5.24 MB), more than a manifest can be`) });
   });
@@ -359,7 +357,7 @@ describe('malformed bundle.json and index.json are BAD_BUNDLE with a message, ne
 
   it.each([
     ['not an object', () => '[]', /bundle\.json is not a JSON object/],
-    ['a format that is an object', () => ({ format: { v: 2 } }), /bundle\.json says format \{"v":2\}; this acpack reads format 1/],
+    ['a format that is an object', () => ({ format: { v: 2 } }), /bundle\.json says format \{"v":2\}; this acpack reads formats 1 and 2/],
     ['binaries not a list', (d: any) => ((d.binaries = 'tool'), d), /bundle\.json binaries must be array/],
     ['a size that is a string', (d: any) => ((d.binaries[0].size = '23'), d), /bundle\.json binaries\[0\]\.size must be integer/],
     ['a null image', (d: any) => ((d.images = [null]), d), /bundle\.json images\[0\] must be object/],
@@ -385,5 +383,64 @@ describe('malformed bundle.json and index.json are BAD_BUNDLE with a message, ne
     for (const r of [await runLimited('acpack', ['inspect', path]), await runLimited('acpack', ['verify', path]), await runLimited('acinstall', ['import', path, '--store', join(work.dir, 'store-cli-malformed')])]) {
       expectRefused(r, /bundle\.json platforms must be array/);
     }
+  });
+});
+
+describe('format 2: bundle.json lists every blob and names index.json, and index.json names what bundle.json does', () => {
+  const v2desc = () => JSON.parse(get(v2, 'bundle.json').toString());
+
+  /** verify and import both refuse `entries`, saying `why`; the store is left empty. */
+  async function expectBoth(name: string, entries: Entry[], why: RegExp): Promise<void> {
+    const path = await craft(`${name}.tar.zst`, entries);
+    await expect(verifyBundle(path)).rejects.toMatchObject({ code: 'BAD_BUNDLE', message: expect.stringMatching(why) });
+    const store = join(work.dir, `store-${name}`);
+    await expect(importBundle(path, store)).rejects.toMatchObject({ code: 'BAD_BUNDLE', message: expect.stringMatching(why) });
+    expect(await listing(store)).toEqual({ blobs: [], ingest: [] });
+  }
+
+  it('the bundle as written is format 2 and reads back whole', async () => {
+    const d = v2desc();
+    expect(d).toMatchObject({ format: 2, volumes: 1, index: { digest: `sha256:${hex(get(v2, 'index.json'))}`, size: get(v2, 'index.json').length } });
+    const blobEntries = v2.filter((e) => e.name.startsWith('blobs/'));
+    expect(d.blobs.list).toEqual(blobEntries.map((e) => ({ digest: `sha256:${e.name.slice(13)}`, size: e.data.length, volume: 1 })));
+    await expect(verifyBundle(await craft('v2-as-written.tar.zst', v2))).resolves.toMatchObject({ blobs: blobEntries.length });
+  });
+
+  it('a blob swapped for another of the same size (honest totals) is refused at its header: bundle.json does not list it', async () => {
+    const tgz = blobName(v2desc().charts[0].chart);
+    const stray = randomBytes(get(v2, tgz).length);
+    const entries = v2.map((e) => (e.name === tgz ? { name: blobName(`sha256:${hex(stray)}`), data: stray } : e));
+    await expectBoth('v2-swapped', entries, new RegExp(`blob sha256:${hex(stray)} \\(\\d+ bytes\\) is in the bundle, but bundle\\.json does not list it`));
+  });
+
+  it('a dropped blob is refused at the end of the stream, and import keeps none of what it read', async () => {
+    const tgz = blobName(v2desc().charts[0].chart);
+    await expectBoth('v2-dropped', v2.filter((e) => e.name !== tgz), /bundle\.json promises \d+ blobs \/ .*, the bundle holds \d+ \//);
+  });
+
+  it('a changed reference name in index.json is refused: format 2 by the digest bundle.json gives index.json, format 1 by the names', async () => {
+    const renamed = (entries: Entry[]) => {
+      const index = JSON.parse(get(entries, 'index.json').toString());
+      const entry = index.manifests.find((m: any) => m.digest === desc.charts[0].digest);
+      entry.annotations['org.opencontainers.image.ref.name'] = 'docker.io/library/busybox:latest';
+      return replace(entries, 'index.json', Buffer.from(JSON.stringify(index)));
+    };
+    await expectBoth('v2-renamed', renamed(v2), /index\.json \(.*\) is not the one bundle\.json names .*: it was changed after the bundle was written/);
+    await expectBoth('v1-renamed', renamed(base), /index\.json names docker\.io\/library\/busybox:latest, which bundle\.json does not/);
+  });
+
+  it('format 1: an index.json entry pointing a name at another digest, or a name bundle.json has and index.json lacks, is refused', async () => {
+    const index = JSON.parse(get(base, 'index.json').toString());
+    const chart = index.manifests.find((m: any) => m.digest === desc.charts[0].digest);
+    const binary = index.manifests.find((m: any) => m.digest === desc.binaries[0].index);
+    const moved = { ...index, manifests: index.manifests.map((m: any) => (m === chart ? { ...binary, annotations: chart.annotations } : m)) };
+    await expectBoth('v1-moved', replace(base, 'index.json', Buffer.from(JSON.stringify(moved))), /index\.json says .* is sha256:[a-f0-9]{12}…, bundle\.json says/);
+    const fewer = { ...index, manifests: index.manifests.filter((m: any) => m !== chart) };
+    await expectBoth('v1-fewer', replace(base, 'index.json', Buffer.from(JSON.stringify(fewer))), /bundle\.json names .*, which index\.json does not/);
+  });
+
+  it('a list that disagrees with its own totals, or names a blob twice, is refused before any blob', async () => {
+    await expectBoth('v2-totals', withDescriptor(v2, (d) => (d.blobs.count += 1)), /bundle\.json lists \d+ blobs of \d+ bytes but counts/);
+    await expectBoth('v2-twice', withDescriptor(v2, (d) => d.blobs.list.push(d.blobs.list[0])), /bundle\.json lists blob sha256:[a-f0-9]{64} twice/);
   });
 });
