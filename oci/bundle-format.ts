@@ -8,6 +8,8 @@ export const READ_FORMATS: readonly number[] = [1, 2];
 export const OCI_LAYOUT_ENTRY = 'oci-layout';
 export const BUNDLE_JSON_ENTRY = 'bundle.json';
 export const BUNDLE_SIG_ENTRY = 'bundle.json.sig';
+/** In each file of a volume set: its number, as text. */
+export const VOLUME_ENTRY = 'volume';
 export const INDEX_ENTRY = 'index.json';
 export const BLOB_PREFIX = 'blobs/sha256/';
 export const OCI_LAYOUT_BYTES = Buffer.from('{"imageLayoutVersion":"1.0.0"}');
@@ -20,6 +22,8 @@ export interface BundledPlatformManifest {
   digest: Digest;
   /** The manifest, its config and its layers. */
   size: number;
+  /** Format 2, a volume set: the volumes that hold the manifest and its blobs. */
+  volumes?: number[];
 }
 
 export interface BundledImage {
@@ -209,7 +213,11 @@ export const bundleJsonSchema = {
           mediaType: textSchema,
           platforms: {
             type: 'array',
-            items: { type: 'object', required: ['platform', 'digest', 'size'], properties: { platform: textSchema, digest: digestSchema, size: sizeSchema } },
+            items: {
+              type: 'object',
+              required: ['platform', 'digest', 'size'],
+              properties: { platform: textSchema, digest: digestSchema, size: sizeSchema, volumes: { type: 'array', items: { type: 'integer', minimum: 1 } } },
+            },
           },
         },
       },

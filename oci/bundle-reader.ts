@@ -16,6 +16,7 @@ import {
   manifestDigests,
   OCI_LAYOUT_ENTRY,
   READ_FORMATS,
+  VOLUME_ENTRY,
   type BundleDescriptor,
 } from './bundle-format.js';
 import { parseSignature, type BundleSignature } from './bundle-signature.js';
@@ -27,14 +28,20 @@ export type BundleEntry =
   | { kind: 'descriptor'; data: Buffer; descriptor: BundleDescriptor }
   | { kind: 'signature'; data: Buffer; signature: BundleSignature }
   | { kind: 'index'; data: Buffer; index: ImageIndex }
-  /** `manifest` is set for the manifests and indexes bundle.json and index.json name: parsed and checked. */
-  | { kind: 'blob'; digest: Digest; size: number; stream: Readable; manifest?: ImageManifest | ImageIndex };
+  /** Which file of a volume set this is (format 2 with `volumes` > 1). */
+  | { kind: 'volume'; volume: number }
+  /**
+   * `manifest` is set for the manifests and indexes bundle.json and index.json name: parsed and
+   * checked. `part`: the entry is part `index` of the blob `of` (a blob larger than a volume).
+   */
+  | { kind: 'blob'; digest: Digest; size: number; stream: Readable; manifest?: ImageManifest | ImageIndex; part?: { of: Digest; index: number } };
 
-const ORDER = [OCI_LAYOUT_ENTRY, BUNDLE_JSON_ENTRY, BUNDLE_SIG_ENTRY, INDEX_ENTRY];
+const ORDER = [OCI_LAYOUT_ENTRY, BUNDLE_JSON_ENTRY, BUNDLE_SIG_ENTRY, VOLUME_ENTRY, INDEX_ENTRY];
 const METADATA_CAP: Record<string, number> = {
   [OCI_LAYOUT_ENTRY]: BUNDLE_LIMITS.smallEntryBytes,
   [BUNDLE_JSON_ENTRY]: BUNDLE_LIMITS.metadataBytes,
   [BUNDLE_SIG_ENTRY]: BUNDLE_LIMITS.smallEntryBytes,
+  [VOLUME_ENTRY]: 16,
   [INDEX_ENTRY]: BUNDLE_LIMITS.metadataBytes,
 };
 /** What the tar stream may hold besides the blobs bundle.json counts: metadata, headers, the end blocks. */
@@ -87,7 +94,8 @@ export async function* bundleEntries(input: Readable | string, label = typeof in
           const manifest = ledger.readManifest(digest, data);
           yield { kind: 'blob', digest, size, stream: Readable.from([data]), manifest };
         } else {
-          yield { kind: 'blob', digest, size, stream: entry as unknown as Readable };
+          const part = ledger.partOf(digest);
+          yield { kind: 'blob', digest, size, stream: entry as unknown as Readable, ...(part ? { part } : {}) };
           entry.resume(); // whatever the consumer left unread
         }
         continue;
@@ -110,6 +118,9 @@ export async function* bundleEntries(input: Readable | string, label = typeof in
         ledger = new Ledger(descriptor, label, bad);
         budget = METADATA_ALLOWANCE + descriptor.blobs.bytes + descriptor.blobs.count * 1024;
         yield { kind: 'descriptor', data, descriptor };
+      } else if (name === VOLUME_ENTRY) {
+        if (!ledger) throw bad('the volume entry comes before bundle.json');
+        yield { kind: 'volume', volume: ledger.setVolume(data) };
       } else {
         if (!ledger) throw bad('index.json comes before bundle.json');
         ledger.checkIndexBytes(data);
@@ -157,6 +168,8 @@ export interface BundleHead {
   /** bundle.json's bytes, what a signature covers. */
   descriptorBytes: Buffer;
   signature?: BundleSignature;
+  /** Which file of a volume set this is. */
+  volume?: number;
 }
 
 /** Reads bundle.json and its signature, stopping before index.json. */
@@ -165,6 +178,7 @@ export async function readHead(path: string): Promise<BundleHead> {
   for await (const entry of bundleEntries(path)) {
     if (entry.kind === 'descriptor') head = { descriptor: entry.descriptor, descriptorBytes: entry.data };
     else if (entry.kind === 'signature') head!.signature = entry.signature;
+    else if (entry.kind === 'volume') head!.volume = entry.volume;
     else if (entry.kind !== 'layout') break;
   }
   if (!head) throw new AcpackError('BAD_BUNDLE', `${path} has no bundle.json`);
@@ -216,8 +230,14 @@ class Ledger {
   blobs = 0;
   private bytes = 0;
 
-  /** Format 2: bundle.json's list, which alone says what may be in the bundle. */
-  private readonly listed: Map<Digest, number> | undefined;
+  /** Format 2: the entries this file may hold, by bundle.json's list (whole blobs and parts of its volume), which alone says what may be there. */
+  private listed: Map<Digest, number> | undefined;
+  /** Format 2: the parts of split blobs this file holds, by their digest. */
+  private parts = new Map<Digest, { of: Digest; index: number }>();
+  /** This file's number in a volume set (1 for a single file), and what it holds in all. */
+  private volume = 1;
+  private hasVolumeEntry = false;
+  private expect: { count: number; bytes: number };
 
   constructor(
     private readonly d: BundleDescriptor,
@@ -225,17 +245,57 @@ class Ledger {
     private readonly bad: Bad,
   ) {
     this.manifests = manifestDigests(d);
+    this.expect = { count: d.blobs.count, bytes: d.blobs.bytes };
     if (d.format === 2 && d.blobs.list) {
-      this.listed = new Map(d.blobs.list.map((b) => [b.digest, b.size]));
-      for (const [digest, size] of this.listed) this.declared.set(digest, { size, by: 'bundle.json' });
+      for (const b of d.blobs.list) {
+        this.declared.set(b.digest, { size: b.size, by: 'bundle.json' });
+        for (const p of b.parts ?? []) this.declared.set(p.digest, { size: p.size, by: 'bundle.json' });
+      }
+      for (const m of this.manifests) if (!this.declared.has(m)) throw this.bad(`bundle.json names manifest ${m} but does not list it among its blobs`);
+      this.expectVolume(1);
     }
     for (const b of d.binaries) this.declare(b.digest, b.size, `bundle.json (binary ${b.name} ${b.version} for ${b.arch})`);
     for (const r of d.runtime ?? []) this.declare(r.digest, r.size, `bundle.json (acinstall's runtime ${r.version} for ${r.arch})`);
-    for (const m of this.manifests) if (this.listed && !this.listed.has(m)) throw this.bad(`bundle.json names manifest ${m} but does not list it among its blobs`);
+  }
+
+  /** The volume entry of a file of a volume set: from here on, only that volume's blobs and parts may come. */
+  setVolume(data: Buffer): number {
+    const text = data.toString('ascii').trim();
+    const n = Number(text);
+    if (!/^\d+$/.test(text) || n < 1 || n > (this.d.volumes ?? 1)) throw this.bad(`its volume entry says "${text.slice(0, 16)}", not a volume of the ${this.d.volumes ?? 1} bundle.json counts`);
+    this.expectVolume(n);
+    this.hasVolumeEntry = true;
+    return n;
+  }
+
+  private expectVolume(n: number): void {
+    this.volume = n;
+    this.listed = new Map();
+    this.parts = new Map();
+    let bytes = 0;
+    for (const b of this.d.blobs.list ?? []) {
+      if (b.volume === n) {
+        this.listed.set(b.digest, b.size);
+        bytes += b.size;
+      }
+      b.parts?.forEach((p, index) => {
+        if (p.volume !== n) return;
+        this.listed!.set(p.digest, p.size);
+        this.parts.set(p.digest, { of: b.digest, index });
+        bytes += p.size;
+      });
+    }
+    this.expect = { count: this.listed.size, bytes };
+  }
+
+  /** The blob a part entry belongs to, for a part; undefined for a whole blob. */
+  partOf(digest: Digest): { of: Digest; index: number } | undefined {
+    return this.parts.get(digest);
   }
 
   /** Format 2: index.json is the one bundle.json names by digest (so a signature over bundle.json covers it). */
   checkIndexBytes(data: Buffer): void {
+    if ((this.d.volumes ?? 1) > 1 && !this.hasVolumeEntry) throw this.bad('it is a volume of a set, and index.json comes before its volume entry');
     const want = this.d.index;
     if (this.d.format !== 2 || !want) return;
     const actual = sha256(data);
@@ -262,14 +322,20 @@ class Ledger {
     const declared = this.declared.get(digest);
     const manifest = this.manifests.has(digest);
     if (declared && declared.size !== size) throw this.bad(`${name} is ${bytes(size)} in the bundle, but ${declared.by} says ${bytes(declared.size)}`);
-    if (this.listed && !this.listed.has(digest)) throw this.bad(`${name} (${bytes(size)}) is in the bundle, but bundle.json does not list it`);
+    if (this.listed && !this.listed.has(digest)) {
+      const elsewhere = this.d.blobs.list?.find((b) => b.digest === digest || b.parts?.some((p) => p.digest === digest));
+      if (elsewhere && (this.d.volumes ?? 1) > 1) throw this.bad(`${name} is in volume ${this.volume}, but bundle.json puts it in another volume`);
+      throw this.bad(`${name} (${bytes(size)}) is in the bundle, but bundle.json does not list it`);
+    }
+    const listedSize = this.listed?.get(digest);
+    if (listedSize !== undefined && listedSize !== size) throw this.bad(`${name} is ${bytes(size)} in the bundle, but bundle.json says ${bytes(listedSize)}`);
     if (!declared && !manifest) throw this.bad(`${name} (${bytes(size)}) is in the bundle, but nothing in bundle.json, index.json or its manifests declares it`);
     if (manifest && size > BUNDLE_LIMITS.manifestBytes) {
       throw this.bad(`manifest ${digest} is ${bytes(size)}, more than a manifest can be (${formatBytes(BUNDLE_LIMITS.manifestBytes)})`);
     }
-    if (this.blobs + 1 > this.d.blobs.count) throw this.bad(`it holds more blobs than the ${this.d.blobs.count} bundle.json counts (${name} is one too many)`);
-    if (this.bytes + size > this.d.blobs.bytes) {
-      throw this.bad(`${name} (${bytes(size)}) goes past the ${bytes(this.d.blobs.bytes)} of blobs bundle.json counts`);
+    if (this.blobs + 1 > this.expect.count) throw this.bad(`it holds more blobs than the ${this.expect.count} bundle.json counts (${name} is one too many)`);
+    if (this.bytes + size > this.expect.bytes) {
+      throw this.bad(`${name} (${bytes(size)}) goes past the ${bytes(this.expect.bytes)} of blobs bundle.json counts`);
     }
     this.seen.set(digest, size);
     this.blobs++;
@@ -298,8 +364,9 @@ class Ledger {
 
   /** At the end of the tar: the totals bundle.json promises are all there. */
   finish(): void {
-    if (this.blobs !== this.d.blobs.count || this.bytes !== this.d.blobs.bytes) {
-      throw this.bad(`bundle.json promises ${this.d.blobs.count} blobs / ${bytes(this.d.blobs.bytes)}, the bundle holds ${this.blobs} / ${bytes(this.bytes)}`);
+    if (this.blobs !== this.expect.count || this.bytes !== this.expect.bytes) {
+      const where = (this.d.volumes ?? 1) > 1 ? ` for volume ${this.volume}` : '';
+      throw this.bad(`bundle.json promises ${this.expect.count} blobs / ${bytes(this.expect.bytes)}${where}, the bundle holds ${this.blobs} / ${bytes(this.bytes)}`);
     }
   }
 
@@ -339,24 +406,40 @@ function parseDescriptor(data: Buffer, bad: Bad): BundleDescriptor {
 }
 
 /**
- * Format 2's own fields: index.json named, and every blob listed once, the totals those listed
- * make. Volume sets, split blobs and deltas are part of format 2 (docs/bundle-format.md) but not
- * written by this acpack yet, nor read.
+ * Format 2's own fields: index.json named, every blob listed once, each in a volume the bundle has
+ * or in parts that add up to it, and the totals those listed make. A blob the bundle does not carry
+ * (a delta) is part of format 2 (docs/bundle-format.md) but not written by this acpack yet, nor read.
  */
 function checkBlobList(d: BundleDescriptor, bad: Bad): void {
   if (!d.index) throw bad('bundle.json (format 2) has no index');
   if (!d.blobs.list) throw bad('bundle.json (format 2) has no blobs.list');
-  if (d.volumes !== 1) throw bad(`bundle.json says it is ${d.volumes ?? 'an unknown number of'} volumes; this acpack reads bundles of one file`);
+  if (d.volumes === undefined) throw bad('bundle.json (format 2) has no volumes');
+  const volumes = d.volumes;
+  const inVolume = (v: number, what: string) => {
+    if (v > volumes) throw bad(`bundle.json puts ${what} in volume ${v} of ${volumes}`);
+  };
   const seen = new Set<Digest>();
   let bytes = 0;
   for (const b of d.blobs.list) {
     if (seen.has(b.digest)) throw bad(`bundle.json lists blob ${b.digest} twice`);
     seen.add(b.digest);
-    if (b.parts || b.volume !== 1) throw bad(`bundle.json lists blob ${b.digest} ${b.parts ? 'in parts' : 'as not carried'}; this acpack reads bundles that carry every blob whole`);
+    if (b.parts) {
+      if (b.volume !== undefined || b.parts.length < 2) throw bad(`bundle.json lists blob ${b.digest} in parts and whole, or in fewer than two parts`);
+      let sum = 0;
+      for (const p of b.parts) {
+        if (seen.has(p.digest)) throw bad(`bundle.json lists blob ${p.digest} twice`);
+        seen.add(p.digest);
+        inVolume(p.volume, `a part of blob ${b.digest}`);
+        sum += p.size;
+      }
+      if (sum !== b.size) throw bad(`the parts of blob ${b.digest} add up to ${sum} bytes, not its ${b.size}`);
+    } else if (b.volume === undefined) {
+      throw bad(`bundle.json lists blob ${b.digest} as not carried; this acpack reads bundles that carry every blob (deltas are not read yet)`);
+    } else inVolume(b.volume, `blob ${b.digest}`);
     bytes += b.size;
   }
-  if (seen.size !== d.blobs.count || bytes !== d.blobs.bytes) {
-    throw bad(`bundle.json lists ${seen.size} blobs of ${bytes} bytes but counts ${d.blobs.count} of ${d.blobs.bytes}`);
+  if (d.blobs.list.length !== d.blobs.count || bytes !== d.blobs.bytes) {
+    throw bad(`bundle.json lists ${d.blobs.list.length} blobs of ${bytes} bytes but counts ${d.blobs.count} of ${d.blobs.bytes}`);
   }
 }
 

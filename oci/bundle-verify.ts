@@ -9,6 +9,8 @@ export interface VerifyReport {
   descriptor: BundleDescriptor;
   blobs: number;
   bytes: number;
+  /** Which file of a volume set this is. */
+  volume?: number;
 }
 
 /**
@@ -25,8 +27,10 @@ export async function verifyBundle(path: string, onBytes?: (n: number) => void):
   const manifests = new Map<Digest, ImageIndex & ImageManifest>();
   let bytes = 0;
 
+  let volume: number | undefined;
   for await (const entry of bundleEntries(path)) {
     if (entry.kind === 'descriptor') descriptor = entry.descriptor;
+    else if (entry.kind === 'volume') volume = entry.volume;
     else if (entry.kind === 'index') index = entry.index;
     else if (entry.kind === 'blob') {
       const seen = await drainVerified(entry, path, onBytes);
@@ -37,12 +41,15 @@ export async function verifyBundle(path: string, onBytes?: (n: number) => void):
   }
   if (!descriptor || !index) throw new AcpackError('BAD_BUNDLE', `${path}: bundle.json or index.json is missing`);
 
+  // A volume of a set holds some of the blobs: the others are checked against bundle.json's list
+  // (their own volume hashes them), and only the manifests held here are walked into.
+  const listed = new Map((descriptor.volumes ?? 1) > 1 ? (descriptor.blobs.list ?? []).map((b) => [b.digest, b.size] as const) : []);
   await walkBundle(path, descriptor, index, {
-    size: async (d) => sizes.get(d),
+    size: async (d) => sizes.get(d) ?? listed.get(d),
     manifest: async (d) => manifests.get(d),
   });
   for (const d of manifestDigests(descriptor)) {
-    if (!sizes.has(d)) throw new AcpackError('MISSING_BLOB', `${path}: bundle.json lists manifest ${d}, which is not in the bundle`);
+    if (!sizes.has(d) && !listed.has(d)) throw new AcpackError('MISSING_BLOB', `${path}: bundle.json lists manifest ${d}, which is not in the bundle`);
   }
-  return { descriptor, blobs: sizes.size, bytes };
+  return { descriptor, blobs: sizes.size, bytes, ...(volume ? { volume } : {}) };
 }

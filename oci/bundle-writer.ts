@@ -1,5 +1,5 @@
 import { createWriteStream } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { open, rename, rm, stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { AcpackError } from './errors.js';
 import { Writeback } from './writeback.js';
@@ -7,7 +7,7 @@ import { digestOfHash, hexOf, newHash, READ_CHUNK, shortDigest, type Digest } fr
 import { TAR_END, tarHeader, tarPadding } from './tar-header.js';
 import type { ContentStore } from './store.js';
 import type { ImageIndex } from './media-types.js';
-import { BLOB_PREFIX, BUNDLE_JSON_ENTRY, BUNDLE_SIG_ENTRY, INDEX_ENTRY, OCI_LAYOUT_BYTES, OCI_LAYOUT_ENTRY, type BundleDescriptor } from './bundle-format.js';
+import { BLOB_PREFIX, BUNDLE_JSON_ENTRY, BUNDLE_SIG_ENTRY, INDEX_ENTRY, OCI_LAYOUT_BYTES, OCI_LAYOUT_ENTRY, VOLUME_ENTRY, type BundleDescriptor } from './bundle-format.js';
 import { zstdCompress } from './zstd.js';
 
 export interface BundleBlob {
@@ -36,6 +36,11 @@ export function bundleJsonBytes(value: unknown): Buffer {
   return Buffer.from(`${JSON.stringify(value, null, 2)}\n`);
 }
 
+/** A blob entry of a bundle file: a whole blob of the store, or a part of one (`of`, from `offset`). */
+export interface EntryBlob extends BundleBlob {
+  of?: { digest: Digest; offset: number };
+}
+
 /**
  * Streams a bundle out of the store: tar entries in format order, every blob hashed as it is
  * read back, zstd with fixed parameters. Written to a temp file, fsynced and renamed, so a
@@ -49,6 +54,56 @@ export async function writeBundle(
   out: string,
   opts: WriteBundleOptions,
 ): Promise<void> {
+  const tmp = await writeBundleFile(store, metadataEntries(descriptor, index, opts.sign), blobs, out, opts);
+  await rename(tmp, out);
+  partialBundles.delete(tmp);
+}
+
+/**
+ * Writes a bundle over volumes: each file `outs[i]` holds the metadata (with its `volume` entry),
+ * then `blobs[i]`. All are written under temporary names and renamed only once every one is whole,
+ * so a failure leaves none; `maxBytes` bounds each (an internal error past it: planVolumes keeps room).
+ */
+export async function writeVolumes(
+  store: ContentStore,
+  descriptor: BundleDescriptor,
+  index: ImageIndex,
+  blobs: EntryBlob[][],
+  outs: string[],
+  maxBytes: number,
+  opts: WriteBundleOptions,
+): Promise<void> {
+  const tmps: string[] = [];
+  try {
+    for (let i = 0; i < outs.length; i++) {
+      const tmp = await writeBundleFile(store, metadataEntries(descriptor, index, opts.sign, i + 1), blobs[i], outs[i], opts);
+      tmps.push(tmp);
+      const size = (await stat(tmp)).size;
+      if (size > maxBytes) throw new AcpackError('INTERNAL', `volume ${i + 1} came to ${size} bytes, over the ${maxBytes} asked for`);
+    }
+    for (let i = 0; i < outs.length; i++) await rename(tmps[i], outs[i]);
+  } finally {
+    for (const tmp of tmps) {
+      await rm(tmp, { force: true });
+      partialBundles.delete(tmp);
+    }
+  }
+}
+
+/** The metadata entries of a bundle file, in format order; `volume` for a file of a volume set. */
+function metadataEntries(descriptor: BundleDescriptor, index: ImageIndex, sign: WriteBundleOptions['sign'], volume?: number): { name: string; data: Buffer }[] {
+  const descriptorBytes = bundleJsonBytes(descriptor);
+  return [
+    { name: OCI_LAYOUT_ENTRY, data: OCI_LAYOUT_BYTES },
+    { name: BUNDLE_JSON_ENTRY, data: descriptorBytes },
+    ...(sign ? [{ name: BUNDLE_SIG_ENTRY, data: sign(descriptorBytes) }] : []),
+    ...(volume !== undefined && (descriptor.volumes ?? 1) > 1 ? [{ name: VOLUME_ENTRY, data: Buffer.from(`${volume}\n`) }] : []),
+    { name: INDEX_ENTRY, data: bundleJsonBytes(index) },
+  ];
+}
+
+/** The tar.zst of `metadata` then `blobs`, fsynced under a temporary name beside `out`, which it returns. */
+async function writeBundleFile(store: ContentStore, metadata: { name: string; data: Buffer }[], blobs: EntryBlob[], out: string, opts: WriteBundleOptions): Promise<string> {
   const tmp = `${out}.partial-${process.pid}`;
   partialBundles.add(tmp);
   const zstd = zstdCompress();
@@ -63,32 +118,29 @@ export async function writeBundle(
     new Promise<void>((resolve, reject) => {
       zstd.write(chunk, (err) => (err ? reject(err) : resolve()));
     });
-  const small = async (name: string, data: Buffer) => {
-    await write(tarHeader(name, data.length, 0o644, opts.mtime));
-    await write(data);
-    await write(tarPadding(data.length));
-  };
 
   try {
-    await small(OCI_LAYOUT_ENTRY, OCI_LAYOUT_BYTES);
-    const descriptorBytes = bundleJsonBytes(descriptor);
-    await small(BUNDLE_JSON_ENTRY, descriptorBytes);
-    if (opts.sign) await small(BUNDLE_SIG_ENTRY, opts.sign(descriptorBytes));
-    await small(INDEX_ENTRY, bundleJsonBytes(index));
+    for (const { name, data } of metadata) {
+      await write(tarHeader(name, data.length, 0o644, opts.mtime));
+      await write(data);
+      await write(tarPadding(data.length));
+    }
     // Two buffers in turn: one is read into while zstd takes the other. zstd copies its input,
     // so a buffer is free again once its write callback fires.
     const buffers = [Buffer.allocUnsafe(READ_CHUNK * 4), Buffer.allocUnsafe(READ_CHUNK * 4)];
     for (const blob of blobs) {
-      await opts.ready?.(blob.digest);
+      const source = blob.of?.digest ?? blob.digest;
+      await opts.ready?.(source);
       await write(tarHeader(`${BLOB_PREFIX}${hexOf(blob.digest)}`, blob.size, 0o644, opts.mtime));
-      const hash = opts.verified?.has(blob.digest) ? undefined : newHash();
-      const fh = await open(store.path(blob.digest), 'r');
+      const hash = !blob.of && opts.verified?.has(blob.digest) ? undefined : newHash();
+      const fh = await open(store.path(source), 'r');
       let seen = 0;
       let pending: Promise<void> | undefined;
       try {
         for (let turn = 0; ; turn++) {
           const buf = buffers[turn % 2];
-          const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+          const want = Math.min(buf.length, blob.size - seen);
+          const { bytesRead } = want > 0 ? await fh.read(buf, 0, want, (blob.of?.offset ?? 0) + seen) : { bytesRead: 0 };
           if (pending) await pending;
           if (bytesRead === 0) break;
           const chunk = buf.subarray(0, bytesRead);
@@ -97,13 +149,16 @@ export async function writeBundle(
           opts.onBytes?.(bytesRead);
           pending = write(chunk);
         }
+        // A whole blob must end where its size says; a longer file is as corrupt as a shorter one.
+        if (!blob.of && seen === blob.size && (await fh.read(buffers[0], 0, 1, seen)).bytesRead > 0) seen++;
       } finally {
         await fh.close();
       }
       if (seen !== blob.size || (hash && digestOfHash(hash) !== blob.digest)) {
+        const what = blob.of ? `part ${shortDigest(blob.digest)} of blob ${shortDigest(source)}` : `blob ${shortDigest(blob.digest)}`;
         throw new AcpackError(
           'DIGEST_MISMATCH',
-          `blob ${shortDigest(blob.digest)} in the content store (${store.root}) is corrupt: ${seen} bytes${hash ? ` hashing to ${shortDigest(digestOfHash(hash))}` : ''}, expected ${blob.size}; delete it and run again`,
+          `${what} in the content store (${store.root}) is corrupt: ${seen} bytes${hash ? ` hashing to ${shortDigest(digestOfHash(hash))}` : ''}, expected ${blob.size}; delete it and run again`,
         );
       }
       await write(tarPadding(blob.size));
@@ -114,8 +169,7 @@ export async function writeBundle(
     await writeback.settled();
     await file.sync();
     await file.close();
-    await rename(tmp, out);
-    partialBundles.delete(tmp);
+    return tmp;
   } catch (err) {
     zstd.destroy();
     sink.destroy();

@@ -5,6 +5,7 @@ import { AcpackError, formatBytes, plural } from '../oci/errors.js';
 import { BUNDLE_FORMAT, type BundleDescriptor, type BundledRuntime } from '../oci/bundle-format.js';
 import { bundleJsonBytes, writeBundle, type BundleBlob } from '../oci/bundle-writer.js';
 import { loadSigningKey, signDescriptor } from '../oci/bundle-signature.js';
+import { writeVolumeSet } from './volume-set.js';
 import { sha256, type Digest } from '../oci/digest.js';
 import { bundleIndex, hostPlatform, resolveManifestContent, type Resolution, type ResolveOptions } from './pack.js';
 import { chartKey, writeLock, type LockFile } from './lock.js';
@@ -15,6 +16,8 @@ import { bundledArches, requireExecutables, StagedExecutables, type ResolvedRunt
 
 export interface BundleSummary {
   out: string;
+  /** With a volume size: the files written (NAME.001.tar.zst, …) in place of `out`. */
+  volumes?: string[];
   images: number;
   imagePlatforms: number;
   binaries: number;
@@ -43,6 +46,8 @@ export interface BundleOptions extends ResolveOptions {
   executables?: boolean;
   /** The ed25519 private key (PEM file) to sign bundle.json with. */
   sign?: string;
+  /** Write NAME.001.tar.zst, … of at most this many bytes each (packer/volumes.ts). */
+  volumeSize?: number;
 }
 
 /** `acpack bundle`: resolve into the store, then stream bundle.tar.zst out of it. */
@@ -65,19 +70,27 @@ export async function bundle(opts: BundleOptions): Promise<BundleSummary> {
   const r = await resolveManifestContent({ ...opts, checks, runtime: true });
   const index = bundleIndex(r);
   const blobs = orderedBlobs(r);
-  const descriptor = bundleDescriptor(r, blobs, bundleJsonBytes(index));
+  let descriptor = bundleDescriptor(r, blobs, bundleJsonBytes(index));
   // Downloading and writing overlap: the writer takes each blob as soon as it is verified in the store,
-  // in the order downloads were started, so the bytes written measure the whole job.
+  // in the order downloads were started, so the bytes written measure the whole job. (A volume set
+  // waits for every download: bundle.json, first in each volume, names the parts of split blobs.)
   r.fetcher.onBytes = () => {};
-  opts.reporter.phase(r.downloads.size > 0 ? 'fetch and write' : 'write', descriptor.blobs.bytes);
-  const writing = writeBundle(r.store, descriptor, index, blobs, opts.out, {
+  opts.reporter.phase(r.downloads.size > 0 ? (opts.volumeSize ? 'fetch, then write' : 'fetch and write') : 'write', descriptor.blobs.bytes);
+  const writeOptions = {
     mtime: opts.sourceDateEpoch,
-    onBytes: (n) => opts.reporter.bytes(n),
-    ready: (digest) => r.downloads.get(digest),
+    onBytes: (n: number) => opts.reporter.bytes(n),
+    ready: (digest: Digest) => r.downloads.get(digest),
     // Blobs this run just downloaded were hashed on the way in; blobs from an earlier run are re-hashed.
     verified: r.fetcher.verified,
     ...(signingKey ? { sign: (bytes: Buffer) => signDescriptor(bytes, signingKey) } : {}),
-  });
+  };
+  let volumes: string[] | undefined;
+  const writing = opts.volumeSize
+    ? writeVolumeSet(r, descriptor, index, blobs, opts.out, opts.volumeSize, writeOptions).then((v) => {
+        volumes = v.paths;
+        descriptor = v.descriptor;
+      })
+    : writeBundle(r.store, descriptor, index, blobs, opts.out, writeOptions);
   const staging = opts.executables ? StagedExecutables.stage(dirname(opts.out), bundledArches(r.platforms)) : undefined;
   const [wrote, fetched, staged] = await Promise.allSettled([writing, r.downloaded, staging]);
   const copies = staged.status === 'fulfilled' ? staged.value : undefined;
@@ -90,6 +103,7 @@ export async function bundle(opts: BundleOptions): Promise<BundleSummary> {
   opts.reporter.end();
   return {
     out: opts.out,
+    ...(volumes ? { volumes } : {}),
     images: r.images.length,
     imagePlatforms: r.images.reduce((n, i) => n + i.parts.length, 0),
     binaries: r.binaries.length,
@@ -155,10 +169,9 @@ async function checkWritableDir(dir: string, what: string): Promise<void> {
 }
 
 /** Manifests and indexes first (an importer knows the whole graph before the big layers), each group by digest. */
-function orderedBlobs(r: Resolution): BundleBlob[] {
+function orderedBlobs(r: Resolution): (BundleBlob & { manifest: boolean })[] {
   const all = [...r.blobs.entries()].map(([digest, b]) => ({ digest, size: b.size, manifest: b.manifest }));
-  all.sort((a, b) => (a.manifest === b.manifest ? (a.digest < b.digest ? -1 : 1) : a.manifest ? -1 : 1));
-  return all.map(({ digest, size }) => ({ digest, size }));
+  return all.sort((a, b) => (a.manifest === b.manifest ? (a.digest < b.digest ? -1 : 1) : a.manifest ? -1 : 1));
 }
 
 /** bundle.json for the blobs in the order written and index.json's bytes. */
@@ -217,7 +230,7 @@ export function formatSummary(s: BundleSummary): string {
   // The bundle's own indexes are not in the per-image sum: with nothing shared it is a little larger.
   const saved = Math.max(0, s.undeduplicatedBytes - s.bytes);
   return [
-    `wrote ${s.out}`,
+    s.volumes ? `wrote ${s.volumes.length} volumes: ${s.volumes.join(', ')}` : `wrote ${s.out}`,
     `  images:   ${s.images} (${s.imagePlatforms} image × platform)`,
     `  binaries: ${s.binaries} (${plural(s.binaryFiles, 'file')})`,
     `  charts:   ${s.charts}`,

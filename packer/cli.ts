@@ -17,6 +17,7 @@ import { carriesKubeadm, incompleteError, lintManifest, uncheckedCharts } from '
 import { createReporter, reporterMode } from '../ui/progress.js';
 import { runProgram } from '../ui/program.js';
 import { spdxDocument } from './sbom.js';
+import { parseVolumeSize, VOLUME_PRESETS } from './volumes.js';
 
 function defaultCache(): string {
   return join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'acpack');
@@ -69,6 +70,7 @@ export function buildProgram(): Command {
     .option('-o, --output <file>', 'where to write the bundle', 'bundle.tar.zst')
     .option('--locked', 'use only what the lock file (<manifest>.lock) pins, and fail if anything upstream moved')
     .option('--allow-incomplete', 'write a bundle that carries kubeadm but cannot lay a cluster down (the lint\'s refusals become loud warnings)')
+    .option('--volume-size <size>', `write NAME.001.tar.zst, NAME.002.tar.zst, … of at most SIZE each, every one a bundle that verifies alone: bytes, K, M, G (decimal: 4.7G = 4.7·10⁹) or ${Object.keys(VOLUME_PRESETS).join(', ')}`)
     .option('--sign <key>', 'sign bundle.json with this ed25519 private key (acpack keygen -o NAME writes one); sites that trust NAME.pub refuse anything it does not cover')
     .addHelpText(
       'after',
@@ -103,6 +105,7 @@ Example:
         allowIncomplete: !!o.allowIncomplete,
         executables: true,
         sign: o.sign,
+        ...(o.volumeSize ? { volumeSize: parseVolumeSize(o.volumeSize) } : {}),
       });
       if (o.json) process.stdout.write(`${JSON.stringify({ event: 'summary', ...summary })}\n`);
       else process.stdout.write(`${formatSummary(summary)}\n`);
@@ -163,7 +166,7 @@ Example:
       if (o.sbom) return void process.stdout.write(`${JSON.stringify(spdxDocument(head.descriptor, head.descriptorBytes), null, 2)}\n`);
       const keys = await loadTrustKeys(o.trust);
       const origin = originOf(head.descriptorBytes, head.signature, keys);
-      process.stdout.write(o.json ? `${JSON.stringify(head.descriptor, null, 2)}\n` : formatInspect(head.descriptor, origin, keys.length));
+      process.stdout.write(o.json ? `${JSON.stringify(head.descriptor, null, 2)}\n` : formatInspect(head.descriptor, origin, keys.length, head.volume));
     });
 
   program
@@ -187,17 +190,38 @@ Example:
       const report = await verifyBundle(file, (n) => reporter.bytes(n));
       reporter.end();
       const ok = { ok: true, blobs: report.blobs, bytes: report.bytes, name: report.descriptor.name, version: report.descriptor.version };
-      process.stdout.write(o.json ? `${JSON.stringify(ok)}\n` : `${file}: OK, ${plural(report.blobs, 'blob')} (${formatBytes(report.bytes)}) verified\n`);
+      const of = report.volume ? ` (volume ${report.volume} of ${report.descriptor.volumes})` : '';
+      process.stdout.write(o.json ? `${JSON.stringify({ ...ok, ...(report.volume ? { volume: report.volume } : {}) })}\n` : `${file}: OK${of}, ${plural(report.blobs, 'blob')} (${formatBytes(report.bytes)}) verified\n`);
     });
 
   return program;
 }
 
-export function formatInspect(d: BundleDescriptor, origin: Origin = { signed: false }, trustKeys = 0): string {
-  const out = [`${d.name} ${d.version} (bundle format ${d.format}) for ${d.platforms.join(', ')}`, `${plural(d.blobs.count, 'blob')}, ${formatBytes(d.blobs.bytes)}`, signedLine(origin, trustKeys), ''];
+export function formatInspect(d: BundleDescriptor, origin: Origin = { signed: false }, trustKeys = 0, volume?: number): string {
+  const set = (d.volumes ?? 1) > 1;
+  const out = [
+    `${d.name} ${d.version} (bundle format ${d.format}) for ${d.platforms.join(', ')}`,
+    `${plural(d.blobs.count, 'blob')}, ${formatBytes(d.blobs.bytes)}${set ? `, in ${d.volumes} volumes; this file is volume ${volume}` : ''}`,
+    signedLine(origin, trustKeys),
+    '',
+  ];
+  if (set) {
+    const per = new Map<number, { blobs: number; bytes: number }>();
+    const add = (v: number, size: number) => {
+      const e = per.get(v) ?? { blobs: 0, bytes: 0 };
+      per.set(v, { blobs: e.blobs + 1, bytes: e.bytes + size });
+    };
+    for (const b of d.blobs.list ?? []) {
+      if (b.volume) add(b.volume, b.size);
+      for (const p of b.parts ?? []) add(p.volume, p.size);
+    }
+    out.push(`VOLUMES (${d.volumes})`);
+    out.push(textTable([['VOLUME', 'ENTRIES', 'SIZE'], ...[...per].sort(([a], [b]) => a - b).map(([v, e]) => [`${v}${v === volume ? ' (this file)' : ''}`, String(e.blobs), formatBytes(e.bytes)])]), '');
+  }
   if (d.images.length) {
     out.push(`IMAGES (${d.images.length})`);
-    out.push(textTable([['REFERENCE', 'PLATFORMS', 'SIZE'], ...d.images.map((i) => [i.ref, i.platforms.map((p) => p.platform).join(','), i.platforms.map((p) => formatBytes(p.size)).join(' / ')])]), '');
+    const rows = d.images.map((i) => [i.ref, i.platforms.map((p) => p.platform).join(','), i.platforms.map((p) => formatBytes(p.size)).join(' / '), ...(set ? [i.platforms.map((p) => (p.volumes ?? []).join('+')).join(' / ')] : [])]);
+    out.push(textTable([['REFERENCE', 'PLATFORMS', 'SIZE', ...(set ? ['VOLUMES'] : [])], ...rows]), '');
   }
   if (d.binaries.length) {
     out.push(`BINARIES (${plural(d.binaries.length, 'file')})`);
