@@ -5,7 +5,8 @@ import { AcpackError, formatBytes, plural } from '../oci/errors.js';
 import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readDescriptor } from '../oci/bundle-reader.js';
+import { readDescriptor, readHead } from '../oci/bundle-reader.js';
+import { createHash } from 'node:crypto';
 import { isMaster, loadClusterFile, parseIpList, parsePort, specFromFlags, type HostSpec } from './cluster-spec.js';
 import { textTable } from '../oci/text-table.js';
 import { bundleArches, parseIgnoreList, preflightError, SKIPPABLE } from './preflight.js';
@@ -43,26 +44,44 @@ export function buildProgram(): Command {
 
   program
     .command('import')
-    .description('Stream a bundle into the site content store (one pass, every blob hashed as it is written)')
-    .argument('<bundle>', 'bundle.tar.zst, or - for standard input')
+    .description('Stream a bundle, or the volumes of one in any order, into the site content store (one pass, every blob hashed as it is written)')
+    .argument('<bundle...>', 'bundle.tar.zst, the volumes NAME.001.tar.zst … (some or all: the rest may come another day), or - for standard input')
     .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)
     .option('--json', 'print progress and the result as JSON lines')
     .option('--trust <key.pub>', `take bundles signed by this public key (repeatable; with ${trustDir()}/*.pub)`, collect, [])
     .option('--allow-unsigned', 'with trust keys configured, import an unsigned or otherwise signed bundle anyway (with a warning)')
-    .addHelpText('after', `\nRe-importing is a no-op; a newer bundle adds only the blobs the store lacks. A corrupt, truncated or\nhostile bundle is refused and the store is left exactly as it was.\n${TRUST_HELP}`)
-    .action(async (file: string, o) => {
+    .addHelpText(
+      'after',
+      `\nRe-importing is a no-op; a newer bundle adds only the blobs the store lacks. A corrupt, truncated or
+hostile bundle is refused and the store is left exactly as it was. Volumes of a set import one by one:
+until the last is in, the bundle is pending (its blobs held, gc keeps them) and no image is served.
+${TRUST_HELP}`,
+    )
+    .action(async (files: string[], o) => {
       const { importBundle } = await load.registry();
       const trust = await trustPolicy(o);
-      const reporter = createReporter(reporterMode(!!o.json));
-      reporter.phase('import', 0);
-      const input = file === '-' ? process.stdin : file;
-      const r = await importBundle(input, o.store, (n) => reporter.bytes(n), file === '-' ? 'standard input' : file, trust);
-      reporter.end();
-      if (r.warning) process.stderr.write(`warning: ${r.warning}\n`);
-      if (o.json) process.stdout.write(`${JSON.stringify({ event: 'imported', ...r })}\n`);
-      else {
-        const signed = r.origin.signed && r.origin.by ? `; signed by trusted key ${r.origin.keyId} (${r.origin.by.from})` : '';
-        process.stdout.write(`imported ${r.name} ${r.version}: ${plural(r.refs, 'reference')}, ${plural(r.blobs, 'blob')} (${r.added} new, ${formatBytes(r.addedBytes)})${signed}\n`);
+      if (files.includes('-') && files.length > 1) throw new AcpackError('BAD_ARGUMENT', 'standard input (-) is one bundle: give it alone');
+      if (files.length > 1) await sameBundle(files);
+      let last: Awaited<ReturnType<typeof importBundle>> | undefined;
+      for (const file of files) {
+        const reporter = createReporter(reporterMode(!!o.json));
+        reporter.phase(files.length > 1 ? `import ${file}` : 'import', 0);
+        const input = file === '-' ? process.stdin : file;
+        const r = (last = await importBundle(input, o.store, (n) => reporter.bytes(n), file === '-' ? 'standard input' : file, trust));
+        reporter.end();
+        if (r.warning) process.stderr.write(`warning: ${r.warning}\n`);
+        const origin = r.origin.signed ? { keyId: r.origin.keyId, ...(r.origin.by ? { trusted: r.origin.by.from, valid: r.origin.valid } : {}) } : undefined;
+        if (o.json) process.stdout.write(`${JSON.stringify({ event: 'imported', ...r, origin })}\n`);
+        else {
+          const signed = r.origin.signed && r.origin.by ? `; signed by trusted key ${r.origin.keyId} (${r.origin.by.from})` : '';
+          const what = r.volume ? `volume ${r.volume} of ${r.name} ${r.version}` : `${r.name} ${r.version}`;
+          const refs = r.pending ? '' : `${plural(r.refs, 'reference')}, `;
+          process.stdout.write(`imported ${what}: ${refs}${plural(r.blobs, 'blob')} (${r.added} new, ${formatBytes(r.addedBytes)})${signed}\n`);
+        }
+      }
+      if (last?.pending && !o.json) {
+        const p = last.pending;
+        process.stdout.write(`${last.name} ${last.version} is pending: ${p.volumes - p.missing.length} of ${p.volumes} volumes in, waiting for volume${p.missing.length > 1 ? 's' : ''} ${p.missing.join(', ')} (its blobs are held until then; nothing of it is served yet)\n`);
       }
     });
 
@@ -527,6 +546,18 @@ const TRUST_HELP = `Trust: with any trust key (--trust, or *.pub in ${trustDir()
 (acpack bundle --sign KEY): an unsigned or otherwise signed one is refused unless --allow-unsigned, and one
 whose bundle.json or contents changed after signing is always refused. With no trust key, every bundle is
 taken with a warning that its origin is unchecked.`;
+
+/** Files given together must be volumes of one bundle: a foreign one is named before anything is imported. */
+async function sameBundle(files: string[]): Promise<void> {
+  const heads = await Promise.all(files.map(async (file) => ({ file, head: await readHead(file) })));
+  const key = (h: (typeof heads)[number]) => createHash('sha256').update(h.head.descriptorBytes).digest('hex');
+  const first = heads[0];
+  for (const h of heads.slice(1)) {
+    if (key(h) === key(first)) continue;
+    const what = (x: typeof h) => `${x.head.descriptor.name} ${x.head.descriptor.version}${x.head.volume ? ` (volume ${x.head.volume} of ${x.head.descriptor.volumes})` : ''}`;
+    throw new AcpackError('FOREIGN_VOLUME', `${h.file} is ${what(h)}, not a volume of the bundle ${first.file} is from (${what(first)}): import each bundle on its own; nothing was imported`);
+  }
+}
 
 /** The site's trust keys: --trust and the trust directory's. */
 async function trustPolicy(o: { trust: string[]; allowUnsigned?: boolean }): Promise<TrustPolicy> {

@@ -5,9 +5,10 @@ import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { archFromUname, nodeArch } from '../arch/platform.js';
 import { AcpackError, formatBytes, plural } from '../oci/errors.js';
-import { readDescriptor, readHead } from '../oci/bundle-reader.js';
+import { readDescriptor, readHead, type BundleHead } from '../oci/bundle-reader.js';
+import { ContentStore } from '../oci/store.js';
 import { judgeOrigin, originOf, type TrustPolicy } from '../oci/bundle-signature.js';
-import { importBundle } from '../registry/index.js';
+import { importBundle, missingVolumes } from '../registry/index.js';
 import { firstMaster, isMaster, type ClusterSpec, type HostSpec } from './cluster-spec.js';
 import { Journal } from './journal.js';
 import { hostListChanges, loadClusterState, saveClusterState } from './cluster-state.js';
@@ -67,6 +68,7 @@ export async function installFrom(o: FromOptions): Promise<NodeOutcome[]> {
     const head = await readHead(o.bundle);
     warning = judgeOrigin(originOf(head.descriptorBytes, head.signature, o.trust?.keys ?? []), o.trust ?? { keys: [] }, file);
     d = head.descriptor;
+    await requireOtherVolumes(file, head, o.store);
   } else d = o.bundle.descriptor;
   // This machine is the first master: a bundle without its runtime is named before anything is
   // touched. The other nodes' arches are known once preflight has asked them (runtimeLacking there).
@@ -98,6 +100,20 @@ export async function checkRerun(store: string, spec: ClusterSpec, bundle: strin
   if (!state.descriptor) return;
   const release = (d: BundleDescriptor) => ({ name: d.name, version: d.version, kubernetes: laysClusterDown(d) ? kubernetesVersion(d) : '' });
   checkBundleOrder(release(state.descriptor), release(await readDescriptor(bundle)), allowDowngrade);
+}
+
+/** `from` with a file of a volume set: the other volumes must be in the store already (acinstall import). */
+async function requireOtherVolumes(file: string, head: BundleHead, store: string): Promise<void> {
+  const d = head.descriptor;
+  if ((d.volumes ?? 1) <= 1) return;
+  const all = Array.from({ length: d.volumes! }, (_, i) => i + 1);
+  const missing = existsSync(join(store, 'blobs')) ? await missingVolumes(await ContentStore.open(store), d) : all;
+  const others = missing.filter((v) => v !== head.volume);
+  if (others.length === 0) return;
+  throw new AcpackError(
+    'INCOMPLETE_BUNDLE',
+    `${file} is volume ${head.volume} of ${d.volumes} of ${d.name} ${d.version}, and the store (${store}) lacks volume${others.length > 1 ? 's' : ''} ${others.join(', ')}: import them first (acinstall import NAME.*.tar.zst, in any order, on any day), then run from with any volume. Nothing was touched`,
+  );
 }
 
 /** The registry runs here and nodes fetch from the first master's address: they must be one machine. */

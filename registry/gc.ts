@@ -71,6 +71,8 @@ export async function collectGarbage(store: ContentStore, db: IndexDb, opts: GcO
   // age reach, and the indexes naming them (their record is what makes them orphans; it goes after them).
   const gone = opts.dryRun ? dropped : [];
   const live = db.reachableBlobs([...gone, ...kept]);
+  // What a volume set imported in part holds until its last volume comes.
+  for (const d of db.leasedBlobs()) live.add(d);
   const held = db.reachableBlobs(gone);
   for (const row of kept) for (const index of db.indexesNaming(row.digest)) held.add(index);
   for (const digest of await store.list()) {
@@ -94,7 +96,7 @@ export async function collectGarbage(store: ContentStore, db: IndexDb, opts: GcO
     await store.exclusive(async () => {
       const s = await store.stat(digest);
       // Reached now: a push or an import recorded a manifest since the mark; names an orphan: an index deleted since.
-      if (!s || young(digest, s.mtimeMs) || db.reachable(digest) || db.namesOrphan(digest)) return;
+      if (!s || young(digest, s.mtimeMs) || db.reachable(digest) || db.namesOrphan(digest) || db.leased(digest)) return;
       out.blobs++;
       out.bytes += s.size;
       await store.delete(digest);

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import { AcpackError, formatBytes } from '../oci/errors.js';
-import { shortDigest, type Digest } from '../oci/digest.js';
+import { sha256, shortDigest, type Digest } from '../oci/digest.js';
+import { createReadStream } from 'node:fs';
 import { walkBundle } from '../oci/bundle-graph.js';
 import { ContentStore } from '../oci/store.js';
 import { bundleEntries, drainVerified } from '../oci/bundle-reader.js';
@@ -23,6 +24,10 @@ export interface ImportResult {
   origin: Origin;
   /** Set when it was taken with its origin unchecked: what to tell the operator. */
   warning?: string;
+  /** A file of a volume set: its number. */
+  volume?: number;
+  /** A volume set still in part after this file: the volumes it waits for (its blobs are held meanwhile). */
+  pending?: { volumes: number; missing: number[] };
 }
 
 /** How long an import waits for another process (another import) writing the same blob. */
@@ -47,6 +52,10 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
   let origin: Origin = { signed: false };
   let warning: string | undefined;
   let index: ImageIndex | undefined;
+  let indexBytes: Buffer | undefined;
+  let volume: number | undefined;
+  /** Every blob and part entry of this file, for a volume's lease. */
+  const entries: Digest[] = [];
   /** Manifests as the reader parsed and validated them on their way past. */
   const parsed = new Map<Digest, ImageIndex & ImageManifest>();
   let blobs = 0;
@@ -58,14 +67,18 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
         descriptorBytes = entry.data;
       } else if (entry.kind === 'signature') {
         signature = entry.signature;
+      } else if (entry.kind === 'volume') {
+        volume = entry.volume;
       } else if (entry.kind === 'index') {
         // Before a byte reaches the store: the bundle is the site's to take, and fits.
         origin = originOf(descriptorBytes!, signature, trust.keys);
         warning = judgeOrigin(origin, trust, source);
-        await checkFreeSpace(store, storeRoot, descriptor!);
+        await checkFreeSpace(store, storeRoot, descriptor!, volume);
         index = entry.index;
+        indexBytes = entry.data;
       } else if (entry.kind === 'blob') {
         blobs++;
+        entries.push(entry.digest);
         if (entry.manifest) parsed.set(entry.digest, entry.manifest as ImageIndex & ImageManifest);
         if (await takeUp(store, entry.digest)) {
           await drainVerified(entry, source, onBytes); // the store's copy is good; the bundle's bytes are still checked
@@ -91,7 +104,8 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
           await w.discard();
           throw err;
         }
-        db.recordPieces(entry.digest, pieces!.pieceSize, pieces!.digest());
+        // A part is not served: only whole blobs get piece hashes (a joined one when it is joined).
+        if (!entry.part) db.recordPieces(entry.digest, pieces!.pieceSize, pieces!.digest());
         if (w.created) {
           added.set(entry.digest, (await store.stat(entry.digest))?.mtimeMs ?? 0);
           addedBytes += entry.size;
@@ -101,13 +115,30 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
     if (!descriptor || !index) throw new AcpackError('BAD_BUNDLE', `${source} has no bundle.json or index.json`);
     const d = descriptor;
     const i = index;
+    const result = { name: d.name, version: d.version, blobs, added: added.size, addedBytes, origin, ...(warning ? { warning } : {}) };
+    if (volume !== undefined) {
+      const key = sha256(descriptorBytes!);
+      // From here on this file's blobs are the pending bundle's: kept by gc, and by a rollback.
+      await store.exclusive(async () => db.recordVolume({ key, name: d.name, version: d.version, volumes: d.volumes!, descriptor: descriptorBytes!, index: indexBytes! }, volume!, entries));
+      await joinParts(store, db, d, source);
+      const missing = await missingVolumes(store, d);
+      if (missing.length) return { ...result, refs: 0, volume, pending: { volumes: d.volumes!, missing } };
+      const refs = await store.exclusive(async () => {
+        const rows = await collectRows(store, d, i, parsed, source);
+        db.record(rows);
+        db.endPending(key);
+        return rows.tags?.length ?? 0;
+      });
+      await dropParts(store, db, d);
+      return { ...result, refs, volume };
+    }
     // Checked and recorded under the store lock: a gc cannot take a blob between the check and the links.
     const refs = await store.exclusive(async () => {
       const rows = await collectRows(store, d, i, parsed, source);
       db.record(rows);
       return rows.tags?.length ?? 0;
     });
-    return { name: descriptor.name, version: descriptor.version, blobs, added: added.size, addedBytes, refs, origin, ...(warning ? { warning } : {}) };
+    return { ...result, refs };
   } catch (err) {
     await rollback(store, db, added).catch(() => {});
     if (err instanceof AcpackError) throw new AcpackError(err.code, `${err.message} (nothing was imported)`, { cause: err });
@@ -134,19 +165,74 @@ async function rollback(store: ContentStore, db: IndexDb, added: Map<Digest, num
   for (const [digest, mtimeMs] of added) {
     await store.exclusive(async () => {
       const s = await store.stat(digest);
-      if (!s || s.mtimeMs !== mtimeMs || db.lastLinked(digest) !== undefined || db.reachable(digest)) return;
+      if (!s || s.mtimeMs !== mtimeMs || db.lastLinked(digest) !== undefined || db.reachable(digest) || db.leased(digest)) return;
       await store.delete(digest);
     });
   }
 }
 
-async function checkFreeSpace(store: ContentStore, root: string, d: BundleDescriptor): Promise<void> {
+async function checkFreeSpace(store: ContentStore, root: string, d: BundleDescriptor, volume?: number): Promise<void> {
   const free = await store.freeBytes();
-  if (free >= d.blobs.bytes) return;
+  // A volume needs room for its own entries, and for the blobs joined from parts once all are in.
+  let need = d.blobs.bytes;
+  if (volume !== undefined) {
+    need = 0;
+    for (const b of d.blobs.list ?? []) {
+      if (b.volume === volume) need += b.size;
+      if (b.parts) need += b.size + b.parts.filter((p) => p.volume === volume).reduce((n, p) => n + p.size, 0);
+    }
+  }
+  if (free >= need) return;
   // A re-import needs next to nothing: skip the check when the store already holds the bundle's manifests.
   const known = await Promise.all([...manifestDigests(d)].map((m) => store.has(m)));
   if (known.every(Boolean)) return;
-  throw new AcpackError('DISK_FULL', `${d.name} ${d.version} needs up to ${formatBytes(d.blobs.bytes)} under ${root}, which has ${formatBytes(free)} free`);
+  throw new AcpackError('DISK_FULL', `${d.name} ${d.version}${volume ? ` (volume ${volume})` : ''} needs up to ${formatBytes(need)} under ${root}, which has ${formatBytes(free)} free`);
+}
+
+/** The volumes of a set whose blobs or parts the store still lacks (a blob whole here needs none of its parts). */
+export async function missingVolumes(store: ContentStore, d: BundleDescriptor): Promise<number[]> {
+  const missing = new Set<number>();
+  for (const b of d.blobs.list ?? []) {
+    if (await store.has(b.digest)) continue;
+    if (b.volume) missing.add(b.volume);
+    for (const p of b.parts ?? []) if (!(await store.has(p.digest))) missing.add(p.volume);
+  }
+  return [...missing].sort((a, b) => a - b);
+}
+
+/**
+ * Joins every blob whose parts are all in the store (and which is not there whole yet): the parts
+ * are read back in order into one write, which commits only if the whole hashes to the blob's digest.
+ */
+async function joinParts(store: ContentStore, db: IndexDb, d: BundleDescriptor, source: string): Promise<void> {
+  for (const b of d.blobs.list ?? []) {
+    if (!b.parts || (await store.has(b.digest))) continue;
+    if (!(await Promise.all(b.parts.map((p) => store.has(p.digest)))).every(Boolean)) continue;
+    let pieces: PieceHasher | undefined;
+    const w = await store.writer(`join-${b.digest}`, { digest: b.digest, size: b.size, source }, { waitMs: SAME_BLOB_WAIT_MS, sideHash: () => (pieces = new PieceHasher()) });
+    try {
+      if (w.offset > 0) await w.reset();
+      for (const p of b.parts) {
+        for await (const chunk of createReadStream(store.path(p.digest), { highWaterMark: 1 << 20 })) await w.write(chunk as Buffer);
+      }
+      await w.commit();
+    } catch (err) {
+      await w.discard();
+      throw err;
+    }
+    db.recordPieces(b.digest, pieces!.pieceSize, pieces!.digest());
+  }
+}
+
+/** Once a set is whole: its parts go, unless another pending bundle holds them or a manifest reaches them. */
+async function dropParts(store: ContentStore, db: IndexDb, d: BundleDescriptor): Promise<void> {
+  for (const b of d.blobs.list ?? []) {
+    for (const p of b.parts ?? []) {
+      await store.exclusive(async () => {
+        if (!db.leased(p.digest) && !db.reachable(p.digest) && (await store.has(p.digest))) await store.delete(p.digest);
+      });
+    }
+  }
 }
 
 /**

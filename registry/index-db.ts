@@ -46,7 +46,7 @@ const ROOT_ROW = `(EXISTS (SELECT 1 FROM tags t WHERE t.repo = h.repo AND t.dige
                  WHERE p.child = h.digest AND pm.media_type IN ('${MT.ociIndex}', '${MT.dockerList}')))`;
 
 /** The schema this code writes; older stores are migrated in place when opened. */
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 
 /**
  * The registry's SQLite index: repositories, tags, the manifests each repository holds, the blobs
@@ -116,7 +116,8 @@ export class IndexDb {
    * Brings an index written by older code to this schema, in one transaction (a second process
    * opening the store at the same moment waits, then finds it done). Version 1 had no blob links
    * and no manifest references: both are rebuilt from the manifests in the store. Version 2 had no
-   * piece hashes: they are computed when first asked for.
+   * piece hashes: they are computed when first asked for. Version 3 had no pending bundles (volume
+   * sets imported in part) nor their leases.
    */
   private migrate(): void {
     const version = () => (this.db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
@@ -137,6 +138,10 @@ export class IndexDb {
         CREATE TABLE IF NOT EXISTS manifest_refs (manifest TEXT NOT NULL, child TEXT NOT NULL, PRIMARY KEY (manifest, child));
         CREATE INDEX IF NOT EXISTS manifest_refs_child ON manifest_refs(child);
         CREATE TABLE IF NOT EXISTS pieces (digest TEXT PRIMARY KEY, piece_size INTEGER NOT NULL, hashes BLOB NOT NULL);
+        CREATE TABLE IF NOT EXISTS pending_bundles (key TEXT PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL, volumes INTEGER NOT NULL, descriptor BLOB NOT NULL, index_json BLOB NOT NULL, since_ms INTEGER NOT NULL);
+        CREATE TABLE IF NOT EXISTS pending_volumes (key TEXT NOT NULL, volume INTEGER NOT NULL, PRIMARY KEY (key, volume));
+        CREATE TABLE IF NOT EXISTS leases (key TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (key, digest));
+        CREATE INDEX IF NOT EXISTS leases_digest ON leases(digest);
       `);
       if (from < 2) this.rebuildLinks();
       this.db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
@@ -220,6 +225,45 @@ export class IndexDb {
   /** When the blob was last linked to any repository (ms), or undefined. */
   lastLinked(digest: Digest): number | undefined {
     return (this.q.lastLinked.get(digest) as { at: number | null }).at ?? undefined;
+  }
+
+  /**
+   * A volume of a set imported, its bundle not yet whole: the bundle (by `key`, the sha256 of its
+   * bundle.json) is pending, and the blobs and parts it brought are leased to it, so that gc keeps
+   * them until the last volume comes, on whatever day.
+   */
+  recordVolume(p: { key: string; name: string; version: string; volumes: number; descriptor: Buffer; index: Buffer }, volume: number, digests: Digest[]): void {
+    this.db.transaction(() => {
+      this.db
+        .prepare('INSERT OR IGNORE INTO pending_bundles (key, name, version, volumes, descriptor, index_json, since_ms) VALUES (?, ?, ?, ?, ?, ?, ?)')
+        .run(p.key, p.name, p.version, p.volumes, p.descriptor, p.index, Date.now());
+      this.db.prepare('INSERT OR IGNORE INTO pending_volumes (key, volume) VALUES (?, ?)').run(p.key, volume);
+      const lease = this.db.prepare('INSERT OR IGNORE INTO leases (key, digest) VALUES (?, ?)');
+      for (const d of digests) lease.run(p.key, d);
+    }, 'immediate');
+  }
+
+  /** The bundles whose volume sets are in part here, with the volumes imported. */
+  pendingBundles(): { key: string; name: string; version: string; volumes: number; imported: number[]; sinceMs: number }[] {
+    const rows = this.db.prepare('SELECT key, name, version, volumes, since_ms AS sinceMs FROM pending_bundles ORDER BY since_ms').all() as { key: string; name: string; version: string; volumes: number; sinceMs: number }[];
+    const volumes = this.db.prepare('SELECT volume FROM pending_volumes WHERE key = ? ORDER BY volume');
+    return rows.map((r) => ({ ...r, imported: (volumes.all(r.key) as { volume: number }[]).map((v) => v.volume) }));
+  }
+
+  /** A bundle whole at last (or given up): its pending record and its leases go. */
+  endPending(key: string): void {
+    this.db.transaction(() => {
+      for (const table of ['pending_bundles', 'pending_volumes', 'leases']) this.db.prepare(`DELETE FROM ${table} WHERE key = ?`).run(key);
+    }, 'immediate');
+  }
+
+  /** Whether a pending bundle holds this blob (gc and rollbacks spare it). */
+  leased(digest: Digest): boolean {
+    return this.db.prepare('SELECT 1 FROM leases WHERE digest = ? LIMIT 1').get(digest) !== undefined;
+  }
+
+  leasedBlobs(): Set<Digest> {
+    return new Set((this.db.prepare('SELECT DISTINCT digest FROM leases').all() as { digest: Digest }[]).map((r) => r.digest));
   }
 
   /** Whether a manifest that some repository holds reaches `digest` (it is that manifest, or below it). */

@@ -1,4 +1,4 @@
-export { importBundle, type ImportResult } from './import.js';
+export { importBundle, missingVolumes, type ImportResult } from './import.js';
 export { createRegistryApp, startRegistry, type RegistryOptions, type RunningRegistry } from './server.js';
 export { parseRange } from './pull.js';
 export { IndexDb } from './index-db.js';

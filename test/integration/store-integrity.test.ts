@@ -346,7 +346,7 @@ describe('stores written by the previous release', () => {
       db.close();
     }
     const again = new Database(join(t.dir, 'index.db'));
-    expect(again.pragma('user_version', { simple: true })).toBe(3);
+    expect(again.pragma('user_version', { simple: true })).toBe(4);
     again.close();
   });
 });

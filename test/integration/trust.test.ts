@@ -7,9 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { importBundle } from '../../registry/index.js';
 import { generateKey, loadSigningKey, loadTrustKeys, signDescriptor } from '../../oci/bundle-signature.js';
-import { zstdCompress } from '../../oci/zstd.js';
-import { entriesOf, type Entry } from '../helpers/bundle-entries.js';
-import { TAR_END, tarHeader, tarPadding } from '../../oci/tar-header.js';
+import { entriesOf, writeEntries, type Entry } from '../helpers/bundle-entries.js';
 import { ROOT, runAcinstall, runCli, tempDir } from '../helpers/env.js';
 import { writeManifest } from '../helpers/fixtures.js';
 
@@ -62,17 +60,7 @@ beforeAll(async () => {
 
 afterAll(() => work?.cleanup());
 
-async function craft(name: string, list: Entry[]): Promise<string> {
-  const z = zstdCompress();
-  const chunks: Buffer[] = [];
-  z.on('data', (c: Buffer) => chunks.push(c));
-  const done = new Promise((r) => z.on('end', r));
-  z.end(Buffer.concat([...list.flatMap((e) => [tarHeader(e.name, e.data.length, 0o644, 0), e.data, tarPadding(e.data.length)]), TAR_END]));
-  await done;
-  const path = join(work.dir, name);
-  await writeFile(path, Buffer.concat(chunks));
-  return path;
-}
+const craft = (name: string, list: Entry[]) => writeEntries(join(work.dir, name), list);
 
 const store = (name: string) => join(work.dir, `store-${name}`);
 const blobsIn = async (dir: string) => (existsSync(join(dir, 'blobs/sha256')) ? (await readdir(join(dir, 'blobs/sha256'))).length : 0);
