@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import { AcpackError, formatBytes, plural } from '../oci/errors.js';
 import { existsSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readDescriptor, readHead } from '../oci/bundle-reader.js';
 import { createHash } from 'node:crypto';
@@ -83,6 +83,20 @@ ${TRUST_HELP}`,
         const p = last.pending;
         process.stdout.write(`${last.name} ${last.version} is pending: ${p.volumes - p.missing.length} of ${p.volumes} volumes in, waiting for volume${p.missing.length > 1 ? 's' : ''} ${p.missing.join(', ')} (its blobs are held until then; nothing of it is served yet)\n`);
       }
+    });
+
+  program
+    .command('inventory')
+    .description('Write what the store holds (bundles, images, binaries, charts, blob digests), for acpack bundle --base to leave out')
+    .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)
+    .requiredOption('-o, --output <file>', 'where to write it (site.json), to carry back on the medium')
+    .addHelpText('after', '\nOnly blobs that an imported manifest reaches are listed (what gc may take is not). On the build side:\n  acpack bundle -f M.yaml --base site.json -o delta.tar.zst   # carries only what the site lacks')
+    .action(async (o) => {
+      if (!existsSync(join(o.store, 'index.db'))) throw new AcpackError('NOT_FOUND', `no store at ${o.store} (it has no index.db): give the --store that import used`);
+      const { siteInventory } = await import('./inventory.js');
+      const inv = await siteInventory(o.store);
+      await writeFile(o.output, `${JSON.stringify(inv, null, 2)}\n`);
+      process.stdout.write(`wrote ${o.output}: ${plural(inv.bundles.length, 'bundle')}, ${plural(inv.images.length, 'image')}, ${plural(inv.binaries.length, 'binary', 'binaries')}, ${plural(inv.charts.length, 'chart')}, ${plural(inv.blobs.length, 'blob')}\n`);
     });
 
   program

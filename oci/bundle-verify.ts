@@ -41,9 +41,11 @@ export async function verifyBundle(path: string, onBytes?: (n: number) => void):
   }
   if (!descriptor || !index) throw new AcpackError('BAD_BUNDLE', `${path}: bundle.json or index.json is missing`);
 
-  // A volume of a set holds some of the blobs: the others are checked against bundle.json's list
-  // (their own volume hashes them), and only the manifests held here are walked into.
-  const listed = new Map((descriptor.volumes ?? 1) > 1 ? (descriptor.blobs.list ?? []).map((b) => [b.digest, b.size] as const) : []);
+  // Format 2: a volume of a set holds some of the blobs, a delta leaves its base's out. The others
+  // are checked against bundle.json's list (their own volume hashes them; the site holds the base),
+  // and only the manifests held here are walked into. The reader has checked that this file holds
+  // every blob the list puts in it.
+  const listed = new Map((descriptor.blobs.list ?? []).map((b) => [b.digest, b.size] as const));
   await walkBundle(path, descriptor, index, {
     size: async (d) => sizes.get(d) ?? listed.get(d),
     manifest: async (d) => manifests.get(d),

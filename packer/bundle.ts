@@ -6,6 +6,7 @@ import { BUNDLE_FORMAT, type BundleDescriptor, type BundledRuntime } from '../oc
 import { bundleJsonBytes, writeBundle, type BundleBlob } from '../oci/bundle-writer.js';
 import { loadSigningKey, signDescriptor } from '../oci/bundle-signature.js';
 import { writeVolumeSet } from './volume-set.js';
+import { readBase, type BaseRef } from './base.js';
 import { sha256, type Digest } from '../oci/digest.js';
 import { bundleIndex, hostPlatform, resolveManifestContent, type Resolution, type ResolveOptions } from './pack.js';
 import { chartKey, writeLock, type LockFile } from './lock.js';
@@ -18,6 +19,8 @@ export interface BundleSummary {
   out: string;
   /** With a volume size: the files written (NAME.001.tar.zst, …) in place of `out`. */
   volumes?: string[];
+  /** A delta: its base, and the blobs left out because the base holds them. */
+  delta?: { base: string; leftOut: number; leftOutBytes: number };
   images: number;
   imagePlatforms: number;
   binaries: number;
@@ -48,6 +51,8 @@ export interface BundleOptions extends ResolveOptions {
   sign?: string;
   /** Write NAME.001.tar.zst, … of at most this many bytes each (packer/volumes.ts). */
   volumeSize?: number;
+  /** A delta: leave out the blobs this site inventory (acinstall inventory) or earlier bundle holds. */
+  base?: string;
 }
 
 /** `acpack bundle`: resolve into the store, then stream bundle.tar.zst out of it. */
@@ -67,10 +72,13 @@ export async function bundle(opts: BundleOptions): Promise<BundleSummary> {
     },
   };
   const signingKey = opts.sign ? await loadSigningKey(opts.sign) : undefined;
+  const base = opts.base ? await readBase(opts.base) : undefined;
   const r = await resolveManifestContent({ ...opts, checks, runtime: true });
   const index = bundleIndex(r);
-  const blobs = orderedBlobs(r);
-  let descriptor = bundleDescriptor(r, blobs, bundleJsonBytes(index));
+  const all = orderedBlobs(r);
+  // A delta: the blobs its base holds are listed, not carried.
+  const blobs = base ? all.filter((b) => !base.blobs.has(b.digest)) : all;
+  let descriptor = bundleDescriptor(r, all, bundleJsonBytes(index), base && { ...base.ref, has: base.blobs });
   // Downloading and writing overlap: the writer takes each blob as soon as it is verified in the store,
   // in the order downloads were started, so the bytes written measure the whole job. (A volume set
   // waits for every download: bundle.json, first in each volume, names the parts of split blobs.)
@@ -104,6 +112,7 @@ export async function bundle(opts: BundleOptions): Promise<BundleSummary> {
   return {
     out: opts.out,
     ...(volumes ? { volumes } : {}),
+    ...(base ? { delta: { base: `${base.ref.name} ${base.ref.version}`, leftOut: all.length - blobs.length, leftOutBytes: all.reduce((n, b) => n + b.size, 0) - descriptor.blobs.bytes } } : {}),
     images: r.images.length,
     imagePlatforms: r.images.reduce((n, i) => n + i.parts.length, 0),
     binaries: r.binaries.length,
@@ -174,10 +183,16 @@ function orderedBlobs(r: Resolution): (BundleBlob & { manifest: boolean })[] {
   return all.sort((a, b) => (a.manifest === b.manifest ? (a.digest < b.digest ? -1 : 1) : a.manifest ? -1 : 1));
 }
 
-/** bundle.json for the blobs in the order written and index.json's bytes. */
-export function bundleDescriptor(r: Resolution, blobs: BundleBlob[], indexBytes: Buffer): BundleDescriptor {
+/** bundle.json for the blobs in the order written and index.json's bytes; a delta lists those `base` has, and carries the rest. */
+export function bundleDescriptor(r: Resolution, blobs: BundleBlob[], indexBytes: Buffer, base?: BaseRef & { has: Set<Digest> }): BundleDescriptor {
+  const carried = (b: BundleBlob) => !base?.has.has(b.digest);
   let bytes = 0;
-  for (const b of blobs) bytes += b.size;
+  let count = 0;
+  for (const b of blobs) {
+    if (!carried(b)) continue;
+    bytes += b.size;
+    count++;
+  }
   const sum = (ds: { size: number }[]) => ds.reduce((n, d) => n + d.size, 0);
   return {
     format: BUNDLE_FORMAT,
@@ -210,7 +225,8 @@ export function bundleDescriptor(r: Resolution, blobs: BundleBlob[], indexBytes:
     ...(r.runtime ? { runtime: runtimeEntries(r.runtime) } : {}),
     index: { digest: sha256(indexBytes), size: indexBytes.length },
     volumes: 1,
-    blobs: { count: blobs.length, bytes, list: blobs.map((b) => ({ digest: b.digest, size: b.size, volume: 1 })) },
+    blobs: { count, bytes, list: blobs.map((b) => ({ digest: b.digest, size: b.size, ...(carried(b) ? { volume: 1 } : {}) })) },
+    ...(base ? { base: { name: base.name, version: base.version, digest: base.digest } } : {}),
   };
 }
 
@@ -235,7 +251,7 @@ export function formatSummary(s: BundleSummary): string {
     `  binaries: ${s.binaries} (${plural(s.binaryFiles, 'file')})`,
     `  charts:   ${s.charts}`,
     ...(s.runtime ? [`  runtime:  acinstall ${s.runtime.version} for ${s.runtime.arches.map((a) => `${a.arch} (${formatBytes(a.size)} gzipped)`).join(', ')}`] : []),
-    `  blobs:    ${s.blobs} unique, ${formatBytes(s.bytes)}`,
+    `  blobs:    ${s.blobs} unique, ${formatBytes(s.bytes)}${s.delta ? ` carried; ${s.delta.leftOut} (${formatBytes(s.delta.leftOutBytes)}) left out: ${s.delta.base} holds them` : ''}`,
     `  dedupe:   ${formatBytes(s.undeduplicatedBytes)} if stored per image and arch; saved ${formatBytes(saved)} (${percent(saved, s.undeduplicatedBytes) ?? 0}%)`,
     `  fetched:  ${formatBytes(s.fetchedBytes)} this run (the rest was in the cache)`,
     ...(s.executables?.length ? [`wrote ${s.executables.join(', ')}: acinstall for each arch and the launcher that picks one (run ./acinstall on site), to go on the medium with the bundle`] : []),

@@ -71,6 +71,7 @@ export function buildProgram(): Command {
     .option('--locked', 'use only what the lock file (<manifest>.lock) pins, and fail if anything upstream moved')
     .option('--allow-incomplete', 'write a bundle that carries kubeadm but cannot lay a cluster down (the lint\'s refusals become loud warnings)')
     .option('--volume-size <size>', `write NAME.001.tar.zst, NAME.002.tar.zst, … of at most SIZE each, every one a bundle that verifies alone: bytes, K, M, G (decimal: 4.7G = 4.7·10⁹) or ${Object.keys(VOLUME_PRESETS).join(', ')}`)
+    .option('--base <file>', 'write a delta: leave out every blob the site holds, by its inventory (acinstall inventory -o site.json) or a bundle it imported')
     .option('--sign <key>', 'sign bundle.json with this ed25519 private key (acpack keygen -o NAME writes one); sites that trust NAME.pub refuse anything it does not cover')
     .addHelpText(
       'after',
@@ -106,6 +107,7 @@ Example:
         executables: true,
         sign: o.sign,
         ...(o.volumeSize ? { volumeSize: parseVolumeSize(o.volumeSize) } : {}),
+        ...(o.base ? { base: o.base } : {}),
       });
       if (o.json) process.stdout.write(`${JSON.stringify({ event: 'summary', ...summary })}\n`);
       else process.stdout.write(`${formatSummary(summary)}\n`);

@@ -52,14 +52,18 @@ export async function writeVolumeSet(
 /** bundle.json for a plan: the list with volumes and parts, and the volumes each image platform needs. */
 function withVolumes(r: Resolution, d: BundleDescriptor, plan: VolumePlan, partDigest: (blob: Digest, i: number) => Digest): BundleDescriptor {
   const volumesOf = new Map<Digest, number[]>();
-  const list: ListedBlob[] = plan.blobs.map((b) => {
+  const placed = new Map<Digest, ListedBlob>();
+  for (const b of plan.blobs) {
     if (!b.parts) {
       volumesOf.set(b.digest, [b.volume]);
-      return { digest: b.digest, size: b.size, volume: b.volume };
+      placed.set(b.digest, { digest: b.digest, size: b.size, volume: b.volume });
+    } else {
+      volumesOf.set(b.digest, b.parts.map((p) => p.volume));
+      placed.set(b.digest, { digest: b.digest, size: b.size, parts: b.parts.map((p, i) => ({ digest: partDigest(b.digest, i), size: p.size, volume: p.volume })) });
     }
-    volumesOf.set(b.digest, b.parts.map((p) => p.volume));
-    return { digest: b.digest, size: b.size, parts: b.parts.map((p, i) => ({ digest: partDigest(b.digest, i), size: p.size, volume: p.volume })) };
-  });
+  }
+  // The blobs a delta leaves to its base stay listed, carried by no volume.
+  const list = (d.blobs.list ?? []).map((b) => placed.get(b.digest) ?? b);
   const needs = (digests: Digest[]) => [...new Set(digests.flatMap((x) => volumesOf.get(x) ?? []))].sort((a, b) => a - b);
   const images = d.images.map((img, i) => ({
     ...img,

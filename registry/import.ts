@@ -74,6 +74,7 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
         origin = originOf(descriptorBytes!, signature, trust.keys);
         warning = judgeOrigin(origin, trust, source);
         await checkFreeSpace(store, storeRoot, descriptor!, volume);
+        await holdBase(store, db, descriptor!, sha256(descriptorBytes!), source);
         index = entry.index;
         indexBytes = entry.data;
       } else if (entry.kind === 'blob') {
@@ -116,8 +117,8 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
     const d = descriptor;
     const i = index;
     const result = { name: d.name, version: d.version, blobs, added: added.size, addedBytes, origin, ...(warning ? { warning } : {}) };
+    const key = sha256(descriptorBytes!);
     if (volume !== undefined) {
-      const key = sha256(descriptorBytes!);
       // From here on this file's blobs are the pending bundle's: kept by gc, and by a rollback.
       await store.exclusive(async () => db.recordVolume({ key, name: d.name, version: d.version, volumes: d.volumes!, descriptor: descriptorBytes!, index: indexBytes! }, volume!, entries));
       await joinParts(store, db, d, source);
@@ -126,6 +127,7 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
       const refs = await store.exclusive(async () => {
         const rows = await collectRows(store, d, i, parsed, source);
         db.record(rows);
+        db.recordBundle(key, d.name, d.version);
         db.endPending(key);
         return rows.tags?.length ?? 0;
       });
@@ -136,10 +138,14 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
     const refs = await store.exclusive(async () => {
       const rows = await collectRows(store, d, i, parsed, source);
       db.record(rows);
+      db.recordBundle(key, d.name, d.version);
+      db.endPending(key); // a delta's hold on its base
       return rows.tags?.length ?? 0;
     });
     return { ...result, refs };
   } catch (err) {
+    // A single file lets go of its base; a volume set keeps what it holds for its next volume.
+    if (descriptorBytes && (descriptor?.volumes ?? 1) <= 1) db.endPending(sha256(descriptorBytes));
     await rollback(store, db, added).catch(() => {});
     if (err instanceof AcpackError) throw new AcpackError(err.code, `${err.message} (nothing was imported)`, { cause: err });
     throw err;
@@ -187,6 +193,28 @@ async function checkFreeSpace(store: ContentStore, root: string, d: BundleDescri
   const known = await Promise.all([...manifestDigests(d)].map((m) => store.has(m)));
   if (known.every(Boolean)) return;
   throw new AcpackError('DISK_FULL', `${d.name} ${d.version}${volume ? ` (volume ${volume})` : ''} needs up to ${formatBytes(need)} under ${root}, which has ${formatBytes(free)} free`);
+}
+
+/**
+ * A delta carries only what its base lacked: every blob it lists and does not carry must be in the
+ * store before anything is written, and is held (leased) until the import is done.
+ */
+async function holdBase(store: ContentStore, db: IndexDb, d: BundleDescriptor, key: string, source: string): Promise<void> {
+  const base = (d.blobs.list ?? []).filter((b) => b.volume === undefined && !b.parts);
+  if (base.length === 0) return;
+  await store.exclusive(async () => {
+    const missing: Digest[] = [];
+    for (const b of base) if (!(await store.has(b.digest))) missing.push(b.digest);
+    if (missing.length) {
+      const was = d.base ? `${d.base.name} ${d.base.version}` : 'its base';
+      throw new AcpackError(
+        'DELTA_BASE_MISSING',
+        `${source} is a delta over ${was}, and this store lacks ${missing.length} of the ${base.length} blobs it does not carry (${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''}): import ${was} first, or bundle against this store's inventory (acinstall inventory)`,
+      );
+    }
+    for (const b of base) await store.touch(b.digest);
+    db.lease(key, base.map((b) => b.digest));
+  });
 }
 
 /** The volumes of a set whose blobs or parts the store still lacks (a blob whole here needs none of its parts). */

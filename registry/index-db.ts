@@ -117,7 +117,7 @@ export class IndexDb {
    * opening the store at the same moment waits, then finds it done). Version 1 had no blob links
    * and no manifest references: both are rebuilt from the manifests in the store. Version 2 had no
    * piece hashes: they are computed when first asked for. Version 3 had no pending bundles (volume
-   * sets imported in part) nor their leases.
+   * sets imported in part), leases, nor the list of bundles imported.
    */
   private migrate(): void {
     const version = () => (this.db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
@@ -142,6 +142,7 @@ export class IndexDb {
         CREATE TABLE IF NOT EXISTS pending_volumes (key TEXT NOT NULL, volume INTEGER NOT NULL, PRIMARY KEY (key, volume));
         CREATE TABLE IF NOT EXISTS leases (key TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (key, digest));
         CREATE INDEX IF NOT EXISTS leases_digest ON leases(digest);
+        CREATE TABLE IF NOT EXISTS bundles (key TEXT PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL, imported_ms INTEGER NOT NULL);
       `);
       if (from < 2) this.rebuildLinks();
       this.db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
@@ -241,6 +242,28 @@ export class IndexDb {
       const lease = this.db.prepare('INSERT OR IGNORE INTO leases (key, digest) VALUES (?, ?)');
       for (const d of digests) lease.run(p.key, d);
     }, 'immediate');
+  }
+
+  /** Blobs held for `key` only while an import runs (a delta's base, checked present). */
+  lease(key: string, digests: Digest[]): void {
+    this.db.transaction(() => {
+      const lease = this.db.prepare('INSERT OR IGNORE INTO leases (key, digest) VALUES (?, ?)');
+      for (const d of digests) lease.run(key, d);
+    }, 'immediate');
+  }
+
+  /** A bundle imported whole (by the sha256 of its bundle.json), for `acinstall inventory`. */
+  recordBundle(key: string, name: string, version: string): void {
+    this.db.prepare('INSERT OR REPLACE INTO bundles (key, name, version, imported_ms) VALUES (?, ?, ?, ?)').run(key, name, version, Date.now());
+  }
+
+  bundles(): { key: string; name: string; version: string; importedMs: number }[] {
+    return this.db.prepare('SELECT key, name, version, imported_ms AS importedMs FROM bundles ORDER BY imported_ms').all() as { key: string; name: string; version: string; importedMs: number }[];
+  }
+
+  /** Every tag: repository (host/path), tag, digest. */
+  allTags(): { repo: string; tag: string; digest: Digest }[] {
+    return this.db.prepare('SELECT repo, tag, digest FROM tags ORDER BY repo, tag').all() as { repo: string; tag: string; digest: Digest }[];
   }
 
   /** The bundles whose volume sets are in part here, with the volumes imported. */
