@@ -86,6 +86,30 @@ ${TRUST_HELP}`,
     });
 
   program
+    .command('push')
+    .description('Copy what the store holds into an existing registry (Harbor, distribution, zot), digests preserved')
+    .requiredOption('--to <registry>', 'host[:port] of the registry')
+    .option('--prefix <path>', 'push under this path: REGISTRY/PREFIX/pause:3.5 (a Harbor project, say)')
+    .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)
+    .option('--insecure', 'reach the registry over plain HTTP, or HTTPS without checking its certificate')
+    .addHelpText(
+      'after',
+      `
+Images go under their path without the upstream host (registry.k8s.io/pause:3.5 → REGISTRY/pause:3.5),
+binaries and charts as OCI artifacts under binaries/NAME and charts/NAME. Credentials come from
+REGISTRY_AUTH_FILE, else docker's config.json (docker login / podman login). What the registry has is
+skipped, so a cut run resumes where it stopped. An index of which the bundle holds only some platforms
+(a registry refuses an index whose children it lacks) is pushed narrowed to those: its tag gets a new
+digest, which the summary names; each platform's manifest keeps its own.`,
+    )
+    .action(async (o) => {
+      if (!existsSync(join(o.store, 'index.db'))) throw new AcpackError('NOT_FOUND', `no store at ${o.store} (it has no index.db): give the --store that import used`);
+      const { formatPushSummary, pushStore } = await import('./push-store.js');
+      const s = await pushStore({ store: o.store, to: o.to, prefix: o.prefix, insecure: !!o.insecure, log: (l) => process.stderr.write(`${l}\n`) });
+      process.stdout.write(`${formatPushSummary(s, o.to)}\n`);
+    });
+
+  program
     .command('inventory')
     .description('Write what the store holds (bundles, images, binaries, charts, blob digests), for acpack bundle --base to leave out')
     .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)

@@ -1,6 +1,6 @@
 import { Agent, interceptors, request, type Dispatcher, type RetryHandler } from 'undici';
 import { STATUS_CODES } from 'node:http';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { AcpackError } from './errors.js';
 
 export interface RetryPolicy {
@@ -83,6 +83,8 @@ export interface RequestOptions {
   method: string;
   headers?: Record<string, string>;
   dispatcher: Dispatcher;
+  /** A body; a stream is sent once (no retry can replay it). */
+  body?: Buffer | Readable;
 }
 
 type Body = Readable & { dump(opts?: { limit: number }): Promise<void> };
@@ -183,9 +185,10 @@ export async function fetchWithRetry(url: string, init: RequestOptions, policy: 
     // reported below
   }
   if (!parsed || !isHttpUrl(parsed)) throw new AcpackError('BAD_URL', `${what}: ${url} is not an http or https URL`);
-  const retryOptions: RetryHandler.RetryOptions = { maxRetries: policy.attempts - 1, minTimeout: policy.baseDelayMs, maxTimeout: policy.maxDelayMs };
+  const replayable = !(init.body instanceof Readable);
+  const retryOptions: RetryHandler.RetryOptions = { maxRetries: replayable ? policy.attempts - 1 : 0, minTimeout: policy.baseDelayMs, maxTimeout: policy.maxDelayMs };
   // retryOptions reaches the interceptor through the dispatch options (undici's types do not list it on request()).
-  const opts = { method: init.method as Dispatcher.HttpMethod, headers: init.headers, dispatcher: init.dispatcher, retryOptions };
+  const opts = { method: init.method as Dispatcher.HttpMethod, headers: init.headers, dispatcher: init.dispatcher, retryOptions, ...(init.body ? { body: init.body } : {}) };
   try {
     const r = await request(url, opts);
     return HttpResponse.of(url, r);

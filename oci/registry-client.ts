@@ -1,4 +1,5 @@
 import type { Dispatcher } from 'undici';
+import type { Readable } from 'node:stream';
 import { AcpackError, formatBytes } from './errors.js';
 import { sha256, shortDigest, type Digest, isDigest } from './digest.js';
 import { apiHost, formatReference, isLoopbackHost, type Reference } from './reference.js';
@@ -37,8 +38,9 @@ interface HostState {
 }
 
 /**
- * A pull-only OCI distribution client: anonymous, bearer-token (the WWW-Authenticate dance) and
- * basic auth, redirects, retries, and Range-resumed blob downloads written into the content store.
+ * An OCI distribution client: anonymous, bearer-token (the WWW-Authenticate dance) and basic auth,
+ * redirects, retries, Range-resumed blob downloads written into the content store, and pushes
+ * (acinstall push) of blobs and manifests.
  */
 export class RegistryClient {
   private readonly insecure: Set<string>;
@@ -103,17 +105,27 @@ export class RegistryClient {
     await downloadInto(writer, open, name, onBytes);
   }
 
-  private async send(ref: Reference, path: string, init: { method: string; headers: Record<string, string> }): Promise<HttpResponse> {
+  /**
+   * One request to a repository's API (`path` under /v2/<repository>/, or an absolute URL the
+   * registry gave, an upload's Location), authenticated for `access` on the first 401. A body is
+   * made by `body()` for each attempt, since a stream is sent only once.
+   */
+  private async send(
+    ref: Reference,
+    path: string,
+    init: { method: string; headers: Record<string, string>; body?: () => Buffer | Readable },
+    access: 'pull' | 'pull,push' = 'pull',
+  ): Promise<HttpResponse> {
     const state = await this.hostState(ref.host);
-    const scope = `repository:${ref.repository}:pull`;
-    const url = `${state.base}/v2/${ref.repository}/${path}`;
+    const scope = `repository:${ref.repository}:${access}`;
+    const url = /^https?:\/\//.test(path) ? path : path.startsWith('/') ? `${state.base}${path}` : `${state.base}/v2/${ref.repository}/${path}`;
     const what = `${init.method} ${url}`;
     const attempt = () => {
       const headers = { ...init.headers };
       const token = state.tokens.get(scope);
       if (token) headers.authorization = `Bearer ${token}`;
       else if (state.basic) headers.authorization = `Basic ${state.basic}`;
-      return fetchWithRetry(url, { ...init, headers, dispatcher: state.dispatcher }, this.retry, what);
+      return fetchWithRetry(url, { method: init.method, headers, dispatcher: state.dispatcher, ...(init.body ? { body: init.body() } : {}) }, this.retry, what);
     };
     let res = await attempt();
     if (res.status !== 401) return res;
@@ -137,6 +149,56 @@ export class RegistryClient {
       throw this.denied(ref, creds, withheldFrom);
     }
     return res;
+  }
+
+  /** Whether the registry has a blob in `ref`'s repository (HEAD). */
+  async hasBlob(ref: Reference, digest: Digest): Promise<boolean> {
+    const res = await this.send(ref, `blobs/${digest}`, { method: 'HEAD', headers: {} }, 'pull,push');
+    await res.discard();
+    return res.status === 200;
+  }
+
+  /** Whether the registry has a manifest under `reference` (a digest or a tag) in `ref`'s repository. */
+  async hasManifest(ref: Reference, reference: string): Promise<Digest | undefined> {
+    const res = await this.send(ref, `manifests/${reference}`, { method: 'HEAD', headers: { accept: MANIFEST_ACCEPT } }, 'pull,push');
+    await res.discard();
+    const digest = res.header('docker-content-digest');
+    return res.status === 200 ? ((digest && isDigest(digest) ? digest : reference) as Digest) : undefined;
+  }
+
+  /**
+   * Uploads a blob to `ref`'s repository: mounted from `mountFrom` (another repository of the same
+   * registry that has it) when the registry can, else a POST for an upload and one PUT of the bytes
+   * with the digest, which the registry checks.
+   */
+  async pushBlob(ref: Reference, digest: Digest, size: number, open: () => Readable, mountFrom?: string): Promise<'mounted' | 'uploaded'> {
+    const query = mountFrom ? `?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(mountFrom)}` : '';
+    const started = await this.send(ref, `blobs/uploads/${query}`, { method: 'POST', headers: { 'content-length': '0' } }, 'pull,push');
+    await started.discard();
+    if (started.status === 201) return 'mounted';
+    if (started.status !== 202) throw new AcpackError('PUSH_FAILED', `${ref.host}/${ref.repository}: starting the upload of ${shortDigest(digest)} was answered HTTP ${started.status}`);
+    const location = started.header('location');
+    if (!location) throw new AcpackError('PUSH_FAILED', `${ref.host}/${ref.repository}: the registry started an upload without saying where (no Location)`);
+    const url = new URL(location, `https://${apiHost(ref.host)}`);
+    url.searchParams.set('digest', digest);
+    const target = /^https?:\/\//.test(location) ? url.toString() : `${url.pathname}${url.search}`;
+    const put = await this.send(ref, target, { method: 'PUT', headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) }, body: open }, 'pull,push');
+    if (put.status !== 201) {
+      const text = await put.snippet();
+      throw new AcpackError('PUSH_FAILED', `${ref.host}/${ref.repository}: the upload of ${shortDigest(digest)} was answered HTTP ${put.status}${text ? `: ${text}` : ''}`);
+    }
+    await put.discard();
+    return 'uploaded';
+  }
+
+  /** PUTs a manifest under `reference` (a tag or its digest). */
+  async putManifest(ref: Reference, reference: string, bytes: Buffer, mediaType: string): Promise<void> {
+    const res = await this.send(ref, `manifests/${reference}`, { method: 'PUT', headers: { 'content-type': mediaType, 'content-length': String(bytes.length) }, body: () => bytes }, 'pull,push');
+    if (res.status !== 201) {
+      const text = await res.snippet();
+      throw new AcpackError('PUSH_FAILED', `${ref.host}/${ref.repository}:${reference}: the manifest was refused, HTTP ${res.status}${text ? `: ${text}` : ''}`);
+    }
+    await res.discard();
   }
 
   /**
