@@ -174,6 +174,12 @@ describe('acinstall import of a volume set', () => {
     expect(mixed.code).toBe(1);
     expect(mixed.stderr).toMatch(/other\.001\.tar\.zst is test v1 \(volume 1 of \d+\), not a volume of the bundle .*set\.002\.tar\.zst is from \(test v1 \(volume 2 of \d+\)\): import each bundle on its own; nothing was imported/);
 
+    // from with a volume while others are missing: named before anything is touched.
+    const from = await runAcinstall(['from', volumes[1], '-m', '127.0.0.1', '-p', 'not-used', '--store', store]);
+    expect(from.code).toBe(1);
+    expect(from.stderr).toMatch(new RegExp(`set\\.002\\.tar\\.zst is volume 2 of ${volumes.length} of test v1, and the store \\(.*\\) lacks volume.* ${missing.filter((v) => v !== 2).join(', ')}: import them first`));
+    expect(existsSync(join(store, 'journal.db'))).toBe(false);
+
     const rest = await runAcinstall(['import', ...volumes.filter((_, j) => j !== 0 && j !== 2), '--store', store]);
     expect(rest.code, rest.stderr).toBe(0);
     expect(rest.stdout).toMatch(/imported volume \d+ of test v1: 3 references/);
