@@ -309,6 +309,8 @@ export class ContentStore implements Content {
 export class BlobWriter {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** The batch being written in the background (startFlush). */
+  private flushing: Promise<void> | undefined;
   private closed = false;
   /** The digest it was stored under, once committed. */
   committed?: Digest;
@@ -353,11 +355,12 @@ export class BlobWriter {
     this.written += chunk.length;
     this.pending.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
     this.pendingBytes += chunk.length;
-    if (this.pendingBytes >= 4 * READ_CHUNK) await this.flush();
+    if (this.pendingBytes >= 4 * READ_CHUNK) await this.startFlush();
   }
 
   /** Forgets everything written so far (the source could not resume). */
   async reset(): Promise<void> {
+    await this.settleFlush().catch(() => {});
     this.pending = [];
     this.pendingBytes = 0;
     await this.fh.truncate(0);
@@ -429,6 +432,7 @@ export class BlobWriter {
     if (this.closed) return;
     this.closed = true;
     try {
+      await this.settleFlush().catch(() => {});
       await this.writeback.settled().catch(() => {});
       await this.fh.close();
       await rm(this.dir, { recursive: true, force: true });
@@ -437,7 +441,32 @@ export class BlobWriter {
     }
   }
 
+  /**
+   * Writes what is pending in the background, once the write before it is done: one write in
+   * flight while the next batch is hashed and gathered, so that the source (a bundle's
+   * decompression, a download) and the disk work at the same time. A failed write is thrown by
+   * the next call that waits for it.
+   */
+  private async startFlush(): Promise<void> {
+    await this.settleFlush();
+    const writing = this.writePending();
+    writing.catch(() => {}); // thrown where it is awaited: the next flush, commit, close or discard
+    this.flushing = writing;
+  }
+
+  private async settleFlush(): Promise<void> {
+    const writing = this.flushing;
+    this.flushing = undefined;
+    await writing;
+  }
+
+  /** Everything pending, on disk. */
   private async flush(): Promise<void> {
+    await this.settleFlush();
+    await this.writePending();
+  }
+
+  private async writePending(): Promise<void> {
     if (this.pendingBytes === 0) return;
     const data = this.pending;
     this.pending = [];
