@@ -158,7 +158,7 @@ export async function drainVerified(entry: Extract<BundleEntry, { kind: 'blob' }
   return seen;
 }
 
-/** Reads just bundle.json, stopping right after it: cheap whatever the bundle's size. */
+/** Reads just the metadata entries (readHead): cheap whatever the bundle's size. */
 export async function readDescriptor(path: string): Promise<BundleDescriptor> {
   return (await readHead(path)).descriptor;
 }
@@ -172,7 +172,10 @@ export interface BundleHead {
   volume?: number;
 }
 
-/** Reads bundle.json and its signature, stopping before index.json. */
+/**
+ * Reads the metadata entries, bundle.json and its signature, and stops once index.json is read and
+ * checked against bundle.json, before any blob.
+ */
 export async function readHead(path: string): Promise<BundleHead> {
   let head: BundleHead | undefined;
   for await (const entry of bundleEntries(path)) {
