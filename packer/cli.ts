@@ -225,13 +225,18 @@ export function formatInspect(d: BundleDescriptor, origin: Origin = { signed: fa
     const rows = d.images.map((i) => [i.ref, i.platforms.map((p) => p.platform).join(','), i.platforms.map((p) => formatBytes(p.size)).join(' / '), ...(set ? [i.platforms.map((p) => (p.volumes ?? []).join('+')).join(' / ')] : [])]);
     out.push(textTable([['REFERENCE', 'PLATFORMS', 'SIZE', ...(set ? ['VOLUMES'] : [])], ...rows]), '');
   }
+  // Which volumes hold a binary's or a chart's blobs (its file, manifest and index; the chart's manifest and .tgz).
+  const volumesOf = new Map((d.blobs.list ?? []).map((b) => [b.digest as string, b.volume ? [b.volume] : (b.parts ?? []).map((p) => p.volume)]));
+  const where = (...digests: string[]) => [...new Set(digests.flatMap((x) => volumesOf.get(x) ?? []))].sort((a, b) => a - b).join('+');
   if (d.binaries.length) {
     out.push(`BINARIES (${plural(d.binaries.length, 'file')})`);
-    out.push(textTable([['NAME', 'VERSION', 'ARCH', 'SIZE', 'INSTALL'], ...d.binaries.map((b) => [b.name, b.version, b.arch, formatBytes(b.size), b.install ?? `unpack into ${b.extract}`])]), '');
+    const rows = d.binaries.map((b) => [b.name, b.version, b.arch, formatBytes(b.size), b.install ?? `unpack into ${b.extract}`, ...(set ? [where(b.digest, b.manifest, b.index)] : [])]);
+    out.push(textTable([['NAME', 'VERSION', 'ARCH', 'SIZE', 'INSTALL', ...(set ? ['VOLUMES'] : [])], ...rows]), '');
   }
   if (d.charts.length) {
     out.push(`CHARTS (${d.charts.length})`);
-    out.push(textTable([['NAME', 'VERSION', 'SIZE'], ...d.charts.map((c) => [c.name, c.version, formatBytes(c.size)])]), '');
+    const rows = d.charts.map((c) => [c.name, c.version, formatBytes(c.size), ...(set ? [where(c.digest, c.chart)] : [])]);
+    out.push(textTable([['NAME', 'VERSION', 'SIZE', ...(set ? ['VOLUMES'] : [])], ...rows]), '');
   }
   if (d.runtime?.length) {
     out.push(`RUNTIME (acinstall, gzipped; ${plural(d.runtime.length, 'arch', 'arches')})`);

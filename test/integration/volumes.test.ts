@@ -12,7 +12,7 @@ import type { BundleDescriptor } from '../../oci/bundle-format.js';
 import { collectGarbage, importBundle, IndexDb } from '../../registry/index.js';
 import { parseVolumeSize } from '../../packer/volumes.js';
 import { entriesOf, writeEntries } from '../helpers/bundle-entries.js';
-import { ROOT, runAcinstall, silent, tempDir } from '../helpers/env.js';
+import { ROOT, runAcinstall, runCli, silent, tempDir } from '../helpers/env.js';
 import { writeManifest } from '../helpers/fixtures.js';
 
 /**
@@ -96,6 +96,17 @@ describe('acpack bundle --volume-size', () => {
     // Deterministic: the same manifest and sources give the same files.
     const again = await makeBundle(join(work.dir, 'again.tar.zst'));
     for (const [i, v] of volumes.entries()) expect(sha(await readFile(again[i]))).toBe(sha(await readFile(v)));
+  });
+
+  it('inspect of any volume shows the whole set and which volumes hold what', async () => {
+    const r = await runCli(['inspect', volumes[1]]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`in ${volumes.length} volumes; this file is volume 2`);
+    const tool = d.blobs.list!.find((b) => b.digest === toolDigest())!;
+    const binary = d.binaries.find((b) => b.name === 'tool')!;
+    const manifests = d.blobs.list!.filter((b) => b.digest === binary.manifest || b.digest === binary.index).map((b) => b.volume!);
+    const holding = [...new Set([...tool.parts!.map((p) => p.volume), ...manifests])].sort((a, b) => a - b).join('+');
+    expect(r.stdout).toMatch(new RegExp(`^tool +v1 +amd64 +3\\.00 MB +/usr/bin/tool +${holding.replace(/\+/g, '\\+')}$`, 'm'));
   });
 
   it('each volume verifies alone; a flipped byte in volume 2 is found by verifying volume 2 alone', async () => {
