@@ -10,7 +10,8 @@ need=()
 # arm64, which compiles the registry's mmap addon that the arm64 executable carries (build-site.ts).
 # iptables: p2p-lab.test.ts puts a byte-flipping proxy in front of a test host's agent (a nat
 # REDIRECT inside that host's own network namespace).
-for pkg in docker-registry skopeo zstd containerd podman openssh-server openssh-client iproute2 iptables wrk curl python3 \
+# openssl: trust.test.ts checks that openssl reads acpack's keys and prints the same key id.
+for pkg in docker-registry skopeo zstd containerd podman openssh-server openssh-client iproute2 iptables wrk curl python3 openssl \
   qemu-user-static libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross binutils crossbuild-essential-arm64; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
