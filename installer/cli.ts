@@ -215,6 +215,11 @@ import runs: each deletion re-checks under the store lock.`,
           process.stdout.write(`${verb} ${n(r.blobs, 'blob')} (${formatBytes(r.bytes)}) and ${n(r.uploads, 'abandoned upload')}\n`);
           if (r.manifests) process.stdout.write(`${verb} ${n(r.manifests, 'manifest')} from repositories: untagged children of deleted indexes\n`);
           process.stdout.write(`spared ${n(r.spared, 'blob')} nothing needs, used within the last ${n(grace, 'minute')}\n`);
+          // What a volume set imported in part holds, which gc keeps until its last volume comes.
+          for (const p of db.pendingBundles()) {
+            const since = new Date(p.sinceMs).toISOString().replace('T', ' ').slice(0, 16);
+            process.stdout.write(`kept for ${p.name} ${p.version}, a volume set imported in part (volumes ${p.imported.join(', ')} of ${p.volumes}, since ${since} UTC): import the rest to complete it\n`);
+          }
         }
       } finally {
         db.close();

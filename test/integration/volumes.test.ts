@@ -180,6 +180,10 @@ describe('acinstall import of a volume set', () => {
     const missing = volumes.map((_, j) => j + 1).filter((j) => j !== 1 && j !== 3);
     expect(some.stdout).toContain(`test v1 is pending: 2 of ${volumes.length} volumes in, waiting for volume${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
 
+    const gc = await runAcinstall(['gc', '--store', store, '--grace', '0']);
+    expect(gc.code, gc.stderr).toBe(0);
+    expect(gc.stdout).toMatch(new RegExp(`^removed 0 blobs .*\\n[\\s\\S]*kept for test v1, a volume set imported in part \\(volumes 1, 3 of ${volumes.length}, since `, 'm'));
+
     const other = await makeBundle(join(work.dir, 'other.tar.zst'), 'v2');
     const mixed = await runAcinstall(['import', volumes[1], other[0], '--store', store]);
     expect(mixed.code).toBe(1);
