@@ -172,6 +172,14 @@ describe("the site's decision (acinstall import)", () => {
     await expect(importBundle(path, store('resigned'), undefined, undefined, await policy([`${key}.pub`]))).rejects.toMatchObject({ code: 'UNTRUSTED_BUNDLE' });
   });
 
+  it('acinstall from refuses an unsigned bundle where a key is trusted before it touches anything', async () => {
+    const site = store('from-refused');
+    const r = await runAcinstall(['from', unsigned, '-m', '127.0.0.1', '-p', 'not-used', '--store', site, '--trust', `${key}.pub`]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: .*unsigned\.tar\.zst is not signed; this site trusts sha256:[a-f0-9]{64} \(.*release\.pub\)/m);
+    expect(existsSync(site)).toBe(false);
+  });
+
   it('the CLI reads the trust directory, refuses with one error line, and --allow-unsigned warns on stderr', async () => {
     const dir = join(work.dir, 'trust.d');
     await mkdir(dir);
