@@ -74,6 +74,7 @@ export async function writeVolumes(
   opts: WriteBundleOptions,
 ): Promise<void> {
   const tmps: string[] = [];
+  let renamed = 0;
   try {
     for (let i = 0; i < outs.length; i++) {
       const tmp = await writeBundleFile(store, metadataEntries(descriptor, index, opts.sign, i + 1), blobs[i], outs[i], opts);
@@ -81,7 +82,11 @@ export async function writeVolumes(
       const size = (await stat(tmp)).size;
       if (size > maxBytes) throw new AcpackError('INTERNAL', `volume ${i + 1} came to ${size} bytes, over the ${maxBytes} asked for`);
     }
-    for (let i = 0; i < outs.length; i++) await rename(tmps[i], outs[i]);
+    for (; renamed < outs.length; renamed++) await rename(tmps[renamed], outs[renamed]);
+  } catch (err) {
+    // None of the set, rather than a set that looks whole in part.
+    for (const out of outs.slice(0, renamed)) await rm(out, { force: true });
+    throw err;
   } finally {
     for (const tmp of tmps) {
       await rm(tmp, { force: true });
