@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readDescriptor, readHead } from '../oci/bundle-reader.js';
-import { createHash } from 'node:crypto';
+import { sha256 } from '../oci/digest.js';
 import { isMaster, loadClusterFile, parseIpList, parsePort, specFromFlags, type HostSpec } from './cluster-spec.js';
 import { textTable } from '../oci/text-table.js';
 import { bundleArches, parseIgnoreList, preflightError, SKIPPABLE } from './preflight.js';
@@ -593,7 +593,7 @@ taken with a warning that its origin is unchecked.`;
 /** Files given together must be volumes of one bundle: a foreign one is named before anything is imported. */
 async function sameBundle(files: string[]): Promise<void> {
   const heads = await Promise.all(files.map(async (file) => ({ file, head: await readHead(file) })));
-  const key = (h: (typeof heads)[number]) => createHash('sha256').update(h.head.descriptorBytes).digest('hex');
+  const key = (h: (typeof heads)[number]) => sha256(h.head.descriptorBytes);
   const first = heads[0];
   for (const h of heads.slice(1)) {
     if (key(h) === key(first)) continue;

@@ -1,7 +1,6 @@
 import { open, readFile } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
 import { bundleEntries, readHead } from '../oci/bundle-reader.js';
-import type { Digest } from '../oci/digest.js';
+import { sha256, type Digest } from '../oci/digest.js';
 import { parseInventory } from '../oci/inventory.js';
 
 /** What bundle.json's `base` says of the base a delta was made against. */
@@ -26,12 +25,12 @@ export async function readBase(path: string): Promise<{ ref: BaseRef; blobs: Set
     const bytes = await readFile(path);
     const inv = parseInventory(bytes.toString('utf8'), path);
     const last = inv.bundles.at(-1);
-    const ref = { name: last ? `site inventory (${last.name})` : 'site inventory', version: last?.version ?? inv.created, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}` as Digest };
+    const ref = { name: last ? `site inventory (${last.name})` : 'site inventory', version: last?.version ?? inv.created, digest: sha256(bytes) };
     return { ref, blobs: new Set(inv.blobs) };
   }
   const head = await readHead(path);
   const d = head.descriptor;
-  const ref = { name: d.name, version: d.version, digest: `sha256:${createHash('sha256').update(head.descriptorBytes).digest('hex')}` as Digest };
+  const ref = { name: d.name, version: d.version, digest: sha256(head.descriptorBytes) };
   if (d.blobs.list) return { ref, blobs: new Set(d.blobs.list.map((b) => b.digest)) };
   const blobs = new Set<Digest>();
   for await (const e of bundleEntries(path)) {

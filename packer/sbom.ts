@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
+import { sha256 } from '../oci/digest.js';
 import { parseReference } from '../oci/reference.js';
 import { ownVersion } from '../ui/program.js';
 
@@ -69,7 +69,7 @@ export function spdxDocument(d: BundleDescriptor, descriptorBytes: Buffer, creat
   for (const c of d.charts) packages.push(generic('Chart', c.name, c.version, undefined, c.chart, 'ARCHIVE', `Helm chart ${c.ref} (manifest ${c.digest})`));
   for (const r of d.runtime ?? []) packages.push(generic('Runtime', 'acinstall', r.version, r.arch, r.digest, 'APPLICATION', `acinstall's single executable, gzipped (${r.ref})`));
 
-  const bundleHash = createHash('sha256').update(descriptorBytes).digest('hex');
+  const bundleHash = sha256(descriptorBytes).slice('sha256:'.length);
   return {
     spdxVersion: 'SPDX-2.3',
     dataLicense: 'CC0-1.0',
