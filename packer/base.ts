@@ -2,6 +2,7 @@ import { open, readFile } from 'node:fs/promises';
 import { bundleEntries, readHead } from '../oci/bundle-reader.js';
 import { sha256, type Digest } from '../oci/digest.js';
 import { parseInventory } from '../oci/inventory.js';
+import { AcpackError } from '../oci/errors.js';
 
 /** What bundle.json's `base` says of the base a delta was made against. */
 export interface BaseRef {
@@ -18,7 +19,9 @@ export interface BaseRef {
  */
 export async function readBase(path: string): Promise<{ ref: BaseRef; blobs: Set<Digest> }> {
   // A bundle starts with zstd's magic number; anything else is taken for an inventory.
-  const fh = await open(path, 'r');
+  const fh = await open(path, 'r').catch((err: NodeJS.ErrnoException) => {
+    throw new AcpackError('BAD_BASE', `--base ${path} cannot be read (${err.code === 'ENOENT' ? 'no such file' : err.code}): give the site's inventory (acinstall inventory -o site.json) or a bundle it imported; nothing was fetched`, { cause: err });
+  });
   const magic = Buffer.alloc(4);
   await fh.read(magic, 0, 4, 0).finally(() => fh.close());
   if (magic.readUInt32LE(0) !== 0xfd2fb528) {

@@ -92,6 +92,12 @@ describe('acpack bundle --base', () => {
     const r = await runCli(['bundle', '-f', m, '--arch', 'amd64', '--cache', join(work.dir, 'cache'), '-o', join(work.dir, 'cli-delta.tar.zst'), '--base', inventory]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/blobs: +\d+ unique, .* carried; \d+ \(.*\) left out: site inventory \(test\) v1 holds them/);
+    // A base that is not there is named before anything is fetched, not a crash.
+    const missing = await runCli(['bundle', '-f', m, '--arch', 'amd64', '--cache', join(work.dir, 'cache-missing'), '-o', join(work.dir, 'none.tar.zst'), '--base', join(work.dir, 'nope.json')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^error: --base .*nope\.json cannot be read \(no such file\)/m);
+    expect(missing.stderr).not.toContain('unexpected error');
+    expect(existsSync(join(work.dir, 'cache-missing'))).toBe(false);
   });
 });
 
