@@ -119,7 +119,9 @@ digest, which the summary names; each platform's manifest keeps its own.`,
       if (!existsSync(join(o.store, 'index.db'))) throw new AcpackError('NOT_FOUND', `no store at ${o.store} (it has no index.db): give the --store that import used`);
       const { siteInventory } = await import('./inventory.js');
       const inv = await siteInventory(o.store);
-      await writeFile(o.output, `${JSON.stringify(inv, null, 2)}\n`);
+      await writeFile(o.output, `${JSON.stringify(inv, null, 2)}\n`).catch((err: NodeJS.ErrnoException) => {
+        throw new AcpackError('BAD_OUTPUT', `-o ${o.output} cannot be written (${err.code}): give a file in a directory that exists`, { cause: err });
+      });
       process.stdout.write(`wrote ${o.output}: ${plural(inv.bundles.length, 'bundle')}, ${plural(inv.images.length, 'image')}, ${plural(inv.binaries.length, 'binary', 'binaries')}, ${plural(inv.charts.length, 'chart')}, ${plural(inv.blobs.length, 'blob')}\n`);
     });
 

@@ -75,7 +75,7 @@ export async function pushStore(o: PushOptions): Promise<PushSummary> {
       placed.set(d.digest, ref.repository);
       return;
     }
-    if (!(await store.has(d.digest))) throw new AcpackError('MISSING_BLOB', `blob ${d.digest} of ${ref.repository} is not in the store ${o.store}: run acinstall verify --store`);
+    if (!(await store.has(d.digest))) throw new AcpackError('MISSING_BLOB', `blob ${d.digest} of ${ref.repository} is not in the store ${o.store}: run acinstall verify --store ${o.store}`);
     const how = await client.pushBlob(ref, d.digest, d.size, () => createReadStream(store.path(d.digest)), placed.get(d.digest));
     if (how === 'mounted') summary.mounted++;
     else {
@@ -87,6 +87,7 @@ export async function pushStore(o: PushOptions): Promise<PushSummary> {
 
   /** Pushes a manifest and what it names; under `tag` when given, else by digest. Returns the digest pushed. */
   const pushTree = async (ref: Reference, digest: Digest, tag?: string): Promise<Digest> => {
+    if (!(await store.has(digest))) throw new AcpackError('MISSING_BLOB', `manifest ${digest} of ${ref.repository} is not in the store ${o.store}: run acinstall verify --store ${o.store}`);
     const bytes = await store.readBytes(digest);
     const mediaType = manifestMediaType(bytes, null, `${ref.repository}@${digest}`);
     const m = JSON.parse(bytes.toString('utf8')) as ImageIndex & ImageManifest;
