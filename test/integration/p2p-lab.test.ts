@@ -170,9 +170,10 @@ describe('the peer cache on test hosts', { timeout: 400_000 }, () => {
     // The master seeds the image once, to one node; the others start, and once each has its first
     // bytes (the manifests resolved), the site registry — and its tracker — stop.
     expect((await fetchOn(seeded, ref)).stdout).toContain(ref);
-    // Slower links, so that the stop comes while the askers are still fetching (checked below): at
-    // 40 Mbit/s, 1 MiB pieces had every asker done before the stop.
-    await shapeLinks(t.lab, '20mbit');
+    // Slower links, both ways, so that the stop comes while the askers are still fetching (checked
+    // below): each asker then takes ≥ 20 s for the image however many peers send to it. Shaped at
+    // 20 Mbit/s on the senders' side only, a CI run had every asker done before the stop landed.
+    await shapeLinks(t.lab, '10mbit', true);
     const before = await Promise.all(askers.map(statsOf));
     const pulls = askers.map((w) => fetchOn(w, ref).then((p) => p.stdout, (e: { stdout?: string; stderr?: string }) => `failed: ${e.stdout}${e.stderr}`));
     for (let i = 0; i < 300; i++) {
