@@ -1,14 +1,12 @@
-import { createWriteStream } from 'node:fs';
 import { open, rename, rm, stat } from 'node:fs/promises';
-import { pipeline } from 'node:stream/promises';
 import { AcpackError } from './errors.js';
 import { Writeback } from './writeback.js';
-import { digestOfHash, hexOf, newHash, READ_CHUNK, shortDigest, type Digest } from './digest.js';
+import { digestOfHash, hexOf, newHash, shortDigest, type Digest } from './digest.js';
 import { TAR_END, tarHeader, tarPadding } from './tar-header.js';
 import type { ContentStore } from './store.js';
 import type { ImageIndex } from './media-types.js';
 import { BLOB_PREFIX, BUNDLE_JSON_ENTRY, BUNDLE_SIG_ENTRY, INDEX_ENTRY, OCI_LAYOUT_BYTES, OCI_LAYOUT_ENTRY, VOLUME_ENTRY, type BundleDescriptor } from './bundle-format.js';
-import { zstdCompress } from './zstd.js';
+import { DENSE_LEVEL, FrameCompressor, isPacked, PACKED_LEVEL } from './zstd-frames.js';
 
 export interface BundleBlob {
   digest: Digest;
@@ -43,7 +41,7 @@ export interface EntryBlob extends BundleBlob {
 
 /**
  * Streams a bundle out of the store: tar entries in format order, every blob hashed as it is
- * read back, zstd with fixed parameters. Written to a temp file, fsynced and renamed, so a
+ * read back, zstd frames with fixed parameters (zstd-frames.ts). Written to a temp file, fsynced and renamed, so a
  * failure never leaves a partial `out`.
  */
 export async function writeBundle(
@@ -111,73 +109,61 @@ function metadataEntries(descriptor: BundleDescriptor, index: ImageIndex, sign: 
 async function writeBundleFile(store: ContentStore, metadata: { name: string; data: Buffer }[], blobs: EntryBlob[], out: string, opts: WriteBundleOptions): Promise<string> {
   const tmp = `${out}.partial-${process.pid}`;
   partialBundles.add(tmp);
-  const zstd = zstdCompress();
-  // A second handle on the file, for fsync: any descriptor of a file flushes all of its pages.
   const file = await open(tmp, 'w');
-  const sink = createWriteStream(tmp, { flags: 'r+', highWaterMark: 1 << 20 });
   const writeback = new Writeback(file, 64 << 20);
-  zstd.on('data', (c: Buffer) => writeback.wrote(c.length));
-  const flowing = pipeline(zstd, sink);
-  flowing.catch(() => {}); // awaited below; an early failure also surfaces through write()
-  const write = (chunk: Buffer) =>
-    new Promise<void>((resolve, reject) => {
-      zstd.write(chunk, (err) => (err ? reject(err) : resolve()));
-    });
-
+  const zstd = new FrameCompressor(async (frame) => {
+    await file.write(frame);
+    writeback.wrote(frame.length);
+  });
   try {
     for (const { name, data } of metadata) {
-      await write(tarHeader(name, data.length, 0o644, opts.mtime));
-      await write(data);
-      await write(tarPadding(data.length));
+      await zstd.write(tarHeader(name, data.length, 0o644, opts.mtime), DENSE_LEVEL);
+      await zstd.write(data, DENSE_LEVEL);
+      await zstd.write(tarPadding(data.length), DENSE_LEVEL);
     }
-    // Two buffers in turn: one is read into while zstd takes the other. zstd copies its input,
-    // so a buffer is free again once its write callback fires.
-    const buffers = [Buffer.allocUnsafe(READ_CHUNK * 4), Buffer.allocUnsafe(READ_CHUNK * 4)];
+    await zstd.endFrame(); // a small first frame: whoever reads only the metadata decodes only that
+    const head = Buffer.alloc(8);
     for (const blob of blobs) {
       const source = blob.of?.digest ?? blob.digest;
       await opts.ready?.(source);
-      await write(tarHeader(`${BLOB_PREFIX}${hexOf(blob.digest)}`, blob.size, 0o644, opts.mtime));
       const hash = !blob.of && opts.verified?.has(blob.digest) ? undefined : newHash();
       const fh = await open(store.path(source), 'r');
       let seen = 0;
-      let pending: Promise<void> | undefined;
       try {
-        for (let turn = 0; ; turn++) {
-          const buf = buffers[turn % 2];
-          const want = Math.min(buf.length, blob.size - seen);
-          const { bytesRead } = want > 0 ? await fh.read(buf, 0, want, (blob.of?.offset ?? 0) + seen) : { bytesRead: 0 };
-          if (pending) await pending;
+        // Already compressed (by its first bytes, so parts of a blob go alike): zstd's cheapest level.
+        const level = isPacked(head.subarray(0, (await fh.read(head, 0, head.length, 0)).bytesRead)) ? PACKED_LEVEL : DENSE_LEVEL;
+        await zstd.write(tarHeader(`${BLOB_PREFIX}${hexOf(blob.digest)}`, blob.size, 0o644, opts.mtime), level);
+        // Read straight into the frame being filled: no copy on this thread.
+        while (seen < blob.size) {
+          const room = await zstd.room(level);
+          const { bytesRead } = await fh.read(room, 0, Math.min(room.length, blob.size - seen), (blob.of?.offset ?? 0) + seen);
           if (bytesRead === 0) break;
-          const chunk = buf.subarray(0, bytesRead);
-          hash?.update(chunk);
+          hash?.update(room.subarray(0, bytesRead));
+          zstd.wrote(bytesRead);
           seen += bytesRead;
           opts.onBytes?.(bytesRead);
-          pending = write(chunk);
         }
         // A whole blob must end where its size says; a longer file is as corrupt as a shorter one.
-        if (!blob.of && seen === blob.size && (await fh.read(buffers[0], 0, 1, seen)).bytesRead > 0) seen++;
+        if (!blob.of && seen === blob.size && (await fh.read(head, 0, 1, seen)).bytesRead > 0) seen++;
+        if (seen !== blob.size || (hash && digestOfHash(hash) !== blob.digest)) {
+          const what = blob.of ? `part ${shortDigest(blob.digest)} of blob ${shortDigest(source)}` : `blob ${shortDigest(blob.digest)}`;
+          throw new AcpackError(
+            'DIGEST_MISMATCH',
+            `${what} in the content store (${store.root}) is corrupt: ${seen} bytes${hash ? ` hashing to ${shortDigest(digestOfHash(hash))}` : ''}, expected ${blob.size}; delete it and run again`,
+          );
+        }
+        await zstd.write(tarPadding(blob.size), level);
       } finally {
         await fh.close();
       }
-      if (seen !== blob.size || (hash && digestOfHash(hash) !== blob.digest)) {
-        const what = blob.of ? `part ${shortDigest(blob.digest)} of blob ${shortDigest(source)}` : `blob ${shortDigest(blob.digest)}`;
-        throw new AcpackError(
-          'DIGEST_MISMATCH',
-          `${what} in the content store (${store.root}) is corrupt: ${seen} bytes${hash ? ` hashing to ${shortDigest(digestOfHash(hash))}` : ''}, expected ${blob.size}; delete it and run again`,
-        );
-      }
-      await write(tarPadding(blob.size));
     }
-    await write(TAR_END);
-    zstd.end();
-    await flowing;
+    await zstd.write(TAR_END, DENSE_LEVEL);
+    await zstd.end();
     await writeback.settled();
     await file.sync();
     await file.close();
     return tmp;
   } catch (err) {
-    zstd.destroy();
-    sink.destroy();
     await writeback.settled().catch(() => {});
     await file.close().catch(() => {});
     await rm(tmp, { force: true });
@@ -186,5 +172,7 @@ async function writeBundleFile(store: ContentStore, metadata: { name: string; da
       throw new AcpackError('DISK_FULL', `no space left on the device of ${out}; nothing was written`, { cause: err });
     }
     throw err;
+  } finally {
+    await zstd.close();
   }
 }

@@ -1,30 +1,14 @@
 import { createRequire } from 'node:module';
-import { availableParallelism } from 'node:os';
-import { Duplex, type DuplexOptions, type Transform } from 'node:stream';
+import { Duplex, type DuplexOptions } from 'node:stream';
 import zlib from 'node:zlib';
-import type * as ZstdNapi from 'zstd-napi';
 import type * as ZstdBinding from 'zstd-napi/binding.js';
 
 /**
  * zstd-napi is a native addon: the site's single-executable runtime cannot load one. It is required
- * on first use only (compression, which only the packer does, and decompression on a Node without
- * zlib's zstd), so code that only decompresses on Node ≥ 22.15 never loads it.
+ * on first use only (decompression on a Node without zlib's zstd), so code that only decompresses on
+ * Node ≥ 22.15 never loads it. Compression (the packer's) is zstd-frames.ts.
  */
-const napi = () => createRequire(import.meta.url)('zstd-napi') as typeof ZstdNapi;
 const napiBinding = () => createRequire(import.meta.url)('zstd-napi/binding.js') as typeof ZstdBinding;
-
-/**
- * The bundle's fixed zstd parameters, part of the format's determinism promise: changing them (or
- * the libzstd inside zstd-napi, which is why its version is pinned) changes every bundle's bytes.
- * zstd's multi-threaded mode gives the same output for any number of workers ≥ 1 (measured in
- * docs/zstd.md), so the worker count follows the machine; 0 would switch to single-threaded output.
- * Compression stays on zstd-napi even where zlib has zstd: Node's libzstd follows Node's releases.
- */
-const BUNDLE_PARAMS = { compressionLevel: 3, checksumFlag: true } as const;
-
-export function zstdCompress(): Transform {
-  return new (napi().CompressStream)({ ...BUNDLE_PARAMS, nbWorkers: Math.min(8, Math.max(1, availableParallelism())) });
-}
 
 /** Decompressed bytes per native call, and what the readable side holds before it stops asking for more. */
 const OUT_CHUNK = 256 << 10;
@@ -32,7 +16,7 @@ const OUT_BUFFERED = 1 << 20;
 const IN_BUFFERED = 1 << 20;
 /**
  * Largest back-reference window a frame may ask for: 2^24 = 16 MiB of decoder memory. Bundles are
- * written at level 3 (a 2 MiB window); even `zstd -19` stays at 8 MiB. A frame that asks for more
+ * frames of 8 MiB at most (zstd-frames.ts); even `zstd -19` stays at an 8 MiB window. A frame that asks for more
  * (up to 2 GiB is legal zstd) is refused instead of allocated.
  */
 const WINDOW_LOG_MAX = 24;

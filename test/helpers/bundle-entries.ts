@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { writeFile } from 'node:fs/promises';
 import tar from 'tar-stream';
-import { zstdCompress } from '../../oci/zstd.js';
+import { zstdCompress } from './zstd-stream.js';
 import { TAR_END, tarHeader, tarPadding } from '../../oci/tar-header.js';
 
 const run = promisify(execFile);

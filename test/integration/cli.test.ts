@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import tar from 'tar-stream';
 import { runAcinstall, runCli, tempDir, withRegistry } from '../helpers/env.js';
 import { buildFixture, imageRef, pushFixture, pushSmallImage, writeManifest, type Fixture } from '../helpers/fixtures.js';
-import { zstdCompress } from '../../oci/zstd.js';
+import { zstdCompress } from '../helpers/zstd-stream.js';
 import { verifyBundle } from '../../oci/bundle-verify.js';
 import { OCI_LAYOUT_BYTES, type BundledRuntime } from '../../oci/bundle-format.js';
 import { readDescriptor } from '../../oci/bundle-reader.js';

@@ -8,7 +8,7 @@ import { bundle } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { bundleEntries } from '../../oci/bundle-reader.js';
 import { verifyBundle } from '../../oci/bundle-verify.js';
-import { zstdCompress } from '../../oci/zstd.js';
+import { zstdCompress } from '../helpers/zstd-stream.js';
 import { entriesOf, type Entry } from '../helpers/bundle-entries.js';
 import { TAR_END, tarHeader, tarPadding } from '../../oci/tar-header.js';
 import { importBundle } from '../../registry/index.js';

@@ -9,7 +9,7 @@ import tar from 'tar-stream';
 import { bundle } from '../../packer/index.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { importBundle, IndexDb } from '../../registry/index.js';
-import { zstdCompress } from '../../oci/zstd.js';
+import { zstdCompress } from '../helpers/zstd-stream.js';
 import { ACINSTALL, silent, tempDir, withRegistry } from '../helpers/env.js';
 import { buildFixture, imageRef, pushFixture, writeManifest, type Fixture } from '../helpers/fixtures.js';
 

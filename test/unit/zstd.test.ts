@@ -4,7 +4,8 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { sha256 } from '../../oci/digest.js';
-import { zstdCompress, zstdDecoder, zstdDecompress } from '../../oci/zstd.js';
+import { zstdDecoder, zstdDecompress } from '../../oci/zstd.js';
+import { DENSE_LEVEL, FRAME_BYTES, FrameCompressor, isPacked, PACKED_LEVEL } from '../../oci/zstd-frames.js';
 import { noise } from '../../demo/samples.js';
 import { ROOT } from '../helpers/env.js';
 import { zstdCli } from '../helpers/zstd-cli.js';
@@ -23,19 +24,59 @@ const input = Buffer.concat([text, noise('zstd-golden', 2 << 20)]);
 const [major, minor] = process.versions.node.split('.').map(Number);
 const nodeHasZstd = major >= 24 || (major === 23 && minor >= 8) || (major === 22 && minor >= 15);
 
-// The packer's compressor (zstd-napi): run wherever the addon loads, which a plain Node 24 does too.
-describe('bundle zstd parameters', () => {
-  it('give the same bytes however the input is chunked, which the decoder reads back', async () => {
-    const whole = await run(zstdCompress(), [input]);
-    const pieces: Buffer[] = [];
-    for (let i = 0; i < input.length; i += 77_777) pieces.push(input.subarray(i, i + 77_777));
-    expect(sha256(await run(zstdCompress(), pieces))).toBe(sha256(whole));
-    expect((await run(zstdDecompress(), [whole])).equals(input)).toBe(true);
+/** The packer's frames of `parts` (each with its level), cut at `chunk`-byte writes, and the frames' sizes. */
+async function frames(parts: [Buffer, number][], chunk = 1 << 30): Promise<{ out: Buffer; sizes: number[] }> {
+  const got: Buffer[] = [];
+  const c = new FrameCompressor(async (f) => void got.push(Buffer.from(f))); // frames' memory is reused
+  try {
+    for (const [data, level] of parts) for (let i = 0; i < data.length; i += chunk) await c.write(data.subarray(i, i + chunk), level);
+    await c.end();
+  } finally {
+    await c.close();
+  }
+  return { out: Buffer.concat(got), sizes: got.map((f) => f.length) };
+}
+
+// The packer's compressor (zstd-napi in worker threads): run wherever the addon loads, which a plain Node 24 does too.
+describe('bundle zstd frames', () => {
+  const parts: [Buffer, number][] = [
+    [text, DENSE_LEVEL],
+    [input, PACKED_LEVEL],
+    [text.subarray(0, 1000), DENSE_LEVEL],
+  ];
+  const plain = Buffer.concat(parts.map(([b]) => b));
+
+  it('give the same bytes however the input is written, which the stream decoder and the zstd CLI read back', async () => {
+    const whole = await frames(parts);
+    expect(sha256((await frames(parts, 77_777)).out)).toBe(sha256(whole.out));
+    expect((await run(zstdDecompress(), [whole.out])).equals(plain)).toBe(true);
+    expect((await zstdCli(['-dc'], whole.out)).equals(plain)).toBe(true);
+  });
+
+  it('end a frame where the level changes and at FRAME_BYTES, each a frame of its own', async () => {
+    const big = noise('frames', FRAME_BYTES + 5000);
+    const { out, sizes } = await frames([[text, DENSE_LEVEL], [big, PACKED_LEVEL], [text, DENSE_LEVEL]]);
+    expect(sizes).toHaveLength(4); // text | FRAME_BYTES of noise | the rest of it | text
+    let at = 0;
+    const contents: number[] = [];
+    for (const size of sizes) {
+      contents.push(await zstdCli(['-dc'], out.subarray(at, at + size)).then((b) => b.length));
+      at += size;
+    }
+    expect(contents).toEqual([text.length, FRAME_BYTES, 5000, text.length]);
+  });
+
+  it('spend only level 1 on bytes that are compressed already, and level 3 where it pays', async () => {
+    const dense = await frames([[text, DENSE_LEVEL]]);
+    const asPacked = await frames([[text, PACKED_LEVEL]]);
+    expect(dense.out.length).toBeLessThan(asPacked.out.length);
+    expect(isPacked(Buffer.from([0x1f, 0x8b, 8, 0]))).toBe(true);
+    expect(isPacked(await zstdCli(['-c'], text))).toBe(true);
+    expect(isPacked(Buffer.from('{"schemaVersion":2}'))).toBe(false);
   });
 
   it('give the bytes this format version was built with (a zstd-napi upgrade that changes them breaks bundle determinism)', async () => {
-    const out = await run(zstdCompress(), [input]);
-    expect(sha256(out)).toBe(GOLDEN);
+    expect(sha256((await frames(parts)).out)).toBe(GOLDEN);
   });
 });
 
@@ -78,4 +119,4 @@ describe(`zstd decompression (${zstdDecoder})`, () => {
   });
 });
 
-const GOLDEN = 'sha256:400b81c617f98968797d81bbeb925eb9c8327b5062dd05786e482f2e69bfa880';
+const GOLDEN = 'sha256:6c3eec2a8d8f728618398d8fe0e83b7726a4184f954586f21864273969059b3f';
