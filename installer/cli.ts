@@ -20,6 +20,7 @@ import { createReporter, reporterMode } from '../ui/progress.js';
 import { runProgram } from '../ui/program.js';
 import { SEED_SLOTS } from '../registry/seed-queue.js';
 import { loadTrustKeys, trustDir, type TrustPolicy } from '../oci/bundle-signature.js';
+import type { IndexDb } from '../registry/index-db.js';
 
 const DEFAULT_STORE = '/var/lib/acpack';
 
@@ -193,6 +194,7 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
     .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)
     .option('--dry-run', 'only tell what would go')
     .option('--grace <minutes>', 'spare what was used this recently (shorter only while nothing pushes or imports)', '60')
+    .option('--abandon <bundle>', 'give up a volume set imported in part (NAME or NAME:VERSION, as gc lists it): what only it holds goes in this run')
     .option('--json', 'print the result as JSON')
     .addHelpText(
       'after',
@@ -209,18 +211,22 @@ import runs: each deletion re-checks under the store lock.`,
       const store = await ContentStore.open(o.store);
       const db = new IndexDb(o.store);
       try {
-        const r = await collectGarbage(store, db, { dryRun: !!o.dryRun, minAgeMs: grace * 60_000 });
+        const abandoned = o.abandon === undefined ? undefined : pendingNamed(db.pendingBundles(), o.abandon);
+        // Its leases go first, so that each deletion's re-check under the lock no longer finds them.
+        if (abandoned && !o.dryRun) db.endPending(abandoned.key);
+        const r = await collectGarbage(store, db, { dryRun: !!o.dryRun, minAgeMs: grace * 60_000, abandoned: abandoned && [abandoned.key] });
         const n = (count: number, what: string) => `${count} ${what}${count === 1 ? '' : 's'}`;
         const verb = o.dryRun ? 'would remove' : 'removed';
-        if (o.json) process.stdout.write(`${JSON.stringify({ event: 'gc', dryRun: !!o.dryRun, graceMinutes: grace, ...r })}\n`);
+        if (o.json) process.stdout.write(`${JSON.stringify({ event: 'gc', dryRun: !!o.dryRun, graceMinutes: grace, ...(abandoned ? { abandoned: { name: abandoned.name, version: abandoned.version } } : {}), ...r })}\n`);
         else {
+          if (abandoned) process.stdout.write(`${o.dryRun ? 'would abandon' : 'abandoned'} ${abandoned.name} ${abandoned.version} (volumes ${abandoned.imported.join(', ')} of ${abandoned.volumes} were in): its blobs are held no longer\n`);
           process.stdout.write(`${verb} ${n(r.blobs, 'blob')} (${formatBytes(r.bytes)}) and ${n(r.uploads, 'abandoned upload')}\n`);
           if (r.manifests) process.stdout.write(`${verb} ${n(r.manifests, 'manifest')} from repositories: untagged children of deleted indexes\n`);
           process.stdout.write(`spared ${n(r.spared, 'blob')} nothing needs, used within the last ${n(grace, 'minute')}\n`);
           // What a volume set imported in part holds, which gc keeps until its last volume comes.
           for (const p of db.pendingBundles()) {
-            const since = new Date(p.sinceMs).toISOString().replace('T', ' ').slice(0, 16);
-            process.stdout.write(`kept for ${p.name} ${p.version}, a volume set imported in part (volumes ${p.imported.join(', ')} of ${p.volumes}, since ${since} UTC): import the rest to complete it\n`);
+            if (p.key === abandoned?.key) continue;
+            process.stdout.write(`kept for ${describePending(p)}: import the rest to complete it, or give it up with --abandon ${p.name}:${p.version}\n`);
           }
         }
       } finally {
@@ -412,7 +418,7 @@ ${TRUST_HELP}`,
 
   program
     .command('status')
-    .description('Show the install journal: every step on every node')
+    .description('Show the install journal (every step on every node), volume sets imported in part, and the peer cache\'s traffic')
     .option('--store <dir>', 'where acinstall keeps its state', DEFAULT_STORE)
     .action(async (o) => {
       // Opening a journal creates it: look first, so that a wrong --store stays untouched.
@@ -420,14 +426,45 @@ ${TRUST_HELP}`,
       const j = existsSync(join(o.store, 'journal.db')) ? new Journal(o.store) : undefined;
       const rows = j?.entries() ?? [];
       j?.close();
-      if (rows.length === 0) throw new AcpackError('NOT_INSTALLED', `no install has run with the store ${o.store}: install with acinstall from <bundle> -m <masters> --store ${o.store}`);
-      // One line each: a long detail (an error) keeps its first line; the per-node log has the rest.
-      const table = rows.map((r) => [r.node, r.step, r.status, r.at.replace('T', ' ').slice(0, 19), r.detail.split('\n')[0]]);
-      process.stdout.write(`${textTable([['NODE', 'STEP', 'STATUS', 'AT (UTC)', 'DETAIL'], ...table])}\n`);
+      const pending = existsSync(join(o.store, 'index.db')) ? await pendingSets(o.store) : [];
+      if (rows.length === 0 && pending.length === 0) throw new AcpackError('NOT_INSTALLED', `no install has run with the store ${o.store}: install with acinstall from <bundle> -m <masters> --store ${o.store}`);
+      if (rows.length > 0) {
+        // One line each: a long detail (an error) keeps its first line; the per-node log has the rest.
+        const table = rows.map((r) => [r.node, r.step, r.status, r.at.replace('T', ' ').slice(0, 19), r.detail.split('\n')[0]]);
+        process.stdout.write(`${textTable([['NODE', 'STEP', 'STATUS', 'AT (UTC)', 'DETAIL'], ...table])}\n`);
+      }
+      for (const p of pending) process.stdout.write(`pending: ${describePending(p)}; its blobs are held until the rest is imported (or acinstall gc --abandon ${p.name}:${p.version})\n`);
       if (existsSync(join(o.store, 'cluster.json'))) process.stdout.write(await peerCacheTable(o.store));
     });
 
   return program;
+}
+
+type Pending = ReturnType<IndexDb['pendingBundles']>[number];
+
+async function pendingSets(store: string): Promise<Pending[]> {
+  const db = new (await load.registry()).IndexDb(store);
+  try {
+    return db.pendingBundles();
+  } finally {
+    db.close();
+  }
+}
+
+function describePending(p: Pending): string {
+  const since = new Date(p.sinceMs).toISOString().replace('T', ' ').slice(0, 16);
+  return `${p.name} ${p.version}, a volume set imported in part (volumes ${p.imported.join(', ')} of ${p.volumes}, since ${since} UTC)`;
+}
+
+/** The pending bundle `NAME` or `NAME:VERSION` names; an error that lists them when it names none, or several. */
+function pendingNamed(pending: Pending[], named: string): Pending {
+  const at = named.lastIndexOf(':');
+  const [name, version] = at > 0 ? [named.slice(0, at), named.slice(at + 1)] : [named, undefined];
+  const found = pending.filter((p) => p.name === name && (version === undefined || p.version === version));
+  const listed = pending.map((p) => `${p.name}:${p.version}`).join(', ');
+  if (found.length === 1) return found[0];
+  if (found.length > 1) throw new AcpackError('BAD_ARGUMENT', `--abandon ${named} names ${found.length} volume sets imported in part (${found.map((p) => `${p.name}:${p.version}`).join(', ')}): give NAME:VERSION; nothing was removed`);
+  throw new AcpackError('NOT_FOUND', `no volume set imported in part is ${named}${listed ? ` (there are: ${listed})` : ' (there are none)'}; nothing was removed`);
 }
 
 /** The peer cache's traffic per node, from the tracker in the site registry (empty when it does not answer). */

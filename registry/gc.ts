@@ -22,6 +22,8 @@ export interface GcOptions {
   now?: number;
   /** The grace period (default GC_MIN_AGE_MS). Shorter is safe only while nothing pushes or imports. */
   minAgeMs?: number;
+  /** Pending bundles (keys) whose leases a dry run counts as dropped: what abandoning them would free. */
+  abandoned?: string[];
 }
 
 /**
@@ -34,7 +36,8 @@ export interface GcOptions {
  *    short step under the lock, and re-checks first, since pushes and imports go on meanwhile: the
  *    blob is kept if a manifest now reaches it, or if it was written, found (HEAD), reused or linked
  *    within the grace period.
- * Then abandoned uploads. `dryRun` only counts, as if pass 1 had dropped what it would drop.
+ * Then abandoned uploads. `dryRun` only counts, as if pass 1 had dropped what it would drop (and
+ * the `abandoned` bundles' leases were gone).
  */
 export async function collectGarbage(store: ContentStore, db: IndexDb, opts: GcOptions = {}): Promise<Collected> {
   const now = () => opts.now ?? Date.now();
@@ -72,7 +75,7 @@ export async function collectGarbage(store: ContentStore, db: IndexDb, opts: GcO
   const gone = opts.dryRun ? dropped : [];
   const live = db.reachableBlobs([...gone, ...kept]);
   // What a volume set imported in part holds until its last volume comes.
-  for (const d of db.leasedBlobs()) live.add(d);
+  for (const d of db.leasedBlobs(opts.abandoned)) live.add(d);
   const held = db.reachableBlobs(gone);
   for (const row of kept) for (const index of db.indexesNaming(row.digest)) held.add(index);
   for (const digest of await store.list()) {
@@ -96,7 +99,7 @@ export async function collectGarbage(store: ContentStore, db: IndexDb, opts: GcO
     await store.exclusive(async () => {
       const s = await store.stat(digest);
       // Reached now: a push or an import recorded a manifest since the mark; names an orphan: an index deleted since.
-      if (!s || young(digest, s.mtimeMs) || db.reachable(digest) || db.namesOrphan(digest) || db.leased(digest)) return;
+      if (!s || young(digest, s.mtimeMs) || db.reachable(digest) || db.namesOrphan(digest) || db.leased(digest, opts.abandoned)) return;
       out.blobs++;
       out.bytes += s.size;
       await store.delete(digest);

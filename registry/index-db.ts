@@ -280,13 +280,14 @@ export class IndexDb {
     }, 'immediate');
   }
 
-  /** Whether a pending bundle holds this blob (gc and rollbacks spare it). */
-  leased(digest: Digest): boolean {
-    return this.db.prepare('SELECT 1 FROM leases WHERE digest = ? LIMIT 1').get(digest) !== undefined;
+  /** Whether a pending bundle (other than those in `except`) holds this blob: gc and rollbacks spare it. */
+  leased(digest: Digest, except: string[] = []): boolean {
+    return (this.db.prepare('SELECT key FROM leases WHERE digest = ?').all(digest) as { key: string }[]).some((r) => !except.includes(r.key));
   }
 
-  leasedBlobs(): Set<Digest> {
-    return new Set((this.db.prepare('SELECT DISTINCT digest FROM leases').all() as { digest: Digest }[]).map((r) => r.digest));
+  leasedBlobs(except: string[] = []): Set<Digest> {
+    const rows = this.db.prepare('SELECT key, digest FROM leases').all() as { key: string; digest: Digest }[];
+    return new Set(rows.filter((r) => !except.includes(r.key)).map((r) => r.digest));
   }
 
   /** Whether a manifest that some repository holds reaches `digest` (it is that manifest, or below it). */

@@ -182,7 +182,11 @@ describe('acinstall import of a volume set', () => {
 
     const gc = await runAcinstall(['gc', '--store', store, '--grace', '0']);
     expect(gc.code, gc.stderr).toBe(0);
-    expect(gc.stdout).toMatch(new RegExp(`^removed 0 blobs .*\\n[\\s\\S]*kept for test v1, a volume set imported in part \\(volumes 1, 3 of ${volumes.length}, since `, 'm'));
+    expect(gc.stdout).toMatch(new RegExp(`^removed 0 blobs .*\\n[\\s\\S]*kept for test v1, a volume set imported in part \\(volumes 1, 3 of ${volumes.length}, since .*\\): import the rest to complete it, or give it up with --abandon test:v1`, 'm'));
+    // status names it too, though nothing was installed from this store.
+    const status = await runAcinstall(['status', '--store', store]);
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).toContain(`pending: test v1, a volume set imported in part (volumes 1, 3 of ${volumes.length}, since `);
 
     const other = await makeBundle(join(work.dir, 'other.tar.zst'), 'v2');
     const mixed = await runAcinstall(['import', volumes[1], other[0], '--store', store]);
@@ -199,5 +203,31 @@ describe('acinstall import of a volume set', () => {
     expect(rest.code, rest.stderr).toBe(0);
     expect(rest.stdout).toMatch(/imported volume \d+ of test v1: 3 references/);
     expect(rest.stdout).not.toContain('pending');
+  });
+
+  it('gives up a set that will never be completed with gc --abandon: a dry run first, then what only it held goes', async () => {
+    const store = join(work.dir, 'store-abandon');
+    expect((await runAcinstall(['import', volumes[0], '--store', store])).code).toBe(0);
+    const blobs = async () => (await (await ContentStore.open(store)).list()).length;
+    const held = await blobs();
+    expect(held).toBeGreaterThan(0);
+
+    const wrong = await runAcinstall(['gc', '--store', store, '--grace', '0', '--abandon', 'test:v9']);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain('no volume set imported in part is test:v9 (there are: test:v1); nothing was removed');
+
+    const dry = await runAcinstall(['gc', '--store', store, '--grace', '0', '--abandon', 'test', '--dry-run']);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(new RegExp(`^would abandon test v1 \\(volumes 1 of ${volumes.length} were in\\): its blobs are held no longer\\nwould remove ${held} blobs`));
+    expect(await blobs()).toBe(held);
+    expect((await runAcinstall(['status', '--store', store])).stdout).toContain('pending: test v1');
+
+    const gone = await runAcinstall(['gc', '--store', store, '--grace', '0', '--abandon', 'test:v1']);
+    expect(gone.code, gone.stderr).toBe(0);
+    expect(gone.stdout).toMatch(new RegExp(`^abandoned test v1 .*\\nremoved ${held} blobs`));
+    expect(await blobs()).toBe(0);
+    const status = await runAcinstall(['status', '--store', store]);
+    expect(status.code).toBe(1);
+    expect(status.stderr).toContain('no install has run');
   });
 });
