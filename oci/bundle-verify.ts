@@ -4,6 +4,7 @@ import { bundleEntries, drainVerified } from './bundle-reader.js';
 import { manifestDigests, type BundleDescriptor } from './bundle-format.js';
 import type { ImageIndex, ImageManifest } from './media-types.js';
 import { graphOf, walkBundle } from './bundle-graph.js';
+import type { BundleSignature } from './bundle-signature.js';
 
 export interface VerifyReport {
   descriptor: BundleDescriptor;
@@ -18,8 +19,10 @@ export interface VerifyReport {
  * index.json is there with its size (an index's children only where bundle.json says that
  * platform was bundled). The reader has already refused whatever the bundle does not declare
  * (sizes, duplicates, totals, metadata). Throws at the first bad entry, naming it.
+ * `checkOrigin` gets bundle.json and its signature once the metadata is read, before any blob:
+ * it throws to stop there.
  */
-export async function verifyBundle(path: string, onBytes?: (n: number) => void): Promise<VerifyReport> {
+export async function verifyBundle(path: string, onBytes?: (n: number) => void, checkOrigin?: (descriptorBytes: Buffer, signature?: BundleSignature) => void): Promise<VerifyReport> {
   let descriptor: BundleDescriptor | undefined;
   let index: ImageIndex | undefined;
   const sizes = new Map<Digest, number>();
@@ -28,11 +31,16 @@ export async function verifyBundle(path: string, onBytes?: (n: number) => void):
   let bytes = 0;
 
   let volume: number | undefined;
+  let descriptorBytes: Buffer | undefined;
+  let signature: BundleSignature | undefined;
   for await (const entry of bundleEntries(path)) {
-    if (entry.kind === 'descriptor') descriptor = entry.descriptor;
+    if (entry.kind === 'descriptor') [descriptor, descriptorBytes] = [entry.descriptor, entry.data];
+    else if (entry.kind === 'signature') signature = entry.signature;
     else if (entry.kind === 'volume') volume = entry.volume;
-    else if (entry.kind === 'index') index = entry.index;
-    else if (entry.kind === 'blob') {
+    else if (entry.kind === 'index') {
+      index = entry.index;
+      checkOrigin?.(descriptorBytes!, signature);
+    } else if (entry.kind === 'blob') {
       const seen = await drainVerified(entry, path, onBytes);
       sizes.set(entry.digest, seen);
       bytes += seen;

@@ -6,7 +6,7 @@ import { ARCHES, formatPlatform, parsePlatformList, type Platform } from '../arc
 import { AcpackError, formatBytes, plural } from '../oci/errors.js';
 import { textTable } from '../oci/text-table.js';
 import { readHead } from '../oci/bundle-reader.js';
-import { generateKey, loadTrustKeys, originOf, type Origin } from '../oci/bundle-signature.js';
+import { generateKey, judgeOrigin, loadTrustKeys, originOf, type Origin } from '../oci/bundle-signature.js';
 import { verifyBundle } from '../oci/bundle-verify.js';
 import { partialBundles } from '../oci/bundle-writer.js';
 import type { BundleDescriptor } from '../oci/bundle-format.js';
@@ -185,15 +185,25 @@ Example:
     .command('verify')
     .description('Re-hash every blob and check that everything index.json references is present')
     .argument('<bundle>', 'bundle.tar.zst')
+    .option('--trust <key.pub>', 'also check who signed it (repeatable; the site\'s trust directory is read too): with any trust key, a bundle not signed by one fails, before its blobs are read', collect, [])
     .option('--json', 'print the result as JSON')
     .action(async (file: string, o) => {
+      const keys = await loadTrustKeys(o.trust);
+      let origin = { signed: false } as Origin; // set by the callback, which TypeScript's narrowing does not see
       const reporter = createReporter(reporterMode(!!o.json));
       reporter.phase('verify', 0);
-      const report = await verifyBundle(file, (n) => reporter.bytes(n));
-      reporter.end();
-      const ok = { ok: true, blobs: report.blobs, bytes: report.bytes, name: report.descriptor.name, version: report.descriptor.version };
+      const report = await verifyBundle(
+        file,
+        (n) => reporter.bytes(n),
+        (bytes, signature) => {
+          origin = originOf(bytes, signature, keys);
+          if (keys.length > 0) judgeOrigin(origin, { keys }, file);
+        },
+      ).finally(() => reporter.end());
+      const signer = origin.signed ? { keyId: origin.keyId, ...(origin.by ? { trusted: origin.by.from } : {}) } : undefined;
+      const ok = { ok: true, blobs: report.blobs, bytes: report.bytes, name: report.descriptor.name, version: report.descriptor.version, ...(signer ? { signer } : {}) };
       const of = report.volume ? ` (volume ${report.volume} of ${report.descriptor.volumes})` : '';
-      process.stdout.write(o.json ? `${JSON.stringify({ ...ok, ...(report.volume ? { volume: report.volume } : {}) })}\n` : `${file}: OK${of}, ${plural(report.blobs, 'blob')} (${formatBytes(report.bytes)}) verified\n`);
+      process.stdout.write(o.json ? `${JSON.stringify({ ...ok, ...(report.volume ? { volume: report.volume } : {}) })}\n` : `${file}: OK${of}, ${plural(report.blobs, 'blob')} (${formatBytes(report.bytes)}) verified; ${signedLine(origin, keys.length)}\n`);
     });
 
   return program;

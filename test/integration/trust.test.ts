@@ -98,6 +98,38 @@ describe('acpack keygen and bundle --sign', () => {
     expect(doc.packages[0].externalRefs[0].referenceLocator).toBe(`pkg:generic/tool@v1?arch=amd64&checksum=${encodeURIComponent(d.binaries[0].digest)}`);
   });
 
+  it('verify --trust checks who signed it: a valid trusted signature passes, an unsigned, untrusted or forged bundle fails before its blobs are read', async () => {
+    const none = { env: { ACPACK_TRUST_DIR: join(work.dir, 'none') } };
+    const ok = await runCli(['verify', signed, '--trust', `${key}.pub`], none);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/: OK, \d+ blobs .* verified; signed by key sha256:[a-f0-9]{64}: valid, trusted \(.*release\.pub\)$/m);
+    const unchecked = await runCli(['verify', signed], none);
+    expect(unchecked.stdout).toMatch(/verified; signed by key sha256:[a-f0-9]{64} \(not checked: no trust key given\)$/m);
+
+    const untrusted = await runCli(['verify', signed, '--trust', `${other}.pub`], none);
+    expect(untrusted.code).toBe(1);
+    expect(untrusted.stderr).toMatch(/signed by sha256:[a-f0-9]{64}, a key this site does not trust/);
+    const bare = await runCli(['verify', unsigned, '--trust', `${key}.pub`], none);
+    expect(bare.code).toBe(1);
+    expect(bare.stderr).toContain('is not signed');
+
+    const d = JSON.parse(entries[1].data.toString());
+    d.version = 'v9';
+    const forged = await craft('forged-verify.tar.zst', entries.map((e) => (e.name === 'bundle.json' ? { name: e.name, data: Buffer.from(JSON.stringify(d, null, 2)) } : e)));
+    const caught = await runCli(['verify', forged, '--trust', `${key}.pub`], none);
+    expect(caught.code).toBe(1);
+    expect(caught.stderr).toContain('its bundle.json does not match its signature');
+    // Without a key the forgery is not seen: verify checks bytes against bundle.json, not who wrote it.
+    expect((await runCli(['verify', forged], none)).code).toBe(0);
+    // The signature is judged before any blob is hashed: a bundle that is also corrupt fails on the signature.
+    const last = entries.at(-1)!;
+    const rotten = Buffer.from(last.data);
+    rotten[0] ^= 1;
+    const both = await craft('forged-rotten.tar.zst', entries.map((e) => (e.name === 'bundle.json' ? { name: e.name, data: Buffer.from(JSON.stringify(d, null, 2)) } : e === last ? { name: e.name, data: rotten } : e)));
+    expect((await runCli(['verify', both], none)).stderr).toMatch(/blob sha256:[a-f0-9]{64} is corrupt/);
+    expect((await runCli(['verify', both, '--trust', `${key}.pub`], none)).stderr).toContain('its bundle.json does not match its signature');
+  });
+
   it('a key that is not ed25519 is refused before anything is fetched', async () => {
     const rsa = join(work.dir, 'rsa.pem');
     await run('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', rsa]);
