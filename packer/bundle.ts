@@ -19,6 +19,8 @@ export interface BundleSummary {
   out: string;
   /** With a volume size: the files written (NAME.001.tar.zst, …) in place of `out`. */
   volumes?: string[];
+  /** Volumes of an earlier, longer set under the same name, removed once the new set was whole. */
+  removedVolumes?: string[];
   /** A delta: its base, and the blobs left out because the base holds them. */
   delta?: { base: string; leftOut: number; leftOutBytes: number };
   images: number;
@@ -93,10 +95,12 @@ export async function bundle(opts: BundleOptions): Promise<BundleSummary> {
     ...(signingKey ? { sign: (bytes: Buffer) => signDescriptor(bytes, signingKey) } : {}),
   };
   let volumes: string[] | undefined;
+  let removedVolumes: string[] = [];
   const writing = opts.volumeSize
     ? writeVolumeSet(r, descriptor, index, blobs, opts.out, opts.volumeSize, writeOptions).then((v) => {
         volumes = v.paths;
         descriptor = v.descriptor;
+        removedVolumes = v.removed;
       })
     : writeBundle(r.store, descriptor, index, blobs, opts.out, writeOptions);
   const staging = opts.executables ? StagedExecutables.stage(dirname(opts.out), bundledArches(r.platforms)) : undefined;
@@ -112,6 +116,7 @@ export async function bundle(opts: BundleOptions): Promise<BundleSummary> {
   return {
     out: opts.out,
     ...(volumes ? { volumes } : {}),
+    ...(removedVolumes.length ? { removedVolumes } : {}),
     ...(base ? { delta: { base: `${base.ref.name} ${base.ref.version}`, leftOut: all.length - blobs.length, leftOutBytes: all.reduce((n, b) => n + b.size, 0) - descriptor.blobs.bytes } } : {}),
     images: r.images.length,
     imagePlatforms: r.images.reduce((n, i) => n + i.parts.length, 0),
@@ -247,6 +252,7 @@ export function formatSummary(s: BundleSummary): string {
   const saved = Math.max(0, s.undeduplicatedBytes - s.bytes);
   return [
     s.volumes ? `wrote ${s.volumes.length} volumes: ${s.volumes.join(', ')}` : `wrote ${s.out}`,
+    ...(s.removedVolumes?.length ? [`  removed:  ${s.removedVolumes.join(', ')}, left by an earlier, longer set under this name`] : []),
     `  images:   ${s.images} (${s.imagePlatforms} image × platform)`,
     `  binaries: ${s.binaries} (${plural(s.binaryFiles, 'file')})`,
     `  charts:   ${s.charts}`,

@@ -1,4 +1,4 @@
-import { open } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import { digestOfHash, newHash, READ_CHUNK, shortDigest, type Digest } from '../oci/digest.js';
 import { AcpackError } from '../oci/errors.js';
 import { bundleJsonBytes, writeVolumes, type EntryBlob, type WriteBundleOptions } from '../oci/bundle-writer.js';
@@ -6,14 +6,15 @@ import type { BundleDescriptor, ListedBlob } from '../oci/bundle-format.js';
 import type { ImageIndex } from '../oci/media-types.js';
 import type { ContentStore } from '../oci/store.js';
 import type { Resolution } from './pack.js';
-import { planVolumes, tarBytes, volumePaths, type VolumePlan } from './volumes.js';
+import { planVolumes, tarBytes, volumePaths, volumesPast, type VolumePlan } from './volumes.js';
 
 /**
  * `acpack bundle --volume-size`: the bundle as NAME.001.tar.zst, NAME.002.tar.zst, … Every file
  * carries the same bundle.json (the blob list says which volume holds each blob, or each part of a
  * blob larger than a volume; each image platform says which volumes it needs), so that any one shows
  * the whole bundle and verifies alone. Part digests go into bundle.json, which comes first in every
- * file: the blobs to split are read (and hashed) once before anything is written.
+ * file: the blobs to split are read (and hashed) once before anything is written. Files of an
+ * earlier, longer set under the same name past the new last volume are removed (and named).
  */
 export async function writeVolumeSet(
   r: Resolution,
@@ -23,7 +24,7 @@ export async function writeVolumeSet(
   out: string,
   volumeSize: number,
   opts: WriteBundleOptions,
-): Promise<{ paths: string[]; descriptor: BundleDescriptor }> {
+): Promise<{ paths: string[]; descriptor: BundleDescriptor; removed: string[] }> {
   await r.downloaded;
   // bundle.json grows with the plan (volume numbers, parts): plan again with its real size until it fits.
   let reserve = 64 << 10;
@@ -46,7 +47,10 @@ export async function writeVolumeSet(
   }
   const paths = volumePaths(out, plan.volumes);
   await writeVolumes(r.store, final, index, perVolume, paths, volumeSize, opts);
-  return { paths, descriptor: final };
+  // Once the new set is whole: volumes an earlier, longer set left under these names go.
+  const removed = await volumesPast(out, plan.volumes);
+  for (const stale of removed) await rm(stale, { force: true });
+  return { paths, descriptor: final, removed };
 }
 
 /** bundle.json for a plan: the list with volumes and parts, and the volumes each image platform needs. */

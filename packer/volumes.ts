@@ -1,3 +1,5 @@
+import { readdir } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { AcpackError, formatBytes } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
 
@@ -107,8 +109,22 @@ export function planVolumes(blobs: { digest: Digest; size: number; manifest?: bo
   return { volumes: volume, blobs: out };
 }
 
+const stemOf = (out: string) => (out.endsWith('.tar.zst') ? out.slice(0, -'.tar.zst'.length) : out);
+
 /** NAME.001.tar.zst, … for `-o NAME.tar.zst`. */
 export function volumePaths(out: string, volumes: number): string[] {
-  const stem = out.endsWith('.tar.zst') ? out.slice(0, -'.tar.zst'.length) : out;
-  return Array.from({ length: volumes }, (_, i) => `${stem}.${String(i + 1).padStart(3, '0')}.tar.zst`);
+  return Array.from({ length: volumes }, (_, i) => `${stemOf(out)}.${String(i + 1).padStart(3, '0')}.tar.zst`);
+}
+
+/**
+ * Files named as volumes of `out` past the last of a set of `volumes`: what an earlier, longer set
+ * left. `acinstall import NAME.*.tar.zst` would take them too (and refuse them as foreign).
+ */
+export async function volumesPast(out: string, volumes: number): Promise<string[]> {
+  const stem = basename(stemOf(out));
+  const names = await readdir(dirname(out)).catch(() => [] as string[]);
+  return names
+    .filter((n) => n.startsWith(`${stem}.`) && /^\d{3,}\.tar\.zst$/.test(n.slice(stem.length + 1)) && Number(n.slice(stem.length + 1, -'.tar.zst'.length)) > volumes)
+    .sort()
+    .map((n) => join(dirname(out), n));
 }

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { cp, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { bundle } from '../../packer/index.js';
+import { formatSummary } from '../../packer/bundle.js';
 import { parsePlatformList } from '../../arch/platform.js';
 import { readHead } from '../../oci/bundle-reader.js';
 import { verifyBundle } from '../../oci/bundle-verify.js';
@@ -203,6 +204,21 @@ describe('acinstall import of a volume set', () => {
     expect(rest.code, rest.stderr).toBe(0);
     expect(rest.stdout).toMatch(/imported volume \d+ of test v1: 3 references/);
     expect(rest.stdout).not.toContain('pending');
+  });
+
+  it('a set written where an earlier, longer set of the same name lies removes the volumes past its last, and says so', async () => {
+    const out = join(work.dir, 'again.tar.zst');
+    const first = await makeBundle(out);
+    const past = [first.length + 1, first.length + 12].map((n) => join(work.dir, `again.${String(n).padStart(3, '0')}.tar.zst`));
+    for (const p of past) await writeFile(p, 'an earlier set');
+    const others = ['again.notes.tar.zst', 'again.001.tar.zst.bak', 'againx.099.tar.zst'].map((n) => join(work.dir, n));
+    for (const p of others) await writeFile(p, 'not a volume of this set');
+    const summary = await bundle({ manifestFile: manifest, platforms: parsePlatformList('amd64'), cacheDir: join(work.dir, 'cache'), reporter: silent, sourceDateEpoch: 0, out, volumeSize: VOLUME });
+    expect(summary.volumes).toEqual(first);
+    expect(summary.removedVolumes).toEqual(past);
+    expect(formatSummary(summary)).toContain(`removed:  ${past.join(', ')}, left by an earlier, longer set under this name`);
+    for (const p of past) expect(existsSync(p)).toBe(false);
+    for (const p of [...first, ...others]) expect(existsSync(p)).toBe(true);
   });
 
   it('gives up a set that will never be completed with gc --abandon: a dry run first, then what only it held goes', async () => {
