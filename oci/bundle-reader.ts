@@ -1,5 +1,5 @@
-import { createReadStream } from 'node:fs';
-import { Readable } from 'node:stream';
+import { open } from 'node:fs/promises';
+import { Readable, type Writable } from 'node:stream';
 import tar from 'tar-stream';
 import { Ajv } from 'ajv';
 import { manifestShapeProblem, schemaProblem } from './manifest-shape.js';
@@ -61,12 +61,10 @@ type Bad = (why: string) => AcpackError;
  * oversized metadata, unknown names, links, out-of-order entries) is refused with BAD_BUNDLE.
  */
 export async function* bundleEntries(input: Readable | string, label = typeof input === 'string' ? input : 'the bundle'): AsyncGenerator<BundleEntry> {
-  const source = typeof input === 'string' ? createReadStream(input, { highWaterMark: 1 << 20 }) : input;
   const extract = tar.extract();
   const bad: Bad = (why) => new AcpackError('BAD_BUNDLE', `${label} is not a valid acpack bundle: ${why}`);
   const decompress = zstdDecompress();
   const fail = (err: Error) => extract.destroy(decodeError(err, label));
-  source.on('error', fail);
   decompress.on('error', fail);
   // Past the end of the tar, or in padding, zeros can hide gigabytes of decompressed nothing: the stream
   // may not be longer than what bundle.json declares.
@@ -76,7 +74,13 @@ export async function* bundleEntries(input: Readable | string, label = typeof in
     inflated += chunk.length;
     if (inflated > budget) fail(bad(`it decompresses to more than the ${formatBytes(budget)} its bundle.json accounts for`));
   });
-  source.pipe(decompress).pipe(extract);
+  decompress.pipe(extract);
+  let source: { destroy: () => void };
+  if (typeof input === 'string') source = pumpFile(input, decompress, fail);
+  else {
+    source = input.on('error', fail);
+    input.pipe(decompress);
+  }
 
   let lastMeta = -1;
   let ledger: Ledger | undefined;
@@ -523,6 +527,54 @@ function jsonBounds(data: Uint8Array, maxDepth: number = BUNDLE_LIMITS.jsonDepth
 function preview(v: unknown): string {
   const s = JSON.stringify(v) ?? String(v);
   return s.length > 40 ? `${s.slice(0, 40)}…` : s;
+}
+
+/** Compressed bytes per read, and reads in flight at most. */
+const READ_BYTES = 1 << 20;
+const READS = 4;
+
+/**
+ * Reads the file at `path` into `sink` through a few buffers used over and over: one goes back to
+ * the pool when the sink has consumed it (its write callback). A fresh buffer per read, as a
+ * ReadStream's, costs a page fault per 4 KiB and work for the collector, for every byte of a
+ * multi-gigabyte bundle. The pool is the backpressure. `destroy` stops the reads.
+ */
+function pumpFile(path: string, sink: Writable, fail: (err: Error) => void): { destroy: () => void } {
+  let stopped = false;
+  let wake: (() => void) | undefined;
+  const free: Buffer[] = [];
+  const returned = (buf: Buffer) => () => {
+    free.push(buf);
+    wake?.();
+  };
+  void (async () => {
+    const fh = await open(path, 'r');
+    try {
+      for (let made = 0; !stopped && !sink.destroyed; ) {
+        let buf = free.pop();
+        if (!buf && made < READS) {
+          buf = Buffer.allocUnsafeSlow(READ_BYTES);
+          made++;
+        }
+        if (!buf) {
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+          continue;
+        }
+        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+        if (bytesRead === 0) return void sink.end();
+        sink.write(buf.subarray(0, bytesRead), returned(buf));
+      }
+    } finally {
+      await fh.close();
+    }
+  })().catch(fail);
+  return {
+    destroy: () => {
+      stopped = true;
+      wake?.();
+    },
+  };
 }
 
 function decodeError(err: Error, label: string): Error {
