@@ -41,8 +41,8 @@ export interface EntryBlob extends BundleBlob {
 
 /**
  * Streams a bundle out of the store: tar entries in format order, every blob hashed as it is
- * read back, zstd frames with fixed parameters (zstd-frames.ts). Written to a temp file, fsynced and renamed, so a
- * failure never leaves a partial `out`.
+ * read back, zstd frames with fixed parameters (zstd-frames.ts). Written to a temp file, fsynced
+ * and renamed, so a failure never leaves a partial `out`.
  */
 export async function writeBundle(
   store: ContentStore,
