@@ -32,6 +32,8 @@ export interface ResolveOptions {
   ignoreLock?: boolean;
   /** Stop after manifests, binaries and charts: image layers are not needed to lock. */
   skipLayers?: boolean;
+  /** Image layers the site holds already (a delta's base): the bundle does not carry them, so they are not downloaded. */
+  present?: ReadonlySet<Digest>;
   /** acpack bundle: a bundle that carries kubeadm carries acinstall's runtime too (packer/site-runtime.ts). */
   runtime?: boolean;
   reporter: Reporter;
@@ -208,7 +210,7 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
   }
 
   const missing = new Map<Digest, { ref: ResolvedImage; d: Descriptor }>();
-  if (!opts.skipLayers) for (const x of imageBlobs) if (!missing.has(x.d.digest) && !(await store.has(x.d.digest))) missing.set(x.d.digest, x);
+  if (!opts.skipLayers) for (const x of imageBlobs) if (!missing.has(x.d.digest) && !opts.present?.has(x.d.digest) && !(await store.has(x.d.digest))) missing.set(x.d.digest, x);
   // Started in digest order, the order the bundle writes them, so the writer rarely waits.
   const downloads = new Map<Digest, Promise<Digest>>();
   for (const x of [...missing.values()].sort((a, b) => (a.d.digest < b.d.digest ? -1 : 1))) {

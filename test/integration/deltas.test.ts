@@ -9,7 +9,9 @@ import { readHead } from '../../oci/bundle-reader.js';
 import { verifyBundle } from '../../oci/bundle-verify.js';
 import type { BundleDescriptor } from '../../oci/bundle-format.js';
 import { importBundle, IndexDb } from '../../registry/index.js';
-import { ROOT, runAcinstall, runCli, silent, tempDir } from '../helpers/env.js';
+import { ROOT, runAcinstall, runCli, silent, tempDir, withRegistry } from '../helpers/env.js';
+import { buildIndexImage, buildLayer, pushImage } from '../../demo/samples.js';
+import { ContentStore } from '../../oci/store.js';
 import { writeManifest } from '../helpers/fixtures.js';
 
 /**
@@ -98,6 +100,38 @@ describe('acpack bundle --base', () => {
     expect(missing.stderr).toMatch(/^error: --base .*nope\.json cannot be read \(no such file\)/m);
     expect(missing.stderr).not.toContain('unexpected error');
     expect(existsSync(join(work.dir, 'cache-missing'))).toBe(false);
+  });
+});
+
+describe('acpack bundle --base with images', () => {
+  it('does not download the layers its base holds: only the new ones reach the build cache', async () => {
+    const source = await withRegistry();
+    try {
+      const shared = await buildLayer([{ path: 'base', content: randomBytes(300_000) }]);
+      const [old, fresh] = await Promise.all([randomBytes(200_000), randomBytes(250_000)].map((content) => buildLayer([{ path: 'app', content }])));
+      const v1 = buildIndexImage('delta/app', 'v1', { amd64: [shared, old] });
+      const v2 = buildIndexImage('delta/app', 'v2', { amd64: [shared, fresh] });
+      for (const img of [v1, v2]) await pushImage(source.registry.host, img);
+      const site = join(work.dir, 'site-images');
+      await make(join(work.dir, 'img1.tar.zst'), { images: [`${source.registry.host}/delta/app:v1`] }, 'img1.yaml');
+      await importBundle(join(work.dir, 'img1.tar.zst'), site);
+      const inv = join(work.dir, 'site-images.json');
+      expect((await runAcinstall(['inventory', '--store', site, '-o', inv])).code).toBe(0);
+
+      const cache = join(work.dir, 'cache-images-delta');
+      const m = await writeManifest(work.dir, { images: [`${source.registry.host}/delta/app:v2`] }, 'img2.yaml');
+      const out = join(work.dir, 'img2-delta.tar.zst');
+      await bundle({ manifestFile: m, platforms: parsePlatformList('amd64'), cacheDir: cache, reporter: silent, sourceDateEpoch: 0, out, base: inv });
+      const cached = new Set(await (await ContentStore.open(cache)).list());
+      expect(cached.has(fresh.descriptor.digest)).toBe(true);
+      expect(cached.has(shared.descriptor.digest)).toBe(false);
+      const carried = (await readHead(out)).descriptor.blobs.list!.filter((b) => b.volume === 1).map((b) => b.digest);
+      expect(carried).toContain(fresh.descriptor.digest);
+      expect(carried).not.toContain(shared.descriptor.digest);
+      expect((await importBundle(out, site)).refs).toBe(1);
+    } finally {
+      await source.cleanup();
+    }
   });
 });
 
