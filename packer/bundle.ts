@@ -85,7 +85,7 @@ export async function bundle(opts: BundleOptions): Promise<BundleSummary> {
   // in the order downloads were started, so the bytes written measure the whole job. (A volume set
   // waits for every download: bundle.json, first in each volume, names the parts of split blobs.)
   r.fetcher.onBytes = () => {};
-  opts.reporter.phase(r.downloads.size > 0 ? (opts.volumeSize ? 'fetch, then write' : 'fetch and write') : 'write', descriptor.blobs.bytes);
+  opts.reporter.phase(r.downloads.size > 0 ? 'fetch and write' : 'write', descriptor.blobs.bytes);
   const writeOptions = {
     mtime: opts.sourceDateEpoch,
     onBytes: (n: number) => opts.reporter.bytes(n),

@@ -13,7 +13,8 @@ import { planVolumes, tarBytes, volumePaths, volumesPast, type VolumePlan } from
  * carries the same bundle.json (the blob list says which volume holds each blob, or each part of a
  * blob larger than a volume; each image platform says which volumes it needs), so that any one shows
  * the whole bundle and verifies alone. Part digests go into bundle.json, which comes first in every
- * file: the blobs to split are read (and hashed) once before anything is written. Files of an
+ * file: the blobs to split are waited for and read (and hashed) once before anything is written;
+ * the others are written as their downloads finish, as in a single file. Files of an
  * earlier, longer set under the same name past the new last volume are removed (and named).
  */
 export async function writeVolumeSet(
@@ -25,7 +26,6 @@ export async function writeVolumeSet(
   volumeSize: number,
   opts: WriteBundleOptions,
 ): Promise<{ paths: string[]; descriptor: BundleDescriptor; removed: string[] }> {
-  await r.downloaded;
   // bundle.json grows with the plan (volume numbers, parts): plan again with its real size until it fits.
   let reserve = 64 << 10;
   let plan: VolumePlan;
@@ -38,7 +38,7 @@ export async function writeVolumeSet(
     if (metadata <= reserve) break;
     reserve = metadata + (16 << 10);
   }
-  const partDigests = await hashParts(r.store, plan);
+  const partDigests = await hashParts(r.store, plan, opts.ready);
   const final = withVolumes(r, descriptor, plan, (blob, i) => partDigests.get(blob)![i]);
   const perVolume: EntryBlob[][] = Array.from({ length: plan.volumes }, () => []);
   for (const b of plan.blobs) {
@@ -80,11 +80,12 @@ function withVolumes(r: Resolution, d: BundleDescriptor, plan: VolumePlan, partD
 }
 
 /** The sha256 of each part of each split blob, read from the store. */
-async function hashParts(store: ContentStore, plan: VolumePlan): Promise<Map<Digest, Digest[]>> {
+async function hashParts(store: ContentStore, plan: VolumePlan, ready: WriteBundleOptions['ready']): Promise<Map<Digest, Digest[]>> {
   const out = new Map<Digest, Digest[]>();
   const buf = Buffer.allocUnsafe(READ_CHUNK * 4);
   for (const b of plan.blobs) {
     if (!b.parts) continue;
+    await ready?.(b.digest);
     const fh = await open(store.path(b.digest), 'r');
     try {
       // The whole blob in the same pass: a part of a damaged blob must not be written as good.
