@@ -83,7 +83,7 @@ export async function bundle(opts: BundleOptions): Promise<BundleSummary> {
   let descriptor = bundleDescriptor(r, all, bundleJsonBytes(index), base && { ...base.ref, has: base.blobs });
   // Downloading and writing overlap: the writer takes each blob as soon as it is verified in the store,
   // in the order downloads were started, so the bytes written measure the whole job. (A volume set
-  // waits for every download: bundle.json, first in each volume, names the parts of split blobs.)
+  // first waits for the blobs it splits: bundle.json, first in each volume, names their parts.)
   r.fetcher.onBytes = () => {};
   opts.reporter.phase(r.downloads.size > 0 ? 'fetch and write' : 'write', descriptor.blobs.bytes);
   const writeOptions = {
