@@ -1,6 +1,4 @@
-import { open } from 'node:fs/promises';
-import { Readable, type Writable } from 'node:stream';
-import tar from 'tar-stream';
+import type { Readable } from 'node:stream';
 import { Ajv } from 'ajv';
 import { manifestShapeProblem, schemaProblem } from './manifest-shape.js';
 import { AcpackError, formatBytes } from './errors.js';
@@ -21,7 +19,9 @@ import {
 } from './bundle-format.js';
 import { parseSignature, type BundleSignature } from './bundle-signature.js';
 import type { Descriptor, ImageIndex, ImageManifest } from './media-types.js';
-import { zstdDecompress } from './zstd.js';
+import { ZstdReader } from './zstd.js';
+import { fileChunks, streamChunks } from './chunks.js';
+import { TarError, TarReader } from './tar-reader.js';
 
 export type BundleEntry =
   | { kind: 'layout'; data: Buffer }
@@ -31,10 +31,12 @@ export type BundleEntry =
   /** Which file of a volume set this is (format 2 with `volumes` > 1). */
   | { kind: 'volume'; volume: number }
   /**
-   * `manifest` is set for the manifests and indexes bundle.json and index.json name: parsed and
-   * checked. `part`: the entry is part `index` of the blob `of` (a blob larger than a volume).
+   * `chunks` are the blob's bytes, each a view of memory the reader uses again for the next one:
+   * copy what must outlive it. `manifest` is set for the manifests and indexes bundle.json and
+   * index.json name: parsed and checked. `part`: the entry is part `index` of the blob `of` (a blob
+   * larger than a volume).
    */
-  | { kind: 'blob'; digest: Digest; size: number; stream: Readable; manifest?: ImageManifest | ImageIndex; part?: { of: Digest; index: number } };
+  | { kind: 'blob'; digest: Digest; size: number; chunks: AsyncIterable<Buffer>; manifest?: ImageManifest | ImageIndex; part?: { of: Digest; index: number } };
 
 const ORDER = [OCI_LAYOUT_ENTRY, BUNDLE_JSON_ENTRY, BUNDLE_SIG_ENTRY, VOLUME_ENTRY, INDEX_ENTRY];
 const METADATA_CAP: Record<string, number> = {
@@ -50,57 +52,70 @@ const METADATA_ALLOWANCE = Object.values(METADATA_CAP).reduce((n, c) => n + c + 
 type Bad = (why: string) => AcpackError;
 
 /**
- * Streams the entries of a bundle.tar.zst in order. A blob's stream must be consumed before the next
- * entry is asked for; breaking out of the loop stops reading. Whoever wrote the bundle, reading it
- * costs bounded memory and time: decompression runs only as fast as entries are consumed, metadata
- * and manifests are read into memory only up to BUNDLE_LIMITS, and each blob entry is checked at its
- * tar header, before a byte of it is passed on, against what the bundle declares: bundle.json (the
- * binaries' and runtimes' sizes, the manifests it lists, the blob count and bytes), index.json, and every manifest
+ * Streams the entries of a bundle.tar.zst in order. A blob's chunks must be consumed before the next
+ * entry is asked for (what is left unread is skipped); breaking out of the loop stops reading.
+ * Whoever wrote the bundle, reading it costs bounded memory and time: decompression runs only as
+ * fast as entries are consumed, into the same buffer over and over, metadata and manifests are read
+ * into memory only up to BUNDLE_LIMITS, and each blob entry is checked at its tar header, before a
+ * byte of it is passed on, against what the bundle declares: bundle.json (the binaries' and
+ * runtimes' sizes, the manifests it lists, the blob count and bytes), index.json, and every manifest
  * and index read so far (their children's sizes; one read before its parent is checked when the
  * parent comes). Anything else (a blob nothing declares, another size, a duplicate, malformed or
  * oversized metadata, unknown names, links, out-of-order entries) is refused with BAD_BUNDLE.
  */
 export async function* bundleEntries(input: Readable | string, label = typeof input === 'string' ? input : 'the bundle'): AsyncGenerator<BundleEntry> {
-  const extract = tar.extract();
   const bad: Bad = (why) => new AcpackError('BAD_BUNDLE', `${label} is not a valid acpack bundle: ${why}`);
-  const decompress = zstdDecompress();
-  const fail = (err: Error) => extract.destroy(decodeError(err, label));
-  decompress.on('error', fail);
+  const zstd = new ZstdReader(typeof input === 'string' ? fileChunks(input) : streamChunks(input));
   // Past the end of the tar, or in padding, zeros can hide gigabytes of decompressed nothing: the stream
   // may not be longer than what bundle.json declares.
   let inflated = 0;
   let budget = METADATA_ALLOWANCE;
-  decompress.on('data', (chunk: Buffer) => {
-    inflated += chunk.length;
-    if (inflated > budget) fail(bad(`it decompresses to more than the ${formatBytes(budget)} its bundle.json accounts for`));
+  const tar = new TarReader({
+    read: async () => {
+      let chunk: Buffer | undefined;
+      try {
+        chunk = await zstd.read();
+      } catch (err) {
+        throw decodeError(err as Error, label);
+      }
+      inflated += chunk?.length ?? 0;
+      if (inflated > budget) throw bad(`it decompresses to more than the ${formatBytes(budget)} its bundle.json accounts for`);
+      return chunk;
+    },
   });
-  decompress.pipe(extract);
-  let source: { destroy: () => void };
-  if (typeof input === 'string') source = pumpFile(input, decompress, fail);
-  else {
-    source = input.on('error', fail);
-    input.pipe(decompress);
-  }
+  const damaged = (err: unknown): never => {
+    if (!(err instanceof TarError)) throw err;
+    throw bad(`its tar stream is damaged or cut short (${err.message})`);
+  };
+  const nextHeader = () => tar.next().catch(damaged);
+  const body = async function* (): AsyncGenerator<Buffer> {
+    for (let c = await tar.read().catch(damaged); c; c = await tar.read().catch(damaged)) yield c;
+  };
+  const readEntry = async (size: number): Promise<Buffer> => {
+    const data = Buffer.allocUnsafe(size);
+    let at = 0;
+    for await (const c of body()) at += c.copy(data, at);
+    return data;
+  };
 
   let lastMeta = -1;
   let ledger: Ledger | undefined;
   let sawIndex = false;
   try {
-    for await (const entry of tarEntries(extract, bad)) {
-      const { name, type, size = 0 } = entry.header;
+    for (let header = await nextHeader(); header; header = await nextHeader()) {
+      const { name, type, size } = header;
       if (type !== 'file') throw bad(`entry "${name}" is a ${type}, only plain files belong in a bundle`);
       if (name.startsWith(BLOB_PREFIX)) {
         const digest = `sha256:${name.slice(BLOB_PREFIX.length)}`;
         if (!isDigest(digest)) throw bad(`entry "${name}" is not named by a sha256 digest`);
         if (!ledger || !sawIndex) throw bad(`blob ${name} comes before ${ledger ? 'index.json' : 'bundle.json'}`);
         if (ledger.admit(digest, size)) {
-          const data = await readEntry(entry);
+          const data = await readEntry(size);
           const manifest = ledger.readManifest(digest, data);
-          yield { kind: 'blob', digest, size, stream: Readable.from([data]), manifest };
+          yield { kind: 'blob', digest, size, chunks: once(data), manifest };
         } else {
           const part = ledger.partOf(digest);
-          yield { kind: 'blob', digest, size, stream: entry as unknown as Readable, ...(part ? { part } : {}) };
-          entry.resume(); // whatever the consumer left unread
+          yield { kind: 'blob', digest, size, chunks: body(), ...(part ? { part } : {}) };
         }
         continue;
       }
@@ -109,7 +124,7 @@ export async function* bundleEntries(input: Readable | string, label = typeof in
       if (at <= lastMeta || ledger?.blobs) throw bad(`entry "${name}" is out of order`);
       if (size > METADATA_CAP[name]) throw bad(`entry "${name}" is ${formatBytes(size)}, far more than metadata can be`);
       lastMeta = at;
-      const data = await readEntry(entry);
+      const data = await readEntry(size);
       if (name === OCI_LAYOUT_ENTRY) yield { kind: 'layout', data };
       else if (name === BUNDLE_SIG_ENTRY) {
         if (!ledger) throw bad('bundle.json.sig comes before bundle.json');
@@ -137,9 +152,7 @@ export async function* bundleEntries(input: Readable | string, label = typeof in
     if (!sawIndex) throw bad(`it ends before ${ledger ? 'index.json' : 'bundle.json'}`);
     ledger!.finish();
   } finally {
-    source.destroy();
-    decompress.destroy();
-    extract.destroy();
+    zstd.close();
   }
 }
 
@@ -150,10 +163,10 @@ export async function* bundleEntries(input: Readable | string, label = typeof in
 export async function drainVerified(entry: Extract<BundleEntry, { kind: 'blob' }>, label: string, onBytes?: (n: number) => void): Promise<number> {
   const hash = entry.manifest ? undefined : newHash();
   let seen = 0;
-  for await (const chunk of entry.stream) {
-    hash?.update(chunk as Buffer);
-    seen += (chunk as Buffer).length;
-    onBytes?.((chunk as Buffer).length);
+  for await (const chunk of entry.chunks) {
+    hash?.update(chunk);
+    seen += chunk.length;
+    onBytes?.(chunk.length);
   }
   const actual = hash ? digestOfHash(hash) : entry.digest;
   if (actual !== entry.digest || seen !== entry.size) {
@@ -192,30 +205,8 @@ export async function readHead(path: string): Promise<BundleHead> {
   return head;
 }
 
-type TarEntry = AsyncIterable<Buffer> & { header: tar.Header; resume(): void };
-
-/** tar-stream's entries, its own errors (a damaged header, a cut archive) turned into BAD_BUNDLE. */
-async function* tarEntries(extract: tar.Extract, bad: Bad): AsyncGenerator<TarEntry> {
-  const it = extract[Symbol.asyncIterator]();
-  for (;;) {
-    let next: IteratorResult<unknown>;
-    try {
-      next = await it.next();
-    } catch (err) {
-      if (err instanceof AcpackError) throw err;
-      const e = bad(`its tar stream is damaged or cut short (${(err as Error).message})`);
-      e.cause = err;
-      throw e;
-    }
-    if (next.done) return;
-    yield next.value as TarEntry;
-  }
-}
-
-async function readEntry(stream: AsyncIterable<Buffer>): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of stream) chunks.push(c);
-  return Buffer.concat(chunks);
+async function* once(data: Buffer): AsyncGenerator<Buffer> {
+  yield data;
 }
 
 /** Sizes as messages show them: exact, with the rounded figure when it is large. */
@@ -527,54 +518,6 @@ function jsonBounds(data: Uint8Array, maxDepth: number = BUNDLE_LIMITS.jsonDepth
 function preview(v: unknown): string {
   const s = JSON.stringify(v) ?? String(v);
   return s.length > 40 ? `${s.slice(0, 40)}…` : s;
-}
-
-/** Compressed bytes per read, and reads in flight at most. */
-const READ_BYTES = 1 << 20;
-const READS = 4;
-
-/**
- * Reads the file at `path` into `sink` through a few buffers used over and over: one goes back to
- * the pool when the sink has consumed it (its write callback). A fresh buffer per read, as a
- * ReadStream's, costs a page fault per 4 KiB and work for the collector, for every byte of a
- * multi-gigabyte bundle. The pool is the backpressure. `destroy` stops the reads.
- */
-function pumpFile(path: string, sink: Writable, fail: (err: Error) => void): { destroy: () => void } {
-  let stopped = false;
-  let wake: (() => void) | undefined;
-  const free: Buffer[] = [];
-  const returned = (buf: Buffer) => () => {
-    free.push(buf);
-    wake?.();
-  };
-  void (async () => {
-    const fh = await open(path, 'r');
-    try {
-      for (let made = 0; !stopped && !sink.destroyed; ) {
-        let buf = free.pop();
-        if (!buf && made < READS) {
-          buf = Buffer.allocUnsafeSlow(READ_BYTES);
-          made++;
-        }
-        if (!buf) {
-          await new Promise<void>((resolve) => (wake = resolve));
-          wake = undefined;
-          continue;
-        }
-        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-        if (bytesRead === 0) return void sink.end();
-        sink.write(buf.subarray(0, bytesRead), returned(buf));
-      }
-    } finally {
-      await fh.close();
-    }
-  })().catch(fail);
-  return {
-    destroy: () => {
-      stopped = true;
-      wake?.();
-    },
-  };
 }
 
 function decodeError(err: Error, label: string): Error {

@@ -307,8 +307,9 @@ export class ContentStore implements Content {
  * data is deleted, so a corrupt source can never poison a resume.
  */
 export class BlobWriter {
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
+  /** Bytes gathered for the next write: copied in, so a caller may reuse its memory once `write` returns. */
+  private stage: Buffer | undefined;
+  private staged = 0;
   /** The batch being written in the background (startFlush). */
   private flushing: Promise<void> | undefined;
   private closed = false;
@@ -353,16 +354,20 @@ export class BlobWriter {
     }
     this.hashOnly(chunk);
     this.written += chunk.length;
-    this.pending.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
-    this.pendingBytes += chunk.length;
-    if (this.pendingBytes >= 4 * READ_CHUNK) await this.startFlush();
+    for (let at = 0; at < chunk.length; ) {
+      this.stage ??= takeStage();
+      const n = Math.min(chunk.length - at, this.stage.length - this.staged);
+      this.stage.set(chunk.subarray(at, at + n), this.staged);
+      this.staged += n;
+      at += n;
+      if (this.staged === this.stage.length) await this.startFlush();
+    }
   }
 
   /** Forgets everything written so far (the source could not resume). */
   async reset(): Promise<void> {
     await this.settleFlush().catch(() => {});
-    this.pending = [];
-    this.pendingBytes = 0;
+    this.staged = 0;
     await this.fh.truncate(0);
     if (this.hash) this.hash = newHash();
     this.side = this.newSide?.();
@@ -427,8 +432,7 @@ export class BlobWriter {
 
   /** Ends this attempt and deletes what it wrote. */
   async discard(): Promise<void> {
-    this.pending = [];
-    this.pendingBytes = 0;
+    this.dropStage();
     if (this.closed) return;
     this.closed = true;
     try {
@@ -466,21 +470,31 @@ export class BlobWriter {
     await this.writePending();
   }
 
+  /** Hands the staged bytes to a write of their own; the stage goes back to the pool once they are on disk. */
   private async writePending(): Promise<void> {
-    if (this.pendingBytes === 0) return;
-    const data = this.pending;
-    this.pending = [];
-    this.pendingBytes = 0;
+    const buf = this.stage;
+    const n = this.staged;
+    this.stage = undefined;
+    this.staged = 0;
+    if (!buf) return;
     try {
-      await this.fh.writev(data);
-      for (const b of data) this.writeback.wrote(b.length);
+      for (let at = 0; at < n; ) at += (await this.fh.write(buf, at, n - at)).bytesWritten;
+      this.writeback.wrote(n);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOSPC' || code === 'EDQUOT') {
         throw new AcpackError('DISK_FULL', `no space left while writing blob ${describe(this.expected.digest)} under ${this.dir}: free some space and run again (verified blobs are kept)`, { cause: err });
       }
       throw err;
+    } finally {
+      giveStage(buf);
     }
+  }
+
+  private dropStage(): void {
+    if (this.stage) giveStage(this.stage);
+    this.stage = undefined;
+    this.staged = 0;
   }
 
   private mismatch(what: string): AcpackError {
@@ -490,6 +504,23 @@ export class BlobWriter {
       `blob ${describe(digest)}${from(this.expected)} delivered ${what}: the source changed or is corrupt; nothing was stored`,
     );
   }
+}
+
+/**
+ * What a writer gathers before it writes, and how many such buffers wait for the next writers: one
+ * fills while the one before is being written, and a new blob takes memory already faulted in
+ * instead of fresh pages.
+ */
+const STAGE_BYTES = 4 * READ_CHUNK;
+const STAGES_KEPT = 4;
+const stages: Buffer[] = [];
+
+function takeStage(): Buffer {
+  return stages.pop() ?? Buffer.allocUnsafeSlow(STAGE_BYTES);
+}
+
+function giveStage(buf: Buffer): void {
+  if (stages.length < STAGES_KEPT) stages.push(buf);
 }
 
 function ingestKey(ref: string): string {

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
-import { Duplex, type DuplexOptions } from 'node:stream';
 import zlib from 'node:zlib';
 import type * as ZstdBinding from 'zstd-napi/binding.js';
+import type { Chunks } from './chunks.js';
 
 /**
  * zstd-napi is a native addon: the site's single-executable runtime cannot load one. It is required
@@ -10,10 +10,9 @@ import type * as ZstdBinding from 'zstd-napi/binding.js';
  */
 const napiBinding = () => createRequire(import.meta.url)('zstd-napi/binding.js') as typeof ZstdBinding;
 
-/** Decompressed bytes per native call, and what the readable side holds before it stops asking for more. */
-const OUT_CHUNK = 256 << 10;
-const OUT_BUFFERED = 1 << 20;
-const IN_BUFFERED = 1 << 20;
+/** Decompressed bytes per read: the one output buffer a reader fills again and again. */
+const OUT_BYTES = 1 << 20;
+const EMPTY = Buffer.alloc(0);
 /**
  * Largest back-reference window a frame may ask for: 2^24 = 16 MiB of decoder memory. Bundles are
  * frames of 8 MiB at most (zstd-frames.ts); even `zstd -19` stays at an 8 MiB window. A frame that asks for more
@@ -24,101 +23,138 @@ const WINDOW_LOG_MAX = 24;
 /** Node ≥ 22.15 (and 23.8) has zstd in zlib: no addon needed to read a bundle. */
 const zlibZstd = typeof zlib.createZstdDecompress === 'function';
 
-/** Which decoder zstdDecompress uses on this Node, for tests and diagnostics. */
+/** Which decoder ZstdReader uses on this Node, for tests and diagnostics. */
 export const zstdDecoder: 'node:zlib' | 'zstd-napi' = zlibZstd ? 'node:zlib' : 'zstd-napi';
 
 /**
- * zstd decompression driven by demand: a decoder call produces at most OUT_CHUNK bytes, and only
- * while the reader wants more; a written chunk of compressed input is acknowledged (so the next is
- * taken) only once all of it was decompressed and read. Memory stays flat whatever the compression
- * ratio: a few KB that expand to gigabytes cost no more than a few KB that expand to megabytes, and
- * a consumer that stops reading stops the decompression.
- *
- * zlib's stream works that way by itself (since Node 14 it waits for _read when push() says the
- * buffer is full); zstd-napi's DecompressStream does not (it pushes the whole output of each input
- * chunk at once), hence DemandDecompress over its low-level binding on older Nodes.
+ * One step of zstd decompression into memory the caller owns: whatever the decoder produced from
+ * `input` into `out`, and how much of `input` it took.
  */
-export function zstdDecompress(): Duplex {
-  if (!zlibZstd) return new DemandDecompress();
-  // zlib hands these to its Transform; @types/node's ZstdOptions omits the stream's half.
-  const options: zlib.ZstdOptions & DuplexOptions = {
-    chunkSize: OUT_CHUNK,
-    params: { [zlib.constants.ZSTD_d_windowLogMax]: WINDOW_LOG_MAX },
-    readableHighWaterMark: OUT_BUFFERED,
-    writableHighWaterMark: IN_BUFFERED,
-  };
-  return zlib.createZstdDecompress(options);
+interface Inflater {
+  inflate(input: Buffer, out: Buffer): { consumed: number; produced: number };
+  /** Throws unless the input so far ended where a frame ends. */
+  finish(): void;
+  close(): void;
 }
 
-class DemandDecompress extends Duplex {
+/**
+ * A zstd stream, decompressed as it is read: each `read` returns the next bytes (at most 1 MiB) as a
+ * view of one buffer that the next `read` fills again, so a multi-gigabyte bundle costs the same
+ * few megabytes of memory and no allocation per byte (a fresh buffer per chunk costs a page fault
+ * per 4 KiB, which is most of a stream decoder's time here). The decoder runs only when asked, on
+ * the calling thread: a few KB that expand to gigabytes cost no more than the reads made of them,
+ * and a reader that stops stops the decompression. Compressed input is taken from `input` only as
+ * the decoder needs it.
+ */
+export class ZstdReader {
+  private readonly out = Buffer.allocUnsafeSlow(OUT_BYTES);
+  private readonly inflater: Inflater = zlibZstd ? new ZlibInflater() : new NapiInflater();
+  private input: Buffer | undefined;
+  private full = false;
+  private ended = false;
+
+  constructor(private readonly source: Chunks) {}
+
+  /** The next decompressed bytes, or undefined at the end of the stream; valid until the next call. */
+  async read(): Promise<Buffer | undefined> {
+    for (;;) {
+      // A call that filled the output buffer may have left more in the decoder: drained before more input.
+      if (!this.full && !this.input?.length) {
+        if (this.ended) return undefined;
+        this.input = await this.source.next();
+        if (!this.input) {
+          this.ended = true;
+          this.inflater.finish();
+          return undefined;
+        }
+      }
+      const input = this.input ?? EMPTY;
+      const { consumed, produced } = this.inflater.inflate(input, this.out);
+      this.input = input.subarray(consumed);
+      this.full = produced === this.out.length;
+      if (produced > 0) return this.out.subarray(0, produced);
+      if (consumed === 0 && input.length > 0) throw new Error('zstd made no progress on its input');
+    }
+  }
+
+  close(): void {
+    this.inflater.close();
+    this.source.close();
+  }
+}
+
+/**
+ * zlib's zstd decoder, driven through its handle with output buffers of our own: the stream around
+ * it allocates a fresh buffer for every chunk it produces. The handle's shape (`writeSync` with
+ * in/out offsets, the two counters in `_writeState`) is that of every zlib handle since Node 10;
+ * the site runtime pins the Node release, and tests run it.
+ */
+class ZlibInflater implements Inflater {
+  private readonly stream = zlib.createZstdDecompress({ params: { [zlib.constants.ZSTD_d_windowLogMax]: WINDOW_LOG_MAX } });
+  private readonly handle: ZlibHandle;
+  private readonly state: Uint32Array;
+  private error: Error | undefined;
+
+  constructor() {
+    const inner = this.stream as unknown as { _handle?: ZlibHandle; _writeState?: Uint32Array };
+    if (typeof inner._handle?.writeSync !== 'function' || !(inner._writeState instanceof Uint32Array)) {
+      throw new Error(`this Node (${process.version}) has zstd in zlib, but not the handle acpack drives it through`);
+    }
+    this.handle = inner._handle;
+    this.state = inner._writeState;
+    this.handle.onerror = (message: string, _errno: number, code: string) => {
+      this.error = new Error(`${message} (${code})`);
+    };
+  }
+
+  inflate(input: Buffer, out: Buffer): { consumed: number; produced: number } {
+    this.handle.writeSync(zlib.constants.ZSTD_e_continue, input, 0, input.length, out, 0, out.length);
+    this.check();
+    return { consumed: input.length - this.state[1], produced: out.length - this.state[0] };
+  }
+
+  finish(): void {
+    // Ending with no input left: the decoder says "unexpected end of file" in the middle of a frame.
+    this.handle.writeSync(zlib.constants.ZSTD_e_end, EMPTY, 0, 0, Buffer.alloc(1), 0, 1);
+    this.check();
+  }
+
+  close(): void {
+    this.stream.close();
+  }
+
+  private check(): void {
+    const err = this.error;
+    if (err) throw err;
+  }
+}
+
+interface ZlibHandle {
+  writeSync(flush: number, input: Buffer, inOff: number, inLen: number, out: Buffer, outOff: number, outLen: number): void;
+  onerror: (message: string, errno: number, code: string) => void;
+}
+
+/** zstd-napi's low-level decoder, for a Node without zstd in zlib (the packer's Node 20). */
+class NapiInflater implements Inflater {
   private readonly dctx: ZstdBinding.DCtx;
-  /** The written chunk being decompressed (what is left of it), and its write callback. */
-  private input: Buffer | null = null;
-  private inputDone: ((err?: Error | null) => void) | null = null;
-  private wanted = false;
   private inFrame = false;
 
   constructor() {
-    super({ readableHighWaterMark: OUT_BUFFERED, writableHighWaterMark: IN_BUFFERED });
     const binding = napiBinding();
     this.dctx = new binding.DCtx();
     this.dctx.setParameter(binding.DParameter.windowLogMax, WINDOW_LOG_MAX);
   }
 
-  override _write(chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null) => void): void {
-    this.input = chunk;
-    this.inputDone = done;
-    this.pump();
+  inflate(input: Buffer, out: Buffer): { consumed: number; produced: number } {
+    const [ret, produced, consumed] = this.dctx.decompressStream(out, input);
+    // A call that did nothing says what the next frame's header needs: not a frame left open.
+    if (produced > 0 || consumed > 0) this.inFrame = ret !== 0;
+    return { consumed, produced };
   }
 
-  override _final(done: (err?: Error | null) => void): void {
-    // Runs after the last write was acknowledged, so every input byte has been decompressed and read.
-    if (this.inFrame) {
-      done(new Error('the zstd stream ends in the middle of a frame'));
-      return;
-    }
-    this.push(null);
-    done();
+  finish(): void {
+    if (this.inFrame) throw new Error('the zstd stream ends in the middle of a frame');
   }
 
-  override _read(): void {
-    this.wanted = true;
-    this.pump();
-  }
-
-  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
-    const pending = this.inputDone;
-    this.input = null;
-    this.inputDone = null;
-    pending?.(err);
-    done(err);
-  }
-
-  private pump(): void {
-    while (this.wanted && this.input !== null && !this.destroyed) {
-      const out = Buffer.allocUnsafe(OUT_CHUNK);
-      let ret: number;
-      let produced: number;
-      let consumed: number;
-      try {
-        [ret, produced, consumed] = this.dctx.decompressStream(out, this.input);
-      } catch (err) {
-        this.destroy(err as Error);
-        return;
-      }
-      this.input = this.input.subarray(consumed);
-      if (produced > 0) this.wanted = this.push(out.subarray(0, produced));
-      // Done with this chunk once zstd took all of it and had room to spare (nothing left to flush).
-      if (this.input.length === 0 && (produced < OUT_CHUNK || ret === 0)) {
-        this.inFrame = ret !== 0;
-        const done = this.inputDone!;
-        this.input = null;
-        this.inputDone = null;
-        done();
-      } else if (produced === 0 && consumed === 0) {
-        this.destroy(new Error('zstd made no progress on its input'));
-        return;
-      }
-    }
-  }
+  close(): void {}
 }

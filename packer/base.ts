@@ -38,8 +38,7 @@ export async function readBase(path: string): Promise<{ ref: BaseRef; blobs: Set
   const blobs = new Set<Digest>();
   for await (const e of bundleEntries(path)) {
     if (e.kind !== 'blob') continue;
-    blobs.add(e.digest);
-    e.stream.resume();
+    blobs.add(e.digest); // its bytes are skipped as the next entry is read
   }
   return { ref, blobs };
 }

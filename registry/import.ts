@@ -96,9 +96,9 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
         }
         try {
           if (w.offset > 0) await w.reset(); // a bundle stream cannot resume mid-blob
-          for await (const chunk of entry.stream) {
-            await w.write(chunk as Buffer);
-            onBytes?.((chunk as Buffer).length);
+          for await (const chunk of entry.chunks) {
+            await w.write(chunk); // copies: the reader reuses the chunk's memory
+            onBytes?.(chunk.length);
           }
           await w.commit();
         } catch (err) {

@@ -251,7 +251,7 @@ describe('every blob entry is checked at its tar header against what the bundle 
       for await (const e of bundleEntries(path)) {
         if (e.kind !== 'blob') continue;
         passed.push(e.digest);
-        for await (const _ of e.stream);
+        for await (const _ of e.chunks);
       }
     } catch (error) {
       return { passed, error };

@@ -168,7 +168,7 @@ describe('charts', () => {
     for await (const e of bundleEntries(out)) {
       if (e.kind !== 'blob') continue;
       const chunks: Buffer[] = [];
-      for await (const c of e.stream) chunks.push(c as Buffer);
+      for await (const c of e.chunks) chunks.push(Buffer.from(c));
       blobs.set(e.digest, Buffer.concat(chunks));
     }
     for (const c of d.charts) {

@@ -1,20 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { sha256 } from '../../oci/digest.js';
-import { zstdDecoder, zstdDecompress } from '../../oci/zstd.js';
+import { zstdDecoder } from '../../oci/zstd.js';
 import { DENSE_LEVEL, FRAME_BYTES, FrameCompressor, isPacked, PACKED_LEVEL } from '../../oci/zstd-frames.js';
 import { noise } from '../../demo/samples.js';
 import { ROOT } from '../helpers/env.js';
+import { inflate } from '../helpers/zstd-read.js';
 import { zstdCli } from '../helpers/zstd-cli.js';
-
-async function run(t: NodeJS.ReadWriteStream, input: Buffer[]): Promise<Buffer> {
-  const out: Buffer[] = [];
-  await pipeline(Readable.from(input), t, new Writable({ write: (c, _e, cb) => (out.push(c), cb()) }));
-  return Buffer.concat(out);
-}
 
 // Half text, half noise: both code paths of the compressor.
 const text = Buffer.from('{"layer":"sha256:0123","size":1234}\n'.repeat(50_000));
@@ -46,10 +39,10 @@ describe('bundle zstd frames', () => {
   ];
   const plain = Buffer.concat(parts.map(([b]) => b));
 
-  it('give the same bytes however the input is written, which the stream decoder and the zstd CLI read back', async () => {
+  it('give the same bytes however the input is written, which our decoder and the zstd CLI read back', async () => {
     const whole = await frames(parts);
     expect(sha256((await frames(parts, 77_777)).out)).toBe(sha256(whole.out));
-    expect((await run(zstdDecompress(), [whole.out])).equals(plain)).toBe(true);
+    expect((await inflate([whole.out])).equals(plain)).toBe(true);
     expect((await zstdCli(['-dc'], whole.out)).equals(plain)).toBe(true);
   });
 
@@ -89,12 +82,10 @@ describe(`zstd decompression (${zstdDecoder})`, () => {
     // A fresh process: this one may have loaded zstd-napi to compress.
     const script = [
       "import { createRequire } from 'node:module';",
-      "import { Readable } from 'node:stream';",
-      "const { zstdDecompress } = await import('./oci/zstd.ts');",
+      "const { inflate } = await import('./test/helpers/zstd-read.ts');",
       'const loaded = () => Object.keys(createRequire(import.meta.url).cache).some((p) => p.includes("zstd-napi"));',
       'const before = loaded();',
-      `const d = Readable.from([Buffer.from('${(await zstdCli(['-c'], Buffer.from('hello'))).toString('base64')}', 'base64')]).pipe(zstdDecompress());`,
-      'let out = ""; for await (const c of d) out += c;',
+      `const out = (await inflate([Buffer.from('${(await zstdCli(['-c'], Buffer.from('hello'))).toString('base64')}', 'base64')])).toString();`,
       'console.log(JSON.stringify({ before, out, after: loaded() }));',
     ].join('\n');
     const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT });
@@ -106,16 +97,16 @@ describe(`zstd decompression (${zstdDecoder})`, () => {
     const all = Buffer.concat(frames);
     const pieces: Buffer[] = [];
     for (let i = 0; i < all.length; i += 4097) pieces.push(all.subarray(i, i + 4097));
-    expect((await run(zstdDecompress(), pieces)).equals(Buffer.concat([text, input]))).toBe(true);
+    expect((await inflate(pieces)).equals(Buffer.concat([text, input]))).toBe(true);
   });
 
   it('refuses a stream cut short, a flipped byte and bytes that are not zstd', async () => {
     const whole = await zstdCli(['-3', '--check', '-c'], input);
-    await expect(run(zstdDecompress(), [whole.subarray(0, whole.length >> 1)])).rejects.toThrow(/middle of a frame|unexpected end of file/);
+    await expect(inflate([whole.subarray(0, whole.length >> 1)])).rejects.toThrow(/middle of a frame|unexpected end of file/);
     const flipped = Buffer.from(whole);
     flipped[flipped.length - 2] ^= 0xff; // in the checksum
-    await expect(run(zstdDecompress(), [flipped])).rejects.toThrow(/checksum/);
-    await expect(run(zstdDecompress(), [Buffer.from('this is not zstd at all')])).rejects.toThrow(/Unknown frame descriptor/);
+    await expect(inflate([flipped])).rejects.toThrow(/checksum/);
+    await expect(inflate([Buffer.from('this is not zstd at all')])).rejects.toThrow(/Unknown frame descriptor/);
   });
 });
 
