@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { Ajv } from 'ajv';
+import { lazyValidator } from '../oci/json-schema.js';
 import { parse as parseYaml } from 'yaml';
 import { AcpackError } from '../oci/errors.js';
 import { CNI_CHARTS, DEFAULT_CNI } from '../kube/index.js';
@@ -107,7 +107,7 @@ export const clusterSchema = {
   },
 } as const;
 
-const validateCluster = new Ajv({ allErrors: true }).compile(clusterSchema);
+const validateCluster = lazyValidator(clusterSchema, { allErrors: true });
 
 interface RawSsh {
   user?: string;

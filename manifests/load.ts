@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
+import type { ErrorObject } from 'ajv';
+import { lazyValidator } from '../oci/json-schema.js';
 import { LineCounter, parseDocument, isMap, isNode, isScalar, type Document } from 'yaml';
 import { parsePlatform, formatPlatform, isArch, type Arch, type Platform } from '../arch/platform.js';
 import { AcpackError } from '../oci/errors.js';
@@ -69,7 +70,7 @@ interface RawManifest {
   };
 }
 
-const validate = new Ajv({ allErrors: true, strict: true }).compile(bundleManifestSchema);
+const validate = lazyValidator(bundleManifestSchema, { allErrors: true, strict: true });
 
 /** Reads, validates and normalizes a bundle manifest; errors carry file:line:column. */
 export async function loadManifest(file: string): Promise<BundleManifest> {

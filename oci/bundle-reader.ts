@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { Ajv } from 'ajv';
+import { lazyValidator } from './json-schema.js';
 import { manifestShapeProblem, schemaProblem } from './manifest-shape.js';
 import { AcpackError, formatBytes } from './errors.js';
 import { digestOfHash, isDigest, newHash, sha256, shortDigest, type Digest } from './digest.js';
@@ -385,9 +385,8 @@ class Ledger {
   }
 }
 
-const ajv = new Ajv({ allErrors: false });
-const validateDescriptor = ajv.compile<BundleDescriptor>(bundleJsonSchema);
-const validateIndex = ajv.compile<ImageIndex>(indexJsonSchema);
+const validateDescriptor = lazyValidator<BundleDescriptor>(bundleJsonSchema);
+const validateIndex = lazyValidator<ImageIndex>(indexJsonSchema);
 
 function parseDescriptor(data: Buffer, bad: Bad): BundleDescriptor {
   const d = parseJson(data, BUNDLE_JSON_ENTRY, bad) as Partial<BundleDescriptor> | null;

@@ -1,20 +1,20 @@
-import { Ajv, type ErrorObject } from 'ajv';
+import type { ErrorObject } from 'ajv';
+import { lazyValidator } from './json-schema.js';
 import { descriptorSchema } from './bundle-format.js';
 
 /** An image manifest and an index as the OCI image spec (schema 2) shapes them; other fields are allowed. */
-const imageManifestSchema = {
+export const imageManifestSchema = {
   type: 'object',
   required: ['schemaVersion', 'config', 'layers'],
   properties: { schemaVersion: { const: 2 }, config: descriptorSchema, layers: { type: 'array', items: descriptorSchema }, subject: descriptorSchema },
 } as const;
-const imageIndexSchema = {
+export const imageIndexSchema = {
   type: 'object',
   required: ['schemaVersion', 'manifests'],
   properties: { schemaVersion: { const: 2 }, manifests: { type: 'array', items: descriptorSchema }, subject: descriptorSchema },
 } as const;
 
-const ajv = new Ajv({ allErrors: false });
-const validate = { manifest: ajv.compile(imageManifestSchema), index: ajv.compile(imageIndexSchema) };
+const validate = { manifest: lazyValidator(imageManifestSchema), index: lazyValidator(imageIndexSchema) };
 
 /**
  * Why a parsed document is not an image manifest (or, with `index`, an index), or undefined. One

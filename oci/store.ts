@@ -1,11 +1,13 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { chmod, link, mkdir, open, readdir, readFile, rm, stat, statfs, utimes, writeFile, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
 import { join } from 'node:path';
 import type { Hash } from 'node:crypto';
 import { readBlobRange, type Content, type ContentInfo } from './content.js';
 import { AcpackError, formatBytes } from './errors.js';
 import { FileLock } from './file-lock.js';
 import { Writeback } from './writeback.js';
+import { DIRECT_ALIGN, giveStage, isAligned, takeStage } from './stages.js';
 import { digestOfHash, feedHash, hashFile, hexOf, isDigest, newHash, READ_CHUNK, sha256, shortDigest, type Digest } from './digest.js';
 
 /** BlobWriter pushes its data to disk every 16 MiB (see Writeback). */
@@ -310,6 +312,10 @@ export class BlobWriter {
   /** Bytes gathered for the next write: copied in, so a caller may reuse its memory once `write` returns. */
   private stage: Buffer | undefined;
   private staged = 0;
+  /** Bytes in the file: where the next write lands. */
+  private onDisk: number;
+  /** The data file opened with O_DIRECT, once a full stage goes to disk; null where that cannot work. */
+  private direct: FileHandle | null | undefined;
   /** The batch being written in the background (startFlush). */
   private flushing: Promise<void> | undefined;
   private closed = false;
@@ -333,6 +339,7 @@ export class BlobWriter {
   ) {
     this.writeback = new Writeback(fh, WRITEBACK_EVERY);
     this.side = newSide?.();
+    this.onDisk = written;
   }
 
   /** @internal feeds bytes already on disk (a resumed write's) to the hashes. */
@@ -369,6 +376,7 @@ export class BlobWriter {
     await this.settleFlush().catch(() => {});
     this.staged = 0;
     await this.fh.truncate(0);
+    this.onDisk = 0;
     if (this.hash) this.hash = newHash();
     this.side = this.newSide?.();
     this.written = 0;
@@ -378,6 +386,7 @@ export class BlobWriter {
   async truncate(size: number): Promise<void> {
     await this.flush();
     await this.fh.truncate(size);
+    this.onDisk = size;
     this.written = size;
   }
 
@@ -404,6 +413,7 @@ export class BlobWriter {
       await this.discard();
       throw new AcpackError('WRITE_FAILED', `blob ${describe(actual)}${from(this.expected)} could not be written to disk under ${this.dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): nothing was stored; check the disk`, { cause: err });
     }
+    await this.closeDirect();
     await this.fh.close();
     this.closed = true;
     try {
@@ -424,6 +434,7 @@ export class BlobWriter {
         await this.flush();
         await this.writeback.settled();
       } finally {
+        await this.closeDirect().catch(() => {});
         await this.fh.close();
         await this.release();
       }
@@ -438,6 +449,7 @@ export class BlobWriter {
     try {
       await this.settleFlush().catch(() => {});
       await this.writeback.settled().catch(() => {});
+      await this.closeDirect().catch(() => {});
       await this.fh.close();
       await rm(this.dir, { recursive: true, force: true });
     } finally {
@@ -478,8 +490,12 @@ export class BlobWriter {
     this.staged = 0;
     if (!buf) return;
     try {
-      for (let at = 0; at < n; ) at += (await this.fh.write(buf, at, n - at)).bytesWritten;
-      this.writeback.wrote(n);
+      let at = await this.writeDirect(buf, n);
+      if (at < n) {
+        this.writeback.wrote(n - at);
+        while (at < n) at += (await this.fh.write(buf, at, n - at)).bytesWritten;
+      }
+      this.onDisk += n;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOSPC' || code === 'EDQUOT') {
@@ -489,6 +505,34 @@ export class BlobWriter {
     } finally {
       giveStage(buf);
     }
+  }
+
+  /**
+   * Writes a full stage with O_DIRECT, at the end of the file, where it can (see stages.ts); returns
+   * how many of its bytes went that way, the rest to be written through the page cache (the tail of
+   * a blob, a resumed write's unaligned offset, a file system without O_DIRECT). Direct writes need
+   * no background writeback: they are on the disk when they return, and commit's fsync makes them
+   * durable with the file's metadata.
+   */
+  private async writeDirect(buf: Buffer, n: number): Promise<number> {
+    if (this.direct === null || !isAligned(buf) || n % DIRECT_ALIGN !== 0 || this.onDisk % DIRECT_ALIGN !== 0) return 0;
+    let at = 0;
+    try {
+      this.direct ??= await open(join(this.dir, 'data'), constants.O_WRONLY | constants.O_DIRECT);
+      while (at < n) at += (await this.direct.write(buf, at, n - at, this.onDisk + at)).bytesWritten;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      // tmpfs before Linux 6.6, some FUSE file systems: the page cache it is, for this writer.
+      await this.closeDirect();
+      this.direct = null;
+    }
+    return at;
+  }
+
+  private async closeDirect(): Promise<void> {
+    const fh = this.direct;
+    this.direct = undefined;
+    await fh?.close();
   }
 
   private dropStage(): void {
@@ -504,23 +548,6 @@ export class BlobWriter {
       `blob ${describe(digest)}${from(this.expected)} delivered ${what}: the source changed or is corrupt; nothing was stored`,
     );
   }
-}
-
-/**
- * What a writer gathers before it writes, and how many such buffers wait for the next writers: one
- * fills while the one before is being written, and a new blob takes memory already faulted in
- * instead of fresh pages.
- */
-const STAGE_BYTES = 4 * READ_CHUNK;
-const STAGES_KEPT = 4;
-const stages: Buffer[] = [];
-
-function takeStage(): Buffer {
-  return stages.pop() ?? Buffer.allocUnsafeSlow(STAGE_BYTES);
-}
-
-function giveStage(buf: Buffer): void {
-  if (stages.length < STAGES_KEPT) stages.push(buf);
 }
 
 function ingestKey(ref: string): string {

@@ -30,6 +30,12 @@ export interface ImportResult {
   pending?: { volumes: number; missing: number[] };
 }
 
+/**
+ * Blobs whose commit (the fsync, tens of milliseconds for a large one, and the link) runs while the
+ * next blobs stream in.
+ */
+const COMMITS_IN_FLIGHT = 4;
+
 /** How long an import waits for another process (another import) writing the same blob. */
 const SAME_BLOB_WAIT_MS = 30 * 60_000;
 
@@ -60,6 +66,7 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
   const parsed = new Map<Digest, ImageIndex & ImageManifest>();
   let blobs = 0;
   let addedBytes = 0;
+  const commits = new Background(COMMITS_IN_FLIGHT);
   try {
     for await (const entry of bundleEntries(input, source)) {
       if (entry.kind === 'descriptor') {
@@ -100,19 +107,27 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
             await w.write(chunk); // copies: the reader reuses the chunk's memory
             onBytes?.(chunk.length);
           }
-          await w.commit();
         } catch (err) {
           await w.discard();
           throw err;
         }
-        // A part is not served: only whole blobs get piece hashes (a joined one when it is joined).
-        if (!entry.part) db.recordPieces(entry.digest, pieces!.pieceSize, pieces!.digest());
-        if (w.created) {
-          added.set(entry.digest, (await store.stat(entry.digest))?.mtimeMs ?? 0);
-          addedBytes += entry.size;
-        }
+        await commits.add(async () => {
+          try {
+            await w.commit();
+          } catch (err) {
+            await w.discard();
+            throw err;
+          }
+          // A part is not served: only whole blobs get piece hashes (a joined one when it is joined).
+          if (!entry.part) db.recordPieces(entry.digest, pieces!.pieceSize, pieces!.digest());
+          if (w.created) {
+            added.set(entry.digest, (await store.stat(entry.digest))?.mtimeMs ?? 0);
+            addedBytes += entry.size;
+          }
+        });
       }
     }
+    await commits.settled();
     if (!descriptor || !index) throw new AcpackError('BAD_BUNDLE', `${source} has no bundle.json or index.json`);
     const d = descriptor;
     const i = index;
@@ -144,6 +159,7 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
     });
     return { ...result, refs };
   } catch (err) {
+    await commits.settled().catch(() => {}); // what they added is rolled back too
     // A single file lets go of its base; a volume set keeps what it holds for its next volume.
     if (descriptorBytes && (descriptor?.volumes ?? 1) <= 1) db.endPending(sha256(descriptorBytes));
     await rollback(store, db, added).catch(() => {});
@@ -305,4 +321,33 @@ async function collectRows(store: ContentStore, d: BundleDescriptor, index: Imag
     if (tag) tags.push({ repo, path, tag, digest: entry.digest });
   }
   return { manifests: [...manifests.values()], tags, repoManifests, blobLinks, manifestRefs };
+}
+
+/**
+ * Tasks run in the background, at most `limit` at once: `add` waits for room. The first failure is
+ * thrown by the next `add` and by `settled`, which waits for all of them.
+ */
+class Background {
+  private readonly running = new Set<Promise<void>>();
+  private failure: { err: unknown } | undefined;
+
+  constructor(private readonly limit: number) {}
+
+  async add(task: () => Promise<void>): Promise<void> {
+    const p: Promise<void> = task()
+      .catch((err: unknown) => void (this.failure ??= { err }))
+      .finally(() => this.running.delete(p));
+    this.running.add(p);
+    if (this.running.size >= this.limit) await Promise.race(this.running);
+    this.throwFailure();
+  }
+
+  async settled(): Promise<void> {
+    await Promise.all(this.running);
+    this.throwFailure();
+  }
+
+  private throwFailure(): void {
+    if (this.failure) throw this.failure.err;
+  }
 }
