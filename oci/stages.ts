@@ -1,11 +1,11 @@
 /**
- * The buffers a blob writer gathers bytes in before it writes them: page-aligned, so that a full
- * one can go to disk with O_DIRECT, straight from this memory, without the kernel's copy into the
- * page cache (on this machine's virtio disk that copy was a third of an import's CPU, and buffered
- * writes plus fsync ran at 400 MB/s where direct ones ran at 1.3 GB/s). No ArrayBuffer promises an
- * aligned start; a WebAssembly.Memory's does, being pages of its own. One memory holds STAGES of
- * them, reused writer after writer; past those (many writers at once) a stage is plain memory,
- * written through the page cache.
+ * The buffers a file is written through (staged-file.ts): page-aligned, so that a full one can go
+ * to disk with O_DIRECT, straight from this memory, without the kernel's copy into the page cache
+ * (on this machine's virtio disk that copy was a third of an import's CPU, and buffered writes
+ * plus fsync ran at 400 MB/s where direct ones ran at 1.3 GB/s); and shared, so that a worker
+ * thread can hash a stage while it is written (hash-worker.ts). No ArrayBuffer promises an aligned
+ * start; a WebAssembly.Memory's does, being pages of its own. One memory holds STAGES of them,
+ * reused file after file.
  */
 export const STAGE_BYTES = 4 << 20;
 /** What O_DIRECT needs: offsets, lengths and addresses in whole logical blocks (4 KiB covers every disk). */
@@ -13,22 +13,30 @@ export const DIRECT_ALIGN = 4096;
 const STAGES = 8;
 const WASM_PAGE = 64 << 10;
 
-let memory: ArrayBuffer | undefined;
+let memory: SharedArrayBuffer | undefined;
 const free: Buffer[] = [];
 
-export function takeStage(): Buffer {
+/** The memory every stage is in (made on first use). */
+export function stageMemory(): SharedArrayBuffer {
   if (!memory) {
-    memory = new WebAssembly.Memory({ initial: (STAGES * STAGE_BYTES) / WASM_PAGE }).buffer;
+    const pages = (STAGES * STAGE_BYTES) / WASM_PAGE;
+    memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer as unknown as SharedArrayBuffer;
     for (let i = 0; i < STAGES; i++) free.push(Buffer.from(memory, i * STAGE_BYTES, STAGE_BYTES));
   }
-  return free.pop() ?? Buffer.allocUnsafeSlow(STAGE_BYTES);
+  return memory;
+}
+
+/** A free stage, or undefined when every one is taken. */
+export function takeStage(): Buffer | undefined {
+  stageMemory();
+  return free.pop();
 }
 
 export function giveStage(stage: Buffer): void {
-  if (isAligned(stage)) free.push(stage);
+  if (stage.buffer === memory) free.push(stage);
 }
 
-/** Whether `bytes` start on a page of the stages' memory: a full stage may then be written with O_DIRECT. */
+/** Whether `bytes` start on a block of the stages' memory: whole blocks of it may be written with O_DIRECT. */
 export function isAligned(bytes: Buffer): boolean {
   return bytes.buffer === memory && bytes.byteOffset % DIRECT_ALIGN === 0;
 }

@@ -6,8 +6,9 @@ import type { Hash } from 'node:crypto';
 import { readBlobRange, type Content, type ContentInfo } from './content.js';
 import { AcpackError, formatBytes } from './errors.js';
 import { FileLock } from './file-lock.js';
-import { Writeback } from './writeback.js';
-import { DIRECT_ALIGN, giveStage, isAligned, takeStage } from './stages.js';
+import { StagedFile } from './staged-file.js';
+import { StageHash } from './hash-worker.js';
+import { PieceHasher, PIECE_SIZE } from '../p2p/pieces.js';
 import { digestOfHash, feedHash, hashFile, hexOf, isDigest, newHash, READ_CHUNK, sha256, shortDigest, type Digest } from './digest.js';
 
 /** BlobWriter pushes its data to disk every 16 MiB (see Writeback). */
@@ -36,14 +37,10 @@ export interface WriterOptions {
   /** Small facts kept with an in-flight write (an upload's repository and user), see `ingestMeta`. */
   meta?: Record<string, string>;
   /**
-   * A second hash fed every byte of the blob in the same pass as its digest (a resumed write's
-   * earlier bytes too): the peer cache's piece hashes. Made afresh when the write starts over.
+   * Hash the blob's pieces (p2p/pieces.ts) in the same pass as its digest (a resumed write's
+   * earlier bytes too), for the peer cache: `pieces` once committed.
    */
-  sideHash?: () => SideHash;
-}
-
-export interface SideHash {
-  update(chunk: Uint8Array): unknown;
+  pieceHashes?: boolean;
 }
 
 /** Runs inside the store lock once a blob is in place: `created` is false when the digest was there already. */
@@ -168,15 +165,14 @@ export class ContentStore implements Content {
       if (opts.meta) await writeFile(join(dir, 'meta.json'), JSON.stringify(opts.meta), { mode: PRIVATE_FILE_MODE });
       const dataPath = join(dir, 'data');
       fh = await open(dataPath, 'a+', PRIVATE_FILE_MODE);
-      const hash = opts.appendOnly ? undefined : newHash();
+      const hashing = !opts.appendOnly;
       let offset = (await fh.stat()).size;
       if (expected.size !== undefined && offset > expected.size) {
         await fh.truncate(0);
         offset = 0;
       }
-      const side = hash && opts.sideHash;
-      const w = new BlobWriter(this, dir, fh, hash, offset, expected, () => lock.release(), side);
-      if (offset > 0 && hash) await feedHash({ update: (c) => w.hashOnly(c) }, dataPath, offset);
+      const w = new BlobWriter(this, dir, fh, hashing, offset, expected, () => lock.release(), hashing && opts.pieceHashes);
+      if (offset > 0 && hashing) await feedHash({ update: (c) => w.hashOnly(c) }, dataPath, offset);
       return w;
     } catch (err) {
       await fh?.close();
@@ -304,48 +300,61 @@ export class ContentStore implements Content {
 }
 
 /**
- * One in-flight blob write. Bytes are hashed as they arrive and buffered into large writes;
- * `commit` checks size and digest, fsyncs and links the file into place. On a mismatch the partial
- * data is deleted, so a corrupt source can never poison a resume.
+ * One in-flight blob write. Bytes are hashed as they arrive and gathered into large writes
+ * (staged-file.ts); `commit` checks size and digest, fsyncs and links the file into place. On a
+ * mismatch the partial data is deleted, so a corrupt source can never poison a resume.
+ *
+ * A fresh write whose stages are the shared pool's is hashed on the hashing thread (hash-worker.ts),
+ * stage by stage beside the disk write; any other (a resumed write, whose earlier bytes are read
+ * back from disk, or one with stages of its own memory) on the calling thread, chunk by chunk.
  */
 export class BlobWriter {
-  /** Bytes gathered for the next write: copied in, so a caller may reuse its memory once `write` returns. */
-  private stage: Buffer | undefined;
-  private staged = 0;
-  /** Bytes in the file: where the next write lands. */
-  private onDisk: number;
-  /** The data file opened with O_DIRECT, once a full stage goes to disk; null where that cannot work. */
-  private direct: FileHandle | null | undefined;
-  /** The batch being written in the background (startFlush). */
-  private flushing: Promise<void> | undefined;
   private closed = false;
   /** The digest it was stored under, once committed. */
   committed?: Digest;
   /** Whether the commit created the blob (false: the store had it already). */
   created = false;
-  /** The side hash (WriterOptions.sideHash) of the bytes written, to be read once committed. */
-  side: SideHash | undefined;
-  private readonly writeback: Writeback;
+  /** The piece hashes (WriterOptions.pieceHashes) of the blob, once committed. */
+  pieces: Buffer | undefined;
+  private readonly file: StagedFile;
+  /** This thread's hashes, or the hashing thread's. */
+  private hash: Hash | undefined;
+  private pieceHasher: PieceHasher | undefined;
+  private stageHash: StageHash | undefined;
 
   constructor(
     private readonly store: ContentStore,
     private readonly dir: string,
-    private readonly fh: FileHandle,
-    private hash: Hash | undefined,
+    fh: FileHandle,
+    private readonly hashing: boolean,
     private written: number,
     readonly expected: Expected,
     private readonly release: () => Promise<void>,
-    private readonly newSide?: () => SideHash,
+    private readonly wantPieces = false,
   ) {
-    this.writeback = new Writeback(fh, WRITEBACK_EVERY);
-    this.side = newSide?.();
-    this.onDisk = written;
+    this.file = new StagedFile(join(dir, 'data'), fh, written, {
+      writebackEvery: WRITEBACK_EVERY,
+      onStage: async (bytes) => this.stageHash?.update(bytes),
+      diskFull: (err) =>
+        new AcpackError('DISK_FULL', `no space left while writing blob ${describe(this.expected.digest)} under ${this.dir}: free some space and run again (verified blobs are kept)`, { cause: err }),
+    });
+    this.startHashes();
+  }
+
+  private startHashes(): void {
+    if (!this.hashing) return;
+    if (this.written === 0 && this.file.shared) {
+      this.stageHash = new StageHash(this.wantPieces ? PIECE_SIZE : undefined);
+    } else {
+      this.hash = newHash();
+      this.pieceHasher = this.wantPieces ? new PieceHasher() : undefined;
+    }
   }
 
   /** @internal feeds bytes already on disk (a resumed write's) to the hashes. */
   hashOnly(chunk: Uint8Array): void {
     this.hash?.update(chunk);
-    this.side?.update(chunk);
+    this.pieceHasher?.update(chunk);
   }
 
   /** Bytes accepted so far, including those a previous attempt left on disk. */
@@ -353,6 +362,7 @@ export class BlobWriter {
     return this.written;
   }
 
+  /** Takes `chunk` (copied: the caller may reuse its memory once this returns). */
   async write(chunk: Uint8Array): Promise<void> {
     const { size } = this.expected;
     if (size !== undefined && this.written + chunk.length > size) {
@@ -361,38 +371,27 @@ export class BlobWriter {
     }
     this.hashOnly(chunk);
     this.written += chunk.length;
-    for (let at = 0; at < chunk.length; ) {
-      this.stage ??= takeStage();
-      const n = Math.min(chunk.length - at, this.stage.length - this.staged);
-      this.stage.set(chunk.subarray(at, at + n), this.staged);
-      this.staged += n;
-      at += n;
-      if (this.staged === this.stage.length) await this.startFlush();
-    }
+    await this.file.write(chunk);
   }
 
   /** Forgets everything written so far (the source could not resume). */
   async reset(): Promise<void> {
-    await this.settleFlush().catch(() => {});
-    this.staged = 0;
-    await this.fh.truncate(0);
-    this.onDisk = 0;
-    if (this.hash) this.hash = newHash();
-    this.side = this.newSide?.();
+    await this.file.truncate(0);
+    this.stageHash?.drop();
+    this.stageHash = this.hash = this.pieceHasher = undefined;
     this.written = 0;
+    this.startHashes();
   }
 
   /** Cuts the data back to `size` bytes (an upload chunk that was refused after it was written). */
   async truncate(size: number): Promise<void> {
-    await this.flush();
-    await this.fh.truncate(size);
-    this.onDisk = size;
+    await this.file.truncate(size);
     this.written = size;
   }
 
   async commit(onCommitted?: OnCommitted): Promise<Digest> {
-    if (!this.hash) throw new AcpackError('INTERNAL', 'an append-only writer cannot commit');
-    await this.flush();
+    if (!this.hashing) throw new AcpackError('INTERNAL', 'an append-only writer cannot commit');
+    await this.file.flush();
     const { digest, size } = this.expected;
     if (size !== undefined && this.written !== size) {
       // Short: keep the partial data, a later attempt resumes it.
@@ -401,21 +400,20 @@ export class BlobWriter {
         `blob ${describe(digest)}${from(this.expected)} ended after ${formatBytes(this.written)}, expected ${formatBytes(size)}: the download was cut`,
       );
     }
-    const actual = digestOfHash(this.hash);
+    const { digest: actual, pieces } = await this.digests();
     if (digest !== undefined && actual !== digest) {
       await this.discard();
       throw this.mismatch(`content hashing to ${shortDigest(actual)}`);
     }
     try {
-      await this.writeback.settled(); // a background sync that failed (EIO) fails the commit
-      await this.fh.sync();
+      await this.file.sync();
     } catch (err) {
       await this.discard();
       throw new AcpackError('WRITE_FAILED', `blob ${describe(actual)}${from(this.expected)} could not be written to disk under ${this.dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): nothing was stored; check the disk`, { cause: err });
     }
-    await this.closeDirect();
-    await this.fh.close();
+    await this.file.close();
     this.closed = true;
+    this.pieces = pieces;
     try {
       this.created = await this.store.publish(join(this.dir, 'data'), actual, onCommitted);
     } finally {
@@ -428,117 +426,35 @@ export class BlobWriter {
 
   /** Ends this attempt; what was written stays for a resume. */
   async close(): Promise<void> {
-    if (!this.closed) {
-      this.closed = true;
-      try {
-        await this.flush();
-        await this.writeback.settled();
-      } finally {
-        await this.closeDirect().catch(() => {});
-        await this.fh.close();
-        await this.release();
-      }
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.file.flush();
+    } finally {
+      this.stageHash?.drop();
+      await this.file.close();
+      await this.release();
     }
   }
 
   /** Ends this attempt and deletes what it wrote. */
   async discard(): Promise<void> {
-    this.dropStage();
     if (this.closed) return;
     this.closed = true;
     try {
-      await this.settleFlush().catch(() => {});
-      await this.writeback.settled().catch(() => {});
-      await this.closeDirect().catch(() => {});
-      await this.fh.close();
+      this.stageHash?.drop();
+      await this.file.close();
       await rm(this.dir, { recursive: true, force: true });
     } finally {
       await this.release();
     }
   }
 
-  /**
-   * Writes what is pending in the background, once the write before it is done: one write in
-   * flight while the next batch is hashed and gathered, so that the source (a bundle's
-   * decompression, a download) and the disk work at the same time. A failed write is thrown by
-   * the next call that waits for it.
-   */
-  private async startFlush(): Promise<void> {
-    await this.settleFlush();
-    const writing = this.writePending();
-    writing.catch(() => {}); // thrown where it is awaited: the next flush, commit, close or discard
-    this.flushing = writing;
-  }
-
-  private async settleFlush(): Promise<void> {
-    const writing = this.flushing;
-    this.flushing = undefined;
-    await writing;
-  }
-
-  /** Everything pending, on disk. */
-  private async flush(): Promise<void> {
-    await this.settleFlush();
-    await this.writePending();
-  }
-
-  /** Hands the staged bytes to a write of their own; the stage goes back to the pool once they are on disk. */
-  private async writePending(): Promise<void> {
-    const buf = this.stage;
-    const n = this.staged;
-    this.stage = undefined;
-    this.staged = 0;
-    if (!buf) return;
-    try {
-      let at = await this.writeDirect(buf, n);
-      if (at < n) {
-        this.writeback.wrote(n - at);
-        while (at < n) at += (await this.fh.write(buf, at, n - at)).bytesWritten;
-      }
-      this.onDisk += n;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOSPC' || code === 'EDQUOT') {
-        throw new AcpackError('DISK_FULL', `no space left while writing blob ${describe(this.expected.digest)} under ${this.dir}: free some space and run again (verified blobs are kept)`, { cause: err });
-      }
-      throw err;
-    } finally {
-      giveStage(buf);
-    }
-  }
-
-  /**
-   * Writes a full stage with O_DIRECT, at the end of the file, where it can (see stages.ts); returns
-   * how many of its bytes went that way, the rest to be written through the page cache (the tail of
-   * a blob, a resumed write's unaligned offset, a file system without O_DIRECT). Direct writes need
-   * no background writeback: they are on the disk when they return, and commit's fsync makes them
-   * durable with the file's metadata.
-   */
-  private async writeDirect(buf: Buffer, n: number): Promise<number> {
-    if (this.direct === null || !isAligned(buf) || n % DIRECT_ALIGN !== 0 || this.onDisk % DIRECT_ALIGN !== 0) return 0;
-    let at = 0;
-    try {
-      this.direct ??= await open(join(this.dir, 'data'), constants.O_WRONLY | constants.O_DIRECT);
-      while (at < n) at += (await this.direct.write(buf, at, n - at, this.onDisk + at)).bytesWritten;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
-      // tmpfs before Linux 6.6, some FUSE file systems: the page cache it is, for this writer.
-      await this.closeDirect();
-      this.direct = null;
-    }
-    return at;
-  }
-
-  private async closeDirect(): Promise<void> {
-    const fh = this.direct;
-    this.direct = undefined;
-    await fh?.close();
-  }
-
-  private dropStage(): void {
-    if (this.stage) giveStage(this.stage);
-    this.stage = undefined;
-    this.staged = 0;
+  private async digests(): Promise<{ digest: Digest; pieces?: Buffer }> {
+    const staged = this.stageHash;
+    this.stageHash = undefined;
+    if (staged) return staged.digest();
+    return { digest: digestOfHash(this.hash!), pieces: this.pieceHasher?.digest() };
   }
 
   private mismatch(what: string): AcpackError {

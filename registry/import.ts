@@ -9,7 +9,7 @@ import { BUNDLE_LIMITS, manifestDigests, type BundleDescriptor } from '../oci/bu
 import { ANNOTATION_REF_NAME, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
 import { childrenOf, IndexDb, type ManifestRow, type Recorded, type TagRow } from './index-db.js';
 import { splitRefName } from './naming.js';
-import { PieceHasher } from '../p2p/pieces.js';
+import { PIECE_SIZE } from '../p2p/pieces.js';
 import { judgeOrigin, originOf, type BundleSignature, type Origin, type TrustPolicy } from '../oci/bundle-signature.js';
 
 export interface ImportResult {
@@ -94,8 +94,7 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
         }
         // Another import may be writing the same blob: wait for it, then find the blob there.
         // The peer cache's piece hashes, in the same pass as the blob's digest.
-        let pieces: PieceHasher | undefined;
-        const w = await store.writer(`import-${entry.digest}`, { digest: entry.digest, size: entry.size, source }, { waitMs: SAME_BLOB_WAIT_MS, sideHash: () => (pieces = new PieceHasher()) });
+        const w = await store.writer(`import-${entry.digest}`, { digest: entry.digest, size: entry.size, source }, { waitMs: SAME_BLOB_WAIT_MS, pieceHashes: true });
         if (await takeUp(store, entry.digest)) {
           await w.discard();
           await drainVerified(entry, source, onBytes); // the store's copy is good; the bundle's bytes are still checked
@@ -119,7 +118,7 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
             throw err;
           }
           // A part is not served: only whole blobs get piece hashes (a joined one when it is joined).
-          if (!entry.part) db.recordPieces(entry.digest, pieces!.pieceSize, pieces!.digest());
+          if (!entry.part) db.recordPieces(entry.digest, PIECE_SIZE, w.pieces!);
           if (w.created) {
             added.set(entry.digest, (await store.stat(entry.digest))?.mtimeMs ?? 0);
             addedBytes += entry.size;
@@ -173,8 +172,11 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
 /**
  * Marks a blob the store holds as in use again, under the store lock, so that neither a gc step nor
  * another import's rollback can take it between the look and the mark; false when it is not there.
+ * A blob that is not there is not looked for again under the lock: nothing can take it, and one
+ * that appears a moment later is found by the next look (or waited for, at its ingest lock).
  */
-function takeUp(store: ContentStore, digest: Digest): Promise<boolean> {
+async function takeUp(store: ContentStore, digest: Digest): Promise<boolean> {
+  if (!(await store.has(digest))) return false;
   return store.exclusive(async () => {
     if (!(await store.has(digest))) return false;
     await store.touch(digest);
@@ -252,8 +254,7 @@ async function joinParts(store: ContentStore, db: IndexDb, d: BundleDescriptor, 
   for (const b of d.blobs.list ?? []) {
     if (!b.parts || (await store.has(b.digest))) continue;
     if (!(await Promise.all(b.parts.map((p) => store.has(p.digest)))).every(Boolean)) continue;
-    let pieces: PieceHasher | undefined;
-    const w = await store.writer(`join-${b.digest}`, { digest: b.digest, size: b.size, source }, { waitMs: SAME_BLOB_WAIT_MS, sideHash: () => (pieces = new PieceHasher()) });
+    const w = await store.writer(`join-${b.digest}`, { digest: b.digest, size: b.size, source }, { waitMs: SAME_BLOB_WAIT_MS, pieceHashes: true });
     try {
       if (w.offset > 0) await w.reset();
       for (const p of b.parts) {
@@ -264,7 +265,7 @@ async function joinParts(store: ContentStore, db: IndexDb, d: BundleDescriptor, 
       await w.discard();
       throw err;
     }
-    db.recordPieces(b.digest, pieces!.pieceSize, pieces!.digest());
+    db.recordPieces(b.digest, PIECE_SIZE, w.pieces!);
   }
 }
 

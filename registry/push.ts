@@ -4,8 +4,8 @@ import { AcpackError } from '../oci/errors.js';
 import { isDigest, sha256, type Digest } from '../oci/digest.js';
 import { isIndexType, isManifestType, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
 import { manifestShapeProblem } from '../oci/manifest-shape.js';
-import type { BlobWriter, ContentStore, SideHash } from '../oci/store.js';
-import { PieceHasher } from '../p2p/pieces.js';
+import type { BlobWriter, ContentStore } from '../oci/store.js';
+import { PIECE_SIZE } from '../p2p/pieces.js';
 import { childrenOf, type IndexDb } from './index-db.js';
 import { sendError } from './errors.js';
 import { TAG_RE } from './pull.js';
@@ -151,8 +151,7 @@ export class UploadHandlers {
   }
 
   private async finishWith(req: Request, res: Response, name: string, uuid: string, digest: Digest, who: Pusher): Promise<void> {
-    let pieces: PieceHasher | undefined;
-    const w = await this.openUpload(uuid, { digest, source: `a push to ${name}` }, false, who, () => (pieces = new PieceHasher()));
+    const w = await this.openUpload(uuid, { digest, source: `a push to ${name}` }, false, who, true);
     if (!w) {
       req.resume();
       return sendError(res, 'BLOB_UPLOAD_INVALID', `another request is writing upload ${uuid}: wait for it`);
@@ -161,7 +160,7 @@ export class UploadHandlers {
       for await (const chunk of req) await w.write(chunk as Buffer);
       // A digest the store holds already keeps its file; either way the blob is now linked here.
       await w.commit(() => this.db.record({ blobLinks: [{ repo: who.repo, digest }] }));
-      if (pieces) this.db.recordPieces(digest, pieces.pieceSize, pieces.digest());
+      if (w.pieces) this.db.recordPieces(digest, PIECE_SIZE, w.pieces);
     } catch (err) {
       await w.discard();
       if (err instanceof AcpackError && err.code === 'DIGEST_MISMATCH') return sendError(res, 'DIGEST_INVALID', err.message);
@@ -192,9 +191,9 @@ export class UploadHandlers {
   }
 
   /** The upload's writer, or undefined while another request (maybe on another worker) writes it. */
-  private async openUpload(uuid: string, expected: { digest?: Digest; source?: string }, appendOnly: boolean, meta?: Pusher, sideHash?: () => SideHash): Promise<BlobWriter | undefined> {
+  private async openUpload(uuid: string, expected: { digest?: Digest; source?: string }, appendOnly: boolean, meta?: Pusher, pieceHashes = false): Promise<BlobWriter | undefined> {
     try {
-      return await this.store.writer(uploadRef(uuid), expected, { appendOnly, meta: meta && { ...meta }, sideHash });
+      return await this.store.writer(uploadRef(uuid), expected, { appendOnly, meta: meta && { ...meta }, pieceHashes });
     } catch (err) {
       if (err instanceof AcpackError && err.code === 'INGEST_LOCKED') return undefined;
       throw err;

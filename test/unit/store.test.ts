@@ -4,6 +4,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ContentStore } from '../../oci/store.js';
 import { sha256 } from '../../oci/digest.js';
+import { pieceHashes } from '../../p2p/pieces.js';
 import { tempDir } from '../helpers/env.js';
 
 let t: Awaited<ReturnType<typeof tempDir>>;
@@ -29,7 +30,7 @@ describe('ContentStore', () => {
     expect(await readdir(join(t.dir, 'ingest'))).toEqual([]);
   });
 
-  it('stores what it was given, byte for byte, whether its stages go with O_DIRECT or through the page cache', async () => {
+  it('stores what it was given, byte for byte, and its piece hashes, whether it hashes on the hashing thread (O_DIRECT stages) or here (a resumed write)', async () => {
     // 13 MiB and a tail, in chunks that cut across the 4 MiB stages; the chunk's memory reused (as the bundle reader does).
     const big = Buffer.alloc(13 * (1 << 20) + 123);
     for (let i = 0; i + 4 <= big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
@@ -42,21 +43,28 @@ describe('ContentStore', () => {
         scratch.fill(0xee); // whatever the writer kept a reference to is now wrong
       }
     };
-    const whole = await store.writer('aligned', { digest: want, size: big.length });
+    const whole = await store.writer('aligned', { digest: want, size: big.length }, { pieceHashes: true });
     await feed(whole, 0);
     await whole.commit();
     expect(sha256(await readFile(store.path(want)))).toBe(want);
+    expect(whole.pieces?.equals(pieceHashes(big))).toBe(true);
 
     // A resumed write from an unaligned offset: every stage through the page cache.
     await store.delete(want);
     const first = await store.writer('resumed', { digest: want, size: big.length });
     await first.write(big.subarray(0, 5000));
     await first.close();
-    const rest = await store.writer('resumed', { digest: want, size: big.length });
+    const rest = await store.writer('resumed', { digest: want, size: big.length }, { pieceHashes: true });
     expect(rest.offset).toBe(5000);
     await feed(rest, 5000);
     await rest.commit();
     expect(sha256(await readFile(store.path(want)))).toBe(want);
+    expect(rest.pieces?.equals(pieceHashes(big))).toBe(true);
+
+    // A corrupt source is caught on either thread.
+    const bad = await store.writer('bad', { digest: want, size: big.length });
+    await bad.write(Buffer.alloc(big.length));
+    await expect(bad.commit()).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
   });
 
   it('refuses content that does not match and keeps nothing', async () => {
