@@ -1,6 +1,7 @@
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { AcpackError } from './errors.js';
-import { Writeback } from './writeback.js';
+import { StagedFile } from './staged-file.js';
+import { readDirect } from './direct-read.js';
 import { digestOfHash, hexOf, newHash, shortDigest, type Digest } from './digest.js';
 import { TAR_END, tarHeader, tarPadding } from './tar-header.js';
 import type { ContentStore } from './store.js';
@@ -109,12 +110,11 @@ function metadataEntries(descriptor: BundleDescriptor, index: ImageIndex, sign: 
 async function writeBundleFile(store: ContentStore, metadata: { name: string; data: Buffer }[], blobs: EntryBlob[], out: string, opts: WriteBundleOptions): Promise<string> {
   const tmp = `${out}.partial-${process.pid}`;
   partialBundles.add(tmp);
-  const file = await open(tmp, 'w');
-  const writeback = new Writeback(file, 64 << 20);
-  const zstd = new FrameCompressor(async (frame) => {
-    await file.write(frame);
-    writeback.wrote(frame.length);
+  const file = new StagedFile(tmp, await open(tmp, 'w'), 0, {
+    writebackEvery: 64 << 20,
+    diskFull: (err) => new AcpackError('DISK_FULL', `no space left on the device of ${out}; nothing was written`, { cause: err }),
   });
+  const zstd = new FrameCompressor((frame) => file.write(frame));
   try {
     for (const { name, data } of metadata) {
       await zstd.write(tarHeader(name, data.length, 0o644, opts.mtime), DENSE_LEVEL);
@@ -133,15 +133,11 @@ async function writeBundleFile(store: ContentStore, metadata: { name: string; da
         // Already compressed (by its first bytes, so parts of a blob go alike): zstd's cheapest level.
         const level = isPacked(head.subarray(0, (await fh.read(head, 0, head.length, 0)).bytesRead)) ? PACKED_LEVEL : DENSE_LEVEL;
         await zstd.write(tarHeader(`${BLOB_PREFIX}${hexOf(blob.digest)}`, blob.size, 0o644, opts.mtime), level);
-        // Read straight into the frame being filled: no copy on this thread.
-        while (seen < blob.size) {
-          const room = await zstd.room(level);
-          const { bytesRead } = await fh.read(room, 0, Math.min(room.length, blob.size - seen), (blob.of?.offset ?? 0) + seen);
-          if (bytesRead === 0) break;
-          hash?.update(room.subarray(0, bytesRead));
-          zstd.wrote(bytesRead);
-          seen += bytesRead;
-          opts.onBytes?.(bytesRead);
+        for await (const bytes of readDirect(store.path(source), blob.of?.offset ?? 0, blob.size)) {
+          hash?.update(bytes);
+          await zstd.write(bytes, level);
+          seen += bytes.length;
+          opts.onBytes?.(bytes.length);
         }
         // A whole blob must end where its size says; a longer file is as corrupt as a shorter one.
         if (!blob.of && seen === blob.size && (await fh.read(head, 0, 1, seen)).bytesRead > 0) seen++;
@@ -159,12 +155,10 @@ async function writeBundleFile(store: ContentStore, metadata: { name: string; da
     }
     await zstd.write(TAR_END, DENSE_LEVEL);
     await zstd.end();
-    await writeback.settled();
     await file.sync();
     await file.close();
     return tmp;
   } catch (err) {
-    await writeback.settled().catch(() => {});
     await file.close().catch(() => {});
     await rm(tmp, { force: true });
     partialBundles.delete(tmp);

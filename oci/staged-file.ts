@@ -153,7 +153,8 @@ export class StagedFile {
       let at = await this.writeDirect(bytes);
       if (at < n) {
         this.writeback.wrote(n - at);
-        while (at < n) at += (await this.fh.write(bytes, at, n - at)).bytesWritten;
+        // At its place: the descriptor's own position knows nothing of the direct writes.
+        while (at < n) at += (await this.fh.write(bytes, at, n - at, this.onDisk + at)).bytesWritten;
       }
       this.onDisk += n;
     } catch (err) {

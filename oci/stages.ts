@@ -10,7 +10,7 @@
 export const STAGE_BYTES = 4 << 20;
 /** What O_DIRECT needs: offsets, lengths and addresses in whole logical blocks (4 KiB covers every disk). */
 export const DIRECT_ALIGN = 4096;
-const STAGES = 8;
+const STAGES = 32;
 const WASM_PAGE = 64 << 10;
 
 let memory: SharedArrayBuffer | undefined;
