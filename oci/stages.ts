@@ -5,12 +5,14 @@
  * plus fsync ran at 400 MB/s where direct ones ran at 1.3 GB/s); and shared, so that a worker
  * thread can hash a stage while it is written (hash-worker.ts). No ArrayBuffer promises an aligned
  * start; a WebAssembly.Memory's does, being pages of its own. One memory holds STAGES of them,
- * reused file after file.
+ * reused file after file: enough for the packer's 8 downloads, its bundle file and its read-back to
+ * have two each. A stage once used stays in memory, so a process holds at most 96 MiB of them; a
+ * file that finds none free uses memory of its own (staged-file.ts).
  */
 export const STAGE_BYTES = 4 << 20;
 /** What O_DIRECT needs: offsets, lengths and addresses in whole logical blocks (4 KiB covers every disk). */
 export const DIRECT_ALIGN = 4096;
-const STAGES = 32;
+const STAGES = 24;
 const WASM_PAGE = 64 << 10;
 
 let memory: SharedArrayBuffer | undefined;

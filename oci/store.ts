@@ -1,6 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { chmod, link, mkdir, open, readdir, readFile, rm, stat, statfs, utimes, writeFile, type FileHandle } from 'node:fs/promises';
-import { constants } from 'node:fs';
 import { join } from 'node:path';
 import type { Hash } from 'node:crypto';
 import { readBlobRange, type Content, type ContentInfo } from './content.js';
@@ -9,7 +8,7 @@ import { FileLock } from './file-lock.js';
 import { StagedFile } from './staged-file.js';
 import { StageHash } from './hash-worker.js';
 import { PieceHasher, PIECE_SIZE } from '../p2p/pieces.js';
-import { digestOfHash, feedHash, hashFile, hexOf, isDigest, newHash, READ_CHUNK, sha256, shortDigest, type Digest } from './digest.js';
+import { digestOfHash, feedHash, hashFile, hexOf, isDigest, newHash, sha256, shortDigest, type Digest } from './digest.js';
 
 /** BlobWriter pushes its data to disk every 16 MiB (see Writeback). */
 const WRITEBACK_EVERY = 16 << 20;
@@ -304,7 +303,7 @@ export class ContentStore implements Content {
  * (staged-file.ts); `commit` checks size and digest, fsyncs and links the file into place. On a
  * mismatch the partial data is deleted, so a corrupt source can never poison a resume.
  *
- * A fresh write whose stages are the shared pool's is hashed on the hashing thread (hash-worker.ts),
+ * A fresh write whose stages are the shared pool's is hashed on the hashing threads (hash-worker.ts),
  * stage by stage beside the disk write; any other (a resumed write, whose earlier bytes are read
  * back from disk, or one with stages of its own memory) on the calling thread, chunk by chunk.
  */
