@@ -83,7 +83,6 @@ class HashThread {
   private start(): Worker {
     if (this.worker) return this.worker;
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { memory: stageMemory() } });
-    worker.unref();
     worker.on('message', (r: Reply) => {
       const queue = this.waiting.get(r.id);
       queue?.shift()?.(r);
@@ -96,6 +95,8 @@ class HashThread {
       this.pending = 0;
       this.worker = undefined;
     });
+    // After the listeners: adding a 'message' listener refs the worker's port again.
+    worker.unref();
     return (this.worker = worker);
   }
 }

@@ -1,11 +1,13 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ContentStore } from '../../oci/store.js';
 import { sha256 } from '../../oci/digest.js';
 import { pieceHashes } from '../../p2p/pieces.js';
-import { tempDir } from '../helpers/env.js';
+import { ROOT, tempDir } from '../helpers/env.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 
 let t: Awaited<ReturnType<typeof tempDir>>;
 let store: ContentStore;
@@ -65,6 +67,20 @@ describe('ContentStore', () => {
     const bad = await store.writer('bad', { digest: want, size: big.length });
     await bad.write(Buffer.alloc(big.length));
     await expect(bad.commit()).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
+  });
+
+  it('lets its process exit: a writer closed before it wrote anything leaves no hashing thread holding it open', async () => {
+    // A file, not -e: a script given with -e exits at its end whatever it leaves behind.
+    const script = join(t.dir, 'exits.mts');
+    await writeFile(script, [
+      `const { ContentStore } = await import(${JSON.stringify(join(ROOT, 'oci', 'store.ts'))});`,
+      `const store = await ContentStore.open(${JSON.stringify(join(t.dir, 'exits'))});`,
+      "const w = await store.writer('never-written', { size: 10 });",
+      'await w.close();',
+      "console.log('closed');",
+    ].join('\n'));
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, timeout: 20_000 });
+    expect(stdout.trim()).toBe('closed');
   });
 
   it('refuses content that does not match and keeps nothing', async () => {
