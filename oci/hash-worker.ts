@@ -85,8 +85,10 @@ class HashThread {
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { memory: stageMemory() } });
     worker.on('message', (r: Reply) => {
       const queue = this.waiting.get(r.id);
-      queue?.shift()?.(r);
+      const resolve = queue?.shift();
       if (queue?.length === 0) this.waiting.delete(r.id);
+      if (!resolve) return; // an answer nobody asked for (a failed start or drop): nothing waits on it
+      resolve(r);
       if (--this.pending === 0) worker.unref();
     });
     worker.on('error', (err: Error) => {
