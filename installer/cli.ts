@@ -196,7 +196,7 @@ Names answered for an image bundled as registry.k8s.io/pause:3.5:
     .option('--store <dir>', 'the content store and its index', DEFAULT_STORE)
     .option('--dry-run', 'only tell what would go')
     .option('--grace <minutes>', 'spare what was used this recently (shorter only while nothing pushes or imports)', '60')
-    .option('--abandon <bundle>', 'give up a volume set imported in part (NAME or NAME:VERSION, as gc lists it): what only it holds goes in this run')
+    .option('--abandon <bundle>', 'give up a volume set imported in part (NAME, NAME:VERSION, or sha256:HEX of its bundle.json when two share a name and version; as gc and status list it): what only it holds goes in this run')
     .option('--json', 'print the result as JSON')
     .addHelpText(
       'after',
@@ -226,9 +226,10 @@ import runs: each deletion re-checks under the store lock.`,
           if (r.manifests) process.stdout.write(`${verb} ${n(r.manifests, 'manifest')} from repositories: untagged children of deleted indexes\n`);
           process.stdout.write(`spared ${n(r.spared, 'blob')} nothing needs, used within the last ${n(grace, 'minute')}\n`);
           // What a volume set imported in part holds, which gc keeps until its last volume comes.
-          for (const p of db.pendingBundles()) {
+          const pending = db.pendingBundles();
+          for (const p of pending) {
             if (p.key === abandoned?.key) continue;
-            process.stdout.write(`kept for ${describePending(p)}: import the rest to complete it, or give it up with --abandon ${p.name}:${p.version}\n`);
+            process.stdout.write(`kept for ${describePending(p)}: import the rest to complete it, or give it up with --abandon ${abandonName(p, pending)}\n`);
           }
         }
       } finally {
@@ -435,7 +436,7 @@ ${TRUST_HELP}`,
         const table = rows.map((r) => [r.node, r.step, r.status, r.at.replace('T', ' ').slice(0, 19), r.detail.split('\n')[0]]);
         process.stdout.write(`${textTable([['NODE', 'STEP', 'STATUS', 'AT (UTC)', 'DETAIL'], ...table])}\n`);
       }
-      for (const p of pending) process.stdout.write(`pending: ${describePending(p)}; its blobs are held until the rest is imported (or acinstall gc --abandon ${p.name}:${p.version})\n`);
+      for (const p of pending) process.stdout.write(`pending: ${describePending(p)}; its blobs are held until the rest is imported (or acinstall gc --abandon ${abandonName(p, pending)})\n`);
       if (existsSync(join(o.store, 'cluster.json'))) process.stdout.write(await peerCacheTable(o.store));
     });
 
@@ -458,14 +459,26 @@ function describePending(p: Pending): string {
   return `${p.name} ${p.version}, a volume set imported in part (volumes ${p.imported.join(', ')} of ${p.volumes}, since ${since} UTC)`;
 }
 
-/** The pending bundle `NAME` or `NAME:VERSION` names; an error that lists them when it names none, or several. */
+/** How `--abandon` names a pending set: NAME:VERSION, or its bundle.json's digest when another set has the same. */
+function abandonName(p: Pending, pending: Pending[]): string {
+  const same = pending.filter((o) => o.name === p.name && o.version === p.version);
+  return same.length > 1 ? p.key.slice(0, 'sha256:'.length + 12) : `${p.name}:${p.version}`;
+}
+
+/**
+ * The pending bundle `NAME`, `NAME:VERSION` or `sha256:HEX` (the start of its bundle.json's digest,
+ * for two sets of one name and version) names; an error that lists them when it names none, or several.
+ */
 function pendingNamed(pending: Pending[], named: string): Pending {
   const at = named.lastIndexOf(':');
   const [name, version] = at > 0 ? [named.slice(0, at), named.slice(at + 1)] : [named, undefined];
-  const found = pending.filter((p) => p.name === name && (version === undefined || p.version === version));
-  const listed = pending.map((p) => `${p.name}:${p.version}`).join(', ');
+  const byDigest = name === 'sha256' && /^[0-9a-f]{12,64}$/.test(version ?? '');
+  const found = pending.filter((p) => (byDigest ? p.key.startsWith(named) : p.name === name && (version === undefined || p.version === version)));
+  const listed = pending.map((p) => abandonName(p, pending)).join(', ');
   if (found.length === 1) return found[0];
-  if (found.length > 1) throw new AcpackError('BAD_ARGUMENT', `--abandon ${named} names ${found.length} volume sets imported in part (${found.map((p) => `${p.name}:${p.version}`).join(', ')}): give NAME:VERSION; nothing was removed`);
+  if (found.length > 1) {
+    throw new AcpackError('BAD_ARGUMENT', `--abandon ${named} names ${found.length} volume sets imported in part (${found.map((p) => `${p.name}:${p.version} as ${abandonName(p, pending)}`).join(', ')}): give one of those; nothing was removed`);
+  }
   throw new AcpackError('NOT_FOUND', `no volume set imported in part is ${named}${listed ? ` (there are: ${listed})` : ' (there are none)'}; nothing was removed`);
 }
 

@@ -246,4 +246,30 @@ describe('acinstall import of a volume set', () => {
     expect(status.code).toBe(1);
     expect(status.stderr).toContain('no install has run');
   });
+
+  it('tells two sets of one name and version apart by the digest of their bundle.json', async () => {
+    const store = join(work.dir, 'store-twins');
+    const twin = await makeBundle(join(work.dir, 'twin.tar.zst'), 'v2'); // also "test v1", other contents
+    for (const v of [volumes[0], twin[0]]) expect((await runAcinstall(['import', v, '--store', store])).code).toBe(0);
+    const key = async (path: string) => `sha256:${sha((await readHead(path)).descriptorBytes).slice(0, 12)}`;
+    const [ours, theirs] = [await key(volumes[0]), await key(twin[0])];
+
+    const status = await runAcinstall(['status', '--store', store]);
+    expect(status.stdout).toContain(`(or acinstall gc --abandon ${ours})`);
+    expect(status.stdout).toContain(`(or acinstall gc --abandon ${theirs})`);
+    const both = await runAcinstall(['gc', '--store', store, '--grace', '0', '--abandon', 'test:v1']);
+    expect(both.code).toBe(1);
+    expect(both.stderr).toContain(`--abandon test:v1 names 2 volume sets imported in part (test:v1 as ${ours}, test:v1 as ${theirs}): give one of those; nothing was removed`);
+
+    const one = await runAcinstall(['gc', '--store', store, '--grace', '0', '--abandon', theirs]);
+    expect(one.code, one.stderr).toBe(0);
+    expect(one.stdout).toMatch(/^abandoned test v1 /);
+    // The other set is kept, and named by NAME:VERSION again now that it is the only one.
+    expect(one.stdout).toContain('or give it up with --abandon test:v1');
+    const after = await runAcinstall(['status', '--store', store]);
+    expect(after.stdout.match(/^pending: /gm)).toHaveLength(1);
+    // What volume 1 of the kept set brought is all still there.
+    const kept = await storeBlobs(store);
+    for (const b of entriesIn(1)) expect(kept).toContain(b);
+  });
 });
