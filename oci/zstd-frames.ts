@@ -35,9 +35,8 @@ interface Area {
 
 /**
  * Cuts a byte stream into frames and has them compressed by worker threads, handing the compressed
- * frames to `sink` in order (a frame's bytes are reused once `sink` resolves). Callers fill the
- * current frame in place (`room`, then `wrote`) to save a copy, or `write` whole buffers. `close`
- * ends the workers, also after a failure.
+ * frames to `sink` in order (a frame's bytes are reused once `sink` resolves); `write` copies the
+ * caller's bytes into the frame being filled. `close` ends the workers, also after a failure.
  */
 export class FrameCompressor {
   private readonly workers: ZstdWorkers;
@@ -61,22 +60,13 @@ export class FrameCompressor {
     this.area = this.free.pop()!;
   }
 
-  /** Free space of the current frame for bytes at `level`: a full frame or one of another level is ended first. */
-  async room(level: number): Promise<Buffer> {
-    if (this.filled > 0 && (level !== this.level || this.filled === FRAME_BYTES)) await this.endFrame();
-    this.level = level;
-    return Buffer.from(this.workers.memory, this.area.input + this.filled, FRAME_BYTES - this.filled);
-  }
-
-  /** `n` bytes were put at the start of what `room` returned. */
-  wrote(n: number): void {
-    this.filled += n;
-  }
-
+  /** Adds `data` at `level`: a full frame, or one of another level, is ended first. */
   async write(data: Buffer, level: number): Promise<void> {
     for (let at = 0; at < data.length; ) {
-      const n = data.copy(await this.room(level), 0, at);
-      this.wrote(n);
+      if (this.filled > 0 && (level !== this.level || this.filled === FRAME_BYTES)) await this.endFrame();
+      this.level = level;
+      const n = data.copy(Buffer.from(this.workers.memory, this.area.input + this.filled, FRAME_BYTES - this.filled), 0, at);
+      this.filled += n;
       at += n;
     }
   }
