@@ -32,11 +32,12 @@ export type BundleEntry =
   | { kind: 'volume'; volume: number }
   /**
    * `chunks` are the blob's bytes, each a view of memory the reader uses again for the next one:
-   * copy what must outlive it. `manifest` is set for the manifests and indexes bundle.json and
+   * copy what must outlive it. Or `readInto` puts them into memory of the caller's (not empty),
+   * returning how many, 0 at the end: decompressed straight there. One of the two per entry. `manifest` is set for the manifests and indexes bundle.json and
    * index.json name: parsed and checked. `part`: the entry is part `index` of the blob `of` (a blob
    * larger than a volume).
    */
-  | { kind: 'blob'; digest: Digest; size: number; chunks: AsyncIterable<Buffer>; manifest?: ImageManifest | ImageIndex; part?: { of: Digest; index: number } };
+  | { kind: 'blob'; digest: Digest; size: number; chunks: AsyncIterable<Buffer>; readInto: (dst: Buffer) => Promise<number>; manifest?: ImageManifest | ImageIndex; part?: { of: Digest; index: number } };
 
 const ORDER = [OCI_LAYOUT_ENTRY, BUNDLE_JSON_ENTRY, BUNDLE_SIG_ENTRY, VOLUME_ENTRY, INDEX_ENTRY];
 const METADATA_CAP: Record<string, number> = {
@@ -70,18 +71,21 @@ export async function* bundleEntries(input: Readable | string, label = typeof in
   // may not be longer than what bundle.json declares.
   let inflated = 0;
   let budget = METADATA_ALLOWANCE;
+  const counted = (n: number) => {
+    inflated += n;
+    if (inflated > budget) throw bad(`it decompresses to more than the ${formatBytes(budget)} its bundle.json accounts for`);
+    return n;
+  };
+  const decoded = <T>(step: Promise<T>) => step.catch((err: Error): never => {
+    throw decodeError(err, label);
+  });
   const tar = new TarReader({
     read: async () => {
-      let chunk: Buffer | undefined;
-      try {
-        chunk = await zstd.read();
-      } catch (err) {
-        throw decodeError(err as Error, label);
-      }
-      inflated += chunk?.length ?? 0;
-      if (inflated > budget) throw bad(`it decompresses to more than the ${formatBytes(budget)} its bundle.json accounts for`);
+      const chunk = await decoded(zstd.read());
+      counted(chunk?.length ?? 0);
       return chunk;
     },
+    readInto: async (dst) => counted(await decoded(zstd.readInto(dst))),
   });
   const damaged = (err: unknown): never => {
     if (!(err instanceof TarError)) throw err;
@@ -91,6 +95,7 @@ export async function* bundleEntries(input: Readable | string, label = typeof in
   const body = async function* (): AsyncGenerator<Buffer> {
     for (let c = await tar.read().catch(damaged); c; c = await tar.read().catch(damaged)) yield c;
   };
+  const bodyInto = (dst: Buffer) => tar.readInto(dst).catch(damaged);
   const readEntry = async (size: number): Promise<Buffer> => {
     const data = Buffer.allocUnsafe(size);
     let at = 0;
@@ -112,10 +117,10 @@ export async function* bundleEntries(input: Readable | string, label = typeof in
         if (ledger.admit(digest, size)) {
           const data = await readEntry(size);
           const manifest = ledger.readManifest(digest, data);
-          yield { kind: 'blob', digest, size, chunks: once(data), manifest };
+          yield { kind: 'blob', digest, size, chunks: once(data), readInto: copier(data), manifest };
         } else {
           const part = ledger.partOf(digest);
-          yield { kind: 'blob', digest, size, chunks: body(), ...(part ? { part } : {}) };
+          yield { kind: 'blob', digest, size, chunks: body(), readInto: bodyInto, ...(part ? { part } : {}) };
         }
         continue;
       }
@@ -207,6 +212,16 @@ export async function readHead(path: string): Promise<BundleHead> {
 
 async function* once(data: Buffer): AsyncGenerator<Buffer> {
   yield data;
+}
+
+/** `readInto` over bytes already read. */
+function copier(data: Buffer): (dst: Buffer) => Promise<number> {
+  let at = 0;
+  return async (dst) => {
+    const n = data.copy(dst, 0, at);
+    at += n;
+    return n;
+  };
 }
 
 /** Sizes as messages show them: exact, with the rounded figure when it is large. */

@@ -320,6 +320,8 @@ export class BlobWriter {
   private hash: Hash | undefined;
   private pieceHasher: PieceHasher | undefined;
   private stageHash: StageHash | undefined;
+  /** The last `room`, until `wrote`. */
+  private filling: Buffer | undefined;
 
   constructor(
     private readonly store: ContentStore,
@@ -363,14 +365,36 @@ export class BlobWriter {
 
   /** Takes `chunk` (copied: the caller may reuse its memory once this returns). */
   async write(chunk: Uint8Array): Promise<void> {
-    const { size } = this.expected;
-    if (size !== undefined && this.written + chunk.length > size) {
-      await this.discard();
-      throw this.mismatch(`more than the expected ${formatBytes(size)}`);
-    }
+    await this.refuseBeyond(chunk.length);
     this.hashOnly(chunk);
     this.written += chunk.length;
     await this.file.write(chunk);
+  }
+
+  /**
+   * Memory to put the next bytes in (never empty), for a source that can produce them in place (a
+   * decoder): no copy on the way to disk. `wrote(n)` takes its first n bytes.
+   */
+  async room(): Promise<Buffer> {
+    this.filling = await this.file.room();
+    return this.filling;
+  }
+
+  async wrote(n: number): Promise<void> {
+    const bytes = this.filling!.subarray(0, n);
+    this.filling = undefined;
+    await this.refuseBeyond(n);
+    this.hashOnly(bytes);
+    this.written += n;
+    await this.file.wrote(n);
+  }
+
+  private async refuseBeyond(n: number): Promise<void> {
+    const { size } = this.expected;
+    if (size !== undefined && this.written + n > size) {
+      await this.discard();
+      throw this.mismatch(`more than the expected ${formatBytes(size)}`);
+    }
   }
 
   /** Forgets everything written so far (the source could not resume). */
@@ -399,6 +423,7 @@ export class BlobWriter {
         `blob ${describe(digest)}${from(this.expected)} ended after ${formatBytes(this.written)}, expected ${formatBytes(size)}: the download was cut`,
       );
     }
+    await this.file.lastWrite();
     const { digest: actual, pieces } = await this.digests();
     if (digest !== undefined && actual !== digest) {
       await this.discard();

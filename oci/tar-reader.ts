@@ -11,6 +11,8 @@ const EMPTY = Buffer.alloc(0);
 /** Bytes pulled: each call returns the next bytes as a view that is valid until the next call. */
 export interface ByteSource {
   read(): Promise<Buffer | undefined>;
+  /** The next bytes into `dst` (not empty), at most its length: how many, 0 at the end. */
+  readInto(dst: Buffer): Promise<number>;
 }
 
 export interface TarHeader {
@@ -80,6 +82,25 @@ export class TarReader {
     this.chunk = this.chunk.subarray(n);
     this.left -= n;
     return view;
+  }
+
+  /**
+   * The current entry's next bytes into `dst` (not empty): how many, 0 at its end. Straight from
+   * the source where no pulled bytes are left over, so an entry's body is never copied on the way.
+   */
+  async readInto(dst: Buffer): Promise<number> {
+    if (this.left === 0) return 0;
+    const want = Math.min(this.left, dst.length);
+    let n: number;
+    if (this.chunk.length > 0) {
+      n = this.chunk.copy(dst, 0, 0, want);
+      this.chunk = this.chunk.subarray(n);
+    } else {
+      n = await this.source.readInto(dst.subarray(0, want));
+      if (n === 0) throw new TarError(`it ends ${this.left} bytes before the end of an entry`);
+    }
+    this.left -= n;
+    return n;
   }
 
   /** True when `chunk` holds bytes (pulling more if it is empty); false at the end of the source. */

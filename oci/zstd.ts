@@ -41,7 +41,8 @@ interface Inflater {
  * A zstd stream, decompressed as it is read: each `read` returns the next bytes (at most 1 MiB) as a
  * view of one buffer that the next `read` fills again, so a multi-gigabyte bundle costs the same
  * few megabytes of memory and no allocation per byte (a fresh buffer per chunk costs a page fault
- * per 4 KiB, which is most of a stream decoder's time here). The decoder runs only when asked, on
+ * per 4 KiB, which is most of a stream decoder's time here); `readInto` decompresses into memory of
+ * the caller's instead (the store's staging buffer: not even one copy). The decoder runs only when asked, on
  * the calling thread: a few KB that expand to gigabytes cost no more than the reads made of them,
  * and a reader that stops stops the decompression. Compressed input is taken from `input` only as
  * the decoder needs it.
@@ -57,22 +58,31 @@ export class ZstdReader {
 
   /** The next decompressed bytes, or undefined at the end of the stream; valid until the next call. */
   async read(): Promise<Buffer | undefined> {
+    const n = await this.readInto(this.out);
+    return n > 0 ? this.out.subarray(0, n) : undefined;
+  }
+
+  /**
+   * Decompresses the next bytes straight into `dst` (not empty), at most its length: how many, 0 at
+   * the end of the stream. What did not fit stays in the decoder for the next call.
+   */
+  async readInto(dst: Buffer): Promise<number> {
     for (;;) {
-      // A call that filled the output buffer may have left more in the decoder: drained before more input.
+      // A call that filled its output may have left more in the decoder: drained before more input.
       if (!this.full && !this.input?.length) {
-        if (this.ended) return undefined;
+        if (this.ended) return 0;
         this.input = await this.source.next();
         if (!this.input) {
           this.ended = true;
           this.inflater.finish();
-          return undefined;
+          return 0;
         }
       }
       const input = this.input ?? EMPTY;
-      const { consumed, produced } = this.inflater.inflate(input, this.out);
+      const { consumed, produced } = this.inflater.inflate(input, dst);
       this.input = input.subarray(consumed);
-      this.full = produced === this.out.length;
-      if (produced > 0) return this.out.subarray(0, produced);
+      this.full = produced === dst.length;
+      if (produced > 0) return produced;
       if (consumed === 0 && input.length > 0) throw new Error('zstd made no progress on its input');
     }
   }

@@ -102,9 +102,10 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
         }
         try {
           if (w.offset > 0) await w.reset(); // a bundle stream cannot resume mid-blob
-          for await (const chunk of entry.chunks) {
-            await w.write(chunk); // copies: the reader reuses the chunk's memory
-            onBytes?.(chunk.length);
+          // Decompressed straight into the writer's staging memory: no copy between the two.
+          for (let n = await entry.readInto(await w.room()); n > 0; n = await entry.readInto(await w.room())) {
+            await w.wrote(n);
+            onBytes?.(n);
           }
         } catch (err) {
           await w.discard();

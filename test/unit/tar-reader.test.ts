@@ -6,8 +6,11 @@ import { join } from 'node:path';
 import { TarError, TarReader } from '../../oci/tar-reader.js';
 import { TAR_END, tarHeader, tarPadding } from '../../oci/tar-header.js';
 
-/** The archive handed out in views of `step` bytes, each overwritten by the next (as ZstdReader's are). */
-function reader(archive: Buffer, step: number): TarReader {
+/**
+ * The archive handed out in views of `step` bytes, each overwritten by the next (as ZstdReader's
+ * are), or copied into the caller's memory, at most `step` bytes at a time; `direct` counts those.
+ */
+function reader(archive: Buffer, step: number, counts = { direct: 0 }): TarReader {
   const view = Buffer.alloc(step);
   let at = 0;
   return new TarReader({
@@ -17,7 +20,25 @@ function reader(archive: Buffer, step: number): TarReader {
       at += n;
       return view.subarray(0, n);
     },
+    readInto: async (dst) => {
+      const n = archive.copy(dst, 0, at, Math.min(at + step, at + dst.length));
+      at += n;
+      if (n > 0) counts.direct++;
+      return n;
+    },
   });
+}
+
+/** Entries as `entries` gives them, their bodies read into memory of the caller's, `room` bytes at a time. */
+async function entriesInto(r: TarReader, room: number): Promise<{ name: string; data: string }[]> {
+  const out = [];
+  for (let h = await r.next(); h; h = await r.next()) {
+    const parts: Buffer[] = [];
+    const dst = Buffer.alloc(room);
+    for (let n = await r.readInto(dst); n > 0; n = await r.readInto(dst)) parts.push(Buffer.from(dst.subarray(0, n)));
+    out.push({ name: h.name, data: Buffer.concat(parts).toString() });
+  }
+  return out;
 }
 
 async function entries(r: TarReader): Promise<{ name: string; type: string; data: string }[]> {
@@ -40,6 +61,20 @@ describe('the tar reader', () => {
       { name: 'index.json', type: 'file', data: '{}' },
     ];
     for (const step of [1 << 20, 512, 300, 7]) expect(await entries(reader(archive, step))).toEqual(want);
+  });
+
+  it('reads bodies into the caller\'s memory, from the source itself once no pulled bytes are left, and no further than the entry', async () => {
+    const big = Buffer.concat([...entry('blobs/sha256/a', 'x'.repeat(5000)), ...entry('index.json', '{"y":1}'), TAR_END]);
+    const want = [
+      { name: 'blobs/sha256/a', data: 'x'.repeat(5000) },
+      { name: 'index.json', data: '{"y":1}' },
+    ];
+    for (const [step, room] of [[600, 1000], [4096, 333], [7, 5000]]) {
+      const counts = { direct: 0 };
+      expect(await entriesInto(reader(big, step, counts), room)).toEqual(want);
+      expect(counts.direct).toBeGreaterThan(0); // not every byte went through the reader's views
+    }
+    await expect(entriesInto(reader(big.subarray(0, 3000), 600), 1000)).rejects.toThrow(/ends \d+ bytes before the end of an entry/);
   });
 
   it('skips what the caller left unread of an entry', async () => {
