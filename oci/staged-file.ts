@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Writeback } from './writeback.js';
-import { DIRECT_ALIGN, giveStage, isAligned, STAGE_BYTES, takeStage } from './stages.js';
+import { copyInto, DIRECT_ALIGN, giveStage, isAligned, STAGE_BYTES, takeStage } from './stages.js';
 
 export interface StagedFileOptions {
   /** Push page-cache writes to disk every this many bytes (see Writeback). */
@@ -60,7 +60,7 @@ export class StagedFile {
     for (let at = 0; at < chunk.length; ) {
       const room = await this.room();
       const n = Math.min(chunk.length - at, room.length);
-      room.set(chunk.subarray(at, at + n));
+      copyInto(room, chunk.subarray(at, at + n));
       at += n;
       await this.wrote(n);
     }

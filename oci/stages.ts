@@ -38,6 +38,15 @@ export function giveStage(stage: Buffer): void {
   if (stage.buffer === memory) free.push(stage);
 }
 
+/**
+ * Copies `src` to the start of `dst` (at least as long) at memcpy's speed. Into shared memory,
+ * V8's copies (`set`, `Buffer#copy`) go word by word, as relaxed atomics: on this machine that was
+ * a tenth of a bundle run's CPU. Node's `fill` with a pattern as long as the range is one memcpy.
+ */
+export function copyInto(dst: Buffer, src: Uint8Array): void {
+  if (src.length > 0) dst.fill(src, 0, src.length);
+}
+
 /** Whether `bytes` start on a block of the stages' memory: whole blocks of it may be written with O_DIRECT. */
 export function isAligned(bytes: Buffer): boolean {
   return bytes.buffer === memory && bytes.byteOffset % DIRECT_ALIGN === 0;

@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { compressBound, ZstdWorkers } from './zstd-workers.js';
+import { copyInto } from './stages.js';
 
 /**
  * A bundle's zstd stream as independent frames of at most FRAME_BYTES of tar each, compressed in
@@ -65,7 +66,8 @@ export class FrameCompressor {
     for (let at = 0; at < data.length; ) {
       if (this.filled > 0 && (level !== this.level || this.filled === FRAME_BYTES)) await this.endFrame();
       this.level = level;
-      const n = data.copy(Buffer.from(this.workers.memory, this.area.input + this.filled, FRAME_BYTES - this.filled), 0, at);
+      const n = Math.min(data.length - at, FRAME_BYTES - this.filled);
+      copyInto(Buffer.from(this.workers.memory, this.area.input + this.filled, n), data.subarray(at, at + n));
       this.filled += n;
       at += n;
     }
