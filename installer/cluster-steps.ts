@@ -107,8 +107,8 @@ export async function clusterSteps(o: FromOptions, d: BundleDescriptor, journal:
     try {
       if (!journal.isDone(h.ip, 'kubeadm-upgrade', versions.wanted)) {
         o.progress.node(h.ip, 'kubeadm upgrade', 'running', `${from} → ${versions.wanted}`);
-        await kubeadmUpgrade(node, versions.wanted, h === first);
-        journal.record(h.ip, 'kubeadm-upgrade', 'done', `${from} → ${versions.wanted}`, versions.wanted);
+        const { resumed } = await kubeadmUpgrade(node, versions.wanted, h === first);
+        journal.record(h.ip, 'kubeadm-upgrade', 'done', `${from} → ${versions.wanted}${resumed ? ' (the upgrade had finished unobserved in an earlier run)' : ''}`, versions.wanted);
       }
       await releaseHeldBinaries(node, d, archFromUname((await node.exec('uname -m')).stdout));
       journal.record(h.ip, 'kubernetes', 'done', versions.wanted);

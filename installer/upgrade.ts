@@ -1,6 +1,7 @@
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { AcpackError } from '../oci/errors.js';
 import { HELD_DURING_UPGRADE, shq, STAGED } from './node-setup.js';
+import { redact } from './redact.js';
 import type { SshHost } from './ssh.js';
 
 /**
@@ -40,9 +41,27 @@ export function heldBinaries(nodeVersion: string | undefined, wanted: string): S
 }
 
 
-/** `kubeadm upgrade apply` (the first master) or `kubeadm upgrade node` (the others). */
-export async function kubeadmUpgrade(host: SshHost, to: string, first: boolean): Promise<void> {
-  await host.check(first ? `kubeadm upgrade apply ${shq(to)} -y` : 'kubeadm upgrade node', first ? `kubeadm upgrade apply ${to}` : 'kubeadm upgrade node', 900_000);
+const UPGRADE_TIMEOUT = 900_000;
+
+/**
+ * `kubeadm upgrade apply` (the first master) or `kubeadm upgrade node` (the others), detached from
+ * the SSH session (SshHost.runDetached): a dropped connection or a killed acinstall does not cut it
+ * off with the control plane's manifests half rewritten. One run per node and target version: a
+ * re-run waits for one still going and takes one that finished well as done (`resumed`); one that
+ * failed or died with its node is run again, which is how kubeadm's documentation recovers from a
+ * failed upgrade. (`acinstall reset` and `delete` remove the runs with the node's state, so a run
+ * found here belongs to this cluster.)
+ */
+export async function kubeadmUpgrade(host: SshHost, to: string, first: boolean): Promise<{ resumed: boolean }> {
+  const what = first ? `kubeadm upgrade apply ${to}` : 'kubeadm upgrade node';
+  const id = `kubeadm-upgrade-${to.toLowerCase().replace(/[^a-z0-9.-]/g, '-')}`;
+  const earlier = await host.detachedRun(id, UPGRADE_TIMEOUT);
+  if (earlier.state === 'running') throw new AcpackError('NODE_STEP', `${host.spec.ip}: the ${what} of an earlier run is still going after ${UPGRADE_TIMEOUT / 60_000} minutes: run again later`);
+  if (earlier.state === 'finished' && earlier.code === 0) return { resumed: true };
+  const run = await host.runDetached(id, first ? `kubeadm upgrade apply ${shq(to)} -y` : 'kubeadm upgrade node', UPGRADE_TIMEOUT);
+  if (run.state === 'finished' && run.code === 0) return { resumed: false };
+  const said = run.state === 'finished' || run.state === 'lost' ? redact(run.stderr.trim() || run.stdout.trim()).slice(-500) : '';
+  throw new AcpackError('NODE_STEP', `${host.spec.ip}: ${what} failed (${run.state === 'finished' ? `exit ${run.code}` : 'killed'}): ${said}`);
 }
 
 /** Swaps in the staged kubelet (and any other held binary) and restarts kubelet. */

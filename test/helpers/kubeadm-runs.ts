@@ -16,7 +16,7 @@ export async function kubeadmCalls(lab: Lab, h: LabHost): Promise<string[]> {
   return all.filter((c) => /^(init|join|reset)\b/.test(c) && !c.startsWith('init phase'));
 }
 
-/** init and join on `h` spend `seconds` where the real ones wait for the control plane or the kubelet (0: not slow). */
+/** init, join and upgrade on `h` spend `seconds` where the real ones wait for the control plane or the kubelet (0: not slow). */
 export async function slowKubeadm(lab: Lab, h: LabHost, seconds: number): Promise<void> {
   await ssh(lab, h, h, seconds ? `mkdir -p /etc/acpack-standins && echo ${seconds} > /etc/acpack-standins/kubeadm-slow` : 'rm -f /etc/acpack-standins/kubeadm-slow');
 }
@@ -45,7 +45,7 @@ export function acinstallProcess(h: LabHost, args: string[]): AcinstallProcess {
 }
 
 /** Until the stand-in on `h` waits in `what` (the moment to cut); fails at once if `acinstall` ends first. */
-export async function kubeadmWaiting(lab: Lab, h: LabHost, what: 'init' | 'join', acinstall: AcinstallProcess): Promise<void> {
+export async function kubeadmWaiting(lab: Lab, h: LabHost, what: 'init' | 'join' | 'upgrade apply' | 'upgrade node', acinstall: AcinstallProcess): Promise<void> {
   for (let i = 0; i < 600; i++) {
     const r = await ssh(lab, h, h, 'cat /var/lib/acpack-standins/kubeadm.waiting 2>/dev/null || true');
     if (r.stdout.startsWith(what)) return;

@@ -6,7 +6,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { sha256 } from '../../oci/digest.js';
 import { buildIndexImage, buildLayer, pushImage } from '../../demo/samples.js';
 import { acinstallOn, killHost, reviveHost, ssh } from '../hosts/lab.js';
-import { KUBEADM_STANDIN } from '../hosts/standins/kubeadm-standin.js';
+import { KUBEADM_STANDIN, kubeadmBinary } from '../hosts/standins/kubeadm-standin.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT } from '../helpers/env.js';
 import { buildFixture, bundleSpec, imageRef, localBinary, pushFixture } from '../helpers/fixtures.js';
@@ -31,8 +31,7 @@ const t = useLab(3, async ({ host: upstream, dir }) => {
   await writeFile(join(bin, 'pkg/hello.txt'), 'from a tarball\n');
   execFileSync('tar', ['-czf', join(bin, 'pkg.tar.gz'), '-C', join(bin, 'pkg'), 'hello.txt']);
   const pkgSha = execFileSync('sha256sum', [join(bin, 'pkg.tar.gz')]).toString().split(' ')[0];
-  // kubeadm cannot run here: an honest stand-in that records its calls and writes what kubeadm would
-  // (v1.22.15's, also under another version's name for the bundle acinstall must not half-apply).
+  // kubeadm cannot run here: an honest stand-in that records its calls and writes what kubeadm would.
   const kubeadm = (version: string) => localBinary('kubeadm', version, KUBEADM_STANDIN, '/usr/bin/kubeadm');
   // kubelet cannot run here either: a script that says its version is enough to see which one is in place.
   const kubelet = (version: string) => {
@@ -76,7 +75,8 @@ const t = useLab(3, async ({ host: upstream, dir }) => {
   // A bundle of another Kubernetes version, which acinstall must not half-apply.
   const api2 = buildIndexImage('ecp_builder/kube-apiserver', 'v1.22.16', { amd64: [await buildLayer([{ path: 'api', content: 'apiserver 16' }])] });
   await pushImage(upstream, api2);
-  const other = await bundleSpec(join(dir, 'v3'), { images: [pauseRef, `${upstream}/ecp_builder/kube-apiserver:v1.22.16`], binaries: [kubeadm('v1.22.16'), kubelet('v1.22.16')] }, join(dir, 'b3.tar.zst'), 'amd64', { allowIncomplete: true });
+  // Its kubeadm is the stand-in of v1.22.16 (a v1.22.15 one refuses to upgrade past its own version, as the real one does).
+  const other = await bundleSpec(join(dir, 'v3'), { images: [pauseRef, `${upstream}/ecp_builder/kube-apiserver:v1.22.16`], binaries: [await kubeadmBinary(bin, 'v1.22.16'), kubelet('v1.22.16')] }, join(dir, 'b3.tar.zst'), 'amd64', { allowIncomplete: true });
   return { upstream, fx, pauseRef, bundle: first, bundle2: next, bundle3: other };
 });
 
@@ -385,7 +385,8 @@ describe('acinstall from on test hosts', { timeout: 180_000 }, () => {
         const m = /^(\S+) \((\d+) ms/.exec(block)!;
         return { start: Date.parse(m[1]), end: Date.parse(m[1]) + Number(m[2]), text: block };
       });
-    const applied = (await commands(master)).find((c) => c.text.includes('$ kubeadm upgrade apply'))!;
+    // (kubeadm upgrade runs detached from the session: its command is a line of the script that starts it and waits.)
+    const applied = (await commands(master)).find((c) => /^kubeadm upgrade apply /m.test(c.text))!;
     for (const w of [w1, w2]) {
       const all = await commands(w);
       // This run's binaries step staged the new kubelet beside the old one, without swapping it in…
@@ -401,7 +402,7 @@ describe('acinstall from on test hosts', { timeout: 180_000 }, () => {
     const windows = await Promise.all(
       [w1, w2].map(async (w) => {
         const all = await commands(w);
-        const start = all.find((c) => c.text.includes('$ kubeadm upgrade node'))!.start;
+        const start = all.find((c) => /^kubeadm upgrade node$/m.test(c.text))!.start;
         return { start, end: all.filter((c) => c.text.includes('systemctl restart kubelet')).pop()!.end };
       }),
     );
