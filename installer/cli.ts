@@ -353,7 +353,7 @@ ${TRUST_HELP}`,
       checkDeletable(spec, ips);
       await confirm(o.yes, `This runs kubeadm reset on ${ips.join(', ')} and removes ${ips.length === 1 ? 'it' : 'them'} from the cluster.`);
       const removed = (rest: typeof spec) => saveClusterState(o.store, state.bundle, state.descriptor, rest);
-      await deleteNodes(o.store, spec, ips, { descriptor: state.descriptor, force: !!o.force, removed, log: (l) => process.stderr.write(`${l}\n`) });
+      await deleteNodes(o.store, spec, ips, { descriptor: state.descriptor, previous: state.previous, force: !!o.force, removed, log: (l) => process.stderr.write(`${l}\n`) });
       process.stdout.write(`removed ${ips.join(', ')}\n`);
     });
 
@@ -372,7 +372,7 @@ ${TRUST_HELP}`,
       await confirm(o.yes, `This removes Kubernetes from ${ips} and stops the site registry${o.purgeStore ? `, and deletes ${o.store}` : ''}.`);
       const left = (rest: typeof spec) => saveClusterState(o.store, state.bundle, state.descriptor, rest);
       const { resetCluster } = await load.reset();
-      await resetCluster(o.store, spec, state.descriptor, { purgeStore: !!o.purgeStore, left, log: (l) => process.stderr.write(`${l}\n`) });
+      await resetCluster(o.store, spec, state.descriptor, { previous: state.previous, purgeStore: !!o.purgeStore, left, log: (l) => process.stderr.write(`${l}\n`) });
       process.stdout.write(`reset ${ips}${o.purgeStore ? `; ${o.store} removed` : `; the store ${o.store} keeps the content (acinstall from installs again, --purge-store removes it)`}\n`);
     });
 

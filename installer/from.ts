@@ -316,7 +316,7 @@ export function checkDeletable(spec: ClusterSpec, ips: string[]): void {
   }
 }
 
-export async function deleteNodes(store: string, spec: ClusterSpec, ips: string[], o: { descriptor?: BundleDescriptor; force: boolean; removed: (rest: ClusterSpec) => Promise<unknown>; log: (line: string) => void }): Promise<void> {
+export async function deleteNodes(store: string, spec: ClusterSpec, ips: string[], o: { descriptor?: BundleDescriptor; previous?: BundleDescriptor; force: boolean; removed: (rest: ClusterSpec) => Promise<unknown>; log: (line: string) => void }): Promise<void> {
   checkDeletable(spec, ips);
   await withStoreLock(store, `deleting ${ips.join(', ')}`, async () => {
     const known = await KnownHosts.inStore(store);
@@ -330,7 +330,7 @@ export async function deleteNodes(store: string, spec: ClusterSpec, ips: string[
           try {
             // kubelet registers the node under its hostname, lowercased; kubeadm reset leaves the Node object.
             const name = (await host.check('hostname', 'hostname')).trim().toLowerCase();
-            keptWarnings(ip, await host.check(resetScript(o.descriptor), 'kubeadm reset', 300_000)).forEach(o.log);
+            keptWarnings(ip, await host.check(resetScript(o.descriptor, o.previous), 'kubeadm reset', 300_000)).forEach(o.log);
             o.log(`${ip}: reset and removed; its Node object stays in the API server until: kubectl delete node ${name}`);
           } finally {
             host.close();

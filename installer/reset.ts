@@ -7,7 +7,7 @@ import { firstMaster, isMaster, type ClusterSpec } from './cluster-spec.js';
 import { hostsEntryScript } from './control-plane.js';
 import { KUBEADM_RESET } from './kubeadm.js';
 import { CHART_DIR } from './charts.js';
-import { installedFiles, keptWarnings, NODE_CA, NODE_RUNTIME, removeIfOurs, RUNS_DIR, serviceFiles, shq } from './node-setup.js';
+import { installedFiles, keptWarnings, NODE_CA, NODE_RUNTIME, removeIfOurs, RUNS_DIR, serviceFiles, shq, STAGED } from './node-setup.js';
 import { KnownHosts, SshHost } from './ssh.js';
 import { AGENT_DIR, AGENT_UNIT } from './peer-cache.js';
 import { stopRegistry } from './registry-service.js';
@@ -23,7 +23,7 @@ import { Journal } from './journal.js';
  * own defaults where its binary stays (the distribution's), and disabled where it was the bundle's.
  * Never the store: on the first master it lives under /var/lib/acpack too.
  */
-export function resetScript(d: BundleDescriptor | undefined): string {
+export function resetScript(d: BundleDescriptor | undefined, previous?: BundleDescriptor): string {
   return [
     'set -e',
     `if command -v kubeadm >/dev/null; then ${KUBEADM_RESET}; fi`,
@@ -35,11 +35,24 @@ export function resetScript(d: BundleDescriptor | undefined): string {
     `rm -rf /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d /etc/containerd/certs.d /etc/containerd/config.toml ${shq(NODE_CA.slice(0, NODE_CA.lastIndexOf('/')))} ${RUNS_DIR} ${CHART_DIR} ${shq(NODE_RUNTIME.slice(0, NODE_RUNTIME.lastIndexOf('/')))} ${AGENT_UNIT} ${AGENT_DIR}`,
     `rm -rf ${Object.keys(serviceFiles()).map(shq).join(' ')}`,
     // Any arch's: the node's own is not asked for.
-    ...removeIfOurs(installedFiles(d)),
+    ...removeIfOurs(ourFiles(d, previous)),
     'systemctl daemon-reload 2>/dev/null || true',
     'if command -v containerd >/dev/null; then systemctl start containerd; else systemctl disable containerd 2>/dev/null || true; fi',
     hostsEntryScript(undefined),
   ].join('\n');
+}
+
+/**
+ * What a node may hold of acinstall's binaries, with the sha256 of the bytes each was: every path the
+ * installed bundle names, and the one it replaced (an upgrade cut off before every node had the new
+ * bundle's binaries leaves some with the old ones, which are no less acinstall's), and a binary
+ * staged for an upgrade that did not reach its swap (`STAGED`, the new bundle's bytes).
+ */
+export function ourFiles(d: BundleDescriptor | undefined, previous: BundleDescriptor | undefined): Map<string, Set<string>> {
+  const files = installedFiles(d);
+  for (const [path, shas] of installedFiles(previous)) files.set(path, new Set([...(files.get(path) ?? []), ...shas]));
+  for (const [path, shas] of installedFiles(d)) files.set(`${path}${STAGED}`, shas);
+  return files;
 }
 
 /**
@@ -48,7 +61,12 @@ export function resetScript(d: BundleDescriptor | undefined): string {
  * install's state (journal, cluster) removed from the store; its content too with `purgeStore`. A
  * node that cannot be reached fails the reset, and stays in the state for the next try.
  */
-export async function resetCluster(store: string, spec: ClusterSpec, d: BundleDescriptor | undefined, o: { purgeStore: boolean; left: (rest: ClusterSpec) => Promise<unknown>; log: (line: string) => void }): Promise<void> {
+export async function resetCluster(
+  store: string,
+  spec: ClusterSpec,
+  d: BundleDescriptor | undefined,
+  o: { previous?: BundleDescriptor; purgeStore: boolean; left: (rest: ClusterSpec) => Promise<unknown>; log: (line: string) => void },
+): Promise<void> {
   const first = firstMaster(spec);
   const order = [...spec.hosts.filter((h) => !isMaster(h)), ...spec.hosts.filter((h) => isMaster(h) && h !== first), first];
   await withStoreLock(store, 'resetting the cluster', async () => {
@@ -59,7 +77,7 @@ export async function resetCluster(store: string, spec: ClusterSpec, d: BundleDe
       try {
         const host = await SshHost.connect(h, known, { logDir: join(store, 'logs') });
         try {
-          keptWarnings(h.ip, await host.check(resetScript(d), 'reset', 300_000)).forEach(o.log);
+          keptWarnings(h.ip, await host.check(resetScript(d, o.previous), 'reset', 300_000)).forEach(o.log);
         } finally {
           host.close();
         }

@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { sha256 } from '../../oci/digest.js';
 import type { BundleDescriptor } from '../../oci/bundle-format.js';
 import { binariesScript, droppedFiles, keptWarnings, removeIfOurs } from '../../installer/node-setup.js';
-import { resetScript } from '../../installer/reset.js';
+import { ourFiles, resetScript } from '../../installer/reset.js';
 import { loadClusterState, saveClusterState } from '../../installer/cluster-state.js';
 import type { ClusterSpec } from '../../installer/cluster-spec.js';
 
@@ -62,6 +62,28 @@ it('reset removes the bundle\'s files of any arch with the same lines', () => {
   const d = bundle('v1', [{ name: 'tool', install: '/usr/bin/tool' }]);
   const line = removeIfOurs(new Map([['/usr/bin/tool', new Set(['amd64', 'arm64'].map((a) => sha256(content('tool', a)).slice(7)))]]))[0];
   expect(resetScript(d).split('\n')).toContain(line);
+});
+
+it('reset after an upgrade cut off halfway removes the old bundle\'s binaries and a kubelet staged beside the old one', async () => {
+  const node = await mkdtemp(join(dir, 'cut-'));
+  const at = (name: string) => join(node, name);
+  const release = (version: string) => {
+    const d = bundle(version, [{ name: 'kubeadm', install: at('kubeadm') }, { name: 'kubelet', install: at('kubelet') }]);
+    for (const b of d.binaries) b.digest = sha256(`${b.name} ${b.arch} ${version}\n`);
+    return d;
+  };
+  const [v1, v2] = [release('v1'), release('v2')];
+  // The binaries step ran (kubeadm is v2's, v2's kubelet waits beside v1's); the upgrade never came.
+  await writeFile(at('kubeadm'), 'kubeadm amd64 v2\n');
+  await writeFile(at('kubelet'), 'kubelet amd64 v1\n');
+  await writeFile(at('kubelet.acpack-new'), 'kubelet amd64 v2\n');
+  await writeFile(at('notes'), 'an admin\'s\n');
+  const { stdout } = await run('sh', ['-ec', removeIfOurs(ourFiles(v2, v1)).join('\n')]);
+  expect(await readdir(node)).toEqual(['notes']);
+  expect(keptWarnings('10.0.0.2', stdout)).toEqual([]);
+  // Without the bundle it replaced, v1's kubelet would look like someone else's file.
+  await writeFile(at('kubelet'), 'kubelet amd64 v1\n');
+  expect(keptWarnings('10.0.0.2', (await run('sh', ['-ec', removeIfOurs(ourFiles(v2, undefined)).join('\n')])).stdout)).toHaveLength(1);
 });
 
 it('the cluster record keeps the bundle it replaced, through saves of the same bundle', async () => {
