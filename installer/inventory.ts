@@ -24,6 +24,7 @@ export async function siteInventory(storeRoot: string): Promise<Inventory> {
       binaries: [...under('binaries'), ...under('runtime')],
       charts: under('charts'),
       blobs,
+      sizes: Object.fromEntries(await Promise.all(blobs.map(async (d) => [d, (await store.size(d))!] as const))),
     };
   } finally {
     db.close();

@@ -17,6 +17,11 @@ export interface Inventory {
   binaries: { ref: string; digest: Digest }[];
   charts: { ref: string; digest: Digest }[];
   blobs: Digest[];
+  /**
+   * Each blob's size (written since this field was added; version 1 still, as an older acpack reads
+   * the rest as before): a delta then need not download a binary the site holds to learn its size.
+   */
+  sizes?: Record<string, number>;
 }
 
 /** An inventory file's blobs and identity, or an error naming what is wrong with it. */
@@ -29,5 +34,8 @@ export function parseInventory(text: string, path: string): Inventory {
   }
   if (v?.kind !== 'acpack-inventory' || v.version !== 1) throw new AcpackError('BAD_BASE', `${path} is JSON but not an acpack inventory (kind acpack-inventory, version 1)`);
   if (!Array.isArray(v.blobs) || !v.blobs.every((d) => typeof d === 'string' && isDigest(d))) throw new AcpackError('BAD_BASE', `${path}: its blobs are not a list of sha256 digests`);
+  if (v.sizes !== undefined && (typeof v.sizes !== 'object' || v.sizes === null || !Object.entries(v.sizes).every(([d, n]) => isDigest(d) && Number.isSafeInteger(n) && n >= 0))) {
+    throw new AcpackError('BAD_BASE', `${path}: its sizes are not sha256 digests with byte counts`);
+  }
   return v as Inventory;
 }

@@ -17,7 +17,13 @@ export interface BaseRef {
  * a bundle it imported (a single file, or any volume of a set: bundle.json lists them all; a
  * format 1 bundle is read through for its blob entries).
  */
-export async function readBase(path: string): Promise<{ ref: BaseRef; blobs: Set<Digest> }> {
+/** The blobs a delta's base holds, with the size of those whose size it says. */
+export interface BaseBlobs {
+  blobs: Set<Digest>;
+  sizes: Map<Digest, number>;
+}
+
+export async function readBase(path: string): Promise<{ ref: BaseRef } & BaseBlobs> {
   // A bundle starts with zstd's magic number; anything else is taken for an inventory.
   const fh = await open(path, 'r').catch((err: NodeJS.ErrnoException) => {
     throw new AcpackError('BAD_BASE', `--base ${path} cannot be read (${err.code === 'ENOENT' ? 'no such file' : err.code}): give the site's inventory (acinstall inventory -o site.json) or a bundle it imported; nothing was fetched`, { cause: err });
@@ -29,16 +35,16 @@ export async function readBase(path: string): Promise<{ ref: BaseRef; blobs: Set
     const inv = parseInventory(bytes.toString('utf8'), path);
     const last = inv.bundles.at(-1);
     const ref = { name: last ? `site inventory (${last.name})` : 'site inventory', version: last?.version ?? inv.created, digest: sha256(bytes) };
-    return { ref, blobs: new Set(inv.blobs) };
+    return { ref, blobs: new Set(inv.blobs), sizes: new Map(Object.entries(inv.sizes ?? {}) as [Digest, number][]) };
   }
   const head = await readHead(path);
   const d = head.descriptor;
   const ref = { name: d.name, version: d.version, digest: sha256(head.descriptorBytes) };
-  if (d.blobs.list) return { ref, blobs: new Set(d.blobs.list.map((b) => b.digest)) };
-  const blobs = new Set<Digest>();
+  if (d.blobs.list) return { ref, blobs: new Set(d.blobs.list.map((b) => b.digest)), sizes: new Map(d.blobs.list.map((b) => [b.digest, b.size])) };
+  const sizes = new Map<Digest, number>();
   for await (const e of bundleEntries(path)) {
     if (e.kind !== 'blob') continue;
-    blobs.add(e.digest); // its bytes are skipped as the next entry is read
+    sizes.set(e.digest, e.size); // its bytes are skipped as the next entry is read
   }
-  return { ref, blobs };
+  return { ref, blobs: new Set(sizes.keys()), sizes };
 }

@@ -6,6 +6,7 @@ import { MT, type Descriptor } from '../oci/media-types.js';
 import type { ContentStore } from '../oci/store.js';
 import type { BinarySpec } from '../manifests/index.js';
 import { ARTIFACT_HOST } from '../oci/bundle-format.js';
+import type { BaseBlobs } from './base.js';
 import type { Fetcher } from './fetcher.js';
 import { putBinaryIndex, putBinaryManifest, type BinaryFile } from './artifacts.js';
 import { platformsFor } from './images.js';
@@ -41,7 +42,9 @@ export function binaryArches(spec: BinarySpec, bundlePlatforms: Platform[]): Arc
 /**
  * Downloads a binary for each wanted arch, verifying its pin (manifest first, then the lock),
  * and stores it as an OCI artifact. With `trustOnFirstUse` (acpack lock) an unpinned file is
- * accepted and its hash becomes the pin.
+ * accepted and its hash becomes the pin. A file `present` holds (a delta's base: the site has it,
+ * the bundle will not carry it) is not downloaded when its pin and size are known: its artifact
+ * names it, the file itself stays out of the build cache.
  */
 export async function resolveBinary(
   spec: BinarySpec,
@@ -50,6 +53,7 @@ export async function resolveBinary(
   fetcher: Fetcher,
   lockPins: Partial<Record<string, BinaryPin>>,
   trustOnFirstUse = false,
+  present?: BaseBlobs,
 ): Promise<ResolvedBinary | undefined> {
   const arches = binaryArches(spec, bundlePlatforms);
   if (arches.length === 0) return undefined;
@@ -68,9 +72,10 @@ export async function resolveBinary(
       );
     }
     const expected = pin ? (`sha256:${pin}` as Digest) : undefined;
+    const held = expected && present?.sizes.get(expected);
     let digest: Digest;
     try {
-      digest = await fetcher.ensure({ kind: 'url', url, digest: expected, what: `binary ${spec.name} ${spec.version} for ${arch}` });
+      digest = held !== undefined && !(await store.has(expected!)) ? expected! : await fetcher.ensure({ kind: 'url', url, digest: expected, what: `binary ${spec.name} ${spec.version} for ${arch}` });
     } catch (err) {
       if (err instanceof AcpackError && err.code === 'DIGEST_MISMATCH') {
         throw new AcpackError(
@@ -80,7 +85,7 @@ export async function resolveBinary(
       }
       throw err;
     }
-    const size = (await store.size(digest))!;
+    const size = (await store.size(digest)) ?? held!;
     const file: BinaryFile = {
       name: spec.name,
       version: spec.version,

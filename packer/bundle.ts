@@ -75,7 +75,7 @@ export async function bundle(opts: BundleOptions): Promise<BundleSummary> {
   };
   const signingKey = opts.sign ? await loadSigningKey(opts.sign) : undefined;
   const base = opts.base ? await readBase(opts.base) : undefined;
-  const r = await resolveManifestContent({ ...opts, checks, runtime: true, ...(base ? { present: base.blobs } : {}) });
+  const r = await resolveManifestContent({ ...opts, checks, runtime: true, ...(base ? { present: base } : {}) });
   const index = bundleIndex(r);
   const all = orderedBlobs(r);
   // A delta: the blobs its base holds are listed, not carried.

@@ -10,6 +10,7 @@ import { loadManifest, type BundleManifest, type ImageSpec } from '../manifests/
 import { Fetcher } from './fetcher.js';
 import { resolveImage, type ResolvedImage } from './images.js';
 import { resolveBinary, type ResolvedBinary } from './binaries.js';
+import type { BaseBlobs } from './base.js';
 import { resolveChart, type ResolvedChart } from './charts.js';
 import { EMPTY_CONFIG } from './artifacts.js';
 import { carriesKubeadm } from './lint.js';
@@ -32,8 +33,11 @@ export interface ResolveOptions {
   ignoreLock?: boolean;
   /** Stop after manifests, binaries and charts: image layers are not needed to lock. */
   skipLayers?: boolean;
-  /** Image layers the site holds already (a delta's base): the bundle does not carry them, so they are not downloaded. */
-  present?: ReadonlySet<Digest>;
+  /**
+   * What the site holds already (a delta's base): the bundle does not carry it, so it is not
+   * downloaded — image layers, and binaries whose size the base says.
+   */
+  present?: BaseBlobs;
   /** acpack bundle: a bundle that carries kubeadm carries acinstall's runtime too (packer/site-runtime.ts). */
   runtime?: boolean;
   reporter: Reporter;
@@ -143,9 +147,9 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
       manifest.binaries.map((spec) =>
         limit(async () => {
           const pins = lock?.binaries[spec.name] ?? {};
-          const hit = cache && (await fromCache(() => resolveBinary(spec, platforms, store, cache.fetcher, pins)));
+          const hit = cache && (await fromCache(() => resolveBinary(spec, platforms, store, cache.fetcher, pins, false, opts.present)));
           if (hit?.value) fromCacheCount.binaries++;
-          return hit ? hit.value : resolveBinary(spec, platforms, store, fetcher, pins, opts.trustOnFirstUse);
+          return hit ? hit.value : resolveBinary(spec, platforms, store, fetcher, pins, opts.trustOnFirstUse, opts.present);
         }),
       ),
     )
@@ -210,7 +214,7 @@ export async function resolveManifestContent(opts: ResolveOptions): Promise<Reso
   }
 
   const missing = new Map<Digest, { ref: ResolvedImage; d: Descriptor }>();
-  if (!opts.skipLayers) for (const x of imageBlobs) if (!missing.has(x.d.digest) && !opts.present?.has(x.d.digest) && !(await store.has(x.d.digest))) missing.set(x.d.digest, x);
+  if (!opts.skipLayers) for (const x of imageBlobs) if (!missing.has(x.d.digest) && !opts.present?.blobs.has(x.d.digest) && !(await store.has(x.d.digest))) missing.set(x.d.digest, x);
   // Started in digest order, the order the bundle writes them, so the writer rarely waits.
   const downloads = new Map<Digest, Promise<Digest>>();
   for (const x of [...missing.values()].sort((a, b) => (a.d.digest < b.d.digest ? -1 : 1))) {

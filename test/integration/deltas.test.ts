@@ -66,6 +66,8 @@ describe('acinstall inventory', () => {
     expect(inv.charts).toHaveLength(1);
     expect(inv.images).toEqual([]);
     expect(inv.blobs.map((x: string) => x.slice(7))).toEqual(await blobsOf(store));
+    expect(inv.sizes[`sha256:${sha(tool)}`]).toBe(tool.length);
+    expect(Object.keys(inv.sizes).sort()).toEqual(inv.blobs);
   });
 });
 
@@ -81,6 +83,18 @@ describe('acpack bundle --base', () => {
     expect(d.base).toMatchObject({ name: 'site inventory (test)', version: 'v1', digest: `sha256:${sha(await readFile(inventory))}` });
     expect((await stat(delta)).size).toBeLessThanOrEqual(d.blobs.bytes * 1.01);
     await expect(verifyBundle(delta)).resolves.toMatchObject({ blobs: carried.length });
+  });
+
+  it('does not download a binary its base holds: its size comes from the inventory, its file stays out of the build cache', async () => {
+    const m = await writeManifest(work.dir, { binaries: [tool1, extra1], charts: [{ path: 'hello' }] }, 'r2-fresh.yaml');
+    const cache = join(work.dir, 'cache-fresh');
+    const out = join(work.dir, 'r2-fresh.tar.zst');
+    await bundle({ manifestFile: m, platforms: parsePlatformList('amd64'), cacheDir: cache, reporter: silent, sourceDateEpoch: 0, out, base: inventory });
+    const cached = await blobsOf(cache);
+    expect(cached).toContain(sha(extra));
+    expect(cached).not.toContain(sha(tool));
+    // The same bundle.json as with the file at hand (its size from the inventory, not guessed).
+    expect((await readHead(out)).descriptor).toEqual(d);
   });
 
   it('against the earlier bundle itself, it leaves out the same blobs', async () => {
