@@ -45,7 +45,7 @@ export function bundledKubeadm(store: ContentStore, binaries: ResolvedBinary[], 
   return async (config) => {
     const file = binaries.find((b) => b.spec.name === 'kubeadm')?.arches.find((a) => a.arch === arch && a.install)?.file;
     if (!file) return { cannotRun: `the bundle carries no kubeadm file for ${arch}` };
-    if (!(await store.has(file.digest))) return { cannotRun: 'the site holds it (the delta\'s base), so it was not downloaded' };
+    if (!(await store.has(file.digest))) return { cannotRun: "it was not downloaded: the delta's base holds it" };
     const dir = await mkdtemp(join(tmpdir(), 'acpack-kubeadm-'));
     try {
       const bin = join(dir, 'kubeadm');

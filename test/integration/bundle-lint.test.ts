@@ -161,6 +161,15 @@ describe('acpack bundle: a bundle that carries kubeadm must be able to lay a clu
     await nothingWritten(lacking);
   });
 
+  it('a delta whose base holds the bundled kubeadm does not download it, and checks the images by the rules', async () => {
+    const base = await bundleOf(complete());
+    expect(base.code, base.stderr).toBe(0);
+    const delta = await bundleOf(complete(), ['--base', base.out]);
+    expect(delta.code, delta.stderr).toBe(0);
+    expect(delta.stderr).toContain(`the bundled kubeadm for linux/${HOST} cannot run here (it was not downloaded: the delta's base holds it): kubeadm's images were checked by acpack's copy of its rules instead`);
+    expect(await readdir(join(delta.cache, 'blobs', 'sha256'))).not.toContain(String(bins.kubeadm.sha256));
+  });
+
   it('--allow-incomplete writes it anyway, with a loud warning in the log and the summary', async () => {
     const r = await bundleOf({ ...complete(), binaries: [bins.kubeadm, bins.kubelet] }, ['--allow-incomplete']);
     expect(r.code, r.stderr).toBe(0);
