@@ -32,10 +32,10 @@ export type BundleEntry =
   | { kind: 'volume'; volume: number }
   /**
    * `chunks` are the blob's bytes, each a view of memory the reader uses again for the next one:
-   * copy what must outlive it. Or `readInto` puts them into memory of the caller's (not empty),
-   * returning how many, 0 at the end: decompressed straight there. One of the two per entry. `manifest` is set for the manifests and indexes bundle.json and
-   * index.json name: parsed and checked. `part`: the entry is part `index` of the blob `of` (a blob
-   * larger than a volume).
+   * copy what must outlive it. Or `readInto` decompresses them straight into memory of the caller's
+   * (not empty), returning how many, 0 at the end; one of the two per entry. `manifest` is set for
+   * the manifests and indexes bundle.json and index.json name: parsed and checked. `part`: the
+   * entry is part `index` of the blob `of` (a blob larger than a volume).
    */
   | { kind: 'blob'; digest: Digest; size: number; chunks: AsyncIterable<Buffer>; readInto: (dst: Buffer) => Promise<number>; manifest?: ImageManifest | ImageIndex; part?: { of: Digest; index: number } };
 

@@ -42,10 +42,10 @@ interface Inflater {
  * view of one buffer that the next `read` fills again, so a multi-gigabyte bundle costs the same
  * few megabytes of memory and no allocation per byte (a fresh buffer per chunk costs a page fault
  * per 4 KiB, which is most of a stream decoder's time here); `readInto` decompresses into memory of
- * the caller's instead (the store's staging buffer: not even one copy). The decoder runs only when asked, on
- * the calling thread: a few KB that expand to gigabytes cost no more than the reads made of them,
- * and a reader that stops stops the decompression. Compressed input is taken from `input` only as
- * the decoder needs it.
+ * the caller's instead (the store's staging buffer: not even that one copy). The decoder runs only
+ * when asked, on the calling thread: a few KB that expand to gigabytes cost no more than the reads
+ * made of them, and a reader that stops stops the decompression. Compressed input is taken from
+ * `input` only as the decoder needs it.
  */
 export class ZstdReader {
   private readonly out = Buffer.allocUnsafeSlow(OUT_BYTES);
