@@ -72,7 +72,7 @@ export async function resolveBinary(
       );
     }
     const expected = pin ? (`sha256:${pin}` as Digest) : undefined;
-    const held = expected && present?.sizes.get(expected);
+    const held = expected && present?.blobs.has(expected) ? present.sizes.get(expected) : undefined;
     let digest: Digest;
     try {
       digest = held !== undefined && !(await store.has(expected!)) ? expected! : await fetcher.ensure({ kind: 'url', url, digest: expected, what: `binary ${spec.name} ${spec.version} for ${arch}` });
