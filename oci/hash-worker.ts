@@ -80,7 +80,7 @@ class HashThread {
     }).then(checked);
   }
 
-  start(): Worker {
+  private start(): Worker {
     if (this.worker) return this.worker;
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { memory: stageMemory() } });
     worker.on('message', (r: Reply) => {
@@ -110,16 +110,6 @@ function checked(r: Reply): Reply {
 
 /** The blob digests' thread, and the piece hashes' (a second sha256 pass over the same bytes, at the same time). */
 const threads = { digest: new HashThread(), pieces: new HashThread() };
-
-/**
- * Starts the hashing threads now rather than at the first blob: a thread boots its own V8 for tens
- * of milliseconds, which a caller that reads metadata and opens its store first overlaps with that.
- * They hold the process open only while someone waits for them.
- */
-export function startHashThreads(pieces: boolean): void {
-  threads.digest.start();
-  if (pieces) threads.pieces.start();
-}
 
 /** One blob's hashes, computed on the hashing threads from stages (whose bytes must stay put until `update` resolves). */
 export class StageHash {

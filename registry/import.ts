@@ -4,7 +4,6 @@ import { sha256, shortDigest, type Digest } from '../oci/digest.js';
 import { createReadStream } from 'node:fs';
 import { walkBundle } from '../oci/bundle-graph.js';
 import { ContentStore } from '../oci/store.js';
-import { startHashThreads } from '../oci/hash-worker.js';
 import { bundleEntries, drainVerified } from '../oci/bundle-reader.js';
 import { BUNDLE_LIMITS, manifestDigests, type BundleDescriptor } from '../oci/bundle-format.js';
 import { ANNOTATION_REF_NAME, type ImageIndex, type ImageManifest } from '../oci/media-types.js';
@@ -49,7 +48,6 @@ const SAME_BLOB_WAIT_MS = 30 * 60_000;
  */
 export async function importBundle(input: string | Readable, storeRoot: string, onBytes?: (n: number) => void, label?: string, trust: TrustPolicy = { keys: [] }): Promise<ImportResult> {
   const source = label ?? (typeof input === 'string' ? input : 'the bundle on standard input');
-  startHashThreads(true); // they boot while the store opens and the metadata is read and checked
   const store = await ContentStore.open(storeRoot);
   const db = new IndexDb(storeRoot);
   /** Blobs this import created, with their mtime right after: a later touch means someone else uses it. */
