@@ -223,7 +223,15 @@ async function holdBase(store: ContentStore, db: IndexDb, d: BundleDescriptor, k
   if (base.length === 0) return;
   await store.exclusive(async () => {
     const missing: Digest[] = [];
-    for (const b of base) if (!(await store.has(b.digest))) missing.push(b.digest);
+    for (const b of base) {
+      const size = await store.size(b.digest);
+      if (size === undefined) missing.push(b.digest);
+      // The delta's artifacts name these blobs with their sizes (a binary's from the inventory it
+      // was made against): a size the store's copy does not have would fail on the nodes later.
+      else if (size !== b.size) {
+        throw new AcpackError('BAD_BUNDLE', `${source} lists ${b.digest}, which it leaves to its base, as ${b.size} bytes; this store's copy has ${size}: the inventory or bundle it was made against was wrong; nothing was imported`);
+      }
+    }
     if (missing.length) {
       const was = d.base ? `${d.base.name} ${d.base.version}` : 'its base';
       throw new AcpackError(

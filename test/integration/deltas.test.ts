@@ -181,4 +181,19 @@ describe('acinstall import of a delta', () => {
       db.close();
     }
   });
+
+  it('made against an inventory that misstates a binary\'s size: refused before anything is written, naming the blob', async () => {
+    const inv = JSON.parse(await readFile(inventory, 'utf8'));
+    inv.sizes[`sha256:${sha(tool)}`] += 1;
+    const wrong = join(work.dir, 'site-wrong-size.json');
+    await writeFile(wrong, JSON.stringify(inv));
+    const m = await writeManifest(work.dir, { binaries: [tool1, extra1], charts: [{ path: 'hello' }] }, 'r2-wrong.yaml');
+    const out = join(work.dir, 'r2-wrong.tar.zst');
+    await bundle({ manifestFile: m, platforms: parsePlatformList('amd64'), cacheDir: join(work.dir, 'cache-wrong'), reporter: silent, sourceDateEpoch: 0, out, base: wrong });
+    const site = join(work.dir, 'site-for-wrong');
+    await importBundle(join(work.dir, 'r1.tar.zst'), site);
+    const before = await blobsOf(site);
+    await expect(importBundle(out, site)).rejects.toMatchObject({ code: 'BAD_BUNDLE', message: expect.stringContaining(`sha256:${sha(tool)}, which it leaves to its base, as ${tool.length + 1} bytes; this store's copy has ${tool.length}`) });
+    expect(await blobsOf(site)).toEqual(before);
+  });
 });
