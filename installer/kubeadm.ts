@@ -1,8 +1,7 @@
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { AcpackError } from '../oci/errors.js';
 import type { HostSpec } from './cluster-spec.js';
-import type { DetachedRun, SshHost } from './ssh.js';
-import { redact } from './redact.js';
+import { failedRun, type DetachedRun, type SshHost } from './ssh.js';
 import { RUNS_DIR, shq, writeFilesScript } from './node-setup.js';
 import { CRI_SOCKET, joinConfig, KUBEADM_CONFIG, kubernetesVersion, missingImages, type JoinInfo } from './kubeadm-config.js';
 
@@ -87,8 +86,7 @@ async function resumable(host: SshHost, id: string, command: string, what: strin
   }
   const run: DetachedRun = await host.runDetached(id, command, KUBEADM_TIMEOUT, writeFilesScript({ [file.path]: await file.content() }));
   if (run.state === 'finished' && run.code === 0) return { stdout: run.stdout, resumed: false };
-  const said = run.state === 'finished' || run.state === 'lost' ? redact(run.stderr.trim() || run.stdout.trim()).slice(-500) : '';
-  throw new AcpackError('NODE_STEP', `${host.spec.ip}: ${what} failed (${run.state === 'finished' ? run.code : 'killed'}): ${said}`);
+  throw failedRun(host.spec.ip, what, run);
 }
 
 /**

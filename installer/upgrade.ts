@@ -1,8 +1,7 @@
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { AcpackError } from '../oci/errors.js';
 import { HELD_DURING_UPGRADE, shq, STAGED } from './node-setup.js';
-import { redact } from './redact.js';
-import type { SshHost } from './ssh.js';
+import { failedRun, type SshHost } from './ssh.js';
 
 /**
  * Upgrading Kubernetes with a newer bundle, the way kubeadm documents it: the first master runs
@@ -60,8 +59,7 @@ export async function kubeadmUpgrade(host: SshHost, to: string, first: boolean):
   if (earlier.state === 'finished' && earlier.code === 0) return { resumed: true };
   const run = await host.runDetached(id, first ? `kubeadm upgrade apply ${shq(to)} -y` : 'kubeadm upgrade node', UPGRADE_TIMEOUT);
   if (run.state === 'finished' && run.code === 0) return { resumed: false };
-  const said = run.state === 'finished' || run.state === 'lost' ? redact(run.stderr.trim() || run.stdout.trim()).slice(-500) : '';
-  throw new AcpackError('NODE_STEP', `${host.spec.ip}: ${what} failed (${run.state === 'finished' ? `exit ${run.code}` : 'killed'}): ${said}`);
+  throw failedRun(host.spec.ip, what, run);
 }
 
 /** Swaps in the staged kubelet (and any other held binary) and restarts kubelet. */
