@@ -67,6 +67,8 @@ export class ZstdReader {
    * the end of the stream. What did not fit stays in the decoder for the next call.
    */
   async readInto(dst: Buffer): Promise<number> {
+    // No room would read as a full output forever: the loop below never ends.
+    if (dst.length === 0) throw new RangeError('ZstdReader.readInto needs room for at least one byte');
     for (;;) {
       // A call that filled its output may have left more in the decoder: drained before more input.
       if (!this.full && !this.input?.length) {

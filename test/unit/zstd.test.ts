@@ -2,11 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { sha256 } from '../../oci/digest.js';
-import { zstdDecoder } from '../../oci/zstd.js';
+import { ZstdReader, zstdDecoder } from '../../oci/zstd.js';
 import { DENSE_LEVEL, FRAME_BYTES, FrameCompressor, isPacked, PACKED_LEVEL } from '../../oci/zstd-frames.js';
 import { noise } from '../../demo/samples.js';
 import { ROOT } from '../helpers/env.js';
-import { inflate } from '../helpers/zstd-read.js';
+import { inflate, memoryChunks } from '../helpers/zstd-read.js';
 import { zstdCli } from '../helpers/zstd-cli.js';
 
 // Half text, half noise: both code paths of the compressor.
@@ -44,6 +44,20 @@ describe('bundle zstd frames', () => {
     expect(sha256((await frames(parts, 77_777)).out)).toBe(sha256(whole.out));
     expect((await inflate([whole.out])).equals(plain)).toBe(true);
     expect((await zstdCli(['-dc'], whole.out)).equals(plain)).toBe(true);
+  });
+
+  it('decompress into memory of the caller\'s, a little at a time, and refuse no room at all rather than spin', async () => {
+    const whole = await frames(parts);
+    const reader = new ZstdReader(memoryChunks([whole.out]));
+    try {
+      await expect(reader.readInto(Buffer.alloc(0))).rejects.toThrow(RangeError);
+      const out: Buffer[] = [];
+      const room = Buffer.alloc(4097);
+      for (let n = await reader.readInto(room); n > 0; n = await reader.readInto(room)) out.push(Buffer.from(room.subarray(0, n)));
+      expect(Buffer.concat(out).equals(plain)).toBe(true);
+    } finally {
+      reader.close();
+    }
   });
 
   it('end a frame where the level changes and at FRAME_BYTES, each a frame of its own', async () => {
