@@ -1,7 +1,8 @@
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { AcpackError } from '../oci/errors.js';
 import type { HostSpec } from './cluster-spec.js';
-import { failedRun, type DetachedRun, type SshHost } from './ssh.js';
+import type { DetachedRun, SshHost } from './ssh.js';
+import { failedRun } from './failed-run.js';
 import { RUNS_DIR, shq, writeFilesScript } from './node-setup.js';
 import { CRI_SOCKET, joinConfig, KUBEADM_CONFIG, kubernetesVersion, missingImages, type JoinInfo } from './kubeadm-config.js';
 

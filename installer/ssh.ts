@@ -26,12 +26,6 @@ export type DetachedRun =
   | { state: 'finished'; code: number; stdout: string; stderr: string }
   | { state: 'lost'; stdout: string; stderr: string };
 
-/** The error for a detached run of `what` on `ip` that did not end well, with the end of what it said. */
-export function failedRun(ip: string, what: string, run: DetachedRun): AcpackError {
-  const said = run.state === 'finished' || run.state === 'lost' ? redact(run.stderr.trim() || run.stdout.trim()).slice(-500) : '';
-  return new AcpackError('NODE_STEP', `${ip}: ${what} failed (${run.state === 'finished' ? `exit ${run.code}` : 'killed'}): ${said}`);
-}
-
 const RUN_EOF = 'ACPACK_RUN_EOF';
 
 function runDir(id: string): string {

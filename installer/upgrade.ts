@@ -1,7 +1,8 @@
 import type { BundleDescriptor } from '../oci/bundle-format.js';
 import { AcpackError } from '../oci/errors.js';
 import { HELD_DURING_UPGRADE, shq, STAGED } from './node-setup.js';
-import { failedRun, type SshHost } from './ssh.js';
+import type { SshHost } from './ssh.js';
+import { failedRun } from './failed-run.js';
 
 /**
  * Upgrading Kubernetes with a newer bundle, the way kubeadm documents it: the first master runs
