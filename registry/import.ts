@@ -103,7 +103,10 @@ export async function importBundle(input: string | Readable, storeRoot: string, 
         try {
           if (w.offset > 0) await w.reset(); // a bundle stream cannot resume mid-blob
           // Decompressed straight into the writer's staging memory: no copy between the two.
-          for (let n = await entry.readInto(await w.room()); n > 0; n = await entry.readInto(await w.room())) {
+          // (To its size, not to a read of 0: that would take one more stage just to learn the end.
+          // A cut entry is an error of the reader's.)
+          while (w.offset < entry.size) {
+            const n = await entry.readInto(await w.room());
             await w.wrote(n);
             onBytes?.(n);
           }
