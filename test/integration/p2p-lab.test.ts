@@ -139,12 +139,18 @@ describe('the peer cache on test hosts', { timeout: 400_000 }, () => {
     const { ref, bytes } = t.built.faults.kill;
     expect((await fetchOn(victim, ref)).stdout).toContain(ref);
     const before = await Promise.all(askers.map(statsOf));
-    // On the victim: as soon as its agent has served a piece, it is killed (its supervisor restarts it 2 s later).
+    // On the victim: as soon as its agent has started serving a piece of this image, it is killed;
+    // its supervisor restarts it 2 s later. Its PID and its count of bytes served (the earlier
+    // tests' too) are read before the askers start: the stand-in systemctl is a Node start, slower
+    // than the whole image on these links.
+    const served = `curl -fsS http://127.0.0.1:5001/p2p/v1/stats | grep -o '"served":[0-9]*' | cut -d: -f2`;
+    const [pid, served0] = (await ssh(t.lab, t.lab.hosts[0], victim, `systemctl show -p MainPID acpack-agent | cut -d= -f2 && ${served}`)).stdout.split('\n');
+    expect(`${pid} ${served0}`).toMatch(/^[1-9]\d* \d+$/);
     const killer = ssh(
       t.lab,
       t.lab.hosts[0],
       victim,
-      `for i in $(seq 400); do s=$(curl -fsS http://127.0.0.1:5001/p2p/v1/stats) || exit 1; case "$s" in *'"served":0,'*) sleep 0.02;; *) kill -9 $(systemctl show -p MainPID acpack-agent | cut -d= -f2); echo killed; exit 0;; esac; done; exit 1`,
+      `for i in $(seq 400); do s=$(${served}) || exit 1; if [ "$s" -gt ${served0} ]; then kill -9 ${pid}; echo killed; exit 0; fi; sleep 0.02; done; exit 1`,
       60_000,
     );
     const pulled = await Promise.all(askers.map((w) => fetchOn(w, ref)));
