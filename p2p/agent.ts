@@ -506,8 +506,8 @@ export class PeerAgent {
         for (const b of parsed.blobs) {
           if (!this.fetching.has(b.digest)) continue;
           for (const p of b.peers) this.peers.set(p.id, p.addr);
-          // A shunned peer the tracker still lists is no peer: what only it has, the seed serves.
-          this.picker.tracked(b.digest, b.peers.filter((p) => p.id !== this.id), b.seed);
+          // A shunned or dead peer the tracker still lists is no peer: what only it has, the seed serves.
+          this.picker.tracked(b.digest, b.peers.filter((p) => p.id !== this.id), b.seed, Date.now());
         }
       } catch (err) {
         if (!this.picker.trackerLost) this.log(`the tracker cannot be reached (${(err as Error).message}): pieces no known peer has come from the registry`);

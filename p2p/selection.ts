@@ -12,7 +12,8 @@
  * - Endgame: once every missing piece of a blob is asked for, each is asked from a second peer too;
  *   the first copy to arrive wins and the caller cancels the other.
  * - A peer that served a bad piece is shunned for the run; a dead peer's requests are released and
- *   it is left alone for a while.
+ *   it is left alone for a while. What the tracker shows only at such peers, the seed serves: the
+ *   tracker does not know they are of no use to this node, so it hands nobody those pieces.
  */
 import { AcpackError } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
@@ -54,6 +55,8 @@ interface PeerState {
   inFlight: number;
   shunned: boolean;
   pausedUntil: number;
+  /** Until when it counts as dead (it could not be reached). */
+  deadUntil: number;
 }
 
 interface BlobState {
@@ -67,10 +70,10 @@ interface BlobState {
   availability: Uint16Array;
   seedHints: Set<number>;
   /**
-   * Pieces the tracker's last answer shows only at peers this node shunned. The tracker does not
-   * know they lie, so it hands nobody those pieces from the seed: this node may take them there.
+   * Pieces the tracker's last answer shows at peers this node cannot use: shunned, or dead for the
+   * moment. Where no usable peer has one, this node may take it from the seed.
    */
-  shunnedOnly: Set<number>;
+  atUnusable: Set<number>;
   emptyAnswers: number;
   /** Readers streaming this blob to containerd now (see `reading`). */
   readers: number;
@@ -122,7 +125,7 @@ export class PiecePicker {
       views: new Map(),
       availability: new Uint16Array(pieces),
       seedHints: new Set(),
-      shunnedOnly: new Set(),
+      atUnusable: new Set(),
       emptyAnswers: 0,
       readers: 0,
       seq: this.added++,
@@ -164,17 +167,19 @@ export class PiecePicker {
   }
 
   /**
-   * The tracker's answer for a blob: its peers (replacing the previous list; shunned ones are listed
-   * too, and count for nothing but shunnedOnly) and the seed pieces handed to this node.
+   * The tracker's answer for a blob: its peers (replacing the previous list; shunned and dead ones
+   * are listed too, and count for nothing but atUnusable) and the seed pieces handed to this node.
    */
-  tracked(digest: Digest, peers: { id: string; have: Bitfield }[], seed: number[]): void {
+  tracked(digest: Digest, peers: { id: string; have: Bitfield }[], seed: number[], now: number): void {
     const blob = this.blob(digest);
-    const usable = peers.filter((p) => p.id !== this.seedId && !this.isShunned(p.id));
-    const listed = new Set(usable.map((p) => p.id));
-    for (const id of [...blob.views.keys()]) if (!listed.has(id) && !this.hasRequestsTo(blob, id)) this.setView(blob, id, undefined);
+    const listed = peers.filter((p) => p.id !== this.seedId);
+    const unusable = (id: string) => this.isShunned(id) || (this.peers.get(id)?.deadUntil ?? 0) > now;
+    const usable = listed.filter((p) => !unusable(p.id));
+    const kept = new Set(usable.map((p) => p.id));
+    for (const id of [...blob.views.keys()]) if (!kept.has(id) && !this.hasRequestsTo(blob, id)) this.setView(blob, id, undefined);
     for (const p of usable) this.updatePeer(digest, p.id, p.have);
     blob.seedHints = new Set(seed.filter((p) => p >= 0 && p < blob.have.length && !blob.have.has(p)));
-    blob.shunnedOnly = new Set(peers.filter((p) => this.isShunned(p.id)).flatMap((p) => p.have.toArray()));
+    blob.atUnusable = new Set(listed.filter((p) => unusable(p.id)).flatMap((p) => p.have.toArray()));
     blob.emptyAnswers = usable.length === 0 ? blob.emptyAnswers + 1 : 0;
   }
 
@@ -203,7 +208,7 @@ export class PiecePicker {
       for (let p = 0; p < pieces; p++) {
         if (blob.have.has(p) || blob.requests.has(p)) continue;
         const avail = blob.availability[p];
-        if (avail === 0 && !blob.seedHints.has(p) && !seedFree && !blob.shunnedOnly.has(p)) continue;
+        if (avail === 0 && !blob.seedHints.has(p) && !seedFree && !blob.atUnusable.has(p)) continue;
         // Rarest first; the random part breaks ties (and near-ties, with rarityJitter > 1). Blobs
         // being read go ahead, rarest first among them all; the others wait in the order they were
         // added (a preheat's in its image list's order, the order containerd will read them in).
@@ -310,10 +315,14 @@ export class PiecePicker {
     this.peer(this.seedId).pausedUntil = now + this.opt.seedPauseMs;
   }
 
-  /** A peer that cannot be reached: its requests are released (returned, to cancel) and it is left out for a while. */
+  /**
+   * A peer that cannot be reached: its requests are released (returned, to cancel) and it is left
+   * out for a while, during which the seed serves what only it was said to have.
+   */
   peerDead(peer: string, now: number): PieceRequest[] {
     if (peer === this.seedId) return this.release(peer);
-    this.peer(peer).pausedUntil = now + this.opt.deadPeerPauseMs;
+    const state = this.peer(peer);
+    state.pausedUntil = state.deadUntil = now + this.opt.deadPeerPauseMs;
     const released = this.release(peer);
     for (const blob of this.blobs.values()) this.setView(blob, peer, undefined);
     return released;
@@ -328,7 +337,7 @@ export class PiecePicker {
   private peer(id: string): PeerState {
     let state = this.peers.get(id);
     if (!state) {
-      state = { inFlight: 0, shunned: false, pausedUntil: 0 };
+      state = { inFlight: 0, shunned: false, pausedUntil: 0, deadUntil: 0 };
       this.peers.set(id, state);
     }
     return state;
@@ -371,10 +380,10 @@ export class PiecePicker {
 
   /**
    * Whether this piece may come from the seed: handed to this node, or no usable peer has it when
-   * the seed serves freely or only shunned peers are said to have it.
+   * the seed serves freely or only peers this node cannot use are said to have it.
    */
   private seedMayServe(blob: BlobState, piece: number): boolean {
-    return blob.seedHints.has(piece) || (blob.availability[piece] === 0 && (this.seedFree(blob) || blob.shunnedOnly.has(piece)));
+    return blob.seedHints.has(piece) || (blob.availability[piece] === 0 && (this.seedFree(blob) || blob.atUnusable.has(piece)));
   }
 
   /** Second requests for the pieces in flight of blobs with nothing left to ask, from other peers. */

@@ -216,7 +216,7 @@ export function simulate(o: SimOptions): SimResult {
       a.blobs.map((b) => ({ digest: b.digest, pieces: b.have.length })),
     );
     response.blobs.forEach((r) => {
-      node.picker.tracked(r.digest, r.peers, r.seed);
+      node.picker.tracked(r.digest, r.peers, r.seed, now * 1000);
       node.peers.set(r.digest, r.peers.map((p) => p.id));
     });
     node.nextAnnounce = now + (response.interval / 1000) * (0.9 + 0.2 * random());

@@ -20,6 +20,7 @@ function picker(pieces: number, peers: Record<string, number[]>, seed: number[] 
     D,
     Object.entries(peers).map(([id, have]) => ({ id, have: bits(pieces, have) })),
     seed,
+    0,
   );
   return p;
 }
@@ -41,7 +42,7 @@ describe('piece selection', () => {
     const p = picker(4, { a: [0, 1, 2, 3], b: [0, 1, 2], c: [0, 1], d: [0] }, [], { maxTotal: 1 });
     const second = sha256('added second');
     p.addBlob(second, 3);
-    p.tracked(second, [{ id: 'a', have: bits(3, [0, 1, 2]) }], []);
+    p.tracked(second, [{ id: 'a', have: bits(3, [0, 1, 2]) }], [], 0);
     const next = () => {
       const [req] = p.next(0);
       p.received(req);
@@ -91,7 +92,7 @@ describe('piece selection', () => {
     for (const r of first) if (r.peer === 'good') p.received(r);
     expect(p.isShunned('bad')).toBe(true);
     expect(released.every((r) => r.peer === 'bad')).toBe(true);
-    p.tracked(D, [{ id: 'bad', have: Bitfield.full(3) }, { id: 'good', have: Bitfield.full(3) }], []);
+    p.tracked(D, [{ id: 'bad', have: Bitfield.full(3) }, { id: 'good', have: Bitfield.full(3) }], [], 0);
     p.updatePeer(D, 'bad', Bitfield.full(3));
     for (let round = 0; round < 5; round++) {
       for (const r of p.next(round)) {
@@ -158,12 +159,28 @@ describe('piece selection', () => {
     expect(req.peer).toBe('liar');
     p.rejected(req);
     expect(p.next(1)).toEqual([]);
-    p.tracked(D, [{ id: 'liar', have: bits(2, [0, 1]) }, { id: 'b', have: bits(2, []) }], []);
+    p.tracked(D, [{ id: 'liar', have: bits(2, [0, 1]) }, { id: 'b', have: bits(2, []) }], [], 1);
     expect(p.next(2).map((r) => r.peer)).toEqual([SEED, SEED]);
     // Once an honest peer has a piece, it comes from there rather than the seed.
     const q = picker(2, { liar: [0, 1], b: [] }, [], { maxFromSeed: 2 });
     q.rejected(q.next(0)[0]);
-    q.tracked(D, [{ id: 'liar', have: bits(2, [0, 1]) }, { id: 'b', have: bits(2, [0]) }], []);
+    q.tracked(D, [{ id: 'liar', have: bits(2, [0, 1]) }, { id: 'b', have: bits(2, [0]) }], [], 1);
     expect(q.next(1).map((r) => `${r.piece}@${r.peer}`).sort()).toEqual(['0@b', `1@${SEED}`]);
+  });
+
+  it('takes from the seed what only a dead peer is said to have while it is left out, and from the peer once it is back', () => {
+    // The only holder dies mid-piece; the tracker, which knows nothing of it, keeps listing it.
+    const p = picker(2, { a: [0, 1], b: [] }, [], { maxFromSeed: 2, deadPeerPauseMs: 10_000 });
+    const reqs = p.next(0);
+    expect(reqs.map((r) => r.peer)).toEqual(['a', 'a']);
+    expect(p.peerDead('a', 5)).toHaveLength(2);
+    p.tracked(D, [{ id: 'a', have: bits(2, [0, 1]) }, { id: 'b', have: bits(2, []) }], [], 300);
+    const fromSeed = p.next(300);
+    expect(fromSeed.map((r) => r.peer)).toEqual([SEED, SEED]);
+    p.received(fromSeed[0]);
+    p.failed(fromSeed[1]);
+    // Back after its pause: what it has comes from it again, not from the seed.
+    p.tracked(D, [{ id: 'a', have: bits(2, [0, 1]) }, { id: 'b', have: bits(2, []) }], [], 10_006);
+    expect(p.next(10_006).map((r) => `${r.piece}@${r.peer}`)).toEqual(['1@a']);
   });
 });
